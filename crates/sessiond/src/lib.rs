@@ -1,0 +1,66 @@
+//! sessiond: the session and credential lifecycle, as a library.
+//!
+//! Your application proves who someone is; sessiond issues the credential, checks it on every
+//! request, expires it honestly, and revokes it.
+//!
+//! # Layout
+//! - [`clock`]: injected time ([`Clock`], [`ManualClock`]) and the one expiry boundary
+//!   [`clock::is_expired`].
+//! - [`random`]: injected randomness; every id and secret comes from a [`RandomSource`].
+//! - [`secret`]: [`Secret`], a wrapper that redacts itself in `Debug`/`Display`.
+//! - [`id`]: [`SessionId`], [`KeyId`], [`UserId`], [`Tenant`], parsed once at the edge.
+//! - [`keys`]: signing keys per purpose, sealed at rest under the [`MasterKey`], cached in the
+//!   [`KeyRing`].
+//! - [`cookie`]: the v1 session-cookie wire format (encode, parse, constant-time verify).
+//! - [`session`]: the session row, its [`SessionStatus`] and policies.
+//! - [`service`]: [`SessionService`], the entry point: create, validate, CSRF, revoke, list, GC.
+//! - [`audit`] and [`metrics`]: the audit trail and counters.
+//! - [`store`]: the storage traits and backends ([`store::sqlite`] is the embedded default).
+//! - [`error`]: [`SessionError`] with its wire codes.
+//!
+//! # Example
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use sessiond::store::sqlite::{SqliteOptions, SqliteStore};
+//! use sessiond::{MasterKey, NewSession, RequestContext, SessionService, UserId};
+//!
+//! let store = SqliteStore::open("sqlite://./sessiond.db", SqliteOptions::default()).await?;
+//! let master = MasterKey::from_base64(&std::env::var("SESSIOND_MASTER_KEY")?)?;
+//! let service = SessionService::builder(Arc::new(store), master).start().await?;
+//!
+//! let created = service.create_cookie_session(NewSession::new(UserId::new("alice")?)).await?;
+//! let ok = service
+//!     .validate_cookie(created.cookie.expose(), &RequestContext::default())
+//!     .await?;
+//! assert_eq!(ok.session.user_id.as_str(), "alice");
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod audit;
+pub mod clock;
+pub mod cookie;
+pub mod error;
+pub mod id;
+pub mod keys;
+pub mod metrics;
+pub mod random;
+pub mod secret;
+pub mod service;
+pub mod session;
+pub mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use error::SessionError;
+pub use id::{KeyId, SessionId, Tenant, UserId};
+pub use keys::{KeyPurpose, KeyRing, MasterKey};
+pub use random::{OsRandom, RandomSource, SeededRandom};
+pub use secret::Secret;
+pub use service::{
+    CookieSession, Credential, GcReport, NewSession, RequestContext, ServiceConfig,
+    SessionService, Validated,
+};
+pub use session::{RevokeReason, Session, SessionKind, SessionStatus};
+pub use store::RevokeOutcome;

@@ -1,0 +1,84 @@
+//! Counters the service keeps for every outcome, audited or not.
+//!
+//! Lock-free atomics; the server renders them in Prometheus format. Validation failures are
+//! counted per reason code even when the audit trail is rate-bounded.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// The service's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    sessions_created: AtomicU64,
+    sessions_revoked: AtomicU64,
+    refresh_reuse_detected: AtomicU64,
+    audit_failures_suppressed: AtomicU64,
+    audit_write_errors: AtomicU64,
+    validation_failures: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// A point-in-time copy of [`Metrics`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MetricsSnapshot {
+    /// Sessions created.
+    pub sessions_created: u64,
+    /// Sessions revoked (any reason).
+    pub sessions_revoked: u64,
+    /// Refresh-token reuse detections.
+    pub refresh_reuse_detected: u64,
+    /// Validation failures whose audit record was suppressed by the rate bound.
+    pub audit_failures_suppressed: u64,
+    /// Audit records that could not be written.
+    pub audit_write_errors: u64,
+    /// Validation failures by reason code.
+    pub validation_failures: BTreeMap<&'static str, u64>,
+}
+
+impl Metrics {
+    pub(crate) fn session_created(&self) {
+        self.sessions_created.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sessions_revoked(&self, n: u64) {
+        self.sessions_revoked.fetch_add(n, Ordering::Relaxed);
+    }
+
+    #[allow(dead_code)] // used by token refresh
+    pub(crate) fn refresh_reuse(&self) {
+        self.refresh_reuse_detected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn audit_suppressed(&self) {
+        self.audit_failures_suppressed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn audit_write_error(&self) {
+        self.audit_write_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn validation_failure(&self, reason: &'static str) {
+        let mut map = match self.validation_failures.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *map.entry(reason).or_insert(0) += 1;
+    }
+
+    /// A copy of every counter.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let failures = match self.validation_failures.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        MetricsSnapshot {
+            sessions_created: self.sessions_created.load(Ordering::Relaxed),
+            sessions_revoked: self.sessions_revoked.load(Ordering::Relaxed),
+            refresh_reuse_detected: self.refresh_reuse_detected.load(Ordering::Relaxed),
+            audit_failures_suppressed: self.audit_failures_suppressed.load(Ordering::Relaxed),
+            audit_write_errors: self.audit_write_errors.load(Ordering::Relaxed),
+            validation_failures: failures,
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Storage traits and their backends.
+//!
+//! The domain talks to storage only through these traits; each backend implements all of them
+//! and passes the same conformance suite (`tests/integration/conformance.rs`). Every method that
+//! changes state is a single atomic step in the backend (a conditional `UPDATE`, an
+//! insert-if-absent, or one transaction), never a read followed by a write, so concurrent
+//! callers on any number of nodes see exactly-once outcomes.
+
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::audit::{AuditQuery, AuditRecord};
+use crate::clock::Timestamp;
+use crate::id::{SessionId, Tenant, UserId};
+use crate::keys::KeyRecord;
+use crate::session::{RevokeReason, Session, SessionRecord};
+
+/// A boxed backend error, kept as the source of a [`StoreError`].
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// A storage failure. The server maps every variant to 503 `unavailable`: a credential that
+/// could not be checked is never accepted and never reported as invalid.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend could not be reached or timed out (connection refused, pool exhausted).
+    #[error("storage backend is unavailable")]
+    Unavailable(#[source] BoxError),
+    /// The backend answered with an error.
+    #[error("storage backend failed")]
+    Backend(#[source] BoxError),
+    /// A stored row could not be read back into a domain value.
+    #[error("stored {what} is corrupt")]
+    Corrupt {
+        /// Which field or row.
+        what: &'static str,
+    },
+}
+
+/// What a revoke found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RevokeOutcome {
+    /// This call revoked the session.
+    Revoked,
+    /// The session was already revoked; nothing changed.
+    AlreadyRevoked,
+    /// No such session.
+    NotFound,
+}
+
+/// Session rows.
+#[async_trait]
+pub trait SessionStore: Send + Sync + fmt::Debug {
+    /// Inserts a new session and, when `max_active` is set, revokes (reason `evicted`) the
+    /// oldest active sessions of the same user and tenant beyond that many, in one atomic step.
+    /// Returns the evicted ids.
+    async fn create_session(
+        &self,
+        record: &SessionRecord,
+        max_active: Option<u32>,
+        now: Timestamp,
+    ) -> Result<Vec<SessionId>, StoreError>;
+
+    /// The row with this id, revoked and expired ones included.
+    async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Records activity: sets `last_seen_at` and `idle_expires_at`, but only if the row is not
+    /// revoked and its `last_seen_at` is before `seen_before` (so concurrent touches write once).
+    /// Returns whether a row changed.
+    async fn touch_session(
+        &self,
+        id: &SessionId,
+        last_seen_at: Timestamp,
+        idle_expires_at: Timestamp,
+        seen_before: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Revokes one session if it is not revoked yet.
+    async fn revoke_session(
+        &self,
+        id: &SessionId,
+        at: Timestamp,
+        reason: &RevokeReason,
+    ) -> Result<RevokeOutcome, StoreError>;
+
+    /// Revokes every active session of `user` (in `tenant`, or in all tenants when `None`),
+    /// except `except`. Returns the ids it revoked.
+    async fn revoke_user_sessions(
+        &self,
+        user: &UserId,
+        tenant: Option<&Tenant>,
+        except: Option<&SessionId>,
+        at: Timestamp,
+        reason: &RevokeReason,
+    ) -> Result<Vec<SessionId>, StoreError>;
+
+    /// The active sessions of `user` at `now`, oldest first.
+    async fn user_sessions(
+        &self,
+        user: &UserId,
+        tenant: Option<&Tenant>,
+        now: Timestamp,
+    ) -> Result<Vec<Session>, StoreError>;
+
+    /// Replaces the CSRF hash of a session that is active at `now`. Returns whether it did.
+    async fn set_csrf_hash(
+        &self,
+        id: &SessionId,
+        hash: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes up to `limit` sessions whose idle or absolute expiry is at or before `now`.
+    /// Returns how many it deleted.
+    async fn delete_expired_sessions(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError>;
+}
+
+/// Signing keys (material sealed).
+#[async_trait]
+pub trait KeyStore: Send + Sync + fmt::Debug {
+    /// Every stored key.
+    async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Inserts `key` as the active key of its purpose if the purpose has no active key yet.
+    /// Returns `false` (and changes nothing) when one exists.
+    async fn insert_first_active_key(&self, key: &KeyRecord) -> Result<bool, StoreError>;
+
+    /// In one atomic step: retires the active key of `key.purpose` (setting `retired_at` and
+    /// `verify_until`) and inserts `key` as the new active key.
+    async fn rotate_key(
+        &self,
+        key: &KeyRecord,
+        retired_at: Timestamp,
+        verify_until: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes up to `limit` retired keys whose `verify_until` is at or before `now`.
+    async fn delete_expired_keys(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError>;
+}
+
+/// The audit trail (append-only).
+#[async_trait]
+pub trait AuditStore: Send + Sync + fmt::Debug {
+    /// Appends a record.
+    async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
+
+    /// Records matching `query`, newest first.
+    async fn audit_records(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// Everything a full backend stores. Implemented automatically for any type that implements
+/// each part.
+pub trait Backend: SessionStore + KeyStore + AuditStore {}
+
+impl<T: SessionStore + KeyStore + AuditStore> Backend for T {}

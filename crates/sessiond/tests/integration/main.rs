@@ -1,0 +1,2 @@
+//! Integration tests of the sessiond library, one binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
