@@ -52,6 +52,9 @@ pub mod service;
 pub mod session;
 pub mod store;
 
+#[cfg(test)]
+mod leak_tests;
+
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::SessionError;
 pub use id::{KeyId, SessionId, Tenant, UserId};

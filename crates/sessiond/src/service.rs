@@ -129,9 +129,9 @@ pub struct CookieSession {
     pub csrf_token: Secret<String>,
 }
 
-/// Facts about the request a credential arrived with.
+/// Facts about the request a credential arrived with. Build it with `Default` and the setters,
+/// or as a literal.
 #[derive(Debug, Clone, Copy, Default)]
-#[non_exhaustive]
 pub struct RequestContext<'a> {
     /// The client IP (checked when IP binding is on).
     pub ip: Option<&'a str>,

@@ -132,8 +132,9 @@ impl fmt::Display for RevokeReason {
 pub struct InvalidReason;
 
 /// A session as the outside may see it: never a secret or a hash.
+///
+/// Exhaustive on purpose: storage backends outside this crate build it from their rows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct Session {
     /// The session's id.
     pub id: SessionId,
@@ -185,7 +186,6 @@ impl Session {
 
 /// The refresh-token state of a token session (hashes only).
 #[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct RefreshState {
     /// SHA-256 of the current refresh secret.
     pub hash: [u8; 32],
@@ -209,7 +209,6 @@ impl fmt::Debug for RefreshState {
 /// A session row as a backend stores it: the public [`Session`] plus hashes and the signing
 /// key id.
 #[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct SessionRecord {
     /// The public part.
     pub session: Session,

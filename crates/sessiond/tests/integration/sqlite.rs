@@ -1,0 +1,3 @@
+//! The conformance suite on the embedded SQLite backend.
+
+crate::conformance_suite!(crate::common::sqlite_backend);
