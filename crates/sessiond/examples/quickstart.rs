@@ -18,7 +18,9 @@ use sessiond::{
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let path = std::env::args().nth(1).unwrap_or_else(|| "sessiond-data/quickstart.db".into());
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "sessiond-data/quickstart.db".into());
     if let Some(dir) = std::path::Path::new(&path).parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -30,7 +32,9 @@ async fn main() -> anyhow::Result<()> {
     let master = match std::env::var("SESSIOND_MASTER_KEY") {
         Ok(text) => MasterKey::from_base64(&text)?,
         Err(_) => {
-            println!("   (SESSIOND_MASTER_KEY unset: using a throw-away master key and a fresh file)");
+            println!(
+                "   (SESSIOND_MASTER_KEY unset: using a throw-away master key and a fresh file)"
+            );
             let _ = std::fs::remove_file(&path);
             let _ = std::fs::remove_file(format!("{path}-wal"));
             let _ = std::fs::remove_file(format!("{path}-shm"));
@@ -42,9 +46,14 @@ async fn main() -> anyhow::Result<()> {
     } else {
         store
     };
-    let service = SessionService::builder(Arc::new(store), master).start().await?;
+    let service = SessionService::builder(Arc::new(store), master)
+        .start()
+        .await?;
     for key in service.keys().list().await? {
-        println!("2. active {} key {} ({})", key.purpose, key.id, key.algorithm);
+        println!(
+            "2. active {} key {} ({})",
+            key.purpose, key.id, key.algorithm
+        );
     }
 
     let created = service
@@ -62,8 +71,13 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let ctx = RequestContext::default().csrf(created.csrf_token.expose());
-    let ok = service.validate_cookie(created.cookie.expose(), &ctx).await?;
-    println!("4. validated with CSRF: user {}, deadline {}", ok.session.user_id, ok.deadline);
+    let ok = service
+        .validate_cookie(created.cookie.expose(), &ctx)
+        .await?;
+    println!(
+        "4. validated with CSRF: user {}, deadline {}",
+        ok.session.user_id, ok.deadline
+    );
 
     let new_csrf = service.rotate_csrf(&s.id).await?;
     let stale = service.validate_cookie(created.cookie.expose(), &ctx).await;
@@ -72,15 +86,24 @@ async fn main() -> anyhow::Result<()> {
         stale.err().map(|e| e.code())
     );
     let ctx = RequestContext::default().csrf(new_csrf.expose());
-    service.validate_cookie(created.cookie.expose(), &ctx).await?;
+    service
+        .validate_cookie(created.cookie.expose(), &ctx)
+        .await?;
     println!("   the new token validates");
 
     let outcome = service.revoke(&s.id, &RevokeReason::logout()).await?;
     println!("6. revoked: {outcome:?}");
-    let after = service.validate_cookie(created.cookie.expose(), &RequestContext::default()).await;
-    println!("7. validation after revoke fails with {:?}", after.err().map(|e| e.code()));
+    let after = service
+        .validate_cookie(created.cookie.expose(), &RequestContext::default())
+        .await;
+    println!(
+        "7. validation after revoke fails with {:?}",
+        after.err().map(|e| e.code())
+    );
 
-    let trail = service.audit_records(&sessiond::audit::AuditQuery::session(&s.id)).await?;
+    let trail = service
+        .audit_records(&sessiond::audit::AuditQuery::session(&s.id))
+        .await?;
     println!("8. audit trail of the session (newest first):");
     for r in trail {
         println!("   {} {} {}", r.at, r.event, r.reason);

@@ -151,12 +151,18 @@ pub struct AuditQuery {
 impl AuditQuery {
     /// Records about `id`.
     pub fn session(id: &SessionId) -> Self {
-        AuditQuery { session_id: Some(id.clone()), ..AuditQuery::default() }
+        AuditQuery {
+            session_id: Some(id.clone()),
+            ..AuditQuery::default()
+        }
     }
 
     /// The newest `limit` records of any kind.
     pub fn latest(limit: u32) -> Self {
-        AuditQuery { limit, ..AuditQuery::default() }
+        AuditQuery {
+            limit,
+            ..AuditQuery::default()
+        }
     }
 }
 
@@ -172,7 +178,10 @@ pub struct AuditPolicy {
 
 impl Default for AuditPolicy {
     fn default() -> Self {
-        AuditPolicy { failures_per_window: 20, failure_window: Duration::from_secs(60) }
+        AuditPolicy {
+            failures_per_window: 20,
+            failure_window: Duration::from_secs(60),
+        }
     }
 }
 
@@ -185,7 +194,10 @@ pub(crate) struct FailureLimiter {
 
 impl FailureLimiter {
     pub(crate) fn new(policy: AuditPolicy) -> Self {
-        FailureLimiter { policy, windows: Mutex::new(HashMap::new()) }
+        FailureLimiter {
+            policy,
+            windows: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Whether a record for `reason` may be written at `now`; counts it if so.
@@ -221,15 +233,24 @@ mod tests {
         let t = Timestamp::from_unix_millis;
         let admitted = (0..10).filter(|_| limiter.admit("bad_mac", t(0))).count();
         assert_eq!(admitted, 3);
-        assert!(limiter.admit("csrf_mismatch", t(0)), "reasons have separate budgets");
+        assert!(
+            limiter.admit("csrf_mismatch", t(0)),
+            "reasons have separate budgets"
+        );
         assert!(!limiter.admit("bad_mac", t(9_999)));
-        assert!(limiter.admit("bad_mac", t(10_000)), "a new window starts at the boundary");
+        assert!(
+            limiter.admit("bad_mac", t(10_000)),
+            "a new window starts at the boundary"
+        );
     }
 
     #[test]
     fn event_names_round_trip() {
-        for e in [AuditEvent::SessionCreated, AuditEvent::ValidationFailed, AuditEvent::KeyRotated]
-        {
+        for e in [
+            AuditEvent::SessionCreated,
+            AuditEvent::ValidationFailed,
+            AuditEvent::KeyRotated,
+        ] {
             assert_eq!(AuditEvent::parse(e.as_str()), Some(e));
         }
         assert_eq!(AuditEvent::parse("nope"), None);

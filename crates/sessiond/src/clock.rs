@@ -85,7 +85,9 @@ impl Timestamp {
         let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
             .map_err(|_| TimestampParseError)?;
         let millis = t.unix_timestamp_nanos().div_euclid(1_000_000);
-        i64::try_from(millis).map(Timestamp).map_err(|_| TimestampParseError)
+        i64::try_from(millis)
+            .map(Timestamp)
+            .map_err(|_| TimestampParseError)
     }
 }
 
@@ -158,7 +160,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock standing at `start`.
     pub fn new(start: Timestamp) -> Self {
-        ManualClock { millis: Arc::new(AtomicI64::new(start.0)) }
+        ManualClock {
+            millis: Arc::new(AtomicI64::new(start.0)),
+        }
     }
 
     /// Moves the clock forward by `d`.
@@ -220,7 +224,10 @@ mod tests {
     #[test]
     fn saturating_arithmetic() {
         let t = Timestamp::from_unix_millis(i64::MAX - 1);
-        assert_eq!(t.saturating_add(Duration::from_secs(10)).unix_millis(), i64::MAX);
+        assert_eq!(
+            t.saturating_add(Duration::from_secs(10)).unix_millis(),
+            i64::MAX
+        );
         assert_eq!(Timestamp::EPOCH.duration_since(t), Duration::ZERO);
         assert_eq!(Timestamp::from_unix_seconds(5).unix_seconds(), 5);
     }

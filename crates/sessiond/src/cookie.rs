@@ -103,7 +103,14 @@ impl ParsedCookie {
 
 /// The exact bytes the MAC covers: `len(session_id) ":" session_id ":" len(key_id) ":" key_id`.
 pub fn mac_input(session_id: &str, key_id: &str) -> Vec<u8> {
-    format!("{}:{}:{}:{}", session_id.len(), session_id, key_id.len(), key_id).into_bytes()
+    format!(
+        "{}:{}:{}:{}",
+        session_id.len(),
+        session_id,
+        key_id.len(),
+        key_id
+    )
+    .into_bytes()
 }
 
 /// Feeds the MAC input into `mac` piece by piece (no allocation), byte-identical to
@@ -124,7 +131,11 @@ fn feed(mut mac: Hmac<Sha256>, session_id: &str, key_id: &str) -> Hmac<Sha256> {
 ///
 /// # Errors
 /// [`CookieError::KeyNotHmac`] for a key without HMAC material.
-pub fn compute_mac(key: &Key, session_id: &str, key_id: &str) -> Result<[u8; MAC_LEN], CookieError> {
+pub fn compute_mac(
+    key: &Key,
+    session_id: &str,
+    key_id: &str,
+) -> Result<[u8; MAC_LEN], CookieError> {
     let mac = key.hmac().ok_or(CookieError::KeyNotHmac)?.clone();
     Ok(feed(mac, session_id, key_id).finalize().into_bytes().into())
 }
@@ -158,22 +169,36 @@ pub fn parse(value: &str) -> Result<ParsedCookie, CookieError> {
         return Err(CookieError::TooLong);
     }
     let mut parts = value.split('.');
-    let (Some(version), Some(sid), Some(kid), Some(mac), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(CookieError::SegmentCount { found: value.split('.').count() });
+    let (Some(version), Some(sid), Some(kid), Some(mac), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(CookieError::SegmentCount {
+            found: value.split('.').count(),
+        });
     };
     if version != VERSION {
         return Err(CookieError::UnsupportedVersion);
     }
     let session_id = SessionId::parse(sid).map_err(|_| CookieError::MalformedSessionId)?;
     let key_id = KeyId::parse(kid).map_err(|_| CookieError::MalformedKeyId)?;
-    let decoded = URL_SAFE_NO_PAD.decode(mac).map_err(|_| CookieError::MalformedMac)?;
+    let decoded = URL_SAFE_NO_PAD
+        .decode(mac)
+        .map_err(|_| CookieError::MalformedMac)?;
     let mac: [u8; MAC_LEN] = decoded
         .as_slice()
         .try_into()
-        .map_err(|_| CookieError::MacLength { found: decoded.len() })?;
-    Ok(ParsedCookie { session_id, key_id, mac })
+        .map_err(|_| CookieError::MacLength {
+            found: decoded.len(),
+        })?;
+    Ok(ParsedCookie {
+        session_id,
+        key_id,
+        mac,
+    })
 }
 
 /// Finds the value of cookie `name` in a `Cookie` request header (parsed by the `cookie` crate).
@@ -201,7 +226,10 @@ mod tests {
     #[test]
     fn header_lookup() {
         let h = "a=1; __Host-sessiond=v1.x.y.z; b=\"2\"";
-        assert_eq!(from_header(h, "__Host-sessiond").as_deref(), Some("v1.x.y.z"));
+        assert_eq!(
+            from_header(h, "__Host-sessiond").as_deref(),
+            Some("v1.x.y.z")
+        );
         assert_eq!(from_header(h, "b").as_deref(), Some("2"));
         assert_eq!(from_header(h, "c"), None);
         assert_eq!(from_header("", "c"), None);

@@ -120,7 +120,9 @@ impl SessionError {
                     CookieError::UnsupportedVersion => "cookie_version",
                     CookieError::MalformedSessionId => "cookie_session_id",
                     CookieError::MalformedKeyId => "cookie_key_id",
-                    CookieError::MalformedMac | CookieError::MacLength { .. } => "cookie_mac_format",
+                    CookieError::MalformedMac | CookieError::MacLength { .. } => {
+                        "cookie_mac_format"
+                    }
                     CookieError::BadMac | CookieError::KeyNotHmac => "bad_mac",
                 },
                 CredentialError::Key(KeyError::Retired) => "key_retired",

@@ -132,7 +132,9 @@ const MAX_NAME_BYTES: usize = 256;
 
 fn check_name(text: &str) -> Result<(), IdError> {
     if text.is_empty() || text.len() > MAX_NAME_BYTES {
-        return Err(IdError::Length { max: MAX_NAME_BYTES });
+        return Err(IdError::Length {
+            max: MAX_NAME_BYTES,
+        });
     }
     if text.chars().any(char::is_control) {
         return Err(IdError::ControlCharacter);
@@ -242,14 +244,20 @@ mod tests {
         for (text, err) in cases {
             assert_eq!(SessionId::parse(text).unwrap_err(), *err, "{text}");
         }
-        assert_eq!(KeyId::parse(&format!("sk-{body}")).unwrap().as_str().len(), 25);
+        assert_eq!(
+            KeyId::parse(&format!("sk-{body}")).unwrap().as_str().len(),
+            25
+        );
     }
 
     #[test]
     fn names_are_checked() {
         assert!(UserId::new("alice").is_ok());
         assert_eq!(UserId::new("").unwrap_err(), IdError::Length { max: 256 });
-        assert_eq!(UserId::new("a".repeat(257)).unwrap_err(), IdError::Length { max: 256 });
+        assert_eq!(
+            UserId::new("a".repeat(257)).unwrap_err(),
+            IdError::Length { max: 256 }
+        );
         assert_eq!(UserId::new("a\nb").unwrap_err(), IdError::ControlCharacter);
         assert_eq!(Tenant::default().as_str(), "default");
     }

@@ -64,14 +64,21 @@ fn no_secret_reaches_logs_errors_or_audit() {
     // Global, so events from sqlx's SQLite worker threads are captured too. This is the only
     // test in the binary that installs a subscriber.
     tracing::subscriber::set_global_default(subscriber).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut secrets: Vec<String> = Vec::new();
     let mut haystack = String::new();
 
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("leak.db");
-        let store = Arc::new(SqliteStore::open(path.to_str().unwrap(), SqliteOptions::default()).await.unwrap());
+        let store = Arc::new(
+            SqliteStore::open(path.to_str().unwrap(), SqliteOptions::default())
+                .await
+                .unwrap(),
+        );
         let master = MasterKey::from_bytes([0x5a; 32]);
         secrets.push(master.to_base64().expose().clone());
         secrets.extend(encodings(&[0x5a; 32]));
@@ -90,7 +97,9 @@ fn no_secret_reaches_logs_errors_or_audit() {
         let mut cookies = Vec::new();
         for _ in 0..3 {
             let c = service
-                .create_cookie_session(NewSession::new(UserId::new("leaky").unwrap()).ip("192.0.2.1"))
+                .create_cookie_session(
+                    NewSession::new(UserId::new("leaky").unwrap()).ip("192.0.2.1"),
+                )
                 .await
                 .unwrap();
             secrets.push(c.cookie.expose().clone());
@@ -101,30 +110,85 @@ fn no_secret_reaches_logs_errors_or_audit() {
             clock.advance(std::time::Duration::from_secs(1));
         }
         let c = &cookies[2];
-        let ok = RequestContext::default().ip("192.0.2.1").csrf(c.csrf_token.expose());
-        let v = service.validate_cookie(c.cookie.expose(), &ok).await.unwrap();
+        let ok = RequestContext::default()
+            .ip("192.0.2.1")
+            .csrf(c.csrf_token.expose());
+        let v = service
+            .validate_cookie(c.cookie.expose(), &ok)
+            .await
+            .unwrap();
         haystack.push_str(&format!("{v:?}\n"));
         let new_csrf = service.rotate_csrf(&c.session.id).await.unwrap();
         secrets.push(new_csrf.expose().clone());
-        errors.push(service.validate_cookie(c.cookie.expose(), &ok).await.unwrap_err());
+        errors.push(
+            service
+                .validate_cookie(c.cookie.expose(), &ok)
+                .await
+                .unwrap_err(),
+        );
         let value = c.cookie.expose();
         let last = if value.ends_with('A') { "E" } else { "A" };
         let forged = format!("{}{last}", &value[..value.len() - 1]);
         errors.push(service.validate_cookie(&forged, &ok).await.unwrap_err());
-        errors.push(service.validate_cookie(c.cookie.expose(), &RequestContext::default().ip("10.9.9.9")).await.unwrap_err());
-        errors.push(service.validate_cookie(cookies[0].cookie.expose(), &RequestContext::default().ip("192.0.2.1")).await.unwrap_err());
-        errors.push(service.check_csrf(&c.session.id, Some("guess")).await.unwrap_err());
+        errors.push(
+            service
+                .validate_cookie(c.cookie.expose(), &RequestContext::default().ip("10.9.9.9"))
+                .await
+                .unwrap_err(),
+        );
+        errors.push(
+            service
+                .validate_cookie(
+                    cookies[0].cookie.expose(),
+                    &RequestContext::default().ip("192.0.2.1"),
+                )
+                .await
+                .unwrap_err(),
+        );
+        errors.push(
+            service
+                .check_csrf(&c.session.id, Some("guess"))
+                .await
+                .unwrap_err(),
+        );
         for purpose in KeyPurpose::ALL {
             service.rotate_key(purpose).await.unwrap();
         }
         clock.advance(std::time::Duration::from_secs(120));
-        service.validate_cookie(c.cookie.expose(), &RequestContext::default().ip("192.0.2.1")).await.unwrap();
-        service.revoke(&c.session.id, &RevokeReason::logout()).await.unwrap();
-        errors.push(service.validate_cookie(c.cookie.expose(), &ok).await.unwrap_err());
-        service.revoke_user(&UserId::new("leaky").unwrap(), None, None, &RevokeReason::revoked_all()).await.unwrap();
+        service
+            .validate_cookie(
+                c.cookie.expose(),
+                &RequestContext::default().ip("192.0.2.1"),
+            )
+            .await
+            .unwrap();
+        service
+            .revoke(&c.session.id, &RevokeReason::logout())
+            .await
+            .unwrap();
+        errors.push(
+            service
+                .validate_cookie(c.cookie.expose(), &ok)
+                .await
+                .unwrap_err(),
+        );
+        service
+            .revoke_user(
+                &UserId::new("leaky").unwrap(),
+                None,
+                None,
+                &RevokeReason::revoked_all(),
+            )
+            .await
+            .unwrap();
         clock.advance(std::time::Duration::from_secs(30 * 3600));
         service.gc().await.unwrap();
-        errors.push(service.validate_cookie(cookies[1].cookie.expose(), &ok).await.unwrap_err());
+        errors.push(
+            service
+                .validate_cookie(cookies[1].cookie.expose(), &ok)
+                .await
+                .unwrap_err(),
+        );
 
         // Every key the run made, in every encoding (they are still cached in the ring).
         for purpose in KeyPurpose::ALL {
@@ -141,19 +205,40 @@ fn no_secret_reaches_logs_errors_or_audit() {
         for e in &errors {
             haystack.push_str(&format!("{e}\n{e:?}\n"));
         }
-        let trail = service.audit_records(&AuditQuery::latest(1000)).await.unwrap();
-        assert!(trail.len() > 10, "the run should have produced a real audit trail");
+        let trail = service
+            .audit_records(&AuditQuery::latest(1000))
+            .await
+            .unwrap();
+        assert!(
+            trail.len() > 10,
+            "the run should have produced a real audit trail"
+        );
         haystack.push_str(&serde_json::to_string(&trail).unwrap());
-        haystack.push_str(&format!("{service:?}\n{:?}\n", service.metrics().snapshot()));
+        haystack.push_str(&format!(
+            "{service:?}\n{:?}\n",
+            service.metrics().snapshot()
+        ));
     });
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.lines().count() > 20, "log capture did not work: {logs}");
-    assert!(logs.contains("sqlx::query"), "the storage layer's statement log was not captured");
+    assert!(
+        logs.lines().count() > 20,
+        "log capture did not work: {logs}"
+    );
+    assert!(
+        logs.contains("sqlx::query"),
+        "the storage layer's statement log was not captured"
+    );
     haystack.push_str(&logs);
     assert!(secrets.len() > 30);
     for secret in &secrets {
-        assert!(secret.len() >= 16, "secret too short to search for reliably");
-        assert!(!haystack.contains(secret.as_str()), "a secret leaked into logs, errors or audit");
+        assert!(
+            secret.len() >= 16,
+            "secret too short to search for reliably"
+        );
+        assert!(
+            !haystack.contains(secret.as_str()),
+            "a secret leaked into logs, errors or audit"
+        );
     }
 }

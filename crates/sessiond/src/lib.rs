@@ -62,8 +62,8 @@ pub use keys::{KeyPurpose, KeyRing, MasterKey};
 pub use random::{OsRandom, RandomSource, SeededRandom};
 pub use secret::Secret;
 pub use service::{
-    CookieSession, Credential, GcReport, NewSession, RequestContext, ServiceConfig,
-    SessionService, Validated,
+    CookieSession, Credential, GcReport, NewSession, RequestContext, ServiceConfig, SessionService,
+    Validated,
 };
 pub use session::{RevokeReason, Session, SessionKind, SessionStatus};
 pub use store::RevokeOutcome;

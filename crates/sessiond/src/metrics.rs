@@ -51,7 +51,8 @@ impl Metrics {
     }
 
     pub(crate) fn audit_suppressed(&self) {
-        self.audit_failures_suppressed.fetch_add(1, Ordering::Relaxed);
+        self.audit_failures_suppressed
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn audit_write_error(&self) {

@@ -44,7 +44,9 @@ impl SeededRandom {
     /// A stream determined entirely by `seed`.
     pub fn new(seed: u64) -> Self {
         let digest: [u8; 32] = Sha256::digest(seed.to_le_bytes()).into();
-        SeededRandom { state: Mutex::new((0, digest)) }
+        SeededRandom {
+            state: Mutex::new((0, digest)),
+        }
     }
 }
 
@@ -64,8 +66,11 @@ impl RandomSource for SeededRandom {
         };
         for chunk in dest.chunks_mut(32) {
             let (counter, seed) = *guard;
-            let block: [u8; 32] =
-                Sha256::new().chain_update(seed).chain_update(counter.to_le_bytes()).finalize().into();
+            let block: [u8; 32] = Sha256::new()
+                .chain_update(seed)
+                .chain_update(counter.to_le_bytes())
+                .finalize()
+                .into();
             for (d, s) in chunk.iter_mut().zip(block.iter()) {
                 *d = *s;
             }

@@ -59,7 +59,10 @@ mod tests {
         let s = Secret::new(String::from("hunter2-cookie-value"));
         assert_eq!(format!("{s}"), "[redacted]");
         assert_eq!(format!("{s:?}"), "Secret([redacted])");
-        assert_eq!(format!("{:#?}", Some(&s)), "Some(\n    Secret([redacted]),\n)");
+        assert_eq!(
+            format!("{:#?}", Some(&s)),
+            "Some(\n    Secret([redacted]),\n)"
+        );
         assert_eq!(s.expose(), "hunter2-cookie-value");
     }
 }

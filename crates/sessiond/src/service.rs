@@ -28,8 +28,9 @@ use crate::session::{
 use crate::store::{Backend, RevokeOutcome};
 
 /// Claim names the application may not set: they are the token's own.
-pub const RESERVED_CLAIMS: &[&str] =
-    &["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "tenant", "typ", "kid", "cnf"];
+pub const RESERVED_CLAIMS: &[&str] = &[
+    "iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "tenant", "typ", "kid", "cnf",
+];
 /// The largest serialized custom-claims object accepted (bytes).
 pub const MAX_CLAIMS_BYTES: usize = 4096;
 const MAX_IP_BYTES: usize = 64;
@@ -341,17 +342,31 @@ impl SessionService {
         &self,
         new: NewSession,
     ) -> Result<CookieSession, SessionError> {
-        let key = self.inner.keys.active(KeyPurpose::Cookie).await.map_err(SessionError::Keys)?;
+        let key = self
+            .inner
+            .keys
+            .active(KeyPurpose::Cookie)
+            .await
+            .map_err(SessionError::Keys)?;
         let policy = &self.inner.config.cookie;
         let csrf = self.new_token_secret();
         let csrf_hash = sha256(csrf.expose().as_bytes());
-        let session = self.new_session_row(new, SessionKind::Cookie, policy.idle_ttl, policy.absolute_ttl)?;
+        let session = self.new_session_row(
+            new,
+            SessionKind::Cookie,
+            policy.idle_ttl,
+            policy.absolute_ttl,
+        )?;
         let record = SessionRecord::new(session, key.id().clone(), Some(csrf_hash), None);
         let value = cookie::encode(&record.session.id, &key)
             // Only fails for a key without HMAC material, which the cookie purpose never has.
             .map_err(|_| SessionError::Keys(KeyError::Malformed))?;
         self.insert(&record).await?;
-        Ok(CookieSession { session: record.session, cookie: value, csrf_token: csrf })
+        Ok(CookieSession {
+            session: record.session,
+            cookie: value,
+            csrf_token: csrf,
+        })
     }
 
     /// Validates a session cookie value: format, MAC (constant time) under a usable cookie key,
@@ -415,7 +430,9 @@ impl SessionService {
         Ok(Validated {
             session,
             deadline,
-            credential: Credential::Cookie { key_id: parsed.key_id().clone() },
+            credential: Credential::Cookie {
+                key_id: parsed.key_id().clone(),
+            },
         })
     }
 
@@ -428,7 +445,11 @@ impl SessionService {
         }
     }
 
-    fn check_binding(&self, session: &Session, ctx: &RequestContext<'_>) -> Result<(), SessionError> {
+    fn check_binding(
+        &self,
+        session: &Session,
+        ctx: &RequestContext<'_>,
+    ) -> Result<(), SessionError> {
         let policy = &self.inner.config.sessions;
         // A recorded value must be matched exactly; a request that omits it fails closed.
         if policy.bind_ip {
@@ -458,7 +479,12 @@ impl SessionService {
         }
         let idle = now.saturating_add(self.inner.config.cookie.idle_ttl);
         let stale_at = now.saturating_sub(interval);
-        match self.inner.backend.touch_session(&session.id, now, idle, stale_at).await {
+        match self
+            .inner
+            .backend
+            .touch_session(&session.id, now, idle, stale_at)
+            .await
+        {
             Ok(_) => {
                 session.last_seen_at = now;
                 session.idle_expires_at = idle;
@@ -477,7 +503,11 @@ impl SessionService {
         }
         let reason = e.reason();
         self.inner.metrics.validation_failure(reason);
-        tracing::debug!(reason, session_id = session.map(|s| s.id.as_str()), "validation failed");
+        tracing::debug!(
+            reason,
+            session_id = session.map(|s| s.id.as_str()),
+            "validation failed"
+        );
         let now = self.inner.clock.now();
         if !self.inner.limiter.admit(reason, now) {
             self.inner.metrics.audit_suppressed();
@@ -495,10 +525,23 @@ impl SessionService {
     ///
     /// # Errors
     /// [`SessionError::CsrfMissing`], [`SessionError::CsrfMismatch`], or the session's status.
-    pub async fn check_csrf(&self, id: &SessionId, token: Option<&str>) -> Result<(), SessionError> {
-        let record = self.inner.backend.session(id).await?.ok_or(SessionError::NotFound)?;
+    pub async fn check_csrf(
+        &self,
+        id: &SessionId,
+        token: Option<&str>,
+    ) -> Result<(), SessionError> {
+        let record = self
+            .inner
+            .backend
+            .session(id)
+            .await?
+            .ok_or(SessionError::NotFound)?;
         self.check_status(&record.session, self.inner.clock.now())?;
-        let ctx = RequestContext { csrf_token: token, require_csrf: true, ..RequestContext::default() };
+        let ctx = RequestContext {
+            csrf_token: token,
+            require_csrf: true,
+            ..RequestContext::default()
+        };
         let result = check_csrf(record.csrf_hash.as_ref(), &ctx);
         if let Err(e) = &result {
             self.record_failure(e, Some(&record.session), None).await;
@@ -516,12 +559,18 @@ impl SessionService {
         let hash = sha256(token.expose().as_bytes());
         let now = self.inner.clock.now();
         if !self.inner.backend.set_csrf_hash(id, &hash, now).await? {
-            let record = self.inner.backend.session(id).await?.ok_or(SessionError::NotFound)?;
+            let record = self
+                .inner
+                .backend
+                .session(id)
+                .await?
+                .ok_or(SessionError::NotFound)?;
             self.check_status(&record.session, now)?;
             // Active by status yet not updated: it became inactive between the two reads.
             return Err(SessionError::Revoked);
         }
-        self.audit(AuditRecord::new(now, AuditEvent::CsrfRotated, "rotated").session(id)).await;
+        self.audit(AuditRecord::new(now, AuditEvent::CsrfRotated, "rotated").session(id))
+            .await;
         Ok(token)
     }
 
@@ -538,8 +587,10 @@ impl SessionService {
         let outcome = self.inner.backend.revoke_session(id, now, reason).await?;
         if outcome == RevokeOutcome::Revoked {
             self.inner.metrics.sessions_revoked(1);
-            self.audit(AuditRecord::new(now, AuditEvent::SessionRevoked, reason.as_str()).session(id))
-                .await;
+            self.audit(
+                AuditRecord::new(now, AuditEvent::SessionRevoked, reason.as_str()).session(id),
+            )
+            .await;
         }
         Ok(outcome)
     }
@@ -557,8 +608,11 @@ impl SessionService {
         reason: &RevokeReason,
     ) -> Result<Vec<SessionId>, SessionError> {
         let now = self.inner.clock.now();
-        let ids =
-            self.inner.backend.revoke_user_sessions(user, tenant, except, now, reason).await?;
+        let ids = self
+            .inner
+            .backend
+            .revoke_user_sessions(user, tenant, except, now, reason)
+            .await?;
         self.inner.metrics.sessions_revoked(ids.len() as u64);
         for id in &ids {
             let mut record =
@@ -578,7 +632,11 @@ impl SessionService {
         user: &UserId,
         tenant: Option<&Tenant>,
     ) -> Result<Vec<Session>, SessionError> {
-        Ok(self.inner.backend.user_sessions(user, tenant, self.inner.clock.now()).await?)
+        Ok(self
+            .inner
+            .backend
+            .user_sessions(user, tenant, self.inner.clock.now())
+            .await?)
     }
 
     /// A session by id, revoked and expired ones included.
@@ -594,8 +652,14 @@ impl SessionService {
     /// # Errors
     /// [`SessionError::Keys`].
     pub async fn rotate_key(&self, purpose: KeyPurpose) -> Result<KeyInfo, SessionError> {
-        let info = self.inner.keys.rotate(purpose).await.map_err(SessionError::Keys)?;
-        let record = AuditRecord::new(self.now(), AuditEvent::KeyRotated, purpose.as_str()).key(&info.id);
+        let info = self
+            .inner
+            .keys
+            .rotate(purpose)
+            .await
+            .map_err(SessionError::Keys)?;
+        let record =
+            AuditRecord::new(self.now(), AuditEvent::KeyRotated, purpose.as_str()).key(&info.id);
         self.audit(record).await;
         Ok(info)
     }
@@ -610,7 +674,11 @@ impl SessionService {
         let now = self.inner.clock.now();
         let mut report = GcReport::default();
         loop {
-            let n = self.inner.backend.delete_expired_sessions(now, batch).await?;
+            let n = self
+                .inner
+                .backend
+                .delete_expired_sessions(now, batch)
+                .await?;
             report.sessions += n;
             tokio::task::yield_now().await;
             if n < u64::from(batch) {
@@ -626,7 +694,11 @@ impl SessionService {
             }
         }
         if report != GcReport::default() {
-            tracing::info!(sessions = report.sessions, keys = report.keys, "garbage collected");
+            tracing::info!(
+                sessions = report.sessions,
+                keys = report.keys,
+                "garbage collected"
+            );
         }
         Ok(report)
     }
@@ -635,7 +707,10 @@ impl SessionService {
     ///
     /// # Errors
     /// [`SessionError::Store`].
-    pub async fn audit_records(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, SessionError> {
+    pub async fn audit_records(
+        &self,
+        query: &AuditQuery,
+    ) -> Result<Vec<AuditRecord>, SessionError> {
         Ok(self.inner.backend.audit_records(query).await?)
     }
 
@@ -653,16 +728,28 @@ impl SessionService {
         idle_ttl: Duration,
         absolute_ttl: Duration,
     ) -> Result<Session, SessionError> {
-        check_len(new.ip.as_deref(), MAX_IP_BYTES, "ip is too long or has control characters")?;
+        check_len(
+            new.ip.as_deref(),
+            MAX_IP_BYTES,
+            "ip is too long or has control characters",
+        )?;
         check_len(
             new.user_agent.as_deref(),
             MAX_USER_AGENT_BYTES,
             "user_agent is too long or has control characters",
         )?;
-        if new.claims.keys().any(|k| RESERVED_CLAIMS.contains(&k.as_str())) {
-            return Err(SessionError::InvalidInput("claims may not use a reserved claim name"));
+        if new
+            .claims
+            .keys()
+            .any(|k| RESERVED_CLAIMS.contains(&k.as_str()))
+        {
+            return Err(SessionError::InvalidInput(
+                "claims may not use a reserved claim name",
+            ));
         }
-        let claims_len = serde_json::to_vec(&new.claims).map(|v| v.len()).unwrap_or(usize::MAX);
+        let claims_len = serde_json::to_vec(&new.claims)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if claims_len > MAX_CLAIMS_BYTES {
             return Err(SessionError::InvalidInput("claims exceed 4096 bytes"));
         }
@@ -693,10 +780,14 @@ impl SessionService {
         let now = record.session.created_at;
         let evicted = self.inner.backend.create_session(record, max, now).await?;
         self.inner.metrics.session_created();
-        let created = AuditRecord::new(now, AuditEvent::SessionCreated, record.session.kind.as_str())
-            .about(&record.session)
-            .key(&record.key_id)
-            .ip(record.session.ip.as_deref());
+        let created = AuditRecord::new(
+            now,
+            AuditEvent::SessionCreated,
+            record.session.kind.as_str(),
+        )
+        .about(&record.session)
+        .key(&record.key_id)
+        .ip(record.session.ip.as_deref());
         self.audit(created).await;
         self.inner.metrics.sessions_revoked(evicted.len() as u64);
         for id in &evicted {

@@ -93,7 +93,9 @@ impl RevokeReason {
     pub fn new(code: &str) -> Result<Self, InvalidReason> {
         let ok = !code.is_empty()
             && code.len() <= 64
-            && code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if ok {
             Ok(RevokeReason(code.to_owned()))
         } else {
@@ -228,7 +230,12 @@ impl SessionRecord {
         csrf_hash: Option<[u8; 32]>,
         refresh: Option<RefreshState>,
     ) -> Self {
-        SessionRecord { session, key_id, csrf_hash, refresh }
+        SessionRecord {
+            session,
+            key_id,
+            csrf_hash,
+            refresh,
+        }
     }
 }
 
@@ -303,11 +310,26 @@ mod tests {
     #[test]
     fn status_precedence_and_boundaries() {
         let t = Timestamp::from_unix_millis;
-        assert_eq!(session(100, 200, false).status(t(99)), SessionStatus::Active);
-        assert_eq!(session(100, 200, false).status(t(100)), SessionStatus::IdleExpired);
-        assert_eq!(session(300, 200, false).status(t(200)), SessionStatus::AbsoluteExpired);
-        assert_eq!(session(100, 100, false).status(t(100)), SessionStatus::AbsoluteExpired);
-        assert_eq!(session(100, 100, true).status(t(500)), SessionStatus::Revoked);
+        assert_eq!(
+            session(100, 200, false).status(t(99)),
+            SessionStatus::Active
+        );
+        assert_eq!(
+            session(100, 200, false).status(t(100)),
+            SessionStatus::IdleExpired
+        );
+        assert_eq!(
+            session(300, 200, false).status(t(200)),
+            SessionStatus::AbsoluteExpired
+        );
+        assert_eq!(
+            session(100, 100, false).status(t(100)),
+            SessionStatus::AbsoluteExpired
+        );
+        assert_eq!(
+            session(100, 100, true).status(t(500)),
+            SessionStatus::Revoked
+        );
         assert_eq!(session(100, 200, false).deadline(), t(100));
         assert_eq!(session(300, 200, false).deadline(), t(200));
     }

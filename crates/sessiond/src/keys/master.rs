@@ -43,8 +43,10 @@ impl MasterKey {
             .iter()
             .find_map(|engine| engine.decode(text).ok())
             .ok_or(MasterKeyError::Encoding)?;
-        let bytes: [u8; 32] =
-            decoded.as_slice().try_into().map_err(|_| MasterKeyError::Length(decoded.len()))?;
+        let bytes: [u8; 32] = decoded
+            .as_slice()
+            .try_into()
+            .map_err(|_| MasterKeyError::Length(decoded.len()))?;
         Ok(MasterKey::from_bytes(bytes))
     }
 
@@ -75,8 +77,14 @@ mod tests {
         let text = k.to_base64();
         let back = MasterKey::from_base64(&format!("  {}\n", text.expose())).unwrap();
         assert_eq!(back.bytes(), k.bytes());
-        assert_eq!(MasterKey::from_base64("!!!").unwrap_err(), MasterKeyError::Encoding);
-        assert_eq!(MasterKey::from_base64("AAAA").unwrap_err(), MasterKeyError::Length(3));
+        assert_eq!(
+            MasterKey::from_base64("!!!").unwrap_err(),
+            MasterKeyError::Encoding
+        );
+        assert_eq!(
+            MasterKey::from_base64("AAAA").unwrap_err(),
+            MasterKeyError::Length(3)
+        );
         assert_eq!(format!("{k:?}"), "MasterKey([redacted])");
     }
 }

@@ -106,7 +106,10 @@ impl KeyInfo {
 }
 
 enum Material {
-    Hmac { mac: Hmac<Sha256>, secret: Secret<Vec<u8>> },
+    Hmac {
+        mac: Hmac<Sha256>,
+        secret: Secret<Vec<u8>>,
+    },
     Ed25519(ed25519_dalek::SigningKey),
 }
 
@@ -118,7 +121,9 @@ pub struct Key {
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Key").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("Key")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -160,8 +165,13 @@ impl Key {
     }
 
     fn unseal(master: &MasterKey, record: &KeyRecord) -> Result<Key, KeyError> {
-        let plain =
-            seal::open(master, &record.id, record.purpose, record.algorithm, &record.sealed)?;
+        let plain = seal::open(
+            master,
+            &record.id,
+            record.purpose,
+            record.algorithm,
+            &record.sealed,
+        )?;
         let material = match record.algorithm {
             KeyAlgorithm::Hs256 => {
                 let mac = <Hmac<Sha256> as Mac>::new_from_slice(plain.expose())
@@ -169,8 +179,11 @@ impl Key {
                 Material::Hmac { mac, secret: plain }
             }
             KeyAlgorithm::EdDsa => {
-                let seed: &[u8; 32] =
-                    plain.expose().as_slice().try_into().map_err(|_| KeyError::Malformed)?;
+                let seed: &[u8; 32] = plain
+                    .expose()
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| KeyError::Malformed)?;
                 Material::Ed25519(ed25519_dalek::SigningKey::from_bytes(seed))
             }
         };
@@ -213,7 +226,9 @@ pub struct KeyRing {
 
 impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyRing").field("policy", &self.inner.policy).finish_non_exhaustive()
+        f.debug_struct("KeyRing")
+            .field("policy", &self.inner.policy)
+            .finish_non_exhaustive()
     }
 }
 
@@ -257,7 +272,10 @@ impl KeyRing {
         for purpose in KeyPurpose::ALL {
             self.ensure_purpose(purpose)
                 .await
-                .map_err(|e| KeyError::Bootstrap { purpose, source: Box::new(e) })?;
+                .map_err(|e| KeyError::Bootstrap {
+                    purpose,
+                    source: Box::new(e),
+                })?;
         }
         Ok(())
     }
@@ -304,7 +322,10 @@ impl KeyRing {
         let record = self.generate(purpose, alg)?;
         let now = self.inner.clock.now();
         let verify_until = now.saturating_add(self.inner.policy.retention);
-        self.inner.store.rotate_key(&record, now, verify_until).await?;
+        self.inner
+            .store
+            .rotate_key(&record, now, verify_until)
+            .await?;
         let set = self.reload_set().await?;
         let key = set.by_id.get(&record.id).ok_or(KeyError::UnknownKey)?;
         Ok(key.info.clone())
@@ -316,7 +337,10 @@ impl KeyRing {
     /// [`KeyError::NoActiveKey`] when the ring was never bootstrapped for it.
     pub async fn active(&self, purpose: KeyPurpose) -> Result<Arc<Key>, KeyError> {
         let set = self.current().await;
-        set.active.get(&purpose).cloned().ok_or(KeyError::NoActiveKey(purpose))
+        set.active
+            .get(&purpose)
+            .cloned()
+            .ok_or(KeyError::NoActiveKey(purpose))
     }
 
     /// The key named `id`, if it may verify a credential of `purpose` now.
@@ -349,7 +373,7 @@ impl KeyRing {
     pub async fn list(&self) -> Result<Vec<KeyInfo>, KeyError> {
         let set = self.reload_set().await?;
         let mut keys: Vec<KeyInfo> = set.by_id.values().map(|k| k.info.clone()).collect();
-        keys.sort_by(|a, b| (a.purpose, a.created_at).cmp(&(b.purpose, b.created_at)));
+        keys.sort_by_key(|k| (k.purpose, k.created_at));
         Ok(keys)
     }
 
@@ -363,7 +387,7 @@ impl KeyRing {
             .filter(|k| k.info.purpose == purpose && k.info.check_usable(now).is_ok())
             .cloned()
             .collect();
-        keys.sort_by(|a, b| b.info.created_at.cmp(&a.info.created_at));
+        keys.sort_by_key(|k| std::cmp::Reverse(k.info.created_at));
         keys
     }
 
@@ -379,7 +403,10 @@ impl KeyRing {
     async fn reload_set(&self) -> Result<Arc<KeySet>, KeyError> {
         let _guard = self.inner.reload_lock.lock().await;
         let records = self.inner.store.keys().await?;
-        let mut set = KeySet { loaded_at: self.inner.clock.now(), ..KeySet::default() };
+        let mut set = KeySet {
+            loaded_at: self.inner.clock.now(),
+            ..KeySet::default()
+        };
         for record in &records {
             let key = match Key::unseal(&self.inner.master, record) {
                 Ok(key) => Arc::new(key),
@@ -457,13 +484,23 @@ impl KeyRing {
         let public_key = match alg {
             KeyAlgorithm::Hs256 => None,
             KeyAlgorithm::EdDsa => {
-                let seed: &[u8; 32] =
-                    material.expose().as_slice().try_into().map_err(|_| KeyError::Malformed)?;
+                let seed: &[u8; 32] = material
+                    .expose()
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| KeyError::Malformed)?;
                 let signing = ed25519_dalek::SigningKey::from_bytes(seed);
                 Some(signing.verifying_key().to_bytes().to_vec())
             }
         };
-        let sealed = seal::seal(&self.inner.master, rng, &id, purpose, alg, material.expose())?;
+        let sealed = seal::seal(
+            &self.inner.master,
+            rng,
+            &id,
+            purpose,
+            alg,
+            material.expose(),
+        )?;
         Ok(KeyRecord {
             id,
             purpose,

@@ -38,7 +38,13 @@ pub(crate) fn seal(
     let nonce: [u8; NONCE_LEN] = random::bytes(rng);
     let ad = associated_data(id, purpose, alg);
     let ciphertext = cipher
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: material, aad: &ad })
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: material,
+                aad: &ad,
+            },
+        )
         // Encryption only fails for inputs beyond the cipher's length limit (256 GiB).
         .map_err(|_| KeyError::Malformed)?;
     let mut out = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
@@ -63,7 +69,13 @@ pub(crate) fn open(
     let cipher = XChaCha20Poly1305::new(master.bytes().into());
     let ad = associated_data(id, purpose, alg);
     cipher
-        .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: &ad })
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: &ad,
+            },
+        )
         .map(Secret::new)
         .map_err(|_| KeyError::Unseal)
 }
@@ -77,11 +89,24 @@ mod tests {
     fn seal_binds_material_to_its_row() {
         let master = MasterKey::generate(&OsRandom);
         let id = KeyId::generate(&OsRandom);
-        let sealed =
-            seal(&master, &OsRandom, &id, KeyPurpose::Cookie, KeyAlgorithm::Hs256, b"material")
-                .unwrap();
+        let sealed = seal(
+            &master,
+            &OsRandom,
+            &id,
+            KeyPurpose::Cookie,
+            KeyAlgorithm::Hs256,
+            b"material",
+        )
+        .unwrap();
         assert!(!sealed.windows(8).any(|w| w == b"material"));
-        let opened = open(&master, &id, KeyPurpose::Cookie, KeyAlgorithm::Hs256, &sealed).unwrap();
+        let opened = open(
+            &master,
+            &id,
+            KeyPurpose::Cookie,
+            KeyAlgorithm::Hs256,
+            &sealed,
+        )
+        .unwrap();
         assert_eq!(opened.expose().as_slice(), b"material");
 
         let other_id = KeyId::generate(&OsRandom);
@@ -90,11 +115,23 @@ mod tests {
             assert!(matches!(err, KeyError::Unseal));
         }
         let wrong_master = MasterKey::generate(&OsRandom);
-        let err =
-            open(&wrong_master, &id, KeyPurpose::Cookie, KeyAlgorithm::Hs256, &sealed).unwrap_err();
+        let err = open(
+            &wrong_master,
+            &id,
+            KeyPurpose::Cookie,
+            KeyAlgorithm::Hs256,
+            &sealed,
+        )
+        .unwrap_err();
         assert!(matches!(err, KeyError::Unseal));
-        let err = open(&master, &id, KeyPurpose::Cookie, KeyAlgorithm::Hs256, &sealed[..10])
-            .unwrap_err();
+        let err = open(
+            &master,
+            &id,
+            KeyPurpose::Cookie,
+            KeyAlgorithm::Hs256,
+            &sealed[..10],
+        )
+        .unwrap_err();
         assert!(matches!(err, KeyError::Malformed));
     }
 }

@@ -72,7 +72,9 @@ fn map_err(e: sqlx::Error) -> StoreError {
 }
 
 fn ts(row: &SqliteRow, col: &str) -> Result<Timestamp, StoreError> {
-    row.try_get::<i64, _>(col).map(Timestamp::from_unix_millis).map_err(map_err)
+    row.try_get::<i64, _>(col)
+        .map(Timestamp::from_unix_millis)
+        .map_err(map_err)
 }
 
 fn opt_ts(row: &SqliteRow, col: &str) -> Result<Option<Timestamp>, StoreError> {
@@ -84,7 +86,11 @@ fn opt_ts(row: &SqliteRow, col: &str) -> Result<Option<Timestamp>, StoreError> {
 fn hash(row: &SqliteRow, col: &'static str) -> Result<Option<[u8; 32]>, StoreError> {
     let bytes: Option<Vec<u8>> = row.try_get(col).map_err(map_err)?;
     bytes
-        .map(|b| b.as_slice().try_into().map_err(|_| StoreError::Corrupt { what: col }))
+        .map(|b| {
+            b.as_slice()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt { what: col })
+        })
         .transpose()
 }
 
@@ -100,7 +106,9 @@ fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
         id: SessionId::parse(&text(row, "id")?).map_err(corrupt("session id"))?,
         user_id: UserId::new(text(row, "user_id")?).map_err(corrupt("user id"))?,
         tenant: Tenant::new(text(row, "tenant")?).map_err(corrupt("tenant"))?,
-        kind: SessionKind::parse(&kind).ok_or(StoreError::Corrupt { what: "session kind" })?,
+        kind: SessionKind::parse(&kind).ok_or(StoreError::Corrupt {
+            what: "session kind",
+        })?,
         created_at: ts(row, "created_at")?,
         last_seen_at: ts(row, "last_seen_at")?,
         idle_expires_at: ts(row, "idle_expires_at")?,
@@ -118,8 +126,11 @@ fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
             hash: h,
             previous_hash: hash(row, "refresh_prev_hash")?,
             rotated_at: opt_ts(row, "refresh_rotated_at")?,
-            generation: u64::try_from(row.try_get::<i64, _>("refresh_generation").map_err(map_err)?)
-                .map_err(corrupt("refresh generation"))?,
+            generation: u64::try_from(
+                row.try_get::<i64, _>("refresh_generation")
+                    .map_err(map_err)?,
+            )
+            .map_err(corrupt("refresh generation"))?,
         }),
         None => None,
     };
@@ -149,17 +160,27 @@ fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
     let event = text(row, "event")?;
     let mut record = AuditRecord::new(
         ts(row, "at")?,
-        AuditEvent::parse(&event).ok_or(StoreError::Corrupt { what: "audit event" })?,
+        AuditEvent::parse(&event).ok_or(StoreError::Corrupt {
+            what: "audit event",
+        })?,
         text(row, "reason")?,
     );
     let sid: Option<String> = row.try_get("session_id").map_err(map_err)?;
     let uid: Option<String> = row.try_get("user_id").map_err(map_err)?;
     let tenant: Option<String> = row.try_get("tenant").map_err(map_err)?;
     let kid: Option<String> = row.try_get("key_id").map_err(map_err)?;
-    record.session_id = sid.map(|s| SessionId::parse(&s).map_err(corrupt("audit session id"))).transpose()?;
-    record.user_id = uid.map(|u| UserId::new(u).map_err(corrupt("audit user id"))).transpose()?;
-    record.tenant = tenant.map(|t| Tenant::new(t).map_err(corrupt("audit tenant"))).transpose()?;
-    record.key_id = kid.map(|k| KeyId::parse(&k).map_err(corrupt("audit key id"))).transpose()?;
+    record.session_id = sid
+        .map(|s| SessionId::parse(&s).map_err(corrupt("audit session id")))
+        .transpose()?;
+    record.user_id = uid
+        .map(|u| UserId::new(u).map_err(corrupt("audit user id")))
+        .transpose()?;
+    record.tenant = tenant
+        .map(|t| Tenant::new(t).map_err(corrupt("audit tenant")))
+        .transpose()?;
+    record.key_id = kid
+        .map(|k| KeyId::parse(&k).map_err(corrupt("audit key id")))
+        .transpose()?;
     record.ip = row.try_get("ip").map_err(map_err)?;
     Ok(record)
 }
@@ -190,7 +211,11 @@ impl SqliteStore {
     /// # Errors
     /// [`StoreError`] when the URL is malformed or the file cannot be opened.
     pub async fn connect(url: &str, options: SqliteOptions) -> Result<Self, StoreError> {
-        let url = if url.starts_with("sqlite:") { url.to_owned() } else { format!("sqlite://{url}") };
+        let url = if url.starts_with("sqlite:") {
+            url.to_owned()
+        } else {
+            format!("sqlite://{url}")
+        };
         let connect = SqliteConnectOptions::from_str(&url)
             .map_err(map_err)?
             .create_if_missing(true)
@@ -218,7 +243,10 @@ impl SqliteStore {
     /// # Errors
     /// [`StoreError::Backend`] when a migration fails or the database is newer than this build.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.write).await.map_err(|e| StoreError::Backend(Box::new(e)))
+        MIGRATOR
+            .run(&self.write)
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(e)))
     }
 
     /// Closes both pools, waiting for connections to finish.
@@ -228,9 +256,13 @@ impl SqliteStore {
     }
 }
 
-const SESSION_COLUMNS: &str = "id, user_id, tenant, kind, created_at, last_seen_at, \
-    idle_expires_at, absolute_expires_at, revoked_at, revoke_reason, key_id, csrf_hash, \
-    refresh_hash, refresh_prev_hash, refresh_rotated_at, refresh_generation, ip, user_agent, claims";
+macro_rules! session_columns {
+    () => {
+        "id, user_id, tenant, kind, created_at, last_seen_at, idle_expires_at, \
+         absolute_expires_at, revoked_at, revoke_reason, key_id, csrf_hash, refresh_hash, \
+         refresh_prev_hash, refresh_rotated_at, refresh_generation, ip, user_agent, claims"
+    };
+}
 
 #[async_trait]
 impl SessionStore for SqliteStore {
@@ -241,8 +273,8 @@ impl SessionStore for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<SessionId>, StoreError> {
         let s = &record.session;
-        let claims = serde_json::to_string(&s.claims)
-            .map_err(|_| StoreError::Corrupt { what: "claims" })?;
+        let claims =
+            serde_json::to_string(&s.claims).map_err(|_| StoreError::Corrupt { what: "claims" })?;
         let refresh = record.refresh.as_ref();
         let generation = refresh.map_or(0, |r| i64::try_from(r.generation).unwrap_or(i64::MAX));
         let mut tx = self.write.begin().await.map_err(map_err)?;
@@ -265,7 +297,11 @@ impl SessionStore for SqliteStore {
         .bind(record.key_id.as_str())
         .bind(record.csrf_hash.as_ref().map(|h| h.as_slice()))
         .bind(refresh.map(|r| r.hash.as_slice()))
-        .bind(refresh.and_then(|r| r.previous_hash.as_ref()).map(|h| h.as_slice()))
+        .bind(
+            refresh
+                .and_then(|r| r.previous_hash.as_ref())
+                .map(|h| h.as_slice()),
+        )
         .bind(refresh.and_then(|r| r.rotated_at).map(millis))
         .bind(generation)
         .bind(s.ip.as_deref())
@@ -295,7 +331,8 @@ impl SessionStore for SqliteStore {
             for row in rows {
                 let id = text(&row, "id")?;
                 evicted.push(
-                    SessionId::parse(&id).map_err(|_| StoreError::Corrupt { what: "session id" })?,
+                    SessionId::parse(&id)
+                        .map_err(|_| StoreError::Corrupt { what: "session id" })?,
                 );
             }
         }
@@ -304,11 +341,15 @@ impl SessionStore for SqliteStore {
     }
 
     async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"))
-            .bind(id.as_str())
-            .fetch_optional(&self.read)
-            .await
-            .map_err(map_err)?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE id = ?"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(map_err)?;
         row.as_ref().map(session_from_row).transpose()
     }
 
@@ -358,7 +399,11 @@ impl SessionStore for SqliteStore {
             .fetch_optional(&self.write)
             .await
             .map_err(map_err)?;
-        Ok(if exists.is_some() { RevokeOutcome::AlreadyRevoked } else { RevokeOutcome::NotFound })
+        Ok(if exists.is_some() {
+            RevokeOutcome::AlreadyRevoked
+        } else {
+            RevokeOutcome::NotFound
+        })
     }
 
     async fn revoke_user_sessions(
@@ -397,11 +442,12 @@ impl SessionStore for SqliteStore {
         tenant: Option<&Tenant>,
         now: Timestamp,
     ) -> Result<Vec<Session>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions \
-             WHERE user_id = ?1 AND (?2 IS NULL OR tenant = ?2) AND revoked_at IS NULL \
-               AND idle_expires_at > ?3 AND absolute_expires_at > ?3 \
-             ORDER BY created_at, id"
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE user_id = ?1 AND (?2 IS NULL OR tenant = ?2) \
+              AND revoked_at IS NULL AND idle_expires_at > ?3 AND absolute_expires_at > ?3 \
+              ORDER BY created_at, id"
         ))
         .bind(user.as_str())
         .bind(tenant.map(Tenant::as_str))
@@ -409,7 +455,9 @@ impl SessionStore for SqliteStore {
         .fetch_all(&self.read)
         .await
         .map_err(map_err)?;
-        rows.iter().map(|r| session_from_row(r).map(|rec| rec.session)).collect()
+        rows.iter()
+            .map(|r| session_from_row(r).map(|rec| rec.session))
+            .collect()
     }
 
     async fn set_csrf_hash(
@@ -459,9 +507,12 @@ impl KeyStore for SqliteStore {
     }
 
     async fn insert_first_active_key(&self, key: &KeyRecord) -> Result<bool, StoreError> {
-        let done = insert_key(key, "INSERT INTO signing_keys (id, purpose, algorithm, created_at, \
+        let done = insert_key(
+            key,
+            "INSERT INTO signing_keys (id, purpose, algorithm, created_at, \
              retired_at, verify_until, public_key, sealed) VALUES (?, ?, ?, ?, NULL, NULL, ?, ?) \
-             ON CONFLICT DO NOTHING")
+             ON CONFLICT DO NOTHING",
+        )
         .execute(&self.write)
         .await
         .map_err(map_err)?;
@@ -485,8 +536,11 @@ impl KeyStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        insert_key(key, "INSERT INTO signing_keys (id, purpose, algorithm, created_at, \
-             retired_at, verify_until, public_key, sealed) VALUES (?, ?, ?, ?, NULL, NULL, ?, ?)")
+        insert_key(
+            key,
+            "INSERT INTO signing_keys (id, purpose, algorithm, created_at, \
+             retired_at, verify_until, public_key, sealed) VALUES (?, ?, ?, ?, NULL, NULL, ?, ?)",
+        )
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;

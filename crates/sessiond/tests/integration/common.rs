@@ -23,8 +23,13 @@ pub struct TestBackend {
 pub async fn sqlite_backend() -> TestBackend {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sessiond.db");
-    let store = SqliteStore::open(path.to_str().unwrap(), SqliteOptions::default()).await.unwrap();
-    TestBackend { store: Arc::new(store), _guard: Some(dir) }
+    let store = SqliteStore::open(path.to_str().unwrap(), SqliteOptions::default())
+        .await
+        .unwrap();
+    TestBackend {
+        store: Arc::new(store),
+        _guard: Some(dir),
+    }
 }
 
 /// A service over a fresh SQLite database, on a manual clock at [`T0`].
@@ -46,7 +51,12 @@ pub async fn env_with(config: ServiceConfig) -> TestEnv {
         .start()
         .await
         .unwrap();
-    TestEnv { service, clock, master, backend }
+    TestEnv {
+        service,
+        clock,
+        master,
+        backend,
+    }
 }
 
 pub async fn env() -> TestEnv {

@@ -91,9 +91,16 @@ pub async fn session_round_trip_keeps_every_field(store: Arc<dyn Backend>) {
     let mut refresh: RefreshState = test_refresh_state();
     refresh.generation = 7;
     rec.refresh = Some(refresh);
-    assert!(store.create_session(&rec, None, t(0)).await.unwrap().is_empty());
+    assert!(store
+        .create_session(&rec, None, t(0))
+        .await
+        .unwrap()
+        .is_empty());
     let back = store.session(&rec.session.id).await.unwrap().unwrap();
-    assert!(back == rec, "round trip changed the record: {back:?} vs {rec:?}");
+    assert!(
+        back == rec,
+        "round trip changed the record: {back:?} vs {rec:?}"
+    );
 
     let plain = record("bob", "default", 5, 100, 200);
     store.create_session(&plain, None, t(5)).await.unwrap();
@@ -103,11 +110,20 @@ pub async fn session_round_trip_keeps_every_field(store: Arc<dyn Backend>) {
 }
 
 fn test_refresh_state() -> RefreshState {
-    RefreshState { hash: [9u8; 32], previous_hash: Some([8u8; 32]), rotated_at: Some(t(1)), generation: 3 }
+    RefreshState {
+        hash: [9u8; 32],
+        previous_hash: Some([8u8; 32]),
+        rotated_at: Some(t(1)),
+        generation: 3,
+    }
 }
 
 pub async fn missing_session_is_none(store: Arc<dyn Backend>) {
-    assert!(store.session(&SessionId::generate(&rng())).await.unwrap().is_none());
+    assert!(store
+        .session(&SessionId::generate(&rng()))
+        .await
+        .unwrap()
+        .is_none());
 }
 
 pub async fn touch_is_conditional_and_capped(store: Arc<dyn Backend>) {
@@ -119,28 +135,68 @@ pub async fn touch_is_conditional_and_capped(store: Arc<dyn Backend>) {
     assert!(store.touch_session(id, t(60), t(160), t(0)).await.unwrap());
     let s = store.session(id).await.unwrap().unwrap().session;
     assert_eq!(s.last_seen_at, t(60));
-    assert_eq!(s.idle_expires_at, t(150), "idle expiry is capped at the absolute expiry");
+    assert_eq!(
+        s.idle_expires_at,
+        t(150),
+        "idle expiry is capped at the absolute expiry"
+    );
     // A second concurrent touch with the old staleness bound writes nothing.
     assert!(!store.touch_session(id, t(61), t(161), t(0)).await.unwrap());
-    store.revoke_session(id, t(70), &RevokeReason::logout()).await.unwrap();
-    assert!(!store.touch_session(id, t(120), t(200), t(120)).await.unwrap(), "revoked rows are not touched");
-    assert!(!store.touch_session(&SessionId::generate(&rng()), t(1), t(2), t(3)).await.unwrap());
+    store
+        .revoke_session(id, t(70), &RevokeReason::logout())
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .touch_session(id, t(120), t(200), t(120))
+            .await
+            .unwrap(),
+        "revoked rows are not touched"
+    );
+    assert!(!store
+        .touch_session(&SessionId::generate(&rng()), t(1), t(2), t(3))
+        .await
+        .unwrap());
 }
 
 pub async fn revoke_is_idempotent(store: Arc<dyn Backend>) {
     let rec = record("dave", "default", 0, 100, 200);
     store.create_session(&rec, None, t(0)).await.unwrap();
     let reason = RevokeReason::new("admin_action").unwrap();
-    assert_eq!(store.revoke_session(&rec.session.id, t(10), &reason).await.unwrap(), RevokeOutcome::Revoked);
     assert_eq!(
-        store.revoke_session(&rec.session.id, t(20), &RevokeReason::logout()).await.unwrap(),
+        store
+            .revoke_session(&rec.session.id, t(10), &reason)
+            .await
+            .unwrap(),
+        RevokeOutcome::Revoked
+    );
+    assert_eq!(
+        store
+            .revoke_session(&rec.session.id, t(20), &RevokeReason::logout())
+            .await
+            .unwrap(),
         RevokeOutcome::AlreadyRevoked
     );
-    let s = store.session(&rec.session.id).await.unwrap().unwrap().session;
-    assert_eq!(s.revoked_at, Some(t(10)), "the first revocation's time is kept");
-    assert_eq!(s.revoke_reason.as_ref().map(RevokeReason::as_str), Some("admin_action"));
+    let s = store
+        .session(&rec.session.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .session;
     assert_eq!(
-        store.revoke_session(&SessionId::generate(&rng()), t(10), &reason).await.unwrap(),
+        s.revoked_at,
+        Some(t(10)),
+        "the first revocation's time is kept"
+    );
+    assert_eq!(
+        s.revoke_reason.as_ref().map(RevokeReason::as_str),
+        Some("admin_action")
+    );
+    assert_eq!(
+        store
+            .revoke_session(&SessionId::generate(&rng()), t(10), &reason)
+            .await
+            .unwrap(),
         RevokeOutcome::NotFound
     );
 }
@@ -161,14 +217,35 @@ pub async fn revoke_user_scopes_by_tenant_and_except(store: Arc<dyn Backend>) {
         .revoke_user_sessions(&erin, Some(&acme), Some(&a2.session.id), t(10), &reason)
         .await
         .unwrap();
-    assert_eq!(ids, vec![a1.session.id.clone()], "only active, in-tenant, not excepted");
-    let mut ids = store.revoke_user_sessions(&erin, None, None, t(11), &reason).await.unwrap();
+    assert_eq!(
+        ids,
+        vec![a1.session.id.clone()],
+        "only active, in-tenant, not excepted"
+    );
+    let mut ids = store
+        .revoke_user_sessions(&erin, None, None, t(11), &reason)
+        .await
+        .unwrap();
     ids.sort();
     let mut want = vec![a2.session.id.clone(), b1.session.id.clone()];
     want.sort();
     assert_eq!(ids, want);
-    assert!(store.session(&other.session.id).await.unwrap().unwrap().session.revoked_at.is_none());
-    assert!(store.session(&expired.session.id).await.unwrap().unwrap().session.revoked_at.is_none());
+    assert!(store
+        .session(&other.session.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .session
+        .revoked_at
+        .is_none());
+    assert!(store
+        .session(&expired.session.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .session
+        .revoked_at
+        .is_none());
 }
 
 pub async fn user_sessions_lists_only_active_oldest_first(store: Arc<dyn Backend>) {
@@ -181,7 +258,10 @@ pub async fn user_sessions_lists_only_active_oldest_first(store: Arc<dyn Backend
     for r in [&new, &old, &other_tenant, &idle_gone, &abs_gone, &revoked] {
         store.create_session(r, None, t(0)).await.unwrap();
     }
-    store.revoke_session(&revoked.session.id, t(4), &RevokeReason::logout()).await.unwrap();
+    store
+        .revoke_session(&revoked.session.id, t(4), &RevokeReason::logout())
+        .await
+        .unwrap();
     let gina = UserId::new("gina").unwrap();
     let acme = Tenant::new("acme").unwrap();
     let listed: Vec<_> = store
@@ -192,19 +272,60 @@ pub async fn user_sessions_lists_only_active_oldest_first(store: Arc<dyn Backend
         .map(|s| s.id)
         .collect();
     assert_eq!(listed, vec![old.session.id.clone(), new.session.id.clone()]);
-    assert_eq!(store.user_sessions(&gina, None, t(10)).await.unwrap().len(), 3);
-    assert!(store.user_sessions(&UserId::new("nobody").unwrap(), None, t(10)).await.unwrap().is_empty());
+    assert_eq!(
+        store.user_sessions(&gina, None, t(10)).await.unwrap().len(),
+        3
+    );
+    assert!(store
+        .user_sessions(&UserId::new("nobody").unwrap(), None, t(10))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 pub async fn csrf_hash_only_changes_on_active_sessions(store: Arc<dyn Backend>) {
     let rec = record("hank", "default", 0, 100, 200);
     store.create_session(&rec, None, t(0)).await.unwrap();
-    assert!(store.set_csrf_hash(&rec.session.id, &[5u8; 32], t(10)).await.unwrap());
-    assert_eq!(store.session(&rec.session.id).await.unwrap().unwrap().csrf_hash, Some([5u8; 32]));
-    assert!(!store.set_csrf_hash(&rec.session.id, &[6u8; 32], t(100)).await.unwrap(), "idle-expired");
-    store.revoke_session(&rec.session.id, t(20), &RevokeReason::logout()).await.unwrap();
-    assert!(!store.set_csrf_hash(&rec.session.id, &[6u8; 32], t(30)).await.unwrap(), "revoked");
-    assert_eq!(store.session(&rec.session.id).await.unwrap().unwrap().csrf_hash, Some([5u8; 32]));
+    assert!(store
+        .set_csrf_hash(&rec.session.id, &[5u8; 32], t(10))
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .session(&rec.session.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .csrf_hash,
+        Some([5u8; 32])
+    );
+    assert!(
+        !store
+            .set_csrf_hash(&rec.session.id, &[6u8; 32], t(100))
+            .await
+            .unwrap(),
+        "idle-expired"
+    );
+    store
+        .revoke_session(&rec.session.id, t(20), &RevokeReason::logout())
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .set_csrf_hash(&rec.session.id, &[6u8; 32], t(30))
+            .await
+            .unwrap(),
+        "revoked"
+    );
+    assert_eq!(
+        store
+            .session(&rec.session.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .csrf_hash,
+        Some([5u8; 32])
+    );
 }
 
 pub async fn eviction_keeps_the_newest(store: Arc<dyn Backend>) {
@@ -214,14 +335,27 @@ pub async fn eviction_keeps_the_newest(store: Arc<dyn Backend>) {
         let evicted = store.create_session(&rec, Some(2), t(i)).await.unwrap();
         match i {
             0 | 1 => assert!(evicted.is_empty()),
-            _ => assert_eq!(evicted, vec![made[(i - 2) as usize].clone()], "the oldest goes first"),
+            _ => assert_eq!(
+                evicted,
+                vec![made[(i - 2) as usize].clone()],
+                "the oldest goes first"
+            ),
         }
         made.push(rec.session.id.clone());
     }
     let evicted = store.session(&made[0]).await.unwrap().unwrap().session;
-    assert_eq!(evicted.revoke_reason.as_ref().map(RevokeReason::as_str), Some("evicted"));
+    assert_eq!(
+        evicted.revoke_reason.as_ref().map(RevokeReason::as_str),
+        Some("evicted")
+    );
     let ivy = UserId::new("ivy").unwrap();
-    let active: Vec<_> = store.user_sessions(&ivy, None, t(5)).await.unwrap().into_iter().map(|s| s.id).collect();
+    let active: Vec<_> = store
+        .user_sessions(&ivy, None, t(5))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
     assert_eq!(active, made[2..].to_vec());
     // Same instant: the new session is never the one evicted.
     let same = record("ivy", "default", 3, 1000, 2000);
@@ -244,15 +378,27 @@ pub async fn concurrent_creates_respect_the_limit(store: Arc<dyn Backend>) {
         evicted += task.await.unwrap().len();
     }
     let jack = UserId::new("jack").unwrap();
-    assert_eq!(store.user_sessions(&jack, None, t(40)).await.unwrap().len(), 3);
-    assert_eq!(evicted, 21, "every session beyond the limit was evicted exactly once");
+    assert_eq!(
+        store.user_sessions(&jack, None, t(40)).await.unwrap().len(),
+        3
+    );
+    assert_eq!(
+        evicted, 21,
+        "every session beyond the limit was evicted exactly once"
+    );
 }
 
 pub async fn gc_deletes_expired_in_bounded_batches(store: Arc<dyn Backend>) {
     let mut live = Vec::new();
     for i in 0..7 {
-        store.create_session(&record("kim", "default", 0, 10 + i, 1000), None, t(0)).await.unwrap();
-        store.create_session(&record("kim", "default", 0, 1000, 10 + i), None, t(0)).await.unwrap();
+        store
+            .create_session(&record("kim", "default", 0, 10 + i, 1000), None, t(0))
+            .await
+            .unwrap();
+        store
+            .create_session(&record("kim", "default", 0, 1000, 10 + i), None, t(0))
+            .await
+            .unwrap();
     }
     for _ in 0..3 {
         let rec = record("kim", "default", 0, 1000, 2000);
@@ -267,7 +413,10 @@ pub async fn gc_deletes_expired_in_bounded_batches(store: Arc<dyn Backend>) {
         assert!(store.session(id).await.unwrap().is_some());
     }
     // The boundary: a session whose expiry is exactly now is expired.
-    store.create_session(&record("kim", "default", 0, 200, 1000), None, t(0)).await.unwrap();
+    store
+        .create_session(&record("kim", "default", 0, 200, 1000), None, t(0))
+        .await
+        .unwrap();
     assert_eq!(store.delete_expired_sessions(t(199), 5).await.unwrap(), 0);
     assert_eq!(store.delete_expired_sessions(t(200), 5).await.unwrap(), 1);
 }
@@ -276,7 +425,11 @@ fn key_record(purpose: KeyPurpose, created: i64) -> KeyRecord {
     KeyRecord {
         id: key_id(),
         purpose,
-        algorithm: if purpose == KeyPurpose::Access { KeyAlgorithm::EdDsa } else { KeyAlgorithm::Hs256 },
+        algorithm: if purpose == KeyPurpose::Access {
+            KeyAlgorithm::EdDsa
+        } else {
+            KeyAlgorithm::Hs256
+        },
         created_at: t(created),
         retired_at: None,
         verify_until: None,
@@ -288,8 +441,14 @@ fn key_record(purpose: KeyPurpose, created: i64) -> KeyRecord {
 pub async fn first_active_key_is_inserted_once(store: Arc<dyn Backend>) {
     let first = key_record(KeyPurpose::Cookie, 0);
     assert!(store.insert_first_active_key(&first).await.unwrap());
-    assert!(!store.insert_first_active_key(&key_record(KeyPurpose::Cookie, 1)).await.unwrap());
-    assert!(store.insert_first_active_key(&key_record(KeyPurpose::Access, 1)).await.unwrap());
+    assert!(!store
+        .insert_first_active_key(&key_record(KeyPurpose::Cookie, 1))
+        .await
+        .unwrap());
+    assert!(store
+        .insert_first_active_key(&key_record(KeyPurpose::Access, 1))
+        .await
+        .unwrap());
     let keys = store.keys().await.unwrap();
     assert_eq!(keys.len(), 2);
     assert!(keys.contains(&first), "stored key differs: {keys:?}");
@@ -300,7 +459,10 @@ pub async fn concurrent_key_bootstrap_has_one_winner(store: Arc<dyn Backend>) {
     for i in 0..16 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.insert_first_active_key(&key_record(KeyPurpose::Refresh, i)).await.unwrap()
+            store
+                .insert_first_active_key(&key_record(KeyPurpose::Refresh, i))
+                .await
+                .unwrap()
         }));
     }
     let mut winners = 0;
@@ -308,7 +470,13 @@ pub async fn concurrent_key_bootstrap_has_one_winner(store: Arc<dyn Backend>) {
         winners += usize::from(task.await.unwrap());
     }
     assert_eq!(winners, 1);
-    let active = store.keys().await.unwrap().into_iter().filter(|k| k.retired_at.is_none()).count();
+    let active = store
+        .keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.retired_at.is_none())
+        .count();
     assert_eq!(active, 1);
 }
 
@@ -319,7 +487,10 @@ pub async fn rotation_retires_and_replaces(store: Arc<dyn Backend>) {
     store.rotate_key(&second, t(10), t(100)).await.unwrap();
     let keys = store.keys().await.unwrap();
     let old = keys.iter().find(|k| k.id == first.id).unwrap();
-    assert_eq!((old.retired_at, old.verify_until), (Some(t(10)), Some(t(100))));
+    assert_eq!(
+        (old.retired_at, old.verify_until),
+        (Some(t(10)), Some(t(100)))
+    );
     let new = keys.iter().find(|k| k.id == second.id).unwrap();
     assert_eq!((new.retired_at, new.verify_until), (None, None));
     // Concurrent rotations: always exactly one active key afterwards.
@@ -327,7 +498,9 @@ pub async fn rotation_retires_and_replaces(store: Arc<dyn Backend>) {
     for i in 0..8 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.rotate_key(&key_record(KeyPurpose::Cookie, 20 + i), t(20 + i), t(200)).await
+            store
+                .rotate_key(&key_record(KeyPurpose::Cookie, 20 + i), t(20 + i), t(200))
+                .await
         }));
     }
     for task in tasks {
@@ -350,23 +523,45 @@ pub async fn retired_keys_past_retention_are_collected(store: Arc<dyn Backend>) 
     store.rotate_key(&second, t(10), t(100)).await.unwrap();
     assert_eq!(store.delete_expired_keys(t(99), 10).await.unwrap(), 0);
     assert_eq!(store.delete_expired_keys(t(100), 10).await.unwrap(), 1);
-    let ids: Vec<_> = store.keys().await.unwrap().into_iter().map(|k| k.id).collect();
+    let ids: Vec<_> = store
+        .keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
     assert_eq!(ids, vec![second.id], "the active key is never collected");
 }
 
 pub async fn audit_appends_and_filters(store: Arc<dyn Backend>) {
     let sid = SessionId::generate(&rng());
-    let mut created = AuditRecord::new(t(1), AuditEvent::SessionCreated, "cookie").session(&sid).ip(Some("192.0.2.1"));
+    let mut created = AuditRecord::new(t(1), AuditEvent::SessionCreated, "cookie")
+        .session(&sid)
+        .ip(Some("192.0.2.1"));
     created.user_id = Some(UserId::new("lee").unwrap());
     created.tenant = Some(Tenant::default());
     created.key_id = Some(key_id());
     store.append_audit(&created).await.unwrap();
     let revoked = AuditRecord::new(t(2), AuditEvent::SessionRevoked, "logout").session(&sid);
     store.append_audit(&revoked).await.unwrap();
-    store.append_audit(&AuditRecord::new(t(3), AuditEvent::ValidationFailed, "bad_mac")).await.unwrap();
+    store
+        .append_audit(&AuditRecord::new(
+            t(3),
+            AuditEvent::ValidationFailed,
+            "bad_mac",
+        ))
+        .await
+        .unwrap();
 
-    let about = store.audit_records(&AuditQuery::session(&sid)).await.unwrap();
-    assert_eq!(about, vec![revoked.clone(), created.clone()], "newest first, every field kept");
+    let about = store
+        .audit_records(&AuditQuery::session(&sid))
+        .await
+        .unwrap();
+    assert_eq!(
+        about,
+        vec![revoked.clone(), created.clone()],
+        "newest first, every field kept"
+    );
     let latest = store.audit_records(&AuditQuery::latest(2)).await.unwrap();
     assert_eq!(latest.len(), 2);
     assert_eq!(latest[0].reason, "bad_mac");

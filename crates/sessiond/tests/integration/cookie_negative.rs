@@ -52,26 +52,59 @@ const MATRIX: &[(Case, &str)] = &[
     (Case::FlipMacFirstChar, "InvalidCredential(Cookie(BadMac))"),
     (Case::TamperSessionId, "InvalidCredential(Cookie(BadMac))"),
     (Case::TamperKeyId, "InvalidCredential(Key(UnknownKey))"),
-    (Case::StripVersion, "InvalidCredential(Cookie(SegmentCount { found: 3 }))"),
-    (Case::EmptyVersion, "InvalidCredential(Cookie(UnsupportedVersion))"),
-    (Case::Version99, "InvalidCredential(Cookie(UnsupportedVersion))"),
-    (Case::ThreeSegments, "InvalidCredential(Cookie(SegmentCount { found: 3 }))"),
-    (Case::FiveSegments, "InvalidCredential(Cookie(SegmentCount { found: 5 }))"),
-    (Case::MacBadBase64, "InvalidCredential(Cookie(MalformedMac))"),
+    (
+        Case::StripVersion,
+        "InvalidCredential(Cookie(SegmentCount { found: 3 }))",
+    ),
+    (
+        Case::EmptyVersion,
+        "InvalidCredential(Cookie(UnsupportedVersion))",
+    ),
+    (
+        Case::Version99,
+        "InvalidCredential(Cookie(UnsupportedVersion))",
+    ),
+    (
+        Case::ThreeSegments,
+        "InvalidCredential(Cookie(SegmentCount { found: 3 }))",
+    ),
+    (
+        Case::FiveSegments,
+        "InvalidCredential(Cookie(SegmentCount { found: 5 }))",
+    ),
+    (
+        Case::MacBadBase64,
+        "InvalidCredential(Cookie(MalformedMac))",
+    ),
     (Case::MacPadded, "InvalidCredential(Cookie(MalformedMac))"),
-    (Case::MacShort, "InvalidCredential(Cookie(MacLength { found: 31 }))"),
-    (Case::MacLong, "InvalidCredential(Cookie(MacLength { found: 33 }))"),
+    (
+        Case::MacShort,
+        "InvalidCredential(Cookie(MacLength { found: 31 }))",
+    ),
+    (
+        Case::MacLong,
+        "InvalidCredential(Cookie(MacLength { found: 33 }))",
+    ),
     (Case::Empty, "InvalidCredential(Cookie(Empty))"),
     (Case::TooLong, "InvalidCredential(Cookie(TooLong))"),
     (Case::IdleExpired, "Expired(Idle)"),
     (Case::AbsoluteExpired, "Expired(Absolute)"),
     (Case::Revoked, "Revoked"),
     (Case::UnknownKeyId, "InvalidCredential(Key(UnknownKey))"),
-    (Case::SignedByAccessKey, "InvalidCredential(Key(WrongPurpose))"),
+    (
+        Case::SignedByAccessKey,
+        "InvalidCredential(Key(WrongPurpose))",
+    ),
     (Case::UnknownSession, "NotFound"),
     (Case::RetiredKeyInsideRetention, "ok"),
-    (Case::RetiredKeyPastRetention, "InvalidCredential(Key(Retired))"),
-    (Case::BoundarySlide, "InvalidCredential(Cookie(MalformedSessionId))"),
+    (
+        Case::RetiredKeyPastRetention,
+        "InvalidCredential(Key(Retired))",
+    ),
+    (
+        Case::BoundarySlide,
+        "InvalidCredential(Cookie(MalformedSessionId))",
+    ),
     (Case::CsrfMissing, "CsrfMissing"),
     (Case::CsrfMismatch, "CsrfMismatch"),
     (Case::CsrfRightToken, "ok"),
@@ -103,14 +136,25 @@ async fn prepare(case: Case, env: &TestEnv, created: &CookieSession) -> Input {
     let value = created.cookie.expose().to_owned();
     let seg = segments(&value);
     let mac = URL_SAFE_NO_PAD.decode(&seg[3]).unwrap();
-    let mut input =
-        Input { cookie: value.clone(), ip: Some(IP.into()), ua: Some(UA.into()), csrf: None, require_csrf: false };
+    let mut input = Input {
+        cookie: value.clone(),
+        ip: Some(IP.into()),
+        ua: Some(UA.into()),
+        csrf: None,
+        require_csrf: false,
+    };
     let cfg = env.service.config().clone();
     match case {
         Case::Untouched => {}
-        Case::FlipMacFirstChar => input.cookie = format!("v1.{}.{}.{}", seg[1], seg[2], swap_char(&seg[3], 0)),
-        Case::TamperSessionId => input.cookie = format!("v1.{}.{}.{}", swap_char(&seg[1], 10), seg[2], seg[3]),
-        Case::TamperKeyId => input.cookie = format!("v1.{}.{}.{}", seg[1], swap_char(&seg[2], 10), seg[3]),
+        Case::FlipMacFirstChar => {
+            input.cookie = format!("v1.{}.{}.{}", seg[1], seg[2], swap_char(&seg[3], 0))
+        }
+        Case::TamperSessionId => {
+            input.cookie = format!("v1.{}.{}.{}", swap_char(&seg[1], 10), seg[2], seg[3])
+        }
+        Case::TamperKeyId => {
+            input.cookie = format!("v1.{}.{}.{}", seg[1], swap_char(&seg[2], 10), seg[3])
+        }
         Case::StripVersion => input.cookie = value.trim_start_matches("v1.").to_owned(),
         Case::EmptyVersion => input.cookie = value.trim_start_matches("v1").to_owned(),
         Case::Version99 => input.cookie = format!("v99{}", value.trim_start_matches("v1")),
@@ -118,7 +162,14 @@ async fn prepare(case: Case, env: &TestEnv, created: &CookieSession) -> Input {
         Case::FiveSegments => input.cookie = format!("{value}.AAAA"),
         Case::MacBadBase64 => input.cookie = format!("v1.{}.{}.*{}", seg[1], seg[2], &seg[3][1..]),
         Case::MacPadded => input.cookie = format!("{value}="),
-        Case::MacShort => input.cookie = format!("v1.{}.{}.{}", seg[1], seg[2], URL_SAFE_NO_PAD.encode(&mac[..31])),
+        Case::MacShort => {
+            input.cookie = format!(
+                "v1.{}.{}.{}",
+                seg[1],
+                seg[2],
+                URL_SAFE_NO_PAD.encode(&mac[..31])
+            )
+        }
         Case::MacLong => {
             let mut long = mac.clone();
             long.push(0);
@@ -137,7 +188,10 @@ async fn prepare(case: Case, env: &TestEnv, created: &CookieSession) -> Input {
             env.clock.advance(secs(1800));
         }
         Case::Revoked => {
-            env.service.revoke(&created.session.id, &RevokeReason::logout()).await.unwrap();
+            env.service
+                .revoke(&created.session.id, &RevokeReason::logout())
+                .await
+                .unwrap();
         }
         Case::UnknownKeyId => {
             let kid = sessiond::KeyId::generate(&sessiond::OsRandom);
@@ -177,7 +231,13 @@ async fn prepare(case: Case, env: &TestEnv, created: &CookieSession) -> Input {
         }
         Case::CsrfMissing => input.require_csrf = true,
         Case::CsrfMismatch => {
-            input.csrf = Some(created.csrf_token.expose().replace(|c: char| c.is_ascii_digit(), "x") + "x");
+            input.csrf = Some(
+                created
+                    .csrf_token
+                    .expose()
+                    .replace(|c: char| c.is_ascii_digit(), "x")
+                    + "x",
+            );
             input.require_csrf = true;
         }
         Case::CsrfRightToken => {
@@ -202,8 +262,11 @@ async fn cookie_attack_matrix() {
         // itself is still alive.
         config.keys.retention = secs(1800);
         let env = env_with(config).await;
-        let created =
-            env.service.create_cookie_session(user("alice").ip(IP).user_agent(UA)).await.unwrap();
+        let created = env
+            .service
+            .create_cookie_session(user("alice").ip(IP).user_agent(UA))
+            .await
+            .unwrap();
         let input = prepare(*case, &env, &created).await;
         let ctx = RequestContext {
             ip: input.ip.as_deref(),
@@ -222,7 +285,11 @@ async fn cookie_attack_matrix() {
             failures.push(format!("{case:?}: expected {expected}, got {got}"));
         }
     }
-    assert!(failures.is_empty(), "attack matrix mismatches:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "attack matrix mismatches:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[tokio::test]
@@ -235,6 +302,9 @@ async fn key_bootstrap_failure_is_its_own_error() {
         .start()
         .await
         .unwrap_err();
-    assert_eq!(format!("{err:?}"), "Bootstrap { purpose: Cookie, source: Unseal }");
+    assert_eq!(
+        format!("{err:?}"),
+        "Bootstrap { purpose: Cookie, source: Unseal }"
+    );
     assert_eq!(err.to_string(), "cannot ensure an active cookie key");
 }

@@ -9,13 +9,27 @@ use crate::common::{env, env_with, secs, user};
 #[tokio::test]
 async fn validate_returns_session_and_deadline() {
     let env = env().await;
-    let created = env.service.create_cookie_session(user("alice")).await.unwrap();
+    let created = env
+        .service
+        .create_cookie_session(user("alice"))
+        .await
+        .unwrap();
     let s = &created.session;
     assert_eq!(s.idle_expires_at, s.created_at.saturating_add(secs(3600)));
-    assert_eq!(s.absolute_expires_at, s.created_at.saturating_add(secs(8 * 3600)));
-    let v = env.service.validate_cookie(created.cookie.expose(), &RequestContext::default()).await.unwrap();
+    assert_eq!(
+        s.absolute_expires_at,
+        s.created_at.saturating_add(secs(8 * 3600))
+    );
+    let v = env
+        .service
+        .validate_cookie(created.cookie.expose(), &RequestContext::default())
+        .await
+        .unwrap();
     assert_eq!(v.session.id, s.id);
-    assert_eq!(v.deadline, s.idle_expires_at, "deadline is the earliest expiry");
+    assert_eq!(
+        v.deadline, s.idle_expires_at,
+        "deadline is the earliest expiry"
+    );
     assert!(created.cookie.expose().starts_with("v1.ses-"));
     assert_eq!(format!("{:?}", created.cookie), "Secret([redacted])");
 }
@@ -23,7 +37,11 @@ async fn validate_returns_session_and_deadline() {
 #[tokio::test]
 async fn activity_slides_the_idle_window_with_at_most_one_write_per_interval() {
     let env = env().await;
-    let created = env.service.create_cookie_session(user("bob")).await.unwrap();
+    let created = env
+        .service
+        .create_cookie_session(user("bob"))
+        .await
+        .unwrap();
     let id = created.session.id.clone();
     let ctx = RequestContext::default();
     let stored = |env: &crate::common::TestEnv| {
@@ -35,13 +53,20 @@ async fn activity_slides_the_idle_window_with_at_most_one_write_per_interval() {
     // Inside the touch interval: validations succeed and write nothing.
     env.clock.advance(secs(30));
     for _ in 0..5 {
-        env.service.validate_cookie(created.cookie.expose(), &ctx).await.unwrap();
+        env.service
+            .validate_cookie(created.cookie.expose(), &ctx)
+            .await
+            .unwrap();
     }
     assert_eq!(stored(&env).await.last_seen_at, created.session.created_at);
 
     // Past it: one write slides the window.
     env.clock.advance(secs(30));
-    let v = env.service.validate_cookie(created.cookie.expose(), &ctx).await.unwrap();
+    let v = env
+        .service
+        .validate_cookie(created.cookie.expose(), &ctx)
+        .await
+        .unwrap();
     let now = env.service.now();
     assert_eq!(v.session.last_seen_at, now);
     assert_eq!(v.session.idle_expires_at, now.saturating_add(secs(3600)));
@@ -50,55 +75,126 @@ async fn activity_slides_the_idle_window_with_at_most_one_write_per_interval() {
     // Activity every 50 minutes keeps it alive past the first idle deadline...
     for _ in 0..3 {
         env.clock.advance(secs(3000));
-        env.service.validate_cookie(created.cookie.expose(), &ctx).await.unwrap();
+        env.service
+            .validate_cookie(created.cookie.expose(), &ctx)
+            .await
+            .unwrap();
     }
     // ...and an hour of silence ends it, at exactly the boundary.
-    env.clock.advance(secs(3600) - std::time::Duration::from_millis(1));
-    env.service.validate_cookie(created.cookie.expose(), &ctx).await.unwrap();
+    env.clock
+        .advance(secs(3600) - std::time::Duration::from_millis(1));
+    env.service
+        .validate_cookie(created.cookie.expose(), &ctx)
+        .await
+        .unwrap();
     env.clock.advance(secs(3600));
-    let err = env.service.validate_cookie(created.cookie.expose(), &ctx).await.unwrap_err();
+    let err = env
+        .service
+        .validate_cookie(created.cookie.expose(), &ctx)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "session_expired");
 }
 
 #[tokio::test]
 async fn deadline_is_capped_by_the_absolute_expiry() {
     let env = env().await;
-    let created = env.service.create_cookie_session(user("cara")).await.unwrap();
+    let created = env
+        .service
+        .create_cookie_session(user("cara"))
+        .await
+        .unwrap();
     let ctx = RequestContext::default();
     for _ in 0..9 {
         env.clock.advance(secs(3000));
-        env.service.validate_cookie(created.cookie.expose(), &ctx).await.unwrap();
+        env.service
+            .validate_cookie(created.cookie.expose(), &ctx)
+            .await
+            .unwrap();
     }
     // 7.5 h in: the idle window would reach past the absolute expiry, which caps it.
-    let v = env.service.validate_cookie(created.cookie.expose(), &ctx).await.unwrap();
+    let v = env
+        .service
+        .validate_cookie(created.cookie.expose(), &ctx)
+        .await
+        .unwrap();
     assert_eq!(v.deadline, created.session.absolute_expires_at);
-    assert_eq!(v.session.idle_expires_at, created.session.absolute_expires_at);
+    assert_eq!(
+        v.session.idle_expires_at,
+        created.session.absolute_expires_at
+    );
 }
 
 #[tokio::test]
 async fn csrf_rotation_invalidates_the_old_token() {
     let env = env().await;
-    let created = env.service.create_cookie_session(user("dana")).await.unwrap();
+    let created = env
+        .service
+        .create_cookie_session(user("dana"))
+        .await
+        .unwrap();
     let old = created.csrf_token.expose().to_owned();
-    env.service.validate_cookie(created.cookie.expose(), &RequestContext::default().csrf(&old)).await.unwrap();
+    env.service
+        .validate_cookie(
+            created.cookie.expose(),
+            &RequestContext::default().csrf(&old),
+        )
+        .await
+        .unwrap();
     let new = env.service.rotate_csrf(&created.session.id).await.unwrap();
     assert_ne!(new.expose(), &old);
     let err = env
         .service
-        .validate_cookie(created.cookie.expose(), &RequestContext::default().csrf(&old))
+        .validate_cookie(
+            created.cookie.expose(),
+            &RequestContext::default().csrf(&old),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), "csrf_mismatch");
-    env.service.check_csrf(&created.session.id, Some(new.expose())).await.unwrap();
-    assert_eq!(env.service.check_csrf(&created.session.id, None).await.unwrap_err().code(), "csrf_missing");
+    env.service
+        .check_csrf(&created.session.id, Some(new.expose()))
+        .await
+        .unwrap();
+    assert_eq!(
+        env.service
+            .check_csrf(&created.session.id, None)
+            .await
+            .unwrap_err()
+            .code(),
+        "csrf_missing"
+    );
     // A CSRF token is checked whenever it is sent, even if not required.
-    let ctx = RequestContext { csrf_token: Some("forged"), ..RequestContext::default() };
-    assert_eq!(env.service.validate_cookie(created.cookie.expose(), &ctx).await.unwrap_err().code(), "csrf_mismatch");
+    let ctx = RequestContext {
+        csrf_token: Some("forged"),
+        ..RequestContext::default()
+    };
+    assert_eq!(
+        env.service
+            .validate_cookie(created.cookie.expose(), &ctx)
+            .await
+            .unwrap_err()
+            .code(),
+        "csrf_mismatch"
+    );
 
-    env.service.revoke(&created.session.id, &RevokeReason::logout()).await.unwrap();
-    assert_eq!(env.service.rotate_csrf(&created.session.id).await.unwrap_err().code(), "session_revoked");
+    env.service
+        .revoke(&created.session.id, &RevokeReason::logout())
+        .await
+        .unwrap();
+    assert_eq!(
+        env.service
+            .rotate_csrf(&created.session.id)
+            .await
+            .unwrap_err()
+            .code(),
+        "session_revoked"
+    );
     let missing = sessiond::SessionId::generate(&sessiond::OsRandom);
-    assert_eq!(env.service.rotate_csrf(&missing).await.unwrap_err().code(), "session_not_found");
+    assert_eq!(
+        env.service.rotate_csrf(&missing).await.unwrap_err().code(),
+        "session_not_found"
+    );
 }
 
 #[tokio::test]
@@ -107,33 +203,88 @@ async fn revoke_one_all_and_all_but_current() {
     let acme = Tenant::new("acme").unwrap();
     let mut cookies = Vec::new();
     for _ in 0..3 {
-        cookies.push(env.service.create_cookie_session(user("erin").tenant(acme.clone())).await.unwrap());
+        cookies.push(
+            env.service
+                .create_cookie_session(user("erin").tenant(acme.clone()))
+                .await
+                .unwrap(),
+        );
     }
-    let other = env.service.create_cookie_session(user("erin")).await.unwrap();
+    let other = env
+        .service
+        .create_cookie_session(user("erin"))
+        .await
+        .unwrap();
     let erin = UserId::new("erin").unwrap();
-    assert_eq!(env.service.user_sessions(&erin, Some(&acme)).await.unwrap().len(), 3);
-    assert_eq!(env.service.user_sessions(&erin, None).await.unwrap().len(), 4);
+    assert_eq!(
+        env.service
+            .user_sessions(&erin, Some(&acme))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        env.service.user_sessions(&erin, None).await.unwrap().len(),
+        4
+    );
 
     let reason = RevokeReason::logout();
-    assert_eq!(env.service.revoke(&cookies[0].session.id, &reason).await.unwrap(), RevokeOutcome::Revoked);
-    assert_eq!(env.service.revoke(&cookies[0].session.id, &reason).await.unwrap(), RevokeOutcome::AlreadyRevoked);
+    assert_eq!(
+        env.service
+            .revoke(&cookies[0].session.id, &reason)
+            .await
+            .unwrap(),
+        RevokeOutcome::Revoked
+    );
+    assert_eq!(
+        env.service
+            .revoke(&cookies[0].session.id, &reason)
+            .await
+            .unwrap(),
+        RevokeOutcome::AlreadyRevoked
+    );
 
     // Log out other devices: keep cookies[2].
     let revoked = env
         .service
-        .revoke_user(&erin, Some(&acme), Some(&cookies[2].session.id), &RevokeReason::revoked_all())
+        .revoke_user(
+            &erin,
+            Some(&acme),
+            Some(&cookies[2].session.id),
+            &RevokeReason::revoked_all(),
+        )
         .await
         .unwrap();
     assert_eq!(revoked, vec![cookies[1].session.id.clone()]);
     let ctx = RequestContext::default();
-    for (c, alive) in [(&cookies[0], false), (&cookies[1], false), (&cookies[2], true), (&other, true)] {
+    for (c, alive) in [
+        (&cookies[0], false),
+        (&cookies[1], false),
+        (&cookies[2], true),
+        (&other, true),
+    ] {
         let r = env.service.validate_cookie(c.cookie.expose(), &ctx).await;
         assert_eq!(r.is_ok(), alive, "{:?}", r.err());
     }
-    let revoked = env.service.revoke_user(&erin, None, None, &RevokeReason::revoked_all()).await.unwrap();
+    let revoked = env
+        .service
+        .revoke_user(&erin, None, None, &RevokeReason::revoked_all())
+        .await
+        .unwrap();
     assert_eq!(revoked.len(), 2);
-    assert!(env.service.user_sessions(&erin, None).await.unwrap().is_empty());
-    let s = env.service.session(&cookies[1].session.id).await.unwrap().unwrap();
+    assert!(env
+        .service
+        .user_sessions(&erin, None)
+        .await
+        .unwrap()
+        .is_empty());
+    let s = env
+        .service
+        .session(&cookies[1].session.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(s.revoke_reason.unwrap().as_str(), "revoked_all");
     assert_eq!(env.metrics_revoked(), 4);
 }
@@ -151,32 +302,73 @@ async fn max_sessions_per_user_evicts_the_oldest() {
     let env = env_with(config).await;
     let mut made = Vec::new();
     for _ in 0..3 {
-        made.push(env.service.create_cookie_session(user("finn")).await.unwrap());
+        made.push(
+            env.service
+                .create_cookie_session(user("finn"))
+                .await
+                .unwrap(),
+        );
         env.clock.advance(secs(1));
     }
-    let err = env.service.validate_cookie(made[0].cookie.expose(), &RequestContext::default()).await.unwrap_err();
+    let err = env
+        .service
+        .validate_cookie(made[0].cookie.expose(), &RequestContext::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "session_revoked");
-    let s = env.service.session(&made[0].session.id).await.unwrap().unwrap();
+    let s = env
+        .service
+        .session(&made[0].session.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(s.revoke_reason.unwrap().as_str(), "evicted");
-    let trail = env.service.audit_records(&AuditQuery::session(&made[0].session.id)).await.unwrap();
-    assert!(trail.iter().any(|r| r.event == AuditEvent::SessionRevoked && r.reason == "evicted"));
+    let trail = env
+        .service
+        .audit_records(&AuditQuery::session(&made[0].session.id))
+        .await
+        .unwrap();
+    assert!(trail
+        .iter()
+        .any(|r| r.event == AuditEvent::SessionRevoked && r.reason == "evicted"));
     for c in &made[1..] {
-        env.service.validate_cookie(c.cookie.expose(), &RequestContext::default()).await.unwrap();
+        env.service
+            .validate_cookie(c.cookie.expose(), &RequestContext::default())
+            .await
+            .unwrap();
     }
 }
 
 #[tokio::test]
 async fn every_lifecycle_event_is_audited() {
     let env = env().await;
-    let created = env.service.create_cookie_session(user("gus").ip("192.0.2.7")).await.unwrap();
+    let created = env
+        .service
+        .create_cookie_session(user("gus").ip("192.0.2.7"))
+        .await
+        .unwrap();
     let id = &created.session.id;
     env.service.rotate_csrf(id).await.unwrap();
-    env.service.revoke(id, &RevokeReason::logout()).await.unwrap();
-    let _ = env.service.validate_cookie(created.cookie.expose(), &RequestContext::default()).await;
+    env.service
+        .revoke(id, &RevokeReason::logout())
+        .await
+        .unwrap();
+    let _ = env
+        .service
+        .validate_cookie(created.cookie.expose(), &RequestContext::default())
+        .await;
     env.service.rotate_key(KeyPurpose::Cookie).await.unwrap();
 
-    let trail = env.service.audit_records(&AuditQuery::session(id)).await.unwrap();
-    let events: Vec<_> = trail.iter().rev().map(|r| (r.event, r.reason.as_str())).collect();
+    let trail = env
+        .service
+        .audit_records(&AuditQuery::session(id))
+        .await
+        .unwrap();
+    let events: Vec<_> = trail
+        .iter()
+        .rev()
+        .map(|r| (r.event, r.reason.as_str()))
+        .collect();
     assert_eq!(
         events,
         vec![
@@ -187,18 +379,39 @@ async fn every_lifecycle_event_is_audited() {
         ]
     );
     assert_eq!(trail.last().unwrap().ip.as_deref(), Some("192.0.2.7"));
-    assert_eq!(trail.last().unwrap().user_id.as_ref().unwrap().as_str(), "gus");
-    let latest = env.service.audit_records(&AuditQuery::latest(1)).await.unwrap();
-    assert_eq!((latest[0].event, latest[0].reason.as_str()), (AuditEvent::KeyRotated, "cookie"));
+    assert_eq!(
+        trail.last().unwrap().user_id.as_ref().unwrap().as_str(),
+        "gus"
+    );
+    let latest = env
+        .service
+        .audit_records(&AuditQuery::latest(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (latest[0].event, latest[0].reason.as_str()),
+        (AuditEvent::KeyRotated, "cookie")
+    );
 }
 
 #[tokio::test]
 async fn failed_validations_are_counted_always_but_audited_within_a_bound() {
     let env = env().await;
-    let created = env.service.create_cookie_session(user("hal")).await.unwrap();
-    let forged = format!("{}x", &created.cookie.expose()[..created.cookie.expose().len() - 1]);
+    let created = env
+        .service
+        .create_cookie_session(user("hal"))
+        .await
+        .unwrap();
+    let forged = format!(
+        "{}x",
+        &created.cookie.expose()[..created.cookie.expose().len() - 1]
+    );
     for _ in 0..500 {
-        let err = env.service.validate_cookie(&forged, &RequestContext::default()).await.unwrap_err();
+        let err = env
+            .service
+            .validate_cookie(&forged, &RequestContext::default())
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), "invalid_credential");
     }
     let metrics = env.service.metrics().snapshot();
@@ -217,7 +430,10 @@ async fn failed_validations_are_counted_always_but_audited_within_a_bound() {
     assert_eq!(metrics.audit_failures_suppressed, 500 - bound);
     // A new window admits new records.
     env.clock.advance(env.service.config().audit.failure_window);
-    let _ = env.service.validate_cookie(&forged, &RequestContext::default()).await;
+    let _ = env
+        .service
+        .validate_cookie(&forged, &RequestContext::default())
+        .await;
     let audited_after = env
         .service
         .audit_records(&AuditQuery::latest(1000))
@@ -235,18 +451,34 @@ async fn gc_removes_expired_sessions_and_keys_past_retention() {
     config.gc_batch = 3;
     let env = env_with(config).await;
     for i in 0..10 {
-        env.service.create_cookie_session(user(&format!("u{i}"))).await.unwrap();
+        env.service
+            .create_cookie_session(user(&format!("u{i}")))
+            .await
+            .unwrap();
     }
     env.service.rotate_key(KeyPurpose::Cookie).await.unwrap();
     env.clock.advance(secs(3600));
-    let keep = env.service.create_cookie_session(user("keeper")).await.unwrap();
+    let keep = env
+        .service
+        .create_cookie_session(user("keeper"))
+        .await
+        .unwrap();
     let report = env.service.gc().await.unwrap();
     assert_eq!((report.sessions, report.keys), (10, 0));
     env.clock.advance(secs(23 * 3600));
     let report = env.service.gc().await.unwrap();
     assert_eq!((report.sessions, report.keys), (1, 1));
-    assert!(env.service.session(&keep.session.id).await.unwrap().is_none());
-    assert_eq!(env.service.keys().list().await.unwrap().len(), 3, "one active key per purpose remains");
+    assert!(env
+        .service
+        .session(&keep.session.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        env.service.keys().list().await.unwrap().len(),
+        3,
+        "one active key per purpose remains"
+    );
 }
 
 #[tokio::test]
@@ -254,13 +486,30 @@ async fn input_is_checked_before_anything_is_written() {
     let env = env().await;
     let mut claims = serde_json::Map::new();
     claims.insert("sub".into(), serde_json::json!("someone-else"));
-    let err = env.service.create_cookie_session(user("ian").claims(claims)).await.unwrap_err();
+    let err = env
+        .service
+        .create_cookie_session(user("ian").claims(claims))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "invalid_request");
-    let err = env.service.create_cookie_session(user("ian").user_agent("x".repeat(2000))).await.unwrap_err();
+    let err = env
+        .service
+        .create_cookie_session(user("ian").user_agent("x".repeat(2000)))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "invalid_request");
-    let err = env.service.create_cookie_session(user("ian").ip("1.2.3.4\n")).await.unwrap_err();
+    let err = env
+        .service
+        .create_cookie_session(user("ian").ip("1.2.3.4\n"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "invalid_request");
-    assert!(env.service.user_sessions(&UserId::new("ian").unwrap(), None).await.unwrap().is_empty());
+    assert!(env
+        .service
+        .user_sessions(&UserId::new("ian").unwrap(), None)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(env.service.metrics().snapshot().sessions_created, 0);
 }
 
@@ -275,5 +524,8 @@ async fn a_second_start_reuses_the_keys() {
         .await
         .unwrap();
     assert_eq!(again.keys().list().await.unwrap(), before);
-    again.validate_cookie(created.cookie.expose(), &RequestContext::default()).await.unwrap();
+    again
+        .validate_cookie(created.cookie.expose(), &RequestContext::default())
+        .await
+        .unwrap();
 }

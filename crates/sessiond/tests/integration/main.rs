@@ -1,9 +1,14 @@
 //! Integration tests of the sessiond library, one binary.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 mod conformance;
-mod sqlite;
 mod cookie_negative;
 mod lifecycle;
 mod races;
+mod sqlite;

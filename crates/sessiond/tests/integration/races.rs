@@ -16,7 +16,11 @@ async fn no_validation_succeeds_after_revoke_returns() {
     const TASKS: usize = 200;
     const ROUNDS: usize = 5;
     let env = env().await;
-    let created = env.service.create_cookie_session(user("race")).await.unwrap();
+    let created = env
+        .service
+        .create_cookie_session(user("race"))
+        .await
+        .unwrap();
     let cookie: Arc<str> = created.cookie.expose().as_str().into();
     let revoked = Arc::new(AtomicBool::new(false));
     let started = Arc::new(AtomicUsize::new(0));
@@ -40,10 +44,13 @@ async fn no_validation_succeeds_after_revoke_returns() {
             for _ in 0..ROUNDS {
                 let began_after_revoke = revoked.load(Ordering::SeqCst);
                 started.fetch_add(1, Ordering::SeqCst);
-                let result = service.validate_cookie(&cookie, &RequestContext::default()).await;
+                let result = service
+                    .validate_cookie(&cookie, &RequestContext::default())
+                    .await;
                 if began_after_revoke {
                     after.fetch_add(1, Ordering::SeqCst);
-                    let err = result.expect_err("a validation that began after the revoke returned succeeded");
+                    let err = result
+                        .expect_err("a validation that began after the revoke returned succeeded");
                     assert_eq!(err.code(), "session_revoked");
                 } else if result.is_ok() {
                     ok_before.fetch_add(1, Ordering::SeqCst);
@@ -57,13 +64,27 @@ async fn no_validation_succeeds_after_revoke_returns() {
     while started.load(Ordering::SeqCst) < TASKS * ROUNDS / 3 {
         tokio::task::yield_now().await;
     }
-    env.service.revoke(&created.session.id, &RevokeReason::logout()).await.unwrap();
+    env.service
+        .revoke(&created.session.id, &RevokeReason::logout())
+        .await
+        .unwrap();
     revoked.store(true, Ordering::SeqCst);
     for t in tasks {
         t.await.unwrap();
     }
-    let (ok_before, after) = (ok_before.load(Ordering::SeqCst), after.load(Ordering::SeqCst));
-    println!("validations: {ok_before} succeeded before the revoke, {after} began after it (all failed)");
-    assert!(ok_before > 0, "no validation succeeded before the revoke: the race was not exercised");
-    assert!(after > 0, "no validation began after the revoke: the race was not exercised");
+    let (ok_before, after) = (
+        ok_before.load(Ordering::SeqCst),
+        after.load(Ordering::SeqCst),
+    );
+    println!(
+        "validations: {ok_before} succeeded before the revoke, {after} began after it (all failed)"
+    );
+    assert!(
+        ok_before > 0,
+        "no validation succeeded before the revoke: the race was not exercised"
+    );
+    assert!(
+        after > 0,
+        "no validation began after the revoke: the race was not exercised"
+    );
 }
