@@ -24,28 +24,21 @@ async fn main() -> anyhow::Result<()> {
     if let Some(dir) = std::path::Path::new(&path).parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let store = SqliteStore::open(&path, SqliteOptions::default()).await?;
-    println!("1. opened SQLite store at {path} (migrations applied, WAL on)");
-
     // The master key seals signing keys at rest. A real deployment keeps it in
-    // SESSIOND_MASTER_KEY; this demo makes one unless that variable is set.
+    // SESSIOND_MASTER_KEY; without it this demo makes a throw-away key and starts a fresh file
+    // (keys sealed under an earlier throw-away key could not be opened).
     let master = match std::env::var("SESSIOND_MASTER_KEY") {
         Ok(text) => MasterKey::from_base64(&text)?,
         Err(_) => {
-            println!(
-                "   (SESSIOND_MASTER_KEY unset: using a throw-away master key and a fresh file)"
-            );
-            let _ = std::fs::remove_file(&path);
-            let _ = std::fs::remove_file(format!("{path}-wal"));
-            let _ = std::fs::remove_file(format!("{path}-shm"));
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{path}{suffix}"));
+            }
+            println!("0. SESSIOND_MASTER_KEY unset: throw-away master key, fresh database");
             MasterKey::generate(&OsRandom)
         }
     };
-    let store = if std::env::var("SESSIOND_MASTER_KEY").is_err() {
-        SqliteStore::open(&path, SqliteOptions::default()).await?
-    } else {
-        store
-    };
+    let store = SqliteStore::open(&path, SqliteOptions::default()).await?;
+    println!("1. opened SQLite store at {path} (migrations applied, WAL on)");
     let service = SessionService::builder(Arc::new(store), master)
         .start()
         .await?;
