@@ -25,7 +25,7 @@ use crate::secret::Secret;
 use crate::session::{
     CookiePolicy, RevokeReason, Session, SessionKind, SessionPolicy, SessionRecord, SessionStatus,
 };
-use crate::store::{Backend, RevokeOutcome};
+use crate::store::{Backend, ClaimStore, RevokeOutcome};
 
 /// Claim names the application may not set: they are the token's own.
 pub const RESERVED_CLAIMS: &[&str] = &[
@@ -203,10 +203,13 @@ pub struct GcReport {
     pub sessions: u64,
     /// Retired keys past retention deleted.
     pub keys: u64,
+    /// Expired one-time claims deleted.
+    pub claims: u64,
 }
 
 struct Inner {
     backend: Arc<dyn Backend>,
+    claims: Arc<dyn ClaimStore>,
     keys: KeyRing,
     clock: Arc<dyn Clock>,
     rng: Arc<dyn RandomSource>,
@@ -234,6 +237,7 @@ impl fmt::Debug for SessionService {
 #[derive(Debug)]
 pub struct ServiceBuilder {
     backend: Arc<dyn Backend>,
+    claims: Option<Arc<dyn ClaimStore>>,
     master: MasterKey,
     clock: Arc<dyn Clock>,
     rng: Arc<dyn RandomSource>,
@@ -250,6 +254,12 @@ impl ServiceBuilder {
     /// Uses `rng` instead of the operating system's CSPRNG.
     pub fn random(mut self, rng: Arc<dyn RandomSource>) -> Self {
         self.rng = rng;
+        self
+    }
+
+    /// Keeps one-time claims in `claims` (e.g. Redis) instead of the main backend.
+    pub fn claim_store(mut self, claims: Arc<dyn ClaimStore>) -> Self {
+        self.claims = Some(claims);
         self
     }
 
@@ -275,6 +285,10 @@ impl ServiceBuilder {
         keys.ensure_active().await?;
         Ok(SessionService {
             inner: Arc::new(Inner {
+                claims: match self.claims {
+                    Some(c) => c,
+                    None => self.backend.clone(),
+                },
                 backend: self.backend,
                 keys,
                 clock: self.clock,
@@ -305,6 +319,7 @@ impl SessionService {
     pub fn builder(backend: Arc<dyn Backend>, master: MasterKey) -> ServiceBuilder {
         ServiceBuilder {
             backend,
+            claims: None,
             master,
             clock: Arc::new(SystemClock),
             rng: Arc::new(OsRandom),
@@ -688,6 +703,14 @@ impl SessionService {
         loop {
             let n = self.inner.backend.delete_expired_keys(now, batch).await?;
             report.keys += n;
+            tokio::task::yield_now().await;
+            if n < u64::from(batch) {
+                break;
+            }
+        }
+        loop {
+            let n = self.inner.claims.delete_expired_claims(now, batch).await?;
+            report.claims += n;
             tokio::task::yield_now().await;
             if n < u64::from(batch) {
                 break;

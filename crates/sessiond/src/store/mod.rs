@@ -54,6 +54,33 @@ pub enum RevokeOutcome {
     NotFound,
 }
 
+/// What a one-time claim found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClaimOutcome {
+    /// This call claimed the id; no other call will until it expires.
+    Claimed,
+    /// The id was claimed before and that claim has not expired.
+    AlreadyUsed,
+    /// The claim's own expiry is at or before now; nothing was recorded.
+    Expired,
+}
+
+/// The expected and the new refresh state of a rotation (compare-and-swap).
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshRotation<'a> {
+    /// The session.
+    pub id: &'a SessionId,
+    /// The hash the row must still hold for the swap to happen.
+    pub expected_hash: &'a [u8; 32],
+    /// The successor's hash.
+    pub new_hash: &'a [u8; 32],
+    /// When (also the new `last_seen_at`).
+    pub now: Timestamp,
+    /// The new idle expiry (capped by the backend at the absolute expiry).
+    pub idle_expires_at: Timestamp,
+}
+
 /// Session rows.
 #[async_trait]
 pub trait SessionStore: Send + Sync + fmt::Debug {
@@ -119,6 +146,29 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// Deletes up to `limit` sessions whose idle or absolute expiry is at or before `now`.
     /// Returns how many it deleted.
     async fn delete_expired_sessions(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError>;
+
+    /// Rotates a token session's refresh secret if and only if the row still holds
+    /// `expected_hash` and is active at `now`: the current hash becomes the previous one, the
+    /// generation increases by one, and activity is recorded. Exactly one of any number of
+    /// concurrent rotations from the same expected hash succeeds. Returns whether this one did.
+    async fn rotate_refresh(&self, rotation: RefreshRotation<'_>) -> Result<bool, StoreError>;
+}
+
+/// One-time claims.
+#[async_trait]
+pub trait ClaimStore: Send + Sync + fmt::Debug {
+    /// Claims `id` until `expires_at`, atomically across every node: insert-if-absent, where a
+    /// record whose own expiry has passed counts as absent. `expires_at <= now` is
+    /// [`ClaimOutcome::Expired`] and records nothing.
+    async fn claim(
+        &self,
+        id: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<ClaimOutcome, StoreError>;
+
+    /// Deletes up to `limit` claims whose expiry is at or before `now`.
+    async fn delete_expired_claims(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError>;
 }
 
 /// Signing keys (material sealed).
@@ -156,6 +206,6 @@ pub trait AuditStore: Send + Sync + fmt::Debug {
 
 /// Everything a full backend stores. Implemented automatically for any type that implements
 /// each part.
-pub trait Backend: SessionStore + KeyStore + AuditStore {}
+pub trait Backend: SessionStore + KeyStore + AuditStore + ClaimStore {}
 
-impl<T: SessionStore + KeyStore + AuditStore> Backend for T {}
+impl<T: SessionStore + KeyStore + AuditStore + ClaimStore> Backend for T {}

@@ -16,7 +16,10 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
-use super::{AuditStore, KeyStore, RevokeOutcome, SessionStore, StoreError};
+use super::{
+    AuditStore, ClaimOutcome, ClaimStore, KeyStore, RefreshRotation, RevokeOutcome, SessionStore,
+    StoreError,
+};
 use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
 use crate::clock::Timestamp;
 use crate::id::{KeyId, SessionId, Tenant, UserId};
@@ -483,6 +486,69 @@ impl SessionStore for SqliteStore {
         let done = sqlx::query(
             "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
              WHERE idle_expires_at <= ?1 OR absolute_expires_at <= ?1 LIMIT ?2)",
+        )
+        .bind(millis(now))
+        .bind(i64::from(limit))
+        .execute(&self.write)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn rotate_refresh(&self, r: RefreshRotation<'_>) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET refresh_prev_hash = refresh_hash, refresh_hash = ?1, \
+               refresh_rotated_at = ?2, refresh_generation = refresh_generation + 1, \
+               last_seen_at = ?2, idle_expires_at = MIN(?3, absolute_expires_at) \
+             WHERE id = ?4 AND refresh_hash = ?5 AND revoked_at IS NULL \
+               AND idle_expires_at > ?2 AND absolute_expires_at > ?2",
+        )
+        .bind(r.new_hash.as_slice())
+        .bind(millis(r.now))
+        .bind(millis(r.idle_expires_at))
+        .bind(r.id.as_str())
+        .bind(r.expected_hash.as_slice())
+        .execute(&self.write)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl ClaimStore for SqliteStore {
+    async fn claim(
+        &self,
+        id: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<ClaimOutcome, StoreError> {
+        if crate::clock::is_expired(expires_at, now) {
+            return Ok(ClaimOutcome::Expired);
+        }
+        // Insert-if-absent in one statement; a leftover record that has itself expired (not yet
+        // collected) is replaced, so the outcome never depends on GC timing.
+        let done = sqlx::query(
+            "INSERT INTO claims (id, expires_at, claimed_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at, \
+               claimed_at = excluded.claimed_at WHERE claims.expires_at <= ?3",
+        )
+        .bind(id)
+        .bind(millis(expires_at))
+        .bind(millis(now))
+        .execute(&self.write)
+        .await
+        .map_err(map_err)?;
+        Ok(if done.rows_affected() == 1 {
+            ClaimOutcome::Claimed
+        } else {
+            ClaimOutcome::AlreadyUsed
+        })
+    }
+
+    async fn delete_expired_claims(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM claims WHERE id IN (SELECT id FROM claims WHERE expires_at <= ?1 LIMIT ?2)",
         )
         .bind(millis(now))
         .bind(i64::from(limit))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sessiond::audit::{AuditEvent, AuditQuery, AuditRecord};
 use sessiond::keys::{KeyAlgorithm, KeyPurpose, KeyRecord};
 use sessiond::session::{RefreshState, Session, SessionKind, SessionRecord};
-use sessiond::store::{Backend, RevokeOutcome};
+use sessiond::store::{Backend, ClaimOutcome, RefreshRotation, RevokeOutcome};
 use sessiond::{KeyId, RevokeReason, SeededRandom, SessionId, Tenant, Timestamp, UserId};
 
 use crate::common::T0;
@@ -32,6 +32,11 @@ macro_rules! conformance_suite {
             rotation_retires_and_replaces,
             retired_keys_past_retention_are_collected,
             audit_appends_and_filters,
+            claim_is_once_until_expiry,
+            concurrent_claims_have_one_winner,
+            expired_claims_are_collected,
+            refresh_rotation_is_compare_and_swap,
+            concurrent_refresh_rotations_have_one_winner,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
@@ -565,4 +570,202 @@ pub async fn audit_appends_and_filters(store: Arc<dyn Backend>) {
     let latest = store.audit_records(&AuditQuery::latest(2)).await.unwrap();
     assert_eq!(latest.len(), 2);
     assert_eq!(latest[0].reason, "bad_mac");
+}
+
+pub async fn claim_is_once_until_expiry(store: Arc<dyn Backend>) {
+    let id = "claim-a";
+    assert_eq!(
+        store.claim(id, t(100), t(0)).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(
+        store.claim(id, t(100), t(1)).await.unwrap(),
+        ClaimOutcome::AlreadyUsed
+    );
+    assert_eq!(
+        store.claim(id, t(500), t(99)).await.unwrap(),
+        ClaimOutcome::AlreadyUsed
+    );
+    // The boundary: a claim whose expiry is now is expired and records nothing.
+    assert_eq!(
+        store.claim("claim-b", t(10), t(10)).await.unwrap(),
+        ClaimOutcome::Expired
+    );
+    assert_eq!(
+        store.claim("claim-b", t(20), t(10)).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    // Once the first record has expired (collected or not), the id can be claimed afresh.
+    assert_eq!(
+        store.claim(id, t(300), t(100)).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(
+        store.claim(id, t(300), t(150)).await.unwrap(),
+        ClaimOutcome::AlreadyUsed
+    );
+}
+
+pub async fn concurrent_claims_have_one_winner(store: Arc<dyn Backend>) {
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.claim("contested", t(60), t(0)).await.unwrap()
+        }));
+    }
+    let mut claimed = 0;
+    let mut used = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            ClaimOutcome::Claimed => claimed += 1,
+            ClaimOutcome::AlreadyUsed => used += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((claimed, used), (1, 99));
+}
+
+pub async fn expired_claims_are_collected(store: Arc<dyn Backend>) {
+    for i in 0..7 {
+        store
+            .claim(&format!("old-{i}"), t(10 + i), t(0))
+            .await
+            .unwrap();
+    }
+    store.claim("fresh", t(1000), t(0)).await.unwrap();
+    assert_eq!(store.delete_expired_claims(t(100), 4).await.unwrap(), 4);
+    assert_eq!(store.delete_expired_claims(t(100), 4).await.unwrap(), 3);
+    assert_eq!(store.delete_expired_claims(t(100), 4).await.unwrap(), 0);
+    assert_eq!(
+        store.claim("fresh", t(1000), t(100)).await.unwrap(),
+        ClaimOutcome::AlreadyUsed
+    );
+}
+
+fn token_record(hash: [u8; 32]) -> SessionRecord {
+    let mut rec = record("tess", "default", 0, 1000, 2000);
+    rec.session.kind = SessionKind::Tokens;
+    rec.csrf_hash = None;
+    rec.refresh = Some(RefreshState {
+        hash,
+        previous_hash: None,
+        rotated_at: None,
+        generation: 0,
+    });
+    rec
+}
+
+pub async fn refresh_rotation_is_compare_and_swap(store: Arc<dyn Backend>) {
+    let rec = token_record([1; 32]);
+    let id = &rec.session.id;
+    store.create_session(&rec, None, t(0)).await.unwrap();
+    let rotation =
+        |expected: &'static [u8; 32], new: &'static [u8; 32], now: i64| RefreshRotation {
+            id,
+            expected_hash: expected,
+            new_hash: new,
+            now: t(now),
+            idle_expires_at: t(now + 1000),
+        };
+    assert!(
+        !store
+            .rotate_refresh(rotation(&[9; 32], &[2; 32], 10))
+            .await
+            .unwrap(),
+        "wrong expected hash"
+    );
+    assert!(store
+        .rotate_refresh(rotation(&[1; 32], &[2; 32], 10))
+        .await
+        .unwrap());
+    let back = store.session(id).await.unwrap().unwrap();
+    let refresh = back.refresh.unwrap();
+    assert_eq!(
+        (
+            refresh.hash,
+            refresh.previous_hash,
+            refresh.rotated_at,
+            refresh.generation
+        ),
+        ([2; 32], Some([1; 32]), Some(t(10)), 1)
+    );
+    assert_eq!(back.session.last_seen_at, t(10));
+    assert_eq!(back.session.idle_expires_at, t(1010));
+    assert!(
+        !store
+            .rotate_refresh(rotation(&[1; 32], &[3; 32], 11))
+            .await
+            .unwrap(),
+        "the old hash no longer swaps"
+    );
+    // The idle expiry is capped at the absolute one.
+    let capped = RefreshRotation {
+        id,
+        expected_hash: &[2; 32],
+        new_hash: &[3; 32],
+        now: t(900),
+        idle_expires_at: t(5000),
+    };
+    assert!(store.rotate_refresh(capped).await.unwrap());
+    let s = store.session(id).await.unwrap().unwrap().session;
+    assert_eq!(s.idle_expires_at, t(2000));
+    store
+        .revoke_session(id, t(1600), &RevokeReason::refresh_token_reused())
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .rotate_refresh(rotation(&[3; 32], &[4; 32], 1700))
+            .await
+            .unwrap(),
+        "revoked"
+    );
+    let expired = token_record([5; 32]);
+    store.create_session(&expired, None, t(0)).await.unwrap();
+    let late = RefreshRotation {
+        id: &expired.session.id,
+        expected_hash: &[5; 32],
+        new_hash: &[6; 32],
+        now: t(2000),
+        idle_expires_at: t(3000),
+    };
+    assert!(!store.rotate_refresh(late).await.unwrap(), "expired");
+}
+
+pub async fn concurrent_refresh_rotations_have_one_winner(store: Arc<dyn Backend>) {
+    let rec = token_record([1; 32]);
+    store.create_session(&rec, None, t(0)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..50u8 {
+        let store = store.clone();
+        let id = rec.session.id.clone();
+        tasks.push(tokio::spawn(async move {
+            let new = [i.wrapping_add(100); 32];
+            let r = RefreshRotation {
+                id: &id,
+                expected_hash: &[1; 32],
+                new_hash: &new,
+                now: t(5),
+                idle_expires_at: t(900),
+            };
+            store.rotate_refresh(r).await.unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for task in tasks {
+        winners += usize::from(task.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+    assert_eq!(
+        store
+            .session(&rec.session.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .refresh
+            .unwrap()
+            .generation,
+        1
+    );
 }
