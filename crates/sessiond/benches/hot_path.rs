@@ -3,6 +3,7 @@
 //! - `cookie/validate_sqlite`: `SessionService::validate_cookie` on a file-backed SQLite store,
 //!   clock pinned so no touch write happens (the hot path: parse, key lookup, constant-time MAC
 //!   check, one row read, status/binding/CSRF checks).
+//! - `cookie/sqlite_row_read`: the store's row read alone (the floor of any stateful check).
 //! - `cookie/parse_verify`: the same cookie parsed and MAC-verified, no store.
 //! - `baseline/hmac_sha256`: bare HMAC-SHA256 of the same MAC input with a pre-keyed state.
 //!
@@ -18,6 +19,7 @@ use sha2::Sha256;
 use sessiond::cookie;
 use sessiond::keys::KeyPurpose;
 use sessiond::store::sqlite::{SqliteOptions, SqliteStore};
+use sessiond::store::SessionStore;
 use sessiond::{
     ManualClock, MasterKey, NewSession, RequestContext, SessionService, Timestamp, UserId,
 };
@@ -29,12 +31,14 @@ fn hot_path(c: &mut Criterion) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bench.db");
-    let (service, value) = rt.block_on(async {
-        let store = SqliteStore::open(path.to_str().unwrap(), SqliteOptions::default())
-            .await
-            .unwrap();
+    let (service, value, store) = rt.block_on(async {
+        let store = Arc::new(
+            SqliteStore::open(path.to_str().unwrap(), SqliteOptions::default())
+                .await
+                .unwrap(),
+        );
         let clock = ManualClock::new(Timestamp::from_unix_millis(1_795_305_600_000));
-        let service = SessionService::builder(Arc::new(store), MasterKey::from_bytes([1; 32]))
+        let service = SessionService::builder(store.clone(), MasterKey::from_bytes([1; 32]))
             .clock(Arc::new(clock))
             .start()
             .await
@@ -50,7 +54,7 @@ fn hot_path(c: &mut Criterion) {
             .create_cookie_session(NewSession::new(UserId::new("bench").unwrap()))
             .await
             .unwrap();
-        (service, created.cookie.expose().clone())
+        (service, created.cookie.expose().clone(), store)
     });
     let ctx = RequestContext::default();
     // Sanity: the benchmarked call succeeds.
@@ -68,6 +72,14 @@ fn hot_path(c: &mut Criterion) {
     group.bench_function("validate_sqlite", |b| {
         b.iter(|| {
             rt.block_on(service.validate_cookie(black_box(&value), &ctx))
+                .unwrap()
+        })
+    });
+    let sid = parsed.session_id().clone();
+    group.bench_function("sqlite_row_read", |b| {
+        b.iter(|| {
+            rt.block_on(store.session(black_box(&sid)))
+                .unwrap()
                 .unwrap()
         })
     });
