@@ -164,6 +164,59 @@ impl Key {
         }
     }
 
+    /// A key held only in memory, made from raw material: a 32-byte Ed25519 seed for EdDSA, an
+    /// HMAC secret of at least 32 bytes for HS256. Nothing is stored or sealed and the key is
+    /// active (never retired). For test vectors and for embedders that manage key material
+    /// themselves; the [`KeyRing`] makes its own keys.
+    ///
+    /// # Errors
+    /// [`KeyError::Malformed`] when the material has the wrong shape for `algorithm` (an Ed25519
+    /// seed that is not 32 bytes, an HMAC secret shorter than 32 bytes).
+    pub fn from_material(
+        id: KeyId,
+        purpose: KeyPurpose,
+        algorithm: KeyAlgorithm,
+        material: Secret<Vec<u8>>,
+        created_at: Timestamp,
+    ) -> Result<Key, KeyError> {
+        let (material, public_key) = match algorithm {
+            KeyAlgorithm::Hs256 => {
+                if material.expose().len() < 32 {
+                    return Err(KeyError::Malformed);
+                }
+                let mac = <Hmac<Sha256> as Mac>::new_from_slice(material.expose())
+                    .map_err(|_| KeyError::Malformed)?;
+                (
+                    Material::Hmac {
+                        mac,
+                        secret: material,
+                    },
+                    None,
+                )
+            }
+            KeyAlgorithm::EdDsa => {
+                let seed: &[u8; 32] = material
+                    .expose()
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| KeyError::Malformed)?;
+                let signing = ed25519_dalek::SigningKey::from_bytes(seed);
+                let public = signing.verifying_key().to_bytes().to_vec();
+                (Material::Ed25519(signing), Some(public))
+            }
+        };
+        let info = KeyInfo {
+            id,
+            purpose,
+            algorithm,
+            created_at,
+            retired_at: None,
+            verify_until: None,
+            public_key,
+        };
+        Ok(Key { info, material })
+    }
+
     fn unseal(master: &MasterKey, record: &KeyRecord) -> Result<Key, KeyError> {
         let plain = seal::open(
             master,
