@@ -12,6 +12,8 @@
 //! - [`keys`]: signing keys per purpose, sealed at rest under the [`MasterKey`], cached in the
 //!   [`KeyRing`].
 //! - [`cookie`]: the v1 session-cookie wire format (encode, parse, constant-time verify).
+//! - [`jose`]: compact JWS parsing and header policy, signatures over our keys, the JWKS we
+//!   publish, and [`jose::foreign`] for trusted foreign issuers' tokens.
 //! - [`session`]: the session row, its [`SessionStatus`] and policies.
 //! - [`service`]: [`SessionService`], the entry point: create, validate, CSRF, revoke, list, GC.
 //! - [`audit`] and [`metrics`]: the audit trail and counters.
@@ -44,6 +46,7 @@ pub mod clock;
 pub mod cookie;
 pub mod error;
 pub mod id;
+pub mod jose;
 pub mod keys;
 pub mod metrics;
 pub mod random;
