@@ -795,6 +795,7 @@ fn load_key(
     let alg = string_member(jwk, index, "alg")?;
     let crv = string_member(jwk, index, "crv")?;
     if string_member(jwk, index, "use")?.is_some_and(|key_use| key_use != "sig") {
+        tracing::debug!(index, "skipping a JWK whose use is not sig");
         return Ok(None);
     }
     if let Some(ops) = jwk.get("key_ops") {
@@ -811,10 +812,15 @@ fn load_key(
             verifies |= op == "verify";
         }
         if !verifies {
+            tracing::debug!(index, "skipping a JWK whose key_ops lack verify");
             return Ok(None);
         }
     }
     let Some(algorithm) = classify(index, kty, crv, alg, options)? else {
+        tracing::debug!(
+            index,
+            "skipping a JWK of an algorithm or curve we do not accept"
+        );
         return Ok(None);
     };
     let parsed: Jwk =
@@ -1515,6 +1521,15 @@ mod tests {
         let mut padded = vec![0u8];
         padded.extend_from_slice(&n);
         assert!(check_rsa(0, &padded, &[1, 0, 1]).is_ok());
+    }
+
+    #[test]
+    fn verifiers_can_be_shared_across_tasks() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<TrustedIssuer>();
+        send_sync::<VerifiedForeign>();
+        send_sync::<ForeignError>();
+        send_sync::<JwksError>();
     }
 
     #[test]
