@@ -9,6 +9,8 @@
 mod common;
 mod conformance;
 mod cookie_negative;
+mod jose_vectors;
 mod lifecycle;
 mod races;
 mod sqlite;
+mod wycheproof;
