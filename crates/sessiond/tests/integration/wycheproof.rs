@@ -12,7 +12,7 @@
 //! vectors (among them every base64 edge case) also run the way our own HS256 tokens are checked:
 //! `Key::from_material` for the group's key, the key picked by the token's `kid` as the key ring
 //! does, then `parse_compact` and `jose::verify`. Rows in [`OWN_NOT_APPLICABLE`] are defective
-//! vectors, each asserted to get the outcome its row states.
+//! vectors or cases with no own-key counterpart, each with the outcome its row asserts.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
