@@ -34,6 +34,8 @@ pub enum AuditEvent {
     KeyRotated,
     /// A credential failed validation (rate-bounded per reason).
     ValidationFailed,
+    /// A one-time token was claimed.
+    TokenClaimed,
 }
 
 impl AuditEvent {
@@ -47,6 +49,7 @@ impl AuditEvent {
             AuditEvent::RefreshReused => "refresh_reused",
             AuditEvent::KeyRotated => "key_rotated",
             AuditEvent::ValidationFailed => "validation_failed",
+            AuditEvent::TokenClaimed => "token_claimed",
         }
     }
 
@@ -60,6 +63,7 @@ impl AuditEvent {
             AuditEvent::RefreshReused,
             AuditEvent::KeyRotated,
             AuditEvent::ValidationFailed,
+            AuditEvent::TokenClaimed,
         ]
         .into_iter()
         .find(|e| e.as_str() == text)

@@ -9,6 +9,7 @@ use crate::cookie::CookieError;
 use crate::id::IdError;
 use crate::keys::KeyError;
 use crate::store::StoreError;
+use crate::token::TokenError;
 
 /// Why a credential is not acceptable on its face (before the session row is consulted).
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,18 @@ pub enum CredentialError {
     /// The credential is of a shape the session was not created for.
     #[error("credential does not match the session kind")]
     WrongKind,
+    /// One of our JWTs was refused (format, signature, type, issuer, audience, claims).
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// A foreign issuer's token was refused by its verifier.
+    #[error(transparent)]
+    Foreign(#[from] crate::jose::foreign::ForeignError),
+    /// The token's `iss` is not a trusted issuer.
+    #[error("issuer is not trusted")]
+    UnknownIssuer,
+    /// The token's subject is not the session's user.
+    #[error("token subject does not match the session")]
+    SubjectMismatch,
 }
 
 /// Which expiry ended a session.
@@ -62,6 +75,13 @@ pub enum SessionError {
     /// The session's idle or absolute window has passed (401 `session_expired`).
     #[error("session expired ({0:?})")]
     Expired(Expiry),
+    /// The token's `exp` (plus leeway) has passed; refresh or log in again (401
+    /// `token_expired`).
+    #[error("token expired")]
+    TokenExpired,
+    /// A one-time token or id was claimed before (409 `token_already_used`).
+    #[error("token already used")]
+    TokenAlreadyUsed,
     /// The session was revoked (401 `session_revoked`).
     #[error("session revoked")]
     Revoked,
@@ -99,6 +119,8 @@ impl SessionError {
             SessionError::InvalidCredential(_) => "invalid_credential",
             SessionError::NotFound => "session_not_found",
             SessionError::Expired(_) => "session_expired",
+            SessionError::TokenExpired => "token_expired",
+            SessionError::TokenAlreadyUsed => "token_already_used",
             SessionError::Revoked => "session_revoked",
             SessionError::RefreshTokenReused => "refresh_token_reused",
             SessionError::BindingMismatch(_) => "binding_mismatch",
@@ -129,6 +151,10 @@ impl SessionError {
                 CredentialError::Key(_) => "unknown_key",
                 CredentialError::KeyMismatch => "key_mismatch",
                 CredentialError::WrongKind => "wrong_kind",
+                CredentialError::Token(t) => t.reason(),
+                CredentialError::SubjectMismatch => "subject_mismatch",
+                CredentialError::Foreign(f) => f.reason(),
+                CredentialError::UnknownIssuer => "unknown_issuer",
             },
             SessionError::Expired(Expiry::Idle) => "idle_expired",
             SessionError::Expired(Expiry::Absolute) => "absolute_expired",

@@ -190,6 +190,62 @@ fn no_secret_reaches_logs_errors_or_audit() {
                 .unwrap_err(),
         );
 
+        // Token sessions: issue, validate, refresh, a concurrent retry, reuse, claim.
+        let tokens = service
+            .create_token_session(
+                NewSession::new(UserId::new("tokeny").unwrap()),
+                crate::SessionKind::Browser,
+            )
+            .await
+            .unwrap();
+        let at = tokens.tokens.access_token.expose().clone();
+        let rt1 = tokens.tokens.refresh_token.expose().clone();
+        service
+            .validate_access_token(&at, &RequestContext::default())
+            .await
+            .unwrap();
+        let next = service
+            .refresh(&rt1, &RequestContext::default())
+            .await
+            .unwrap();
+        haystack.push_str(&format!("{tokens:?}\n{next:?}\n"));
+        service.claim_token(&at).await.unwrap();
+        errors.push(service.claim_token(&at).await.unwrap_err());
+        clock.advance(std::time::Duration::from_secs(60));
+        errors.push(
+            service
+                .refresh(&rt1, &RequestContext::default())
+                .await
+                .unwrap_err(),
+        );
+        errors.push(
+            service
+                .validate_access_token(
+                    next.tokens.access_token.expose(),
+                    &RequestContext::default(),
+                )
+                .await
+                .unwrap_err(),
+        );
+        let tampered = format!("{}x", &at[..at.len() - 1]);
+        errors.push(
+            service
+                .validate_access_token(&tampered, &RequestContext::default())
+                .await
+                .unwrap_err(),
+        );
+        for t in [&tokens.tokens, &next.tokens] {
+            for value in [t.access_token.expose(), t.refresh_token.expose()] {
+                secrets.push(value.clone());
+                secrets.push(value.rsplit('.').next().unwrap().to_owned());
+            }
+            // The refresh secret travels as the refresh token's jti.
+            let payload = t.refresh_token.expose().split('.').nth(1).unwrap();
+            let claims: serde_json::Value =
+                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+            secrets.push(claims["jti"].as_str().unwrap().to_owned());
+        }
+
         // Every key the run made, in every encoding (they are still cached in the ring).
         for purpose in KeyPurpose::ALL {
             for key in service.keys().verifying_keys(purpose).await {

@@ -15,7 +15,9 @@
 //! - [`jose`]: compact JWS parsing and header policy, signatures over our keys, the JWKS we
 //!   publish, and [`jose::foreign`] for trusted foreign issuers' tokens.
 //! - [`session`]: the session row, its [`SessionStatus`] and policies.
-//! - [`service`]: [`SessionService`], the entry point: create, validate, CSRF, revoke, list, GC.
+//! - [`token`]: our access (`at+jwt`) and refresh (`refresh+jwt`) JWTs over the key ring.
+//! - [`service`]: [`SessionService`], the entry point: create, validate, CSRF, refresh, revoke,
+//!   list, GC.
 //! - [`audit`] and [`metrics`]: the audit trail and counters.
 //! - [`store`]: the storage traits and backends ([`store::sqlite`] is the embedded default).
 //! - [`error`]: [`SessionError`] with its wire codes.
@@ -54,6 +56,7 @@ pub mod secret;
 pub mod service;
 pub mod session;
 pub mod store;
+pub mod token;
 
 #[cfg(test)]
 mod leak_tests;

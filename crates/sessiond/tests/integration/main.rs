@@ -6,6 +6,7 @@
     clippy::indexing_slicing
 )]
 
+mod claims;
 mod common;
 mod conformance;
 mod cookie_negative;
@@ -13,4 +14,5 @@ mod jose_vectors;
 mod lifecycle;
 mod races;
 mod sqlite;
+mod tokens;
 mod wycheproof;

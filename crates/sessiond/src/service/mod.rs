@@ -26,6 +26,13 @@ use crate::session::{
     CookiePolicy, RevokeReason, Session, SessionKind, SessionPolicy, SessionRecord, SessionStatus,
 };
 use crate::store::{Backend, ClaimStore, RevokeOutcome};
+use crate::token::TokenPolicy;
+
+mod claims;
+mod tokens;
+
+pub use claims::{ClaimedToken, MAX_CLAIM_ID_BYTES};
+pub use tokens::{TokenPair, TokenSession};
 
 /// Claim names the application may not set: they are the token's own.
 pub const RESERVED_CLAIMS: &[&str] = &[
@@ -42,6 +49,8 @@ const MAX_USER_AGENT_BYTES: usize = 1024;
 pub struct ServiceConfig {
     /// Cookie-session lifetimes.
     pub cookie: CookiePolicy,
+    /// Token-session lifetimes, issuer and audiences.
+    pub tokens: TokenPolicy,
     /// Limits and bindings.
     pub sessions: SessionPolicy,
     /// Key retention and caching.
@@ -56,6 +65,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             cookie: CookiePolicy::default(),
+            tokens: TokenPolicy::default(),
             sessions: SessionPolicy::default(),
             keys: KeyPolicy::default(),
             audit: AuditPolicy::default(),
@@ -180,6 +190,13 @@ pub enum Credential {
         /// The signing key.
         key_id: KeyId,
     },
+    /// An access token.
+    AccessToken {
+        /// The signing key.
+        key_id: KeyId,
+        /// The token's `exp`.
+        expires_at: Timestamp,
+    },
 }
 
 /// A successful validation.
@@ -210,6 +227,9 @@ pub struct GcReport {
 struct Inner {
     backend: Arc<dyn Backend>,
     claims: Arc<dyn ClaimStore>,
+    issuers: std::sync::RwLock<
+        std::collections::HashMap<String, Arc<crate::jose::foreign::TrustedIssuer>>,
+    >,
     keys: KeyRing,
     clock: Arc<dyn Clock>,
     rng: Arc<dyn RandomSource>,
@@ -290,6 +310,7 @@ impl ServiceBuilder {
                     None => self.backend.clone(),
                 },
                 backend: self.backend,
+                issuers: std::sync::RwLock::new(std::collections::HashMap::new()),
                 keys,
                 clock: self.clock,
                 rng: self.rng,
