@@ -128,6 +128,12 @@ random_id!(
     "sk-"
 );
 
+random_id!(
+    /// An API key's public identifier: `ak-` + base64url(16 random bytes). Not the key itself.
+    ApiKeyId,
+    "ak-"
+);
+
 const MAX_NAME_BYTES: usize = 256;
 
 fn check_name(text: &str) -> Result<(), IdError> {

@@ -63,7 +63,7 @@ mod leak_tests;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::SessionError;
-pub use id::{KeyId, SessionId, Tenant, UserId};
+pub use id::{ApiKeyId, KeyId, SessionId, Tenant, UserId};
 pub use keys::{KeyPurpose, KeyRing, MasterKey};
 pub use random::{OsRandom, RandomSource, SeededRandom};
 pub use secret::Secret;

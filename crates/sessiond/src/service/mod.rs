@@ -28,9 +28,11 @@ use crate::session::{
 use crate::store::{Backend, ClaimStore, RevokeOutcome};
 use crate::token::TokenPolicy;
 
+mod api_keys;
 mod claims;
 mod tokens;
 
+pub use api_keys::{ApiKeyInfo, API_KEY_PREFIX};
 pub use claims::{ClaimedToken, MAX_CLAIM_ID_BYTES};
 pub use tokens::{TokenPair, TokenSession};
 
@@ -59,6 +61,9 @@ pub struct ServiceConfig {
     pub audit: AuditPolicy,
     /// Rows deleted per garbage-collection batch (default 500).
     pub gc_batch: u32,
+    /// How long an API key authentication is cached in process (default 5 s): the bound on how
+    /// long a key revoked on another node keeps working here.
+    pub api_key_cache_ttl: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -70,6 +75,7 @@ impl Default for ServiceConfig {
             keys: KeyPolicy::default(),
             audit: AuditPolicy::default(),
             gc_batch: 500,
+            api_key_cache_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -227,6 +233,7 @@ pub struct GcReport {
 struct Inner {
     backend: Arc<dyn Backend>,
     claims: Arc<dyn ClaimStore>,
+    api_key_cache: std::sync::Mutex<std::collections::HashMap<[u8; 32], api_keys::CachedKey>>,
     issuers: std::sync::RwLock<
         std::collections::HashMap<String, Arc<crate::jose::foreign::TrustedIssuer>>,
     >,
@@ -311,6 +318,7 @@ impl ServiceBuilder {
                 },
                 backend: self.backend,
                 issuers: std::sync::RwLock::new(std::collections::HashMap::new()),
+                api_key_cache: std::sync::Mutex::new(std::collections::HashMap::new()),
                 keys,
                 clock: self.clock,
                 rng: self.rng,

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 use crate::audit::{AuditQuery, AuditRecord};
 use crate::clock::Timestamp;
-use crate::id::{SessionId, Tenant, UserId};
+use crate::id::{ApiKeyId, SessionId, Tenant, UserId};
 use crate::keys::KeyRecord;
 use crate::session::{RevokeReason, Session, SessionRecord};
 
@@ -204,8 +204,50 @@ pub trait AuditStore: Send + Sync + fmt::Debug {
     async fn audit_records(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
+/// An API key as stored: its hash, never the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// The key's public id.
+    pub id: ApiKeyId,
+    /// A human label.
+    pub name: String,
+    /// SHA-256 of the key.
+    pub hash: [u8; 32],
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl fmt::Debug for ApiKeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("created_at", &self.created_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// API keys of the server.
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync + fmt::Debug {
+    /// Inserts a new key.
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+
+    /// The key whose hash is `hash`, revoked or not.
+    async fn api_key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// Every key, oldest first.
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// Revokes a key if it is not revoked yet. Returns whether this call revoked it.
+    async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool, StoreError>;
+}
+
 /// Everything a full backend stores. Implemented automatically for any type that implements
 /// each part.
-pub trait Backend: SessionStore + KeyStore + AuditStore + ClaimStore {}
+pub trait Backend: SessionStore + KeyStore + AuditStore + ClaimStore + ApiKeyStore {}
 
-impl<T: SessionStore + KeyStore + AuditStore + ClaimStore> Backend for T {}
+impl<T: SessionStore + KeyStore + AuditStore + ClaimStore + ApiKeyStore> Backend for T {}

@@ -17,12 +17,12 @@ use sqlx::sqlite::{
 use sqlx::Row;
 
 use super::{
-    AuditStore, ClaimOutcome, ClaimStore, KeyStore, RefreshRotation, RevokeOutcome, SessionStore,
-    StoreError,
+    ApiKeyRecord, ApiKeyStore, AuditStore, ClaimOutcome, ClaimStore, KeyStore, RefreshRotation,
+    RevokeOutcome, SessionStore, StoreError,
 };
 use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
 use crate::clock::Timestamp;
-use crate::id::{KeyId, SessionId, Tenant, UserId};
+use crate::id::{ApiKeyId, KeyId, SessionId, Tenant, UserId};
 use crate::keys::{KeyAlgorithm, KeyPurpose, KeyRecord};
 use crate::session::{RefreshState, RevokeReason, Session, SessionKind, SessionRecord};
 
@@ -675,5 +675,67 @@ impl AuditStore for SqliteStore {
         .await
         .map_err(map_err)?;
         rows.iter().map(audit_from_row).collect()
+    }
+}
+
+fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
+    Ok(ApiKeyRecord {
+        id: ApiKeyId::parse(&text(row, "id")?).map_err(corrupt("api key id"))?,
+        name: text(row, "name")?,
+        hash: hash(row, "hash")?.ok_or(StoreError::Corrupt {
+            what: "api key hash",
+        })?,
+        created_at: ts(row, "created_at")?,
+        revoked_at: opt_ts(row, "revoked_at")?,
+    })
+}
+
+#[async_trait]
+impl ApiKeyStore for SqliteStore {
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, hash, created_at, revoked_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(key.id.as_str())
+        .bind(key.name.as_str())
+        .bind(key.hash.as_slice())
+        .bind(millis(key.created_at))
+        .bind(key.revoked_at.map(millis))
+        .execute(&self.write)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn api_key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, hash, created_at, revoked_at FROM api_keys WHERE hash = ?",
+        )
+        .bind(hash.as_slice())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(map_err)?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, hash, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(millis(at))
+                .bind(id.as_str())
+                .execute(&self.write)
+                .await
+                .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sessiond::audit::{AuditEvent, AuditQuery, AuditRecord};
 use sessiond::keys::{KeyAlgorithm, KeyPurpose, KeyRecord};
 use sessiond::session::{RefreshState, Session, SessionKind, SessionRecord};
-use sessiond::store::{Backend, ClaimOutcome, RefreshRotation, RevokeOutcome};
+use sessiond::store::{ApiKeyRecord, Backend, ClaimOutcome, RefreshRotation, RevokeOutcome};
 use sessiond::{KeyId, RevokeReason, SeededRandom, SessionId, Tenant, Timestamp, UserId};
 
 use crate::common::T0;
@@ -37,6 +37,7 @@ macro_rules! conformance_suite {
             expired_claims_are_collected,
             refresh_rotation_is_compare_and_swap,
             concurrent_refresh_rotations_have_one_winner,
+            api_keys_are_stored_by_hash_and_revoked_once,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
@@ -767,5 +768,43 @@ pub async fn concurrent_refresh_rotations_have_one_winner(store: Arc<dyn Backend
             .unwrap()
             .generation,
         1
+    );
+}
+
+pub async fn api_keys_are_stored_by_hash_and_revoked_once(store: Arc<dyn Backend>) {
+    let key = |name: &str, hash: u8, created: i64| ApiKeyRecord {
+        id: sessiond::ApiKeyId::generate(&rng()),
+        name: name.into(),
+        hash: [hash; 32],
+        created_at: t(created),
+        revoked_at: None,
+    };
+    let (a, b) = (key("backend", 1, 0), key("admin cli", 2, 5));
+    store.insert_api_key(&b).await.unwrap();
+    store.insert_api_key(&a).await.unwrap();
+    assert!(
+        store.insert_api_key(&key("dup", 1, 9)).await.is_err(),
+        "hashes are unique"
+    );
+    assert_eq!(
+        store.api_key_by_hash(&[1; 32]).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(store.api_key_by_hash(&[3; 32]).await.unwrap(), None);
+    assert_eq!(store.api_keys().await.unwrap(), vec![a.clone(), b.clone()]);
+    assert!(store.revoke_api_key(&a.id, t(10)).await.unwrap());
+    assert!(!store.revoke_api_key(&a.id, t(11)).await.unwrap());
+    assert!(!store
+        .revoke_api_key(&sessiond::ApiKeyId::generate(&rng()), t(11))
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .api_key_by_hash(&[1; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        Some(t(10))
     );
 }

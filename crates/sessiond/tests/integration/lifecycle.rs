@@ -529,3 +529,44 @@ async fn a_second_start_reuses_the_keys() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn api_keys_authenticate_until_revoked() {
+    let env = env().await;
+    let (info, key) = env.service.create_api_key("backend").await.unwrap();
+    assert!(key.expose().starts_with("sessiond_"));
+    let found = env
+        .service
+        .authenticate_api_key(key.expose())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, info.id);
+    assert!(env
+        .service
+        .authenticate_api_key("sessiond_wrong")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(env
+        .service
+        .authenticate_api_key("Bearer x")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(env.service.api_keys().await.unwrap().len(), 1);
+    assert!(env.service.revoke_api_key(&info.id).await.unwrap());
+    assert!(env
+        .service
+        .authenticate_api_key(key.expose())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(env.service.api_keys().await.unwrap()[0]
+        .revoked_at
+        .is_some());
+    assert_eq!(
+        env.service.create_api_key(" ").await.unwrap_err().code(),
+        "invalid_request"
+    );
+}
