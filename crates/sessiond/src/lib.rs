@@ -68,8 +68,8 @@ pub use keys::{KeyPurpose, KeyRing, MasterKey};
 pub use random::{OsRandom, RandomSource, SeededRandom};
 pub use secret::Secret;
 pub use service::{
-    CookieSession, Credential, GcReport, NewSession, RequestContext, ServiceConfig, SessionService,
-    Validated,
+    ApiKeyInfo, ClaimedToken, CookieSession, Credential, GcReport, NewSession, RequestContext,
+    ServiceConfig, SessionService, TokenPair, TokenSession, Validated,
 };
 pub use session::{RevokeReason, Session, SessionKind, SessionStatus};
 pub use store::RevokeOutcome;

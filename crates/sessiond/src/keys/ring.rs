@@ -384,6 +384,52 @@ impl KeyRing {
         Ok(key.info.clone())
     }
 
+    /// Makes key material supplied by the operator (for example a shared HS256 secret that
+    /// resource servers also hold) the active key of `purpose`, unless the active key already has
+    /// exactly this material and algorithm. The previous key is retired as by a rotation.
+    ///
+    /// # Errors
+    /// [`KeyError::Malformed`] for material of the wrong shape (an HS256 secret under 32 bytes),
+    /// [`KeyError::Store`].
+    pub async fn adopt(
+        &self,
+        purpose: KeyPurpose,
+        alg: KeyAlgorithm,
+        material: &Secret<Vec<u8>>,
+    ) -> Result<KeyInfo, KeyError> {
+        use subtle::ConstantTimeEq;
+        let set = self.reload_set().await?;
+        if let Some(active) = set.active.get(&purpose) {
+            let same = active.info.algorithm == alg
+                && match (&active.material, alg) {
+                    (Material::Hmac { secret, .. }, KeyAlgorithm::Hs256) => bool::from(
+                        secret
+                            .expose()
+                            .as_slice()
+                            .ct_eq(material.expose().as_slice()),
+                    ),
+                    (Material::Ed25519(k), KeyAlgorithm::EdDsa) => {
+                        bool::from(k.to_bytes().as_slice().ct_eq(material.expose().as_slice()))
+                    }
+                    _ => false,
+                };
+            if same {
+                return Ok(active.info.clone());
+            }
+        }
+        let record = self.record_with(purpose, alg, material)?;
+        let now = self.inner.clock.now();
+        let verify_until = now.saturating_add(self.inner.policy.retention);
+        self.inner
+            .store
+            .rotate_key(&record, now, verify_until)
+            .await?;
+        let set = self.reload_set().await?;
+        let key = set.by_id.get(&record.id).ok_or(KeyError::UnknownKey)?;
+        tracing::info!(purpose = purpose.as_str(), key_id = %record.id, "adopted operator-supplied key material");
+        Ok(key.info.clone())
+    }
+
     /// The active key of `purpose`, for signing.
     ///
     /// # Errors
@@ -531,11 +577,25 @@ impl KeyRing {
     }
 
     fn generate(&self, purpose: KeyPurpose, alg: KeyAlgorithm) -> Result<KeyRecord, KeyError> {
+        let material = Secret::new(random::bytes::<32>(self.inner.rng.as_ref()).to_vec());
+        self.record_with(purpose, alg, &material)
+    }
+
+    fn record_with(
+        &self,
+        purpose: KeyPurpose,
+        alg: KeyAlgorithm,
+        material: &Secret<Vec<u8>>,
+    ) -> Result<KeyRecord, KeyError> {
         let rng = self.inner.rng.as_ref();
         let id = KeyId::generate(rng);
-        let material = Secret::new(random::bytes::<32>(rng).to_vec());
         let public_key = match alg {
-            KeyAlgorithm::Hs256 => None,
+            KeyAlgorithm::Hs256 => {
+                if material.expose().len() < 32 {
+                    return Err(KeyError::Malformed);
+                }
+                None
+            }
             KeyAlgorithm::EdDsa => {
                 let seed: &[u8; 32] = material
                     .expose()

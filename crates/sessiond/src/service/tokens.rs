@@ -432,6 +432,32 @@ impl SessionService {
         Ok(validated.session)
     }
 
+    /// Logs out with a refresh token (the browser's logout): verifies it (signature, type,
+    /// issuer, audience, time) and revokes its session. Any generation of the session's refresh
+    /// token is accepted here: revoking is always the safe direction.
+    ///
+    /// # Errors
+    /// [`SessionError::InvalidCredential`], [`SessionError::TokenExpired`],
+    /// [`SessionError::NotFound`], [`SessionError::Store`].
+    pub async fn logout_refresh_token(&self, refresh_token: &str) -> Result<Session, SessionError> {
+        let now = self.inner.clock.now();
+        let policy = &self.inner.config.tokens;
+        let (claims, _key) = token::verify(
+            &self.inner.keys,
+            policy,
+            TokenKind::Refresh,
+            refresh_token,
+            now,
+        )
+        .await
+        .map_err(token_failure)?;
+        let mut known = None;
+        let record = self.token_row(&claims, &mut known).await?;
+        self.revoke(&record.session.id, &RevokeReason::logout())
+            .await?;
+        Ok(record.session)
+    }
+
     /// The public keys that verify access tokens now, as a JWK Set (active and retained EdDSA
     /// keys; HS256 keys are never published).
     pub async fn jwks(&self) -> serde_json::Value {

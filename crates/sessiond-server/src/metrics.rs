@@ -1,0 +1,165 @@
+//! `/metrics` in Prometheus text format: HTTP requests by route and status, latency histograms,
+//! and the library's counters (sessions created/revoked, validation failures by code, refresh
+//! reuse detections), read at scrape time.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use sessiond::SessionService;
+
+use crate::app::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+/// The server's metrics registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+#[derive(Debug)]
+struct LibraryCollector(SessionService);
+
+impl prometheus_client::collector::Collector for LibraryCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let snap = self.0.metrics().snapshot();
+        let simple = [
+            (
+                "sessiond_sessions_created",
+                "Sessions created",
+                snap.sessions_created,
+            ),
+            (
+                "sessiond_sessions_revoked",
+                "Sessions revoked (any reason)",
+                snap.sessions_revoked,
+            ),
+            (
+                "sessiond_refresh_reuse_detected",
+                "Refresh-token reuse detections",
+                snap.refresh_reuse_detected,
+            ),
+            (
+                "sessiond_audit_failures_suppressed",
+                "Failure audit records suppressed by the rate bound",
+                snap.audit_failures_suppressed,
+            ),
+            (
+                "sessiond_audit_write_errors",
+                "Audit records that could not be written",
+                snap.audit_write_errors,
+            ),
+        ];
+        for (name, help, value) in simple {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "sessiond_validation_failures",
+            "Failed validations by reason code",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, value) in &snap.validation_failures {
+            let labels = [("reason", *reason)];
+            let metric = family.encode_family(&labels)?;
+            ConstCounter::new(*value).encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+impl Metrics {
+    /// A registry with the HTTP metrics and `service`'s counters.
+    pub fn new(service: SessionService) -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        });
+        registry.register(
+            "sessiond_http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "sessiond_http_request_duration_seconds",
+            "HTTP request latency by route",
+            latency.clone(),
+        );
+        registry.register_collector(Box::new(LibraryCollector(service)));
+        Metrics {
+            registry,
+            requests,
+            latency,
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+/// Middleware: counts and times every request by its route template (never the raw path, which
+/// may carry ids).
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| String::from("unmatched"), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16();
+    let metrics: &Arc<Metrics> = &state.metrics;
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: route.clone(),
+            method: method.clone(),
+            status,
+        })
+        .inc();
+    metrics
+        .latency
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(elapsed);
+    tracing::debug!(%method, %route, status, elapsed_ms = elapsed * 1000.0, "request");
+    response
+}

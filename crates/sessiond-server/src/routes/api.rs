@@ -1,0 +1,335 @@
+//! The server-to-server API under `/v1` (API key required).
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use sessiond::{
+    NewSession, RequestContext, RevokeOutcome, RevokeReason, SessionId, SessionKind, Tenant,
+    Timestamp, UserId,
+};
+
+use super::dto::*;
+use crate::app::AppState;
+use crate::extract::{ApiCaller, ApiJson};
+use crate::problem::{ApiError, Problem};
+
+fn optional_json<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|_| ApiError::BadRequest("malformed JSON body"))
+}
+
+fn session_id(text: &str) -> Result<SessionId, ApiError> {
+    SessionId::parse(text).map_err(|_| ApiError::NotFound("session_not_found"))
+}
+
+fn user_id(text: &str) -> Result<UserId, ApiError> {
+    UserId::new(text).map_err(|_| {
+        ApiError::BadRequest("user_id must be 1 to 256 bytes without control characters")
+    })
+}
+
+fn tenant(text: Option<&str>) -> Result<Option<Tenant>, ApiError> {
+    text.map(|t| Tenant::new(t).map_err(|_| ApiError::BadRequest("tenant must be 1 to 256 bytes")))
+        .transpose()
+}
+
+/// Create a session of any kind.
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = CreateSessionRequest,
+    responses((status = 201, body = CreateSessionResponse), (status = 400, body = Problem), (status = 401, body = Problem), (status = 503, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn create_session(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    ApiJson(req): ApiJson<CreateSessionRequest>,
+) -> Result<Response, ApiError> {
+    let mut new = NewSession::new(user_id(&req.user_id)?);
+    if let Some(t) = tenant(req.tenant.as_deref())? {
+        new = new.tenant(t);
+    }
+    if let Some(ip) = req.ip {
+        new = new.ip(ip);
+    }
+    if let Some(ua) = req.user_agent {
+        new = new.user_agent(ua);
+    }
+    if let Some(claims) = req.claims {
+        new = new.claims(claims);
+    }
+    let now = state.service.now();
+    let response = match SessionKind::from(req.kind) {
+        SessionKind::Cookie => {
+            let created = state.service.create_cookie_session(new).await?;
+            let until = created.session.absolute_expires_at;
+            CreateSessionResponse {
+                set_cookie: Some(vec![
+                    state
+                        .cookies
+                        .session_cookie(created.cookie.expose(), now, until),
+                    state
+                        .cookies
+                        .csrf_cookie(created.csrf_token.expose(), now, until),
+                ]),
+                cookie: Some(created.cookie.expose().clone()),
+                csrf_token: Some(created.csrf_token.expose().clone()),
+                tokens: None,
+                session: SessionView::from(&created.session),
+            }
+        }
+        kind => {
+            let browser = kind == SessionKind::Browser;
+            let created = state.service.create_token_session(new, kind).await?;
+            let set_cookie = browser.then(|| {
+                vec![state.cookies.refresh_cookie(
+                    created.tokens.refresh_token.expose(),
+                    now,
+                    created.tokens.refresh_expires_at,
+                )]
+            });
+            CreateSessionResponse {
+                tokens: Some(TokensView::new(&created.tokens, now, !browser)),
+                set_cookie,
+                cookie: None,
+                csrf_token: None,
+                session: SessionView::from(&created.session),
+            }
+        }
+    };
+    Ok((StatusCode::CREATED, Json(response)).into_response())
+}
+
+/// Validate a cookie (value or whole header) or an access token; checks CSRF and bindings.
+#[utoipa::path(post, path = "/v1/sessions/validate", tag = "sessions", request_body = ValidateRequest,
+    responses((status = 200, body = ValidateResponse), (status = 401, body = Problem), (status = 403, body = Problem), (status = 503, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn validate(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    ApiJson(req): ApiJson<ValidateRequest>,
+) -> Result<Json<ValidateResponse>, ApiError> {
+    let ctx = RequestContext {
+        ip: req.ip.as_deref(),
+        user_agent: req.user_agent.as_deref(),
+        csrf_token: req.csrf_token.as_deref(),
+        require_csrf: req.require_csrf,
+    };
+    let given = [
+        req.cookie.is_some(),
+        req.cookie_header.is_some(),
+        req.access_token.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(ApiError::BadRequest(
+            "give exactly one of cookie, cookie_header, access_token",
+        ));
+    }
+    let validated = if let Some(token) = &req.access_token {
+        state.service.validate_access_token(token, &ctx).await?
+    } else {
+        let value = match (&req.cookie, &req.cookie_header) {
+            (Some(v), _) => v.clone(),
+            (None, Some(h)) => {
+                sessiond::cookie::from_header(h, &state.cookies.session).unwrap_or_default()
+            }
+            (None, None) => String::new(),
+        };
+        state.service.validate_cookie(&value, &ctx).await?
+    };
+    Ok(Json(ValidateResponse {
+        session: SessionView::from(&validated.session),
+        deadline: validated.deadline.to_rfc3339(),
+        credential: CredentialView::from(&validated.credential),
+    }))
+}
+
+/// Exchange a refresh token for a new pair (rotation with reuse detection).
+#[utoipa::path(post, path = "/v1/tokens/refresh", tag = "tokens", request_body = RefreshRequest,
+    responses((status = 200, body = RefreshResponse), (status = 401, body = Problem), (status = 503, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> Result<Json<RefreshResponse>, ApiError> {
+    let now = state.service.now();
+    let refreshed = state
+        .service
+        .refresh(&req.refresh_token, &RequestContext::default())
+        .await?;
+    // Server to server: the caller gets the refresh token even for browser sessions, so a
+    // backend that proxies the browser flow can set the cookie itself.
+    Ok(Json(RefreshResponse {
+        session: SessionView::from(&refreshed.session),
+        tokens: TokensView::new(&refreshed.tokens, now, true),
+    }))
+}
+
+/// A session by id, revoked and expired ones included.
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "ses-…")),
+    responses((status = 200, body = SessionResponse), (status = 404, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn get_session(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    Path(id): Path<String>,
+) -> Result<Json<SessionResponse>, ApiError> {
+    let id = session_id(&id)?;
+    let session = state
+        .service
+        .session(&id)
+        .await?
+        .ok_or(ApiError::NotFound("session_not_found"))?;
+    Ok(Json(SessionResponse {
+        session: SessionView::from(&session),
+    }))
+}
+
+/// Revoke one session (idempotent).
+#[utoipa::path(post, path = "/v1/sessions/{id}/revoke", tag = "sessions", params(("id" = String, Path, description = "ses-…")),
+    request_body(content = RevokeRequest, description = "optional"),
+    responses((status = 204), (status = 404, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn revoke_session(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let req: RevokeRequest = optional_json(&body)?;
+    let id = session_id(&id)?;
+    let reason = match req.reason {
+        Some(r) => RevokeReason::new(&r)
+            .map_err(|_| ApiError::BadRequest("reason must be [a-z0-9_]{1,64}"))?,
+        None => RevokeReason::logout(),
+    };
+    match state.service.revoke(&id, &reason).await? {
+        RevokeOutcome::NotFound => Err(ApiError::NotFound("session_not_found")),
+        _ => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+/// Rotate a cookie session's CSRF token.
+#[utoipa::path(post, path = "/v1/sessions/{id}/csrf", tag = "sessions", params(("id" = String, Path, description = "ses-…")),
+    responses((status = 200, body = CsrfResponse), (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn rotate_csrf(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    Path(id): Path<String>,
+) -> Result<Json<CsrfResponse>, ApiError> {
+    let id = session_id(&id)?;
+    let token = state
+        .service
+        .rotate_csrf(&id)
+        .await
+        .map_err(|e| match e.code() {
+            "session_not_found" => ApiError::NotFound("session_not_found"),
+            _ => ApiError::Session(e),
+        })?;
+    let now = state.service.now();
+    let until = state
+        .service
+        .session(&id)
+        .await?
+        .map_or(now, |s| s.absolute_expires_at);
+    Ok(Json(CsrfResponse {
+        set_cookie: vec![state.cookies.csrf_cookie(token.expose(), now, until)],
+        csrf_token: token.expose().clone(),
+    }))
+}
+
+/// A user's active sessions.
+#[utoipa::path(get, path = "/v1/users/{user_id}/sessions", tag = "users", params(("user_id" = String, Path), TenantQuery),
+    responses((status = 200, body = SessionsResponse)),
+    security(("api_key" = [])))]
+pub async fn user_sessions(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    Path(user): Path<String>,
+    Query(q): Query<TenantQuery>,
+) -> Result<Json<SessionsResponse>, ApiError> {
+    let user = user_id(&user)?;
+    let tenant = tenant(q.tenant.as_deref())?;
+    let sessions = state.service.user_sessions(&user, tenant.as_ref()).await?;
+    Ok(Json(SessionsResponse {
+        sessions: sessions.iter().map(SessionView::from).collect(),
+    }))
+}
+
+/// Revoke all of a user's sessions, optionally all but one.
+#[utoipa::path(post, path = "/v1/users/{user_id}/sessions/revoke", tag = "users", params(("user_id" = String, Path)),
+    request_body(content = RevokeUserRequest, description = "optional"),
+    responses((status = 200, body = RevokeUserResponse)),
+    security(("api_key" = [])))]
+pub async fn revoke_user(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> Result<Json<RevokeUserResponse>, ApiError> {
+    let req: RevokeUserRequest = optional_json(&body)?;
+    let user = user_id(&user)?;
+    let tenant = tenant(req.tenant.as_deref())?;
+    let except = req
+        .except
+        .as_deref()
+        .map(|e| {
+            SessionId::parse(e).map_err(|_| ApiError::BadRequest("except must be a session id"))
+        })
+        .transpose()?;
+    let ids = state
+        .service
+        .revoke_user(
+            &user,
+            tenant.as_ref(),
+            except.as_ref(),
+            &RevokeReason::revoked_all(),
+        )
+        .await?;
+    Ok(Json(RevokeUserResponse { revoked: ids.len() }))
+}
+
+/// Claim a one-time token (trusted issuer or ours) or a raw id, exactly once.
+#[utoipa::path(post, path = "/v1/claims", tag = "claims", request_body = ClaimRequest,
+    responses((status = 201, body = ClaimResponse), (status = 401, body = Problem), (status = 409, body = Problem), (status = 503, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn claim(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    ApiJson(req): ApiJson<ClaimRequest>,
+) -> Result<Response, ApiError> {
+    let response = match req {
+        ClaimRequest::Token { token } => {
+            let claimed = state.service.claim_token(&token).await?;
+            ClaimResponse {
+                claimed: true,
+                issuer: Some(claimed.issuer),
+                subject: claimed.subject,
+                expires_at: claimed.expires_at.to_rfc3339(),
+                claims: Some(claimed.claims),
+            }
+        }
+        ClaimRequest::Id { id, expires_at } => {
+            let until = Timestamp::parse_rfc3339(&expires_at)
+                .map_err(|_| ApiError::BadRequest("expires_at must be RFC 3339"))?;
+            match state.service.claim(&id, until).await? {
+                sessiond::store::ClaimOutcome::Claimed => ClaimResponse {
+                    claimed: true,
+                    issuer: None,
+                    subject: None,
+                    expires_at: until.to_rfc3339(),
+                    claims: None,
+                },
+                sessiond::store::ClaimOutcome::AlreadyUsed => {
+                    return Err(ApiError::Session(sessiond::SessionError::TokenAlreadyUsed))
+                }
+                _ => return Err(ApiError::Session(sessiond::SessionError::TokenExpired)),
+            }
+        }
+    };
+    Ok((StatusCode::CREATED, Json(response)).into_response())
+}

@@ -1,0 +1,7 @@
+//! HTTP handlers, by audience: `api` (server to server, `/v1`), `browser` (`/auth/browser`),
+//! `ops` (health, metrics, OpenAPI, JWKS); `dto` holds the wire types.
+
+pub mod api;
+pub mod browser;
+pub mod dto;
+pub mod ops;

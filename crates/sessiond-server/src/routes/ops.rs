@@ -1,0 +1,67 @@
+//! Operations endpoints: health, readiness, metrics, OpenAPI, JWKS.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use sessiond::keys::KeyPurpose;
+use sessiond::SessionId;
+use utoipa::OpenApi as _;
+
+use crate::app::AppState;
+use crate::problem::problem;
+
+/// Liveness: the process serves requests.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200)))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: the database answers and an active key exists for every purpose.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200), (status = 503)))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    // A read of a session that cannot exist: a round trip to the database, nothing else.
+    let probe = SessionId::parse("ses-AAAAAAAAAAAAAAAAAAAAAA").map_err(|_| ());
+    let db_ok = match probe {
+        Ok(id) => state.service.session(&id).await.is_ok(),
+        Err(()) => false,
+    };
+    let mut keys_ok = true;
+    for purpose in KeyPurpose::ALL {
+        keys_ok &= state.service.keys().active(purpose).await.is_ok();
+    }
+    if db_ok && keys_ok {
+        Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        tracing::warn!(db_ok, keys_ok, "not ready");
+        problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// This API's OpenAPI document, generated from the handlers and wire types.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200)))]
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi::ApiDoc::openapi())
+}
+
+/// The public keys of the active and retained access-token keys (JWK Set).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "ops", responses((status = 200)))]
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let mut response = Json(state.service.jwks().await).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    response
+}

@@ -1,0 +1,183 @@
+//! Turning a [`Config`] into a running service: storage, master key, signing keys, issuers.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use sessiond::jose::foreign::{JwksOptions, RsaAlgorithm, TrustedIssuer};
+use sessiond::keys::{KeyAlgorithm, KeyPurpose};
+use sessiond::store::sqlite::{SqliteOptions, SqliteStore};
+use sessiond::store::Backend;
+use sessiond::{MasterKey, OsRandom, Secret, ServiceConfig, SessionService};
+
+use crate::config::{AccessAlg, Config};
+
+/// Opens (and migrates) the backend named by the configuration's database URL.
+///
+/// # Errors
+/// When the database cannot be opened or migrated.
+pub async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
+    let url = config.database_url();
+    if url.starts_with("sqlite:") {
+        if config.database_url.is_none() {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("cannot create data directory {}", config.data_dir.display())
+            })?;
+        }
+        let store = SqliteStore::open(&url, SqliteOptions::default())
+            .await
+            .with_context(|| format!("cannot open SQLite database {url}"))?;
+        return Ok(Arc::new(store));
+    }
+    bail!("database_url: PostgreSQL support is not compiled into this build")
+}
+
+/// Where the master key came from, for the start-up log.
+#[derive(Debug)]
+pub enum MasterKeySource {
+    /// `SESSIOND_MASTER_KEY`.
+    Environment,
+    /// An existing key file.
+    File(PathBuf),
+    /// A key file created now.
+    Created(PathBuf),
+}
+
+/// The master-key file inside the data directory.
+pub fn master_key_path(config: &Config) -> PathBuf {
+    config.data_dir.join("master.key")
+}
+
+/// The master key: `SESSIOND_MASTER_KEY`, else the key file in the data directory, created
+/// (mode 0600) when `create` is set and it does not exist yet.
+///
+/// # Errors
+/// When the variable or the file does not hold base64 of 32 bytes, or the file cannot be
+/// read or written. Messages never contain key material.
+pub fn master_key(config: &Config, create: bool) -> anyhow::Result<(MasterKey, MasterKeySource)> {
+    if let Ok(text) = std::env::var("SESSIOND_MASTER_KEY") {
+        let key = MasterKey::from_base64(&text).context("SESSIOND_MASTER_KEY")?;
+        return Ok((key, MasterKeySource::Environment));
+    }
+    let path = master_key_path(config);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            warn_if_readable_by_others(&path);
+            let key = MasterKey::from_base64(&text)
+                .with_context(|| format!("master key file {}", path.display()))?;
+            Ok((key, MasterKeySource::File(path)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            let key = MasterKey::generate(&OsRandom);
+            write_private_file(&path, key.to_base64().expose().as_bytes())?;
+            Ok((key, MasterKeySource::Created(path)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "no master key: set SESSIOND_MASTER_KEY or run `sessiond serve` once to create {}",
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot read master key file {}", path.display())),
+    }
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create master key file {}", path.display()))?;
+    file.write_all(contents)
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write master key file {}", path.display()))
+}
+
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), "master key file is readable by group or others; chmod 600 it");
+            }
+        }
+    }
+}
+
+/// The library's policies from the configuration.
+pub fn service_config(config: &Config) -> ServiceConfig {
+    let mut s = ServiceConfig::default();
+    s.cookie.idle_ttl = config.cookie_sessions.idle_ttl.0;
+    s.cookie.absolute_ttl = config.cookie_sessions.absolute_ttl.0;
+    s.cookie.touch_interval = config.cookie_sessions.touch_interval.0;
+    s.tokens.access_ttl = config.token_sessions.access_ttl.0;
+    s.tokens.refresh_idle_ttl = config.token_sessions.refresh_idle_ttl.0;
+    s.tokens.refresh_absolute_ttl = config.token_sessions.refresh_absolute_ttl.0;
+    s.tokens.refresh_grace = config.token_sessions.refresh_grace.0;
+    s.tokens.issuer = config.token_sessions.issuer.clone();
+    s.tokens.access_audience = config.token_sessions.audience.clone();
+    s.tokens.leeway = config.token_sessions.leeway.0;
+    s.sessions.max_per_user = config.sessions.max_per_user;
+    s.sessions.bind_ip = config.sessions.bind_ip;
+    s.sessions.bind_user_agent = config.sessions.bind_user_agent;
+    s.keys.retention = config.keys.retention.0;
+    s.keys.access_algorithm = match config.token_sessions.access_alg {
+        AccessAlg::Hs256 => KeyAlgorithm::Hs256,
+        AccessAlg::EdDsa => KeyAlgorithm::EdDsa,
+    };
+    s
+}
+
+/// Builds the service: ensures an active key per purpose (or fails: the server must not start),
+/// adopts a configured HS256 secret, loads trusted issuers from files.
+///
+/// # Errors
+/// When keys cannot be ensured or an issuer's JWK Set cannot be loaded.
+pub async fn build_service(
+    config: &Config,
+    backend: Arc<dyn Backend>,
+    master: MasterKey,
+) -> anyhow::Result<SessionService> {
+    let service = SessionService::builder(backend, master)
+        .config(service_config(config))
+        .start()
+        .await
+        .context("signing keys")?;
+    if let Some(secret) = &config.token_sessions.hs256_secret {
+        let material = Secret::new(secret.0.expose().as_bytes().to_vec());
+        service
+            .keys()
+            .adopt(KeyPurpose::Access, KeyAlgorithm::Hs256, &material)
+            .await
+            .context("token_sessions.hs256_secret")?;
+    }
+    for (i, issuer) in config.issuers.iter().enumerate() {
+        let Some(path) = &issuer.jwks_file else {
+            continue;
+        };
+        let mut options = JwksOptions::new();
+        if let Some(alg) = &issuer.rsa_alg {
+            options = options.rsa_algorithm(if alg == "PS256" {
+                RsaAlgorithm::Ps256
+            } else {
+                RsaAlgorithm::Rs256
+            });
+        }
+        let trusted =
+            TrustedIssuer::from_jwks_file_with(&issuer.issuer, &issuer.audience, path, options)
+                .with_context(|| format!("issuers[{i}].jwks_file {}", path.display()))?
+                .with_leeway(config.token_sessions.leeway.0);
+        service.set_trusted_issuer(trusted);
+    }
+    Ok(service)
+}
