@@ -29,6 +29,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `SESSIOND_API_KEY`, accepted as an API key.
     pub bootstrap_api_key: Option<Arc<Secret<String>>>,
+    /// Issuers whose JWK Set is fetched from a URL.
+    pub remote_issuers: Option<crate::issuers::RemoteIssuers>,
 }
 
 impl AppState {
@@ -43,6 +45,7 @@ impl AppState {
             cookies: Arc::new(CookieSettings::new(&config)),
             config: Arc::new(config),
             bootstrap_api_key: bootstrap_api_key.map(Arc::new),
+            remote_issuers: None,
             service,
         }
     }

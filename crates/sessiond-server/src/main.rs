@@ -13,6 +13,7 @@ mod cli;
 mod config;
 mod cookies;
 mod extract;
+mod issuers;
 mod metrics;
 mod openapi;
 mod problem;
@@ -45,6 +46,8 @@ fn init_logging() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One TLS crypto provider for the process (ring): JWK Set fetches over https.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     init_logging();
     let overrides = Overrides {
         listen: match &cli.command {
@@ -302,7 +305,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let gc_interval = config.gc.interval.0;
-    let state = app::AppState::new(service.clone(), config, bootstrap);
+    let remote = issuers::RemoteIssuers::new(service.clone(), &config)?;
+    if let Some(remote) = &remote {
+        remote.start().await;
+    }
+    let mut state = app::AppState::new(service.clone(), config, bootstrap);
+    state.remote_issuers = remote;
     let gc = tokio::spawn(gc_loop(service, gc_interval));
     tracing::info!(%addr, "listening on {addr}");
     axum::serve(listener, app::router(state))

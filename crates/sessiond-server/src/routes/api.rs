@@ -304,7 +304,21 @@ pub async fn claim(
 ) -> Result<Response, ApiError> {
     let response = match req {
         ClaimRequest::Token { token } => {
-            let claimed = state.service.claim_token(&token).await?;
+            let claimed = match state.service.claim_token(&token).await {
+                Err(e) if matches!(e.reason(), "unknown_kid" | "unknown_issuer") => {
+                    // A key the cached set lacks: the issuer may have rotated. Refetch (rate-
+                    // limited) and retry once; nothing was claimed by the failed attempt.
+                    let remote = state.remote_issuers.as_ref();
+                    let iss = crate::issuers::unverified_issuer(&token);
+                    match (remote, iss) {
+                        (Some(remote), Some(iss)) if remote.refetch_for_unknown_kid(&iss).await => {
+                            state.service.claim_token(&token).await?
+                        }
+                        _ => return Err(ApiError::Session(e)),
+                    }
+                }
+                other => other?,
+            };
             ClaimResponse {
                 claimed: true,
                 issuer: Some(claimed.issuer),

@@ -93,6 +93,8 @@ pub async fn spawn(options: Options) -> Server {
 }
 
 pub async fn spawn_in(dir: tempfile::TempDir, options: Options) -> Server {
+    // reqwest is built without a default TLS provider (the server installs ring); so do tests.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = write_config(dir.path(), &options.config);
     let key = api_key();
     let mut cmd = Command::new(BIN);

@@ -12,4 +12,5 @@ mod harness;
 mod api;
 mod browser;
 mod cli;
+mod issuers;
 mod logs;

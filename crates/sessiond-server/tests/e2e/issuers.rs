@@ -1,0 +1,151 @@
+//! Trusted foreign issuers: JWK Sets from a file and from a URL (fetched, cached, refetched on an
+//! unknown `kid` at most once per minute).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+use sessiond::keys::{Key, KeyAlgorithm, KeyPurpose};
+use sessiond::{KeyId, Secret, Timestamp};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{spawn, Options};
+
+const IDP: &str = "https://idp.example";
+
+fn idp_key(seed: u8) -> Key {
+    Key::from_material(
+        KeyId::generate(&sessiond::OsRandom),
+        KeyPurpose::Access,
+        KeyAlgorithm::EdDsa,
+        Secret::new(vec![seed; 32]),
+        Timestamp::EPOCH,
+    )
+    .unwrap()
+}
+
+fn jwk(key: &Key, kid: &str) -> Value {
+    json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid,
+           "x": URL_SAFE_NO_PAD.encode(key.info().public_key.clone().unwrap())})
+}
+
+fn token(key: &Key, kid: &str, jti: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = json!({"iss": IDP, "aud": "sessiond", "sub": "device-1", "jti": jti, "iat": now, "exp": now + 300});
+    let mut header = Map::new();
+    header.insert("kid".into(), json!(kid));
+    sessiond::jose::sign_compact(key, &header, &serde_json::to_vec(&claims).unwrap())
+        .unwrap()
+        .expose()
+        .clone()
+}
+
+/// A one-route HTTP server that serves whatever JWK Set it currently holds, counting requests.
+async fn jwks_server(initial: Value) -> (String, Arc<Mutex<Value>>, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let body = Arc::new(Mutex::new(initial));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (b, h) = (body.clone(), hits.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let (b, h) = (b.clone(), h.clone());
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                h.fetch_add(1, Ordering::SeqCst);
+                let text = b.lock().unwrap().to_string();
+                let reply = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}", text.len());
+                let _ = socket.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (url, body, hits)
+}
+
+#[tokio::test]
+async fn jwks_url_is_fetched_cached_and_refetched_on_an_unknown_kid() {
+    let (a, b) = (idp_key(1), idp_key(2));
+    let (url, body, hits) = jwks_server(json!({"keys": [jwk(&a, "a")]})).await;
+    let s = spawn(Options {
+        config: format!(
+            "[[issuers]]\nissuer = \"{IDP}\"\naudience = \"sessiond\"\njwks_url = \"{url}\"\n"
+        ),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "fetched once at start");
+    let r = s
+        .post("/v1/claims", json!({"token": token(&a, "a", "one")}))
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["issuer"].as_str()),
+        (201, Some(IDP)),
+        "{}",
+        r.text
+    );
+    s.post("/v1/claims", json!({"token": token(&a, "a", "one")}))
+        .await
+        .assert_problem(409, "token_already_used");
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "served from the cache");
+
+    // The IdP rotates in key b: the first token naming it triggers one refetch.
+    *body.lock().unwrap() = json!({"keys": [jwk(&a, "a"), jwk(&b, "b")]});
+    let r = s
+        .post("/v1/claims", json!({"token": token(&b, "b", "two")}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    // Unknown kids within the minute do not refetch again.
+    for i in 0..5 {
+        s.post(
+            "/v1/claims",
+            json!({"token": token(&b, "nope", &format!("x{i}"))}),
+        )
+        .await
+        .assert_problem(401, "invalid_credential");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "refetch is rate-limited");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn jwks_file_relative_to_the_config() {
+    let a = idp_key(3);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("idp.json"),
+        json!({"keys": [jwk(&a, "k1")]}).to_string(),
+    )
+    .unwrap();
+    let s = crate::harness::spawn_in(dir, Options { config: format!("[[issuers]]\nissuer = \"{IDP}\"\naudience = \"sessiond\"\njwks_file = \"idp.json\"\n"), ..Options::default() }).await;
+    let r = s
+        .post("/v1/claims", json!({"token": token(&a, "k1", "file-1")}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let wrong_aud = {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let claims = json!({"iss": IDP, "aud": "other", "jti": "z", "exp": now + 60});
+        let mut header = Map::new();
+        header.insert("kid".into(), json!("k1"));
+        sessiond::jose::sign_compact(&a, &header, &serde_json::to_vec(&claims).unwrap())
+            .unwrap()
+            .expose()
+            .clone()
+    };
+    s.post("/v1/claims", json!({"token": wrong_aud}))
+        .await
+        .assert_problem(401, "invalid_credential");
+    s.stop().await;
+}
