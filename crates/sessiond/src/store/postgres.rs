@@ -57,7 +57,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 ///
 /// Schema names cannot be bound as parameters (`SET search_path`, `CREATE SCHEMA`), so this is
 /// the one place where an identifier is interpolated; the grammar leaves nothing to escape.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PgSchema(String);
 
 /// A schema name outside `[a-z_][a-z0-9_]{0,62}`, or starting with `pg_`.
@@ -89,12 +89,6 @@ impl PgSchema {
     /// The name.
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-impl fmt::Debug for PgSchema {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("PgSchema").field(&self.0).finish()
     }
 }
 
@@ -366,8 +360,9 @@ async fn set_up_connection(conn: &mut PgConnection, setup: Arc<str>) -> Result<(
     Ok(())
 }
 
-/// Acquires one connection, retrying while the database is unreachable (it may be starting),
-/// and returns the last error once `PgStore::connect`'s caller-side deadline cuts it off.
+/// Acquires one connection, retrying while the database is unreachable (it may be starting up)
+/// until the caller's timeout drops this future; `last` keeps the latest such error so the
+/// caller can report it.
 async fn first_connection(pool: &PgPool, last: &mut Option<sqlx::Error>) -> Result<(), StoreError> {
     loop {
         match pool.acquire().await {
