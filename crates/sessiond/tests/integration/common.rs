@@ -13,10 +13,11 @@ use sessiond::{
 /// 2026-11-22T00:00:00Z: tests start here and move the clock by hand.
 pub const T0: Timestamp = Timestamp::from_unix_millis(1_795_305_600_000);
 
-/// A backend plus whatever keeps it alive (a temporary directory).
+/// A backend plus whatever keeps it alive or cleans up after it (a temporary directory, a
+/// PostgreSQL schema that is dropped with it).
 pub struct TestBackend {
     pub store: Arc<dyn Backend>,
-    pub _guard: Option<tempfile::TempDir>,
+    pub _guard: Option<Box<dyn std::any::Any + Send>>,
 }
 
 /// A fresh SQLite database in its own temporary directory.
@@ -28,7 +29,186 @@ pub async fn sqlite_backend() -> TestBackend {
         .unwrap();
     TestBackend {
         store: Arc::new(store),
-        _guard: Some(dir),
+        _guard: Some(Box::new(dir)),
+    }
+}
+
+#[cfg(feature = "postgres")]
+pub use self::pg::{fresh_schema, postgres_backend, postgres_url, SchemaGuard};
+
+/// PostgreSQL fixtures: every test gets its own schema in the shared test database, so parallel
+/// test processes never see each other's rows; the schema is dropped when the test ends.
+#[cfg(feature = "postgres")]
+mod pg {
+    use std::str::FromStr;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use rand_core::{OsRng, RngCore};
+    use sessiond::store::postgres::{PgOptions, PgSchema, PgStore};
+    use sqlx::postgres::PgConnectOptions;
+    use sqlx::{Connection, PgConnection};
+
+    use super::TestBackend;
+
+    /// Schemas this fixture makes start with this; any older than [`STALE_AFTER`] were left by
+    /// a test process that was killed before its guard ran, and are swept.
+    const PREFIX: &str = "sessiond_t_";
+    const STALE_AFTER: Duration = Duration::from_secs(3600);
+
+    /// `DATABASE_URL` when it names a PostgreSQL database, else the local test database; the
+    /// first call in a process also prepares it (see [`prepare_database`]).
+    pub async fn postgres_url() -> String {
+        static PREPARED: AtomicU32 = AtomicU32::new(0);
+        let url = std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        if PREPARED.fetch_add(1, Ordering::Relaxed) == 0 {
+            prepare_database(&url).await;
+        }
+        url
+    }
+
+    /// A schema name no other test (in this or any other process) uses:
+    /// `sessiond_t_<unix seconds>_<pid>_<counter>_<random>`.
+    pub fn fresh_schema() -> PgSchema {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let name = format!(
+            "{PREFIX}{secs}_{}_{}_{:08x}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            OsRng.next_u32()
+        );
+        PgSchema::new(name).unwrap()
+    }
+
+    /// Drops its schema (and everything in it) when dropped.
+    pub struct SchemaGuard {
+        url: String,
+        schema: PgSchema,
+    }
+
+    impl SchemaGuard {
+        pub fn new(url: &str, schema: &PgSchema) -> Self {
+            SchemaGuard {
+                url: url.to_owned(),
+                schema: schema.clone(),
+            }
+        }
+    }
+
+    impl Drop for SchemaGuard {
+        fn drop(&mut self) {
+            // Drop runs inside the test's runtime, which cannot be blocked on: do the cleanup on
+            // a thread of its own, with its own runtime, and wait for it. A failure only leaves
+            // the schema for the next sweep.
+            let url = self.url.clone();
+            let schema = self.schema.to_string();
+            let cleanup = std::thread::spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                runtime.block_on(async move {
+                    if let Ok(mut conn) = PgConnection::connect(&url).await {
+                        let _ = drop_schema(&mut conn, &schema).await;
+                        let _ = conn.close().await;
+                    }
+                });
+            });
+            let _ = cleanup.join();
+        }
+    }
+
+    async fn drop_schema(conn: &mut PgConnection, schema: &str) -> Result<(), sqlx::Error> {
+        // Bounded: a straggling connection of the test's pool must not hang the test.
+        sqlx::raw_sql("SET lock_timeout = '5s'")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Creates the test database if the server does not have it yet (a fresh machine), then
+    /// drops schemas of earlier runs that were killed before their guard ran.
+    async fn prepare_database(url: &str) {
+        let Ok(options) = PgConnectOptions::from_str(url) else {
+            return;
+        };
+        let mut conn = match PgConnection::connect_with(&options).await {
+            Ok(conn) => conn,
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
+                let Some(db) = options.get_database().map(str::to_owned) else {
+                    return;
+                };
+                if let Ok(mut admin) =
+                    PgConnection::connect_with(&options.clone().database("postgres")).await
+                {
+                    // A concurrent test process may win the race; its database is as good.
+                    let quoted = db.replace('"', "\"\"");
+                    let _ = sqlx::raw_sql(&format!("CREATE DATABASE \"{quoted}\""))
+                        .execute(&mut admin)
+                        .await;
+                    let _ = admin.close().await;
+                }
+                // Whoever created it, wait until it accepts connections.
+                for _ in 0..50 {
+                    if let Ok(conn) = PgConnection::connect_with(&options).await {
+                        let _ = conn.close().await;
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                return;
+            }
+            Err(_) => return,
+        };
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, $1)",
+        )
+        .bind(PREFIX)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        for name in names {
+            let created = name
+                .strip_prefix(PREFIX)
+                .and_then(|rest| rest.split('_').next())
+                .and_then(|secs| secs.parse::<u64>().ok());
+            if created.is_some_and(|c| c + STALE_AFTER.as_secs() < now) {
+                let _ = drop_schema(&mut conn, &name).await;
+            }
+        }
+        let _ = conn.close().await;
+    }
+
+    /// A fresh, migrated PostgreSQL store in a schema of its own (dropped with the backend).
+    pub async fn postgres_backend() -> TestBackend {
+        let url = postgres_url().await;
+        let schema = fresh_schema();
+        let guard = SchemaGuard::new(&url, &schema);
+        let mut options = PgOptions::default();
+        options.schema = Some(schema);
+        options.statement_timeout = Some(Duration::from_secs(30));
+        let store = PgStore::open(&url, options).await.unwrap();
+        TestBackend {
+            store: Arc::new(store),
+            _guard: Some(Box::new(guard)),
+        }
     }
 }
 

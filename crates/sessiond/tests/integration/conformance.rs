@@ -38,6 +38,11 @@ macro_rules! conformance_suite {
             refresh_rotation_is_compare_and_swap,
             concurrent_refresh_rotations_have_one_winner,
             api_keys_are_stored_by_hash_and_revoked_once,
+            concurrent_revokes_have_one_winner,
+            concurrent_touches_write_once,
+            concurrent_evictions_and_revocations_settle_every_session_once,
+            concurrent_bootstrap_and_rotations_leave_one_active_key,
+            concurrent_reclaims_of_an_expired_claim_have_one_winner,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
@@ -807,4 +812,175 @@ pub async fn api_keys_are_stored_by_hash_and_revoked_once(store: Arc<dyn Backend
             .revoked_at,
         Some(t(10))
     );
+}
+
+pub async fn concurrent_revokes_have_one_winner(store: Arc<dyn Backend>) {
+    let rec = record("quinn", "default", 0, 1000, 2000);
+    store.create_session(&rec, None, t(0)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = store.clone();
+        let id = rec.session.id.clone();
+        tasks.push(tokio::spawn(async move {
+            let outcome = store
+                .revoke_session(&id, t(10 + i), &RevokeReason::logout())
+                .await
+                .unwrap();
+            (i, outcome)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            (i, RevokeOutcome::Revoked) => winners.push(i),
+            (_, RevokeOutcome::AlreadyRevoked) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1);
+    let s = store
+        .session(&rec.session.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .session;
+    assert_eq!(s.revoked_at, Some(t(10 + winners[0])), "the winner's time");
+}
+
+pub async fn concurrent_touches_write_once(store: Arc<dyn Backend>) {
+    let rec = record("rosa", "default", 0, 1000, 2000);
+    store.create_session(&rec, None, t(0)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = store.clone();
+        let id = rec.session.id.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .touch_session(&id, t(60 + i), t(1060 + i), t(0))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut writes = 0;
+    for task in tasks {
+        writes += usize::from(task.await.unwrap());
+    }
+    assert_eq!(writes, 1, "one write per staleness bound");
+}
+
+/// Creates under a limit race revoke-alls and GC for one user: every call succeeds (no
+/// deadlock, no lock error), every session ends up in exactly one place (still active, evicted
+/// by exactly one create, or revoked by exactly one revoke-all), and the limit holds.
+pub async fn concurrent_evictions_and_revocations_settle_every_session_once(
+    store: Arc<dyn Backend>,
+) {
+    use std::collections::HashSet;
+
+    let user = UserId::new("sam").unwrap();
+    let mut creates = Vec::new();
+    let mut revokes = Vec::new();
+    let mut made = HashSet::new();
+    for i in 0..24 {
+        let rec = record("sam", "default", i, 1000, 2000);
+        made.insert(rec.session.id.clone());
+        let s = store.clone();
+        creates.push(tokio::spawn(async move {
+            s.create_session(&rec, Some(2), t(30)).await.unwrap()
+        }));
+        if i % 3 == 0 {
+            let (s, user) = (store.clone(), user.clone());
+            revokes.push(tokio::spawn(async move {
+                s.revoke_user_sessions(&user, None, None, t(30), &RevokeReason::revoked_all())
+                    .await
+                    .unwrap()
+            }));
+            let s = store.clone();
+            tokio::spawn(async move { s.delete_expired_sessions(t(30), 10).await.unwrap() });
+        }
+    }
+    let mut settled = Vec::new();
+    for task in creates {
+        settled.extend(task.await.unwrap());
+    }
+    for task in revokes {
+        settled.extend(task.await.unwrap());
+    }
+    settled.extend(
+        store
+            .user_sessions(&user, None, t(40))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id),
+    );
+    let unique: HashSet<_> = settled.iter().cloned().collect();
+    assert_eq!(unique.len(), settled.len(), "a session was settled twice");
+    assert_eq!(unique, made, "every session is active, evicted or revoked");
+    assert!(store.user_sessions(&user, None, t(40)).await.unwrap().len() <= 2);
+}
+
+/// Bootstraps and rotations of one purpose race: none fails (in particular not on the
+/// one-active-key index), exactly one bootstrap can win and only before any rotation, and
+/// exactly one key is active afterwards.
+pub async fn concurrent_bootstrap_and_rotations_leave_one_active_key(store: Arc<dyn Backend>) {
+    let mut bootstraps = Vec::new();
+    let mut rotations = Vec::new();
+    for i in 0..8 {
+        let s = store.clone();
+        bootstraps.push(tokio::spawn(async move {
+            s.insert_first_active_key(&key_record(KeyPurpose::Access, i))
+                .await
+                .unwrap()
+        }));
+        let s = store.clone();
+        rotations.push(tokio::spawn(async move {
+            s.rotate_key(&key_record(KeyPurpose::Access, 10 + i), t(10 + i), t(100))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for task in bootstraps {
+        winners += usize::from(task.await.unwrap());
+    }
+    for task in rotations {
+        task.await.unwrap();
+    }
+    assert!(winners <= 1);
+    let keys: Vec<_> = store
+        .keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.purpose == KeyPurpose::Access)
+        .collect();
+    assert_eq!(keys.len(), 8 + winners, "every rotation inserted its key");
+    assert_eq!(keys.iter().filter(|k| k.retired_at.is_none()).count(), 1);
+}
+
+pub async fn concurrent_reclaims_of_an_expired_claim_have_one_winner(store: Arc<dyn Backend>) {
+    assert_eq!(
+        store.claim("again", t(10), t(0)).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let s = store.clone();
+        if i % 10 == 0 {
+            tokio::spawn(async move { s.delete_expired_claims(t(20), 10).await.unwrap() });
+            continue;
+        }
+        tasks.push(tokio::spawn(async move {
+            s.claim("again", t(100), t(20)).await.unwrap()
+        }));
+    }
+    let mut claimed = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            ClaimOutcome::Claimed => claimed += 1,
+            ClaimOutcome::AlreadyUsed => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(claimed, 1, "the expired leftover is replaced exactly once");
 }

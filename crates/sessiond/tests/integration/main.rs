@@ -12,6 +12,8 @@ mod conformance;
 mod cookie_negative;
 mod jose_vectors;
 mod lifecycle;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod races;
 mod sqlite;
 mod tokens;

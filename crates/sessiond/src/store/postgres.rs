@@ -1,0 +1,1119 @@
+//! The PostgreSQL backend (sqlx): several sessiond nodes sharing one database.
+//!
+//! Same tables, same semantics and the same conformance suite as [`super::sqlite`]; times are
+//! BIGINT Unix milliseconds, hashes BYTEA, claims JSON text.
+//!
+//! # Atomicity
+//! Every state change is one statement or one transaction, at PostgreSQL's default READ
+//! COMMITTED isolation, so it holds across processes and not only across tasks:
+//! - single-row changes (touch, revoke, CSRF, refresh rotation, API-key revoke) are one
+//!   conditional `UPDATE`; a concurrent writer of the same row waits for the row lock and then
+//!   re-evaluates the `WHERE` clause on the committed row, so "exactly one wins" follows from the
+//!   condition (`revoked_at IS NULL`, `last_seen_at <= bound`, `refresh_hash = expected`);
+//! - claims and the first active key are `INSERT … ON CONFLICT`, which PostgreSQL arbitrates on
+//!   the unique index even between transactions that cannot see each other;
+//! - creating a session under a limit and rotating a key are transactions that first take a
+//!   transaction-scoped advisory lock (see [`lock_key`]), because a row-level lock
+//!   cannot protect a row that does not exist yet: two creates that each insert and then count
+//!   would both miss the other's uncommitted row and both keep one session too many, and two
+//!   rotations that each retire-then-insert would both insert while retiring only the old key.
+//!   Once the lock is held, every later statement of the transaction takes a fresh snapshot and
+//!   sees what the previous holder committed;
+//! - statements that lock several session rows (eviction, revoke-all) lock them in `id` order,
+//!   so they cannot deadlock with each other; garbage collection deletes with
+//!   `FOR UPDATE SKIP LOCKED`, so it never waits for (or blocks) a row that a request holds.
+//!
+//! # Connections
+//! The pool reconnects by itself: an idle connection is pinged before it is handed out
+//! (`test_before_acquire`) and a connection that failed is closed when released, so after an
+//! outage every node recovers without a restart. While the database is unreachable every call
+//! fails with [`StoreError::Unavailable`] after at most the acquire timeout.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use sqlx::migrate::MigrateError;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+
+use super::{
+    ApiKeyRecord, ApiKeyStore, AuditStore, ClaimOutcome, ClaimStore, KeyStore, RefreshRotation,
+    RevokeOutcome, SessionStore, StoreError,
+};
+use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
+use crate::clock::Timestamp;
+use crate::id::{ApiKeyId, KeyId, SessionId, Tenant, UserId};
+use crate::keys::{KeyAlgorithm, KeyPurpose, KeyRecord};
+use crate::session::{RefreshState, RevokeReason, Session, SessionKind, SessionRecord};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// A PostgreSQL schema name that is safe to put into SQL text: `[a-z_][a-z0-9_]{0,62}`, and not
+/// starting with `pg_` (reserved by PostgreSQL).
+///
+/// Schema names cannot be bound as parameters (`SET search_path`, `CREATE SCHEMA`), so this is
+/// the one place where an identifier is interpolated; the grammar leaves nothing to escape.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PgSchema(String);
+
+/// A schema name outside `[a-z_][a-z0-9_]{0,62}`, or starting with `pg_`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid schema name: expected [a-z_][a-z0-9_]{{0,62}}, not starting with pg_")]
+#[non_exhaustive]
+pub struct InvalidSchema;
+
+impl PgSchema {
+    /// Parses a schema name.
+    ///
+    /// # Errors
+    /// [`InvalidSchema`] when `name` is empty, longer than 63 bytes, starts with a digit or
+    /// `pg_`, or contains anything but lowercase ASCII letters, digits and `_`.
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidSchema> {
+        let name = name.into();
+        let mut bytes = name.bytes();
+        let first_ok = bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_');
+        let rest_ok = bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if first_ok && rest_ok && name.len() <= 63 && !name.starts_with("pg_") {
+            Ok(PgSchema(name))
+        } else {
+            Err(InvalidSchema)
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PgSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for PgSchema {
+    type Err = InvalidSchema;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PgSchema::new(s)
+    }
+}
+
+/// Connection settings for [`PgStore`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PgOptions {
+    /// Connections in the pool (default 16).
+    pub max_connections: u32,
+    /// How long a call waits for a pooled connection, including opening a new one, before the
+    /// store reports itself unavailable (default 5 s).
+    pub acquire_timeout: Duration,
+    /// How long [`PgStore::connect`] and [`PgStore::open`] keep trying to reach the database
+    /// (it may still be starting) before they give up (default 10 s).
+    pub connect_timeout: Duration,
+    /// The server-side `statement_timeout` of every connection; `None` keeps the server's
+    /// setting (default `None`). A statement that runs longer fails as unavailable.
+    pub statement_timeout: Option<Duration>,
+    /// The schema holding sessiond's tables; `None` uses the connection's default
+    /// `search_path` (usually `public`). When set, [`PgStore::migrate`] creates it if missing
+    /// and every pooled connection runs `SET search_path TO <schema>`, so deployments (or test
+    /// runs) sharing one database never see each other's rows.
+    pub schema: Option<PgSchema>,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            statement_timeout: None,
+            schema: None,
+        }
+    }
+}
+
+/// Sessions, keys, claims, API keys and the audit trail in a PostgreSQL database, shared by any
+/// number of sessiond processes.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    schema: Option<PgSchema>,
+}
+
+/// Whether `e` means "the database could not be reached or cannot serve now" rather than "the
+/// database refused this statement".
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| unavailable_code(&c)),
+        _ => false,
+    }
+}
+
+/// SQLSTATEs that say nothing about the statement, only about the server's state right now:
+/// class 08 (connection exception), class 53 (insufficient resources), 57P01..57P03 (admin,
+/// crash or start-up shutdown), 57P05 (idle session timeout), 57014 (statement timeout or
+/// cancel), 40001/40P01 (serialization failure, deadlock: the transaction was rolled back and
+/// may be retried), 55P03 (lock timeout) and 25006 (read-only: a standby after a fail-over).
+fn unavailable_code(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "57P05" | "57014" | "40001" | "40P01" | "55P03" | "25006"
+        )
+}
+
+fn map_err(e: sqlx::Error) -> StoreError {
+    if is_unavailable(&e) {
+        StoreError::Unavailable(Box::new(e))
+    } else {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+fn map_migrate_err(e: MigrateError) -> StoreError {
+    let transient = match &e {
+        MigrateError::Execute(inner) | MigrateError::ExecuteMigration(inner, _) => {
+            is_unavailable(inner)
+        }
+        _ => false,
+    };
+    if transient {
+        StoreError::Unavailable(Box::new(e))
+    } else {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+/// Reads column `col`; a missing column or a value of the wrong type is a corrupt row.
+fn get<'r, T>(row: &'r PgRow, col: &'static str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(col).map_err(corrupt(col))
+}
+
+fn ts(row: &PgRow, col: &'static str) -> Result<Timestamp, StoreError> {
+    get::<i64>(row, col).map(Timestamp::from_unix_millis)
+}
+
+fn opt_ts(row: &PgRow, col: &'static str) -> Result<Option<Timestamp>, StoreError> {
+    get::<Option<i64>>(row, col).map(|v| v.map(Timestamp::from_unix_millis))
+}
+
+fn hash(row: &PgRow, col: &'static str) -> Result<Option<[u8; 32]>, StoreError> {
+    get::<Option<Vec<u8>>>(row, col)?
+        .map(|b| b.as_slice().try_into().map_err(corrupt(col)))
+        .transpose()
+}
+
+fn text(row: &PgRow, col: &'static str) -> Result<String, StoreError> {
+    get::<String>(row, col)
+}
+
+fn opt_text(row: &PgRow, col: &'static str) -> Result<Option<String>, StoreError> {
+    get::<Option<String>>(row, col)
+}
+
+/// Maps any decoding failure of a stored field to [`StoreError::Corrupt`] naming the field.
+fn corrupt<E>(what: &'static str) -> impl FnOnce(E) -> StoreError {
+    move |_| StoreError::Corrupt { what }
+}
+
+fn millis(t: Timestamp) -> i64 {
+    t.unix_millis()
+}
+
+fn session_id(row: &PgRow) -> Result<SessionId, StoreError> {
+    SessionId::parse(&text(row, "id")?).map_err(corrupt("session id"))
+}
+
+fn session_from_row(row: &PgRow) -> Result<SessionRecord, StoreError> {
+    let kind = text(row, "kind")?;
+    let claims = text(row, "claims")?;
+    let session = Session {
+        id: session_id(row)?,
+        user_id: UserId::new(text(row, "user_id")?).map_err(corrupt("user id"))?,
+        tenant: Tenant::new(text(row, "tenant")?).map_err(corrupt("tenant"))?,
+        kind: SessionKind::parse(&kind).ok_or(StoreError::Corrupt {
+            what: "session kind",
+        })?,
+        created_at: ts(row, "created_at")?,
+        last_seen_at: ts(row, "last_seen_at")?,
+        idle_expires_at: ts(row, "idle_expires_at")?,
+        absolute_expires_at: ts(row, "absolute_expires_at")?,
+        revoked_at: opt_ts(row, "revoked_at")?,
+        revoke_reason: opt_text(row, "revoke_reason")?
+            .map(|r| RevokeReason::new(&r).map_err(corrupt("revoke reason")))
+            .transpose()?,
+        ip: opt_text(row, "ip")?,
+        user_agent: opt_text(row, "user_agent")?,
+        claims: serde_json::from_str(&claims).map_err(corrupt("claims"))?,
+    };
+    let refresh = match hash(row, "refresh_hash")? {
+        Some(h) => Some(RefreshState {
+            hash: h,
+            previous_hash: hash(row, "refresh_prev_hash")?,
+            rotated_at: opt_ts(row, "refresh_rotated_at")?,
+            generation: u64::try_from(get::<i64>(row, "refresh_generation")?)
+                .map_err(corrupt("refresh generation"))?,
+        }),
+        None => None,
+    };
+    Ok(SessionRecord {
+        session,
+        key_id: KeyId::parse(&text(row, "key_id")?).map_err(corrupt("key id"))?,
+        csrf_hash: hash(row, "csrf_hash")?,
+        refresh,
+    })
+}
+
+fn key_from_row(row: &PgRow) -> Result<KeyRecord, StoreError> {
+    Ok(KeyRecord {
+        id: KeyId::parse(&text(row, "id")?).map_err(corrupt("key id"))?,
+        purpose: KeyPurpose::parse(&text(row, "purpose")?).map_err(corrupt("key purpose"))?,
+        algorithm: KeyAlgorithm::parse(&text(row, "algorithm")?)
+            .map_err(corrupt("key algorithm"))?,
+        created_at: ts(row, "created_at")?,
+        retired_at: opt_ts(row, "retired_at")?,
+        verify_until: opt_ts(row, "verify_until")?,
+        public_key: get(row, "public_key")?,
+        sealed: get(row, "sealed")?,
+    })
+}
+
+fn audit_from_row(row: &PgRow) -> Result<AuditRecord, StoreError> {
+    let event = text(row, "event")?;
+    let mut record = AuditRecord::new(
+        ts(row, "at")?,
+        AuditEvent::parse(&event).ok_or(StoreError::Corrupt {
+            what: "audit event",
+        })?,
+        text(row, "reason")?,
+    );
+    record.session_id = opt_text(row, "session_id")?
+        .map(|s| SessionId::parse(&s).map_err(corrupt("audit session id")))
+        .transpose()?;
+    record.user_id = opt_text(row, "user_id")?
+        .map(|u| UserId::new(u).map_err(corrupt("audit user id")))
+        .transpose()?;
+    record.tenant = opt_text(row, "tenant")?
+        .map(|t| Tenant::new(t).map_err(corrupt("audit tenant")))
+        .transpose()?;
+    record.key_id = opt_text(row, "key_id")?
+        .map(|k| KeyId::parse(&k).map_err(corrupt("audit key id")))
+        .transpose()?;
+    record.ip = opt_text(row, "ip")?;
+    Ok(record)
+}
+
+fn api_key_from_row(row: &PgRow) -> Result<ApiKeyRecord, StoreError> {
+    Ok(ApiKeyRecord {
+        id: ApiKeyId::parse(&text(row, "id")?).map_err(corrupt("api key id"))?,
+        name: text(row, "name")?,
+        hash: hash(row, "hash")?.ok_or(StoreError::Corrupt {
+            what: "api key hash",
+        })?,
+        created_at: ts(row, "created_at")?,
+        revoked_at: opt_ts(row, "revoked_at")?,
+    })
+}
+
+/// What every new pooled connection runs before its first use: the schema's `search_path` and
+/// the statement timeout. Empty when neither is set.
+fn session_setup(options: &PgOptions) -> String {
+    let mut sql = String::new();
+    if let Some(schema) = &options.schema {
+        // Quoted although the grammar needs no escaping: a valid name may still be a keyword.
+        sql.push_str("SET search_path TO \"");
+        sql.push_str(schema.as_str());
+        sql.push_str("\";");
+    }
+    if let Some(timeout) = options.statement_timeout {
+        // Milliseconds, at least 1 (0 would disable the timeout), at most what PostgreSQL takes.
+        let ms = timeout.as_millis().clamp(1, i32::MAX.unsigned_abs().into());
+        sql.push_str("SET statement_timeout = ");
+        sql.push_str(itoa::Buffer::new().format(ms));
+        sql.push(';');
+    }
+    sql
+}
+
+/// Runs [`session_setup`]'s statements on a new connection.
+async fn set_up_connection(conn: &mut PgConnection, setup: Arc<str>) -> Result<(), sqlx::Error> {
+    // A query without arguments goes over the simple-query protocol, which runs several
+    // statements in one round trip.
+    sqlx::Executor::execute(conn, &*setup).await?;
+    Ok(())
+}
+
+/// Acquires one connection, retrying while the database is unreachable (it may be starting up)
+/// until the caller's timeout drops this future; `last` keeps the latest such error so the
+/// caller can report it.
+async fn first_connection(pool: &PgPool, last: &mut Option<sqlx::Error>) -> Result<(), StoreError> {
+    loop {
+        match pool.acquire().await {
+            Ok(_conn) => return Ok(()),
+            Err(e) if is_unavailable(&e) => {
+                *last = Some(e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(map_err(e)),
+        }
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/db?…`) and applies pending
+    /// migrations (creating `options.schema` first if it is set and missing).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database cannot be reached within
+    /// `options.connect_timeout`; [`StoreError::Backend`] when the URL is malformed, the server
+    /// refuses the login, or a migration fails.
+    pub async fn open(url: &str, options: PgOptions) -> Result<Self, StoreError> {
+        let store = Self::connect(url, options).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without migrating: builds the pool and waits (up to `options.connect_timeout`)
+    /// for its first connection, so a wrong URL or an unreachable server is reported here
+    /// rather than on the first request.
+    ///
+    /// # Errors
+    /// As [`PgStore::open`], except for migrations.
+    pub async fn connect(url: &str, options: PgOptions) -> Result<Self, StoreError> {
+        let connect = PgConnectOptions::from_str(url).map_err(map_err)?;
+        let mut pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            // Ping an idle connection before handing it out, so a connection the server dropped
+            // (restart, fail-over, idle timeout) is replaced instead of failing a request.
+            .test_before_acquire(true);
+        let setup = session_setup(&options);
+        if !setup.is_empty() {
+            let setup: Arc<str> = setup.into();
+            pool = pool.after_connect(move |conn, _meta| {
+                Box::pin(set_up_connection(conn, Arc::clone(&setup)))
+            });
+        }
+        let pool = pool.connect_lazy_with(connect);
+        let mut last = None;
+        let first =
+            tokio::time::timeout(options.connect_timeout, first_connection(&pool, &mut last)).await;
+        let failure = match first {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_elapsed) => Some(StoreError::Unavailable(Box::new(
+                last.unwrap_or(sqlx::Error::PoolTimedOut),
+            ))),
+        };
+        if let Some(e) = failure {
+            pool.close().await;
+            return Err(e);
+        }
+        Ok(PgStore {
+            pool,
+            schema: options.schema,
+        })
+    }
+
+    /// Creates the configured schema if it is missing, then applies pending migrations. Safe to
+    /// run from several nodes at once: schema creation is serialized by an advisory lock, and
+    /// sqlx's migrator holds its own.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when a migration fails or the database is newer than this build;
+    /// [`StoreError::Unavailable`] when the database cannot be reached.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        if let Some(schema) = &self.schema {
+            // Two concurrent `CREATE SCHEMA IF NOT EXISTS` can both pass the existence check and
+            // one then fails on pg_namespace's unique index; the lock makes them take turns.
+            let mut tx = self.pool.begin().await.map_err(map_err)?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(self.lock_key(&["schema"]))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            let create = format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", schema.as_str());
+            sqlx::Executor::execute(&mut *tx, create.as_str())
+                .await
+                .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+        }
+        MIGRATOR.run(&self.pool).await.map_err(map_migrate_err)
+    }
+
+    /// Closes the pool, waiting for checked-out connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// See [`lock_key`].
+    fn lock_key(&self, parts: &[&str]) -> i64 {
+        lock_key(self.schema.as_ref(), parts)
+    }
+}
+
+/// The key of a transaction-scoped advisory lock (`pg_advisory_xact_lock`) over `parts` within
+/// `schema`: the first 8 bytes of SHA-256 over the length-prefixed parts, so `("ab", "c")` and
+/// `("a", "bc")` differ. Advisory locks are per database, not per schema, hence the schema in
+/// the key. A collision between two different keys only makes unrelated callers take turns; it
+/// never changes an outcome.
+fn lock_key(schema: Option<&PgSchema>, parts: &[&str]) -> i64 {
+    let mut h = Sha256::new();
+    let schema = schema.map_or("", PgSchema::as_str);
+    for part in ["sessiond", schema].iter().chain(parts) {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize()
+        .first_chunk::<8>()
+        .map_or(0, |b| i64::from_be_bytes(*b))
+}
+
+macro_rules! session_columns {
+    () => {
+        "id, user_id, tenant, kind, created_at, last_seen_at, idle_expires_at, \
+         absolute_expires_at, revoked_at, revoke_reason, key_id, csrf_hash, refresh_hash, \
+         refresh_prev_hash, refresh_rotated_at, refresh_generation, ip, user_agent, claims"
+    };
+}
+
+#[async_trait]
+impl SessionStore for PgStore {
+    async fn create_session(
+        &self,
+        record: &SessionRecord,
+        max_active: Option<u32>,
+        now: Timestamp,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let s = &record.session;
+        let claims =
+            serde_json::to_string(&s.claims).map_err(|_| StoreError::Corrupt { what: "claims" })?;
+        let refresh = record.refresh.as_ref();
+        let generation = refresh.map_or(0, |r| i64::try_from(r.generation).unwrap_or(i64::MAX));
+        let insert = sqlx::query(
+            "INSERT INTO sessions (id, user_id, tenant, kind, created_at, last_seen_at, \
+             idle_expires_at, absolute_expires_at, revoked_at, revoke_reason, key_id, csrf_hash, \
+             refresh_hash, refresh_prev_hash, refresh_rotated_at, refresh_generation, ip, \
+             user_agent, claims) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18, $19)",
+        )
+        .bind(s.id.as_str())
+        .bind(s.user_id.as_str())
+        .bind(s.tenant.as_str())
+        .bind(s.kind.as_str())
+        .bind(millis(s.created_at))
+        .bind(millis(s.last_seen_at))
+        .bind(millis(s.idle_expires_at))
+        .bind(millis(s.absolute_expires_at))
+        .bind(s.revoked_at.map(millis))
+        .bind(s.revoke_reason.as_ref().map(RevokeReason::as_str))
+        .bind(record.key_id.as_str())
+        .bind(record.csrf_hash.as_ref().map(|h| h.as_slice()))
+        .bind(refresh.map(|r| r.hash.as_slice()))
+        .bind(
+            refresh
+                .and_then(|r| r.previous_hash.as_ref())
+                .map(|h| h.as_slice()),
+        )
+        .bind(refresh.and_then(|r| r.rotated_at).map(millis))
+        .bind(generation)
+        .bind(s.ip.as_deref())
+        .bind(s.user_agent.as_deref())
+        .bind(claims);
+        let Some(max) = max_active else {
+            // No limit, nothing to count: one statement.
+            insert.execute(&self.pool).await.map_err(map_err)?;
+            return Ok(Vec::new());
+        };
+        // Creates of the same user and tenant take turns on an advisory lock, taken before the
+        // insert: a session that does not exist yet cannot be row-locked, and without the lock
+        // two concurrent creates would each count only committed rows plus their own and both
+        // keep `max` others. After the lock every statement's snapshot includes whatever the
+        // previous holder committed, so the count below is exact.
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(self.lock_key(&["sessions", s.user_id.as_str(), s.tenant.as_str()]))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        insert.execute(&mut *tx).await.map_err(map_err)?;
+        // Everything active beyond the newest `max` (the new session always counts as newest)
+        // is evicted. The victims are row-locked in id order, the order revoke-all uses too,
+        // so the two cannot deadlock; one revoked meanwhile by someone else is skipped.
+        let rows = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoke_reason = 'evicted' \
+             WHERE revoked_at IS NULL AND id IN ( \
+               SELECT id FROM sessions WHERE revoked_at IS NULL AND id IN ( \
+                 SELECT id FROM sessions \
+                 WHERE user_id = $2 AND tenant = $3 AND revoked_at IS NULL \
+                   AND idle_expires_at > $1 AND absolute_expires_at > $1 \
+                 ORDER BY (id = $4) DESC, created_at DESC, id DESC OFFSET $5) \
+               ORDER BY id FOR UPDATE) \
+             RETURNING id",
+        )
+        .bind(millis(now))
+        .bind(s.user_id.as_str())
+        .bind(s.tenant.as_str())
+        .bind(s.id.as_str())
+        .bind(i64::from(max))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let evicted = rows.iter().map(session_id).collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(evicted)
+    }
+
+    async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn touch_session(
+        &self,
+        id: &SessionId,
+        last_seen_at: Timestamp,
+        idle_expires_at: Timestamp,
+        seen_before: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET last_seen_at = $1, \
+             idle_expires_at = LEAST($2, absolute_expires_at) \
+             WHERE id = $3 AND revoked_at IS NULL AND last_seen_at <= $4",
+        )
+        .bind(millis(last_seen_at))
+        .bind(millis(idle_expires_at))
+        .bind(id.as_str())
+        .bind(millis(seen_before))
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_session(
+        &self,
+        id: &SessionId,
+        at: Timestamp,
+        reason: &RevokeReason,
+    ) -> Result<RevokeOutcome, StoreError> {
+        // One statement: the conditional update, and whether the row exists at all.
+        let row = sqlx::query(
+            "WITH revoked AS ( \
+               UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
+               WHERE id = $3 AND revoked_at IS NULL RETURNING id) \
+             SELECT EXISTS (SELECT 1 FROM revoked) AS revoked, \
+                    EXISTS (SELECT 1 FROM sessions WHERE id = $3) AS found",
+        )
+        .bind(millis(at))
+        .bind(reason.as_str())
+        .bind(id.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(
+            match (get::<bool>(&row, "revoked")?, get::<bool>(&row, "found")?) {
+                (true, _) => RevokeOutcome::Revoked,
+                (false, true) => RevokeOutcome::AlreadyRevoked,
+                (false, false) => RevokeOutcome::NotFound,
+            },
+        )
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: &UserId,
+        tenant: Option<&Tenant>,
+        except: Option<&SessionId>,
+        at: Timestamp,
+        reason: &RevokeReason,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        // Rows are locked in id order (as eviction does), so concurrent multi-row revocations
+        // cannot deadlock.
+        let rows = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
+             WHERE revoked_at IS NULL AND id IN ( \
+               SELECT id FROM sessions \
+               WHERE user_id = $3 AND ($4::text IS NULL OR tenant = $4) \
+                 AND ($5::text IS NULL OR id <> $5) \
+                 AND revoked_at IS NULL AND idle_expires_at > $1 AND absolute_expires_at > $1 \
+               ORDER BY id FOR UPDATE) \
+             RETURNING id",
+        )
+        .bind(millis(at))
+        .bind(reason.as_str())
+        .bind(user.as_str())
+        .bind(tenant.map(Tenant::as_str))
+        .bind(except.map(SessionId::as_str))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(session_id).collect()
+    }
+
+    async fn user_sessions(
+        &self,
+        user: &UserId,
+        tenant: Option<&Tenant>,
+        now: Timestamp,
+    ) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE user_id = $1 AND ($2::text IS NULL OR tenant = $2) \
+              AND revoked_at IS NULL AND idle_expires_at > $3 AND absolute_expires_at > $3 \
+              ORDER BY created_at, id"
+        ))
+        .bind(user.as_str())
+        .bind(tenant.map(Tenant::as_str))
+        .bind(millis(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|r| session_from_row(r).map(|rec| rec.session))
+            .collect()
+    }
+
+    async fn set_csrf_hash(
+        &self,
+        id: &SessionId,
+        hash: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET csrf_hash = $1 WHERE id = $2 AND revoked_at IS NULL \
+             AND idle_expires_at > $3 AND absolute_expires_at > $3",
+        )
+        .bind(hash.as_slice())
+        .bind(id.as_str())
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_expired_sessions(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        // SKIP LOCKED: a row a request is updating right now waits for the next sweep; GC never
+        // queues behind (or blocks) validation, and sweeps on several nodes split the work.
+        let done = sqlx::query(
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+             WHERE idle_expires_at <= $1 OR absolute_expires_at <= $1 \
+             LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(millis(now))
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn rotate_refresh(&self, r: RefreshRotation<'_>) -> Result<bool, StoreError> {
+        // Compare-and-swap: a concurrent rotation of the same row waits for the row lock, then
+        // re-checks `refresh_hash = expected` against the winner's committed row and fails.
+        let done = sqlx::query(
+            "UPDATE sessions SET refresh_prev_hash = refresh_hash, refresh_hash = $1, \
+               refresh_rotated_at = $2, refresh_generation = refresh_generation + 1, \
+               last_seen_at = $2, idle_expires_at = LEAST($3, absolute_expires_at) \
+             WHERE id = $4 AND refresh_hash = $5 AND revoked_at IS NULL \
+               AND idle_expires_at > $2 AND absolute_expires_at > $2",
+        )
+        .bind(r.new_hash.as_slice())
+        .bind(millis(r.now))
+        .bind(millis(r.idle_expires_at))
+        .bind(r.id.as_str())
+        .bind(r.expected_hash.as_slice())
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl ClaimStore for PgStore {
+    async fn claim(
+        &self,
+        id: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<ClaimOutcome, StoreError> {
+        if crate::clock::is_expired(expires_at, now) {
+            return Ok(ClaimOutcome::Expired);
+        }
+        // Insert-if-absent in one statement; a leftover record that has itself expired (not yet
+        // collected) is replaced, so the outcome never depends on GC timing. Concurrent claims
+        // of one id are arbitrated by the primary key: one inserts (or replaces), the others
+        // wait for it and then find an unexpired record.
+        let done = sqlx::query(
+            "INSERT INTO claims (id, expires_at, claimed_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at, \
+               claimed_at = EXCLUDED.claimed_at WHERE claims.expires_at <= EXCLUDED.claimed_at",
+        )
+        .bind(id)
+        .bind(millis(expires_at))
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(if done.rows_affected() == 1 {
+            ClaimOutcome::Claimed
+        } else {
+            ClaimOutcome::AlreadyUsed
+        })
+    }
+
+    async fn delete_expired_claims(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM claims WHERE id IN (SELECT id FROM claims WHERE expires_at <= $1 \
+             LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(millis(now))
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn insert_key<'q>(
+    key: &'q KeyRecord,
+    sql: &'q str,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(key.id.as_str())
+        .bind(key.purpose.as_str())
+        .bind(key.algorithm.as_str())
+        .bind(millis(key.created_at))
+        .bind(key.public_key.as_deref())
+        .bind(key.sealed.as_slice())
+}
+
+impl PgStore {
+    /// Begins a transaction holding the advisory lock of `purpose`'s active key. Every change
+    /// of an active key (bootstrap, rotation) holds it, so they take turns instead of racing
+    /// into the unique index `signing_keys_one_active`.
+    async fn lock_purpose(
+        &self,
+        purpose: KeyPurpose,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(self.lock_key(&["signing_keys", purpose.as_str()]))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        Ok(tx)
+    }
+}
+
+#[async_trait]
+impl KeyStore for PgStore {
+    async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, purpose, algorithm, created_at, retired_at, verify_until, public_key, \
+             sealed FROM signing_keys ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn insert_first_active_key(&self, key: &KeyRecord) -> Result<bool, StoreError> {
+        let mut tx = self.lock_purpose(key.purpose).await?;
+        // The conflict target is the partial unique index, so only "this purpose already has
+        // an active key" answers `false`; any other conflict (a duplicate id) is an error.
+        let done = insert_key(
+            key,
+            "INSERT INTO signing_keys (id, purpose, algorithm, created_at, \
+             retired_at, verify_until, public_key, sealed) \
+             VALUES ($1, $2, $3, $4, NULL, NULL, $5, $6) \
+             ON CONFLICT (purpose) WHERE retired_at IS NULL DO NOTHING",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn rotate_key(
+        &self,
+        key: &KeyRecord,
+        retired_at: Timestamp,
+        verify_until: Timestamp,
+    ) -> Result<(), StoreError> {
+        // Under the purpose's lock, the retiring UPDATE's snapshot includes the key that the
+        // previous rotation inserted, so it retires exactly the current active key and the
+        // insert below never meets a second one (no unique-violation for a racing rotation).
+        let mut tx = self.lock_purpose(key.purpose).await?;
+        sqlx::query(
+            "UPDATE signing_keys SET retired_at = $1, verify_until = $2 \
+             WHERE purpose = $3 AND retired_at IS NULL",
+        )
+        .bind(millis(retired_at))
+        .bind(millis(verify_until))
+        .bind(key.purpose.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_key(
+            key,
+            "INSERT INTO signing_keys (id, purpose, algorithm, created_at, \
+             retired_at, verify_until, public_key, sealed) \
+             VALUES ($1, $2, $3, $4, NULL, NULL, $5, $6)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn delete_expired_keys(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM signing_keys WHERE id IN (SELECT id FROM signing_keys \
+             WHERE retired_at IS NOT NULL AND verify_until <= $1 \
+             LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(millis(now))
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl AuditStore for PgStore {
+    async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, event, reason, session_id, user_id, tenant, key_id, ip) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(millis(record.at))
+        .bind(record.event.as_str())
+        .bind(record.reason.as_str())
+        .bind(record.session_id.as_ref().map(SessionId::as_str))
+        .bind(record.user_id.as_ref().map(UserId::as_str))
+        .bind(record.tenant.as_ref().map(Tenant::as_str))
+        .bind(record.key_id.as_ref().map(KeyId::as_str))
+        .bind(record.ip.as_deref())
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn audit_records(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let limit = if query.limit == 0 { 100 } else { query.limit };
+        let rows = sqlx::query(
+            "SELECT at, event, reason, session_id, user_id, tenant, key_id, ip FROM audit_log \
+             WHERE ($1::text IS NULL OR session_id = $1) AND ($2::text IS NULL OR user_id = $2) \
+             ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(query.session_id.as_ref().map(SessionId::as_str))
+        .bind(query.user_id.as_ref().map(UserId::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(audit_from_row).collect()
+    }
+}
+
+#[async_trait]
+impl ApiKeyStore for PgStore {
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, hash, created_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(key.id.as_str())
+        .bind(key.name.as_str())
+        .bind(key.hash.as_slice())
+        .bind(millis(key.created_at))
+        .bind(key.revoked_at.map(millis))
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn api_key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, hash, created_at, revoked_at FROM api_keys WHERE hash = $1",
+        )
+        .bind(hash.as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, hash, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(millis(at))
+                .bind(id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn schema_names_are_parsed_strictly() {
+        let long_ok = "a".repeat(63);
+        let too_long = "a".repeat(64);
+        let table: &[(&str, bool)] = &[
+            ("sessiond", true),
+            ("_x", true),
+            ("t_123_4_abc", true),
+            ("user", true),
+            (long_ok.as_str(), true),
+            ("", false),
+            (too_long.as_str(), false),
+            ("1abc", false),
+            ("Sessiond", false),
+            ("a-b", false),
+            ("a b", false),
+            ("a\"b", false),
+            ("a;drop schema public", false),
+            ("pg_temp", false),
+            ("é", false),
+            ("a.b", false),
+        ];
+        for (name, ok) in table {
+            assert_eq!(PgSchema::new(*name).is_ok(), *ok, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn sqlstates_are_classified() {
+        let table: &[(&str, bool)] = &[
+            ("08006", true),  // connection_failure
+            ("08001", true),  // sqlclient_unable_to_establish_sqlconnection
+            ("53300", true),  // too_many_connections
+            ("53100", true),  // disk_full
+            ("57P01", true),  // admin_shutdown
+            ("57P02", true),  // crash_shutdown
+            ("57P03", true),  // cannot_connect_now
+            ("57014", true),  // query_canceled (statement timeout)
+            ("40001", true),  // serialization_failure
+            ("40P01", true),  // deadlock_detected
+            ("25006", true),  // read_only_sql_transaction
+            ("23505", false), // unique_violation
+            ("42P01", false), // undefined_table
+            ("22021", false), // character_not_in_repertoire
+            ("28P01", false), // invalid_password
+            ("3D000", false), // invalid_catalog_name
+        ];
+        for (code, unavailable) in table {
+            assert_eq!(unavailable_code(code), *unavailable, "{code}");
+        }
+    }
+
+    #[test]
+    fn transport_errors_are_unavailable() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(matches!(map_err(io), StoreError::Unavailable(_)));
+        assert!(matches!(
+            map_err(sqlx::Error::PoolTimedOut),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            map_err(sqlx::Error::PoolClosed),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            map_err(sqlx::Error::RowNotFound),
+            StoreError::Backend(_)
+        ));
+    }
+
+    #[test]
+    fn connections_are_set_up_for_the_schema_and_timeout() {
+        let mut options = PgOptions::default();
+        assert_eq!(session_setup(&options), "");
+        options.schema = Some(PgSchema::new("tenant_a").unwrap());
+        options.statement_timeout = Some(Duration::from_micros(10));
+        assert_eq!(
+            session_setup(&options),
+            "SET search_path TO \"tenant_a\";SET statement_timeout = 1;"
+        );
+        options.statement_timeout = Some(Duration::from_secs(5));
+        assert!(session_setup(&options).ends_with("SET statement_timeout = 5000;"));
+    }
+
+    #[test]
+    fn store_futures_are_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let url = "postgres://nobody@127.0.0.1:1/none";
+        assert_send(&PgStore::open(url, PgOptions::default()));
+        assert_send(&PgStore::connect(url, PgOptions::default()));
+    }
+
+    #[test]
+    fn lock_keys_separate_schemas_and_parts() {
+        let a = PgSchema::new("a").unwrap();
+        let b = PgSchema::new("b").unwrap();
+        assert_ne!(lock_key(Some(&a), &["x"]), lock_key(Some(&b), &["x"]));
+        assert_ne!(lock_key(None, &["x"]), lock_key(Some(&a), &["x"]));
+        assert_ne!(
+            lock_key(Some(&a), &["ab", "c"]),
+            lock_key(Some(&a), &["a", "bc"])
+        );
+        assert_eq!(
+            lock_key(Some(&a), &["x", "y"]),
+            lock_key(Some(&a), &["x", "y"])
+        );
+    }
+}
