@@ -6,6 +6,8 @@
 //! insert-if-absent, or one transaction), never a read followed by a write, so concurrent
 //! callers on any number of nodes see exactly-once outcomes.
 
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
