@@ -13,6 +13,8 @@ mod cookie_negative;
 mod jose_vectors;
 mod lifecycle;
 mod races;
+#[cfg(feature = "redis")]
+mod redis;
 mod sqlite;
 mod tokens;
 mod wycheproof;
