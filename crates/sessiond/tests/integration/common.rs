@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "redis")]
+use sessiond::store::redis::{RedisClaimStore, RedisOptions};
 use sessiond::store::sqlite::{SqliteOptions, SqliteStore};
 use sessiond::store::Backend;
 use sessiond::{
@@ -209,6 +211,56 @@ mod pg {
             store: Arc::new(store),
             _guard: Some(Box::new(guard)),
         }
+    }
+}
+
+/// Where the Redis tests find their server: `REDIS_URL`, or the local default.
+#[cfg(feature = "redis")]
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A key prefix no other test (in this process or another) uses.
+#[cfg(feature = "redis")]
+pub fn unique_redis_prefix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "sessiond-test:{}:{nanos}:{}:",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A claim store of its own in the Redis at [`redis_url`] (a fresh key prefix per call).
+#[cfg(feature = "redis")]
+pub async fn redis_claim_store() -> Arc<RedisClaimStore> {
+    let mut options = RedisOptions::default();
+    options.key_prefix = unique_redis_prefix();
+    let url = redis_url();
+    let store = RedisClaimStore::connect(&url, options)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("no Redis at REDIS_URL (default redis://127.0.0.1:6379): {e:?}")
+        });
+    Arc::new(store)
+}
+
+/// A claims-only store for `claims_conformance_suite!`.
+#[cfg(feature = "redis")]
+pub struct TestClaims {
+    pub store: Arc<dyn sessiond::store::ClaimStore>,
+}
+
+/// A fresh Redis claim store, for `claims_conformance_suite!`.
+#[cfg(feature = "redis")]
+pub async fn redis_claims() -> TestClaims {
+    TestClaims {
+        store: redis_claim_store().await,
     }
 }
 

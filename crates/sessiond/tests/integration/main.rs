@@ -15,6 +15,8 @@ mod lifecycle;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod races;
+#[cfg(feature = "redis")]
+mod redis;
 mod sqlite;
 mod tokens;
 mod wycheproof;
