@@ -13,7 +13,12 @@
 //! - `refresh/rotate_sqlite`: one refresh rotation (verify, compare-and-swap, new pair), chained.
 //!
 //! Run: `cargo bench -p sessiond --bench hot_path`
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::sync::Arc;
 
