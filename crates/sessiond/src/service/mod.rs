@@ -17,6 +17,7 @@ use crate::audit::{AuditEvent, AuditPolicy, AuditQuery, AuditRecord, FailureLimi
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::cookie;
 use crate::error::{Binding, CredentialError, Expiry, SessionError};
+use crate::events::{EventBus, InProcessBus};
 use crate::id::{KeyId, SessionId, Tenant, UserId};
 use crate::keys::{KeyError, KeyInfo, KeyPolicy, KeyPurpose, KeyRing, MasterKey};
 use crate::metrics::Metrics;
@@ -30,6 +31,7 @@ use crate::token::TokenPolicy;
 
 mod api_keys;
 mod claims;
+mod events;
 mod tokens;
 
 pub use api_keys::{ApiKeyInfo, API_KEY_PREFIX};
@@ -243,6 +245,7 @@ struct Inner {
     config: ServiceConfig,
     limiter: FailureLimiter,
     metrics: Metrics,
+    events: Arc<dyn EventBus>,
 }
 
 /// The session engine. See the crate docs for a tour.
@@ -269,6 +272,7 @@ pub struct ServiceBuilder {
     clock: Arc<dyn Clock>,
     rng: Arc<dyn RandomSource>,
     config: ServiceConfig,
+    events: Option<Arc<dyn EventBus>>,
 }
 
 impl ServiceBuilder {
@@ -293,6 +297,13 @@ impl ServiceBuilder {
     /// Sets every policy.
     pub fn config(mut self, config: ServiceConfig) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Publishes lifecycle events on `bus` (e.g. a cross-node bus) instead of a fresh
+    /// [`InProcessBus`].
+    pub fn event_bus(mut self, bus: Arc<dyn EventBus>) -> Self {
+        self.events = Some(bus);
         self
     }
 
@@ -325,6 +336,9 @@ impl ServiceBuilder {
                 limiter: FailureLimiter::new(self.config.audit.clone()),
                 config: self.config,
                 metrics: Metrics::default(),
+                events: self
+                    .events
+                    .unwrap_or_else(|| Arc::new(InProcessBus::default())),
             }),
         })
     }
@@ -353,6 +367,7 @@ impl SessionService {
             clock: Arc::new(SystemClock),
             rng: Arc::new(OsRandom),
             config: ServiceConfig::default(),
+            events: None,
         }
     }
 
@@ -628,6 +643,8 @@ impl SessionService {
         reason: &RevokeReason,
     ) -> Result<RevokeOutcome, SessionError> {
         let now = self.inner.clock.now();
+        // Whose session it is, for the event; read first so a failure changes nothing.
+        let owner = self.inner.backend.session(id).await?.map(|r| r.session);
         let outcome = self.inner.backend.revoke_session(id, now, reason).await?;
         if outcome == RevokeOutcome::Revoked {
             self.inner.metrics.sessions_revoked(1);
@@ -635,6 +652,9 @@ impl SessionService {
                 AuditRecord::new(now, AuditEvent::SessionRevoked, reason.as_str()).session(id),
             )
             .await;
+            if let Some(s) = &owner {
+                self.publish_session_revoked(s, reason, now).await;
+            }
         }
         Ok(outcome)
     }
@@ -652,6 +672,7 @@ impl SessionService {
         reason: &RevokeReason,
     ) -> Result<Vec<SessionId>, SessionError> {
         let now = self.inner.clock.now();
+        let tenants = self.tenants_before_revoke(user, tenant, now).await?;
         let ids = self
             .inner
             .backend
@@ -664,6 +685,8 @@ impl SessionService {
             record.user_id = Some(user.clone());
             self.audit(record).await;
         }
+        self.publish_revoked(&ids, user, &tenants, reason, now)
+            .await;
         Ok(ids)
     }
 
@@ -848,6 +871,15 @@ impl SessionService {
             rec.tenant = Some(record.session.tenant.clone());
             self.audit(rec).await;
         }
+        let tenants = events::Tenants::One(record.session.tenant.clone());
+        self.publish_revoked(
+            &evicted,
+            &record.session.user_id,
+            &tenants,
+            &RevokeReason::evicted(),
+            now,
+        )
+        .await;
         Ok(())
     }
 

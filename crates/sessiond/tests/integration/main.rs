@@ -15,4 +15,5 @@ mod lifecycle;
 mod races;
 mod sqlite;
 mod tokens;
+mod watch;
 mod wycheproof;
