@@ -2,8 +2,8 @@
 //!
 //! The service publishes a [`SessionEvent`] after every lifecycle change a live connection must
 //! react to: a revocation (any path: logout, user-wide revoke, eviction, refresh-token reuse) and
-//! a refresh rotation (the idle deadline moved). Watchers (the server's Server-Sent Event
-//! streams) [`EventBus::subscribe`] and react.
+//! a refresh rotation (the idle deadline moved). Watchers — [`crate::SessionService::watch`],
+//! the server's Server-Sent Event streams — [`EventBus::subscribe`] and react.
 //!
 //! # Delivery contract
 //! An [`EventBus`] is a hint, never the source of truth: the store is. A subscription receives
@@ -138,6 +138,24 @@ impl SessionEvent {
             at,
         )
     }
+
+    /// The terminal event of a watched `session` that ended for `end` at `at`: `revoked` with
+    /// the revoke reason, or `expired` with the end reason's code.
+    pub fn ended(session: &Session, end: &crate::service::EndReason, at: Timestamp) -> Self {
+        let reason = match end.revoke_reason() {
+            Some(r) => Some(r.as_str().to_owned()),
+            None if end.kind() == EventKind::Revoked => None,
+            None => Some(end.code().to_owned()),
+        };
+        Self::new(
+            end.kind(),
+            session.id.clone(),
+            session.user_id.clone(),
+            Some(session.tenant.clone()),
+            reason,
+            at,
+        )
+    }
 }
 
 /// A publish failed. The service logs and counts it and never fails the operation that already
@@ -260,7 +278,8 @@ pub trait EventBus: Send + Sync + fmt::Debug + 'static {
 ///
 /// Every subscription sees every event. A subscription that falls more than `capacity` events
 /// behind loses the oldest ones and its next [`Subscription::recv`] returns
-/// [`RecvError::Lagged`] with the number missed, then continues with the oldest retained event.
+/// [`RecvError::Lagged`] with the number missed, then continues with the oldest retained event;
+/// [`crate::SessionService::watch`] answers a lag by re-reading its session from the store.
 #[derive(Debug, Clone)]
 pub struct InProcessBus {
     tx: broadcast::Sender<SessionEvent>,

@@ -17,7 +17,7 @@
 //! - [`session`]: the session row, its [`SessionStatus`] and policies.
 //! - [`token`]: our access (`at+jwt`) and refresh (`refresh+jwt`) JWTs over the key ring.
 //! - [`service`]: [`SessionService`], the entry point: create, validate, CSRF, refresh, revoke,
-//!   list, GC.
+//!   list, GC, and [`SessionService::watch`] for live enforcement.
 //! - [`events`]: [`SessionEvent`]s (revoked, refreshed) and the [`EventBus`] that carries them
 //!   to watchers ([`InProcessBus`] by default).
 //! - [`audit`] and [`metrics`]: the audit trail and counters.
@@ -75,5 +75,6 @@ pub use service::{
     CookieSession, Credential, GcReport, NewSession, RequestContext, ServiceConfig, SessionService,
     Validated,
 };
+pub use service::{DeadlineKind, EndReason, ExtraDeadline, Watch};
 pub use session::{RevokeReason, Session, SessionKind, SessionStatus};
 pub use store::RevokeOutcome;

@@ -17,6 +17,7 @@ pub struct Metrics {
     audit_write_errors: AtomicU64,
     events_published: AtomicU64,
     event_publish_errors: AtomicU64,
+    watch_lags: AtomicU64,
     validation_failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -38,6 +39,8 @@ pub struct MetricsSnapshot {
     pub events_published: u64,
     /// Lifecycle events the event bus refused (the operation itself succeeded).
     pub event_publish_errors: u64,
+    /// Times a watch fell behind the event bus and re-read its session from the store.
+    pub watch_lags: u64,
     /// Validation failures by reason code.
     pub validation_failures: BTreeMap<&'static str, u64>,
 }
@@ -73,6 +76,10 @@ impl Metrics {
         self.event_publish_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn watch_lagged(&self) {
+        self.watch_lags.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn validation_failure(&self, reason: &'static str) {
         let mut map = match self.validation_failures.lock() {
             Ok(g) => g,
@@ -95,6 +102,7 @@ impl Metrics {
             audit_write_errors: self.audit_write_errors.load(Ordering::Relaxed),
             events_published: self.events_published.load(Ordering::Relaxed),
             event_publish_errors: self.event_publish_errors.load(Ordering::Relaxed),
+            watch_lags: self.watch_lags.load(Ordering::Relaxed),
             validation_failures: failures,
         }
     }

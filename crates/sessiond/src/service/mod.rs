@@ -33,10 +33,12 @@ mod api_keys;
 mod claims;
 mod events;
 mod tokens;
+mod watch;
 
 pub use api_keys::{ApiKeyInfo, API_KEY_PREFIX};
 pub use claims::{ClaimedToken, MAX_CLAIM_ID_BYTES};
 pub use tokens::{TokenPair, TokenSession};
+pub use watch::{DeadlineKind, EndReason, ExtraDeadline, Watch};
 
 /// Claim names the application may not set: they are the token's own.
 pub const RESERVED_CLAIMS: &[&str] = &[
@@ -66,6 +68,10 @@ pub struct ServiceConfig {
     /// How long an API key authentication is cached in process (default 5 s): the bound on how
     /// long a key revoked on another node keeps working here.
     pub api_key_cache_ttl: Duration,
+    /// The longest a [`SessionService::watch`] sleeps between two readings of the clock
+    /// (default 1 s): the bound on how far a wall-clock jump can extend or cut short a watched
+    /// connection. Values below 10 ms are raised to 10 ms.
+    pub watch_recheck: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -78,6 +84,7 @@ impl Default for ServiceConfig {
             audit: AuditPolicy::default(),
             gc_batch: 500,
             api_key_cache_ttl: Duration::from_secs(5),
+            watch_recheck: Duration::from_secs(1),
         }
     }
 }
