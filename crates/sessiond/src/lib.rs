@@ -17,7 +17,9 @@
 //! - [`session`]: the session row, its [`SessionStatus`] and policies.
 //! - [`token`]: our access (`at+jwt`) and refresh (`refresh+jwt`) JWTs over the key ring.
 //! - [`service`]: [`SessionService`], the entry point: create, validate, CSRF, refresh, revoke,
-//!   list, GC.
+//!   list, GC, and [`SessionService::watch`] for live enforcement.
+//! - [`events`]: [`SessionEvent`]s (revoked, refreshed) and the [`EventBus`] that carries them
+//!   to watchers ([`InProcessBus`] by default).
 //! - [`audit`] and [`metrics`]: the audit trail and counters.
 //! - [`store`]: the storage traits and backends ([`store::sqlite`] is the embedded default).
 //! - [`error`]: [`SessionError`] with its wire codes.
@@ -47,6 +49,7 @@ pub mod audit;
 pub mod clock;
 pub mod cookie;
 pub mod error;
+pub mod events;
 pub mod id;
 pub mod jose;
 pub mod keys;
@@ -63,6 +66,7 @@ mod leak_tests;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::SessionError;
+pub use events::{EventBus, EventKind, InProcessBus, SessionEvent};
 pub use id::{ApiKeyId, KeyId, SessionId, Tenant, UserId};
 pub use keys::{KeyPurpose, KeyRing, MasterKey};
 pub use random::{OsRandom, RandomSource, SeededRandom};
@@ -71,5 +75,6 @@ pub use service::{
     ApiKeyInfo, ClaimedToken, CookieSession, Credential, GcReport, NewSession, RequestContext,
     ServiceConfig, SessionService, TokenPair, TokenSession, Validated,
 };
+pub use service::{DeadlineKind, EndReason, ExtraDeadline, Watch};
 pub use session::{RevokeReason, Session, SessionKind, SessionStatus};
 pub use store::RevokeOutcome;

@@ -15,6 +15,9 @@ pub struct Metrics {
     refresh_reuse_detected: AtomicU64,
     audit_failures_suppressed: AtomicU64,
     audit_write_errors: AtomicU64,
+    events_published: AtomicU64,
+    event_publish_errors: AtomicU64,
+    watch_lags: AtomicU64,
     validation_failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -32,6 +35,12 @@ pub struct MetricsSnapshot {
     pub audit_failures_suppressed: u64,
     /// Audit records that could not be written.
     pub audit_write_errors: u64,
+    /// Lifecycle events handed to the event bus.
+    pub events_published: u64,
+    /// Lifecycle events the event bus refused (the operation itself succeeded).
+    pub event_publish_errors: u64,
+    /// Times a watch fell behind the event bus and re-read its session from the store.
+    pub watch_lags: u64,
     /// Validation failures by reason code.
     pub validation_failures: BTreeMap<&'static str, u64>,
 }
@@ -59,6 +68,18 @@ impl Metrics {
         self.audit_write_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn event_published(&self) {
+        self.events_published.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn event_publish_error(&self) {
+        self.event_publish_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn watch_lagged(&self) {
+        self.watch_lags.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn validation_failure(&self, reason: &'static str) {
         let mut map = match self.validation_failures.lock() {
             Ok(g) => g,
@@ -79,6 +100,9 @@ impl Metrics {
             refresh_reuse_detected: self.refresh_reuse_detected.load(Ordering::Relaxed),
             audit_failures_suppressed: self.audit_failures_suppressed.load(Ordering::Relaxed),
             audit_write_errors: self.audit_write_errors.load(Ordering::Relaxed),
+            events_published: self.events_published.load(Ordering::Relaxed),
+            event_publish_errors: self.event_publish_errors.load(Ordering::Relaxed),
+            watch_lags: self.watch_lags.load(Ordering::Relaxed),
             validation_failures: failures,
         }
     }

@@ -17,6 +17,7 @@ use crate::audit::{AuditEvent, AuditPolicy, AuditQuery, AuditRecord, FailureLimi
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::cookie;
 use crate::error::{Binding, CredentialError, Expiry, SessionError};
+use crate::events::{EventBus, InProcessBus};
 use crate::id::{KeyId, SessionId, Tenant, UserId};
 use crate::keys::{KeyError, KeyInfo, KeyPolicy, KeyPurpose, KeyRing, MasterKey};
 use crate::metrics::Metrics;
@@ -30,11 +31,14 @@ use crate::token::TokenPolicy;
 
 mod api_keys;
 mod claims;
+mod events;
 mod tokens;
+mod watch;
 
 pub use api_keys::{ApiKeyInfo, API_KEY_PREFIX};
 pub use claims::{ClaimedToken, MAX_CLAIM_ID_BYTES};
 pub use tokens::{TokenPair, TokenSession};
+pub use watch::{DeadlineKind, EndReason, ExtraDeadline, Watch};
 
 /// Claim names the application may not set: they are the token's own.
 pub const RESERVED_CLAIMS: &[&str] = &[
@@ -64,6 +68,10 @@ pub struct ServiceConfig {
     /// How long an API key authentication is cached in process (default 5 s): the bound on how
     /// long a key revoked on another node keeps working here.
     pub api_key_cache_ttl: Duration,
+    /// The longest a [`SessionService::watch`] sleeps between two readings of the clock
+    /// (default 1 s): the bound on how far a wall-clock jump can extend or cut short a watched
+    /// connection. Values below 10 ms are raised to 10 ms.
+    pub watch_recheck: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -76,6 +84,7 @@ impl Default for ServiceConfig {
             audit: AuditPolicy::default(),
             gc_batch: 500,
             api_key_cache_ttl: Duration::from_secs(5),
+            watch_recheck: Duration::from_secs(1),
         }
     }
 }
@@ -243,6 +252,7 @@ struct Inner {
     config: ServiceConfig,
     limiter: FailureLimiter,
     metrics: Metrics,
+    events: Arc<dyn EventBus>,
 }
 
 /// The session engine. See the crate docs for a tour.
@@ -269,6 +279,7 @@ pub struct ServiceBuilder {
     clock: Arc<dyn Clock>,
     rng: Arc<dyn RandomSource>,
     config: ServiceConfig,
+    events: Option<Arc<dyn EventBus>>,
 }
 
 impl ServiceBuilder {
@@ -293,6 +304,13 @@ impl ServiceBuilder {
     /// Sets every policy.
     pub fn config(mut self, config: ServiceConfig) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Publishes lifecycle events on `bus` (e.g. a cross-node bus) instead of a fresh
+    /// [`InProcessBus`].
+    pub fn event_bus(mut self, bus: Arc<dyn EventBus>) -> Self {
+        self.events = Some(bus);
         self
     }
 
@@ -325,6 +343,9 @@ impl ServiceBuilder {
                 limiter: FailureLimiter::new(self.config.audit.clone()),
                 config: self.config,
                 metrics: Metrics::default(),
+                events: self
+                    .events
+                    .unwrap_or_else(|| Arc::new(InProcessBus::default())),
             }),
         })
     }
@@ -353,6 +374,7 @@ impl SessionService {
             clock: Arc::new(SystemClock),
             rng: Arc::new(OsRandom),
             config: ServiceConfig::default(),
+            events: None,
         }
     }
 
@@ -628,6 +650,8 @@ impl SessionService {
         reason: &RevokeReason,
     ) -> Result<RevokeOutcome, SessionError> {
         let now = self.inner.clock.now();
+        // Whose session it is, for the event; read first so a failure changes nothing.
+        let owner = self.inner.backend.session(id).await?.map(|r| r.session);
         let outcome = self.inner.backend.revoke_session(id, now, reason).await?;
         if outcome == RevokeOutcome::Revoked {
             self.inner.metrics.sessions_revoked(1);
@@ -635,6 +659,9 @@ impl SessionService {
                 AuditRecord::new(now, AuditEvent::SessionRevoked, reason.as_str()).session(id),
             )
             .await;
+            if let Some(s) = &owner {
+                self.publish_session_revoked(s, reason, now).await;
+            }
         }
         Ok(outcome)
     }
@@ -652,6 +679,7 @@ impl SessionService {
         reason: &RevokeReason,
     ) -> Result<Vec<SessionId>, SessionError> {
         let now = self.inner.clock.now();
+        let tenants = self.tenants_before_revoke(user, tenant, now).await?;
         let ids = self
             .inner
             .backend
@@ -664,6 +692,8 @@ impl SessionService {
             record.user_id = Some(user.clone());
             self.audit(record).await;
         }
+        self.publish_revoked(&ids, user, &tenants, reason, now)
+            .await;
         Ok(ids)
     }
 
@@ -848,6 +878,15 @@ impl SessionService {
             rec.tenant = Some(record.session.tenant.clone());
             self.audit(rec).await;
         }
+        let tenants = events::Tenants::One(record.session.tenant.clone());
+        self.publish_revoked(
+            &evicted,
+            &record.session.user_id,
+            &tenants,
+            &RevokeReason::evicted(),
+            now,
+        )
+        .await;
         Ok(())
     }
 

@@ -24,6 +24,7 @@ use super::{Credential, NewSession, RequestContext, SessionService, Validated};
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::clock::{is_expired, Timestamp};
 use crate::error::{CredentialError, SessionError};
+use crate::events::SessionEvent;
 use crate::jose::JwsError;
 use crate::keys::{Key, KeyError, KeyPurpose};
 use crate::secret::Secret;
@@ -336,6 +337,7 @@ impl SessionService {
                             .about(&session),
                     )
                     .await;
+                    self.publish(SessionEvent::refreshed(&session, now)).await;
                     return self.issue_pair(session, &next, now).await;
                 }
                 continue;
@@ -409,6 +411,7 @@ impl SessionService {
                         .about(session),
                 )
                 .await;
+                self.publish_session_revoked(session, &reason, now).await;
                 SessionError::RefreshTokenReused
             }
             Ok(_) => SessionError::RefreshTokenReused,

@@ -19,4 +19,5 @@ mod races;
 mod redis;
 mod sqlite;
 mod tokens;
+mod watch;
 mod wycheproof;
