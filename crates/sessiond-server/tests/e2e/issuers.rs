@@ -82,7 +82,12 @@ async fn jwks_url_is_fetched_cached_and_refetched_on_an_unknown_kid() {
         ..Options::default()
     })
     .await;
-    assert_eq!(hits.load(Ordering::SeqCst), 1, "fetched once at start; log:\n{}", s.logs());
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "fetched once at start; log:\n{}",
+        s.logs()
+    );
     let r = s
         .post("/v1/claims", json!({"token": token(&a, "a", "one")}))
         .await;
