@@ -92,6 +92,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`; default: SQLite in the data directory.
     pub database_url: Option<String>,
+    /// PostgreSQL only: the schema to keep sessiond's tables in (created if missing; default
+    /// the connection's search path, normally `public`).
+    pub database_schema: Option<String>,
     /// Redis for one-time claims and cross-node events (optional).
     pub redis_url: Option<String>,
     /// Cookie-session lifetimes.
@@ -116,6 +119,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./sessiond-data"),
             database_url: None,
+            database_schema: None,
             redis_url: None,
             cookie_sessions: CookieSessions::default(),
             token_sessions: TokenSessions::default(),
@@ -543,6 +547,22 @@ impl Config {
                         "must be \"RS256\" or \"PS256\"",
                     ));
                 }
+            }
+        }
+        if let Some(schema) = &self.database_schema {
+            if sessiond::store::postgres::PgSchema::new(schema.clone()).is_err() {
+                return Err(invalid(
+                    "database_schema",
+                    "must match [a-z_][a-z0-9_]{0,62} and not start with pg_",
+                ));
+            }
+        }
+        if let Some(url) = &self.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(invalid(
+                    "redis_url",
+                    "must start with redis:// or rediss://",
+                ));
             }
         }
         let url = self.database_url();

@@ -86,7 +86,7 @@ fn main() -> ExitCode {
 }
 
 /// Strips credentials from a database URL for logging.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://***@{}", &url[..scheme], &url[at + 1..])

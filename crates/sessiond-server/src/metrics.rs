@@ -76,6 +76,21 @@ impl prometheus_client::collector::Collector for LibraryCollector {
                 "Audit records that could not be written",
                 snap.audit_write_errors,
             ),
+            (
+                "sessiond_events_published",
+                "Session events published",
+                snap.events_published,
+            ),
+            (
+                "sessiond_event_publish_errors",
+                "Session events that could not be published",
+                snap.event_publish_errors,
+            ),
+            (
+                "sessiond_watch_lags",
+                "Watches that missed events and re-read their session",
+                snap.watch_lags,
+            ),
         ];
         for (name, help, value) in simple {
             let counter = ConstCounter::new(value);

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use sessiond::jose::foreign::{JwksOptions, RsaAlgorithm, TrustedIssuer};
 use sessiond::keys::{KeyAlgorithm, KeyPurpose};
+use sessiond::store::postgres::{PgOptions, PgSchema, PgStore};
+use sessiond::store::redis::{RedisClaimStore, RedisOptions};
 use sessiond::store::sqlite::{SqliteOptions, SqliteStore};
 use sessiond::store::Backend;
 use sessiond::{MasterKey, OsRandom, Secret, ServiceConfig, SessionService};
@@ -30,7 +32,34 @@ pub async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
             .with_context(|| format!("cannot open SQLite database {url}"))?;
         return Ok(Arc::new(store));
     }
-    bail!("database_url: PostgreSQL support is not compiled into this build")
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let mut options = PgOptions::default();
+        if let Some(schema) = &config.database_schema {
+            options.schema = Some(PgSchema::new(schema.clone()).context("database_schema")?);
+        }
+        let store = PgStore::open(&url, options).await.with_context(|| {
+            format!(
+                "cannot open PostgreSQL database {}",
+                crate::redact_url(&url)
+            )
+        })?;
+        return Ok(Arc::new(store));
+    }
+    bail!("database_url: must start with sqlite:// or postgres://")
+}
+
+/// The Redis claim store, when `redis_url` is set. Connected lazily: a node starts (and serves
+/// validations) while Redis is down; claims answer 503 until it is back.
+///
+/// # Errors
+/// When the URL is malformed.
+pub fn open_claims(config: &Config) -> anyhow::Result<Option<Arc<RedisClaimStore>>> {
+    let Some(url) = &config.redis_url else {
+        return Ok(None);
+    };
+    let store = RedisClaimStore::connect_lazy(url, RedisOptions::default())
+        .with_context(|| format!("redis_url {}", crate::redact_url(url)))?;
+    Ok(Some(Arc::new(store)))
 }
 
 /// Where the master key came from, for the start-up log.
@@ -148,11 +177,11 @@ pub async fn build_service(
     backend: Arc<dyn Backend>,
     master: MasterKey,
 ) -> anyhow::Result<SessionService> {
-    let service = SessionService::builder(backend, master)
-        .config(service_config(config))
-        .start()
-        .await
-        .context("signing keys")?;
+    let mut builder = SessionService::builder(backend, master).config(service_config(config));
+    if let Some(claims) = open_claims(config)? {
+        builder = builder.claim_store(claims);
+    }
+    let service = builder.start().await.context("signing keys")?;
     if let Some(secret) = &config.token_sessions.hs256_secret {
         let material = Secret::new(secret.0.expose().as_bytes().to_vec());
         service
