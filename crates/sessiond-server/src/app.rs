@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::cookies::CookieSettings;
 use crate::metrics::Metrics;
 use crate::problem::ApiError;
-use crate::routes::{api, browser, ops};
+use crate::routes::{api, browser, events, ops};
 
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -31,6 +31,8 @@ pub struct AppState {
     pub bootstrap_api_key: Option<Arc<Secret<String>>>,
     /// Issuers whose JWK Set is fetched from a URL.
     pub remote_issuers: Option<crate::issuers::RemoteIssuers>,
+    /// The event fan-out behind the SSE streams.
+    pub events: crate::routes::events::EventHub,
 }
 
 impl AppState {
@@ -43,6 +45,7 @@ impl AppState {
         AppState {
             metrics: Arc::new(Metrics::new(service.clone())),
             cookies: Arc::new(CookieSettings::new(&config)),
+            events: crate::routes::events::EventHub::new(&config.events),
             config: Arc::new(config),
             bootstrap_api_key: bootstrap_api_key.map(Arc::new),
             remote_issuers: None,
@@ -70,7 +73,9 @@ pub fn router(state: AppState) -> Router {
         .route("/tokens/refresh", post(api::refresh))
         .route("/users/{user_id}/sessions", get(api::user_sessions))
         .route("/users/{user_id}/sessions/revoke", post(api::revoke_user))
-        .route("/claims", post(api::claim));
+        .route("/claims", post(api::claim))
+        .route("/sessions/{id}/events", get(events::session_events))
+        .route("/events", get(events::user_events));
     Router::new()
         .nest("/v1", v1)
         .route("/auth/browser/refresh", post(browser::refresh))

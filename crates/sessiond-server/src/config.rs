@@ -111,6 +111,8 @@ pub struct Config {
     pub gc: Gc,
     /// Trusted foreign issuers for one-time claims.
     pub issuers: Vec<Issuer>,
+    /// Server-Sent Event streams.
+    pub events: Events,
 }
 
 impl Default for Config {
@@ -128,6 +130,7 @@ impl Default for Config {
             keys: Keys::default(),
             gc: Gc::default(),
             issuers: Vec::new(),
+            events: Events::default(),
         }
     }
 }
@@ -303,6 +306,29 @@ impl Default for Gc {
     fn default() -> Self {
         Gc {
             interval: secs(3600),
+        }
+    }
+}
+
+/// `[events]`: the Server-Sent Event streams.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct Events {
+    /// Interval of the `: keep-alive` comment on idle streams.
+    pub keep_alive: Dur,
+    /// Most streams open at once per API key (0: no limit); more is 429 `too_many_streams`.
+    pub max_streams_per_key: u32,
+    /// Recent events kept in memory for `Last-Event-ID` resume of `GET /v1/events`.
+    pub replay_buffer: usize,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events {
+            keep_alive: secs(15),
+            max_streams_per_key: 100,
+            replay_buffer: 1024,
         }
     }
 }

@@ -38,6 +38,8 @@ pub enum ApiError {
     PayloadTooLarge,
     /// 415 `unsupported_media_type`.
     UnsupportedMediaType,
+    /// 429 `too_many_streams`: the API key has its most event streams open.
+    TooManyStreams,
 }
 
 impl From<SessionError> for ApiError {
@@ -121,6 +123,7 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedMediaType => {
                 problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            ApiError::TooManyStreams => problem(StatusCode::TOO_MANY_REQUESTS, "too_many_streams"),
         }
     }
 }

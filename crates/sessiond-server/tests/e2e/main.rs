@@ -12,5 +12,6 @@ mod harness;
 mod api;
 mod browser;
 mod cli;
+mod events;
 mod issuers;
 mod logs;

@@ -1,0 +1,533 @@
+//! Server-Sent Event streams (DESIGN §5, §6): `GET /v1/sessions/{id}/events` and
+//! `GET /v1/events?user_id=&tenant=`.
+//!
+//! # Wire format
+//! Every event is `event: revoked|expired|refreshed`, `data: {"session_id", "reason"?, "at"}`
+//! and an `id:` of the form `<boot>-<seq>`: `boot` names this server process (its start time in
+//! Unix milliseconds), `seq` grows monotonically within it. Idle streams carry a
+//! `: keep-alive` comment every `[events] keep_alive`.
+//!
+//! # Per-session stream
+//! Built on [`sessiond::SessionService::watch`]: the stream ends after its terminal event,
+//! `revoked` (learned from the event bus, or from a re-read of the row after a bus lag) or
+//! `expired` (the deadline passed by the injected clock; `reason` is `idle_expired`,
+//! `absolute_expired` or `deleted`). A session that has already ended gets its terminal event
+//! at once and the stream closes. `refreshed` events of the session pass through while it lives.
+//!
+//! # Per-user stream and resume
+//! Carries the bus events (`revoked`, `refreshed`) of one user, and of one tenant when `tenant`
+//! is given (an event whose tenant is unknown passes: a revocation is never hidden). Expiry is
+//! not published on the bus, so it does not appear here; clients keep their own deadline.
+//! The node keeps the last `[events] replay_buffer` bus events in memory. A client that
+//! reconnects with `Last-Event-ID` gets the missed events of its user replayed first. When they
+//! cannot be replayed — the id names another server process (a restart, another node), is
+//! older than the buffer, or the node itself lagged behind the bus — the stream sends
+//! `event: resync` with `data: {"reason": "replay_unavailable"}` (and an `id:` to resume from
+//! later): the client must re-read its sessions (`GET /v1/users/{user_id}/sessions`).
+//!
+//! # Limits
+//! At most `[events] max_streams_per_key` streams are open per API key; one more is 429
+//! `too_many_streams`. The key is identified in memory by a keyed hash, never stored or logged.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sessiond::events::RecvError;
+use sessiond::{
+    EndReason, EventKind, SessionError, SessionEvent, SessionId, SessionService, Tenant, Timestamp,
+    UserId,
+};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+
+use crate::app::AppState;
+use crate::config::Events as EventsConfig;
+use crate::extract::ApiCaller;
+use crate::problem::ApiError;
+
+/// Buffer of the node-wide fan-out to live per-user streams.
+const FANOUT_CAPACITY: usize = 4096;
+/// Events a slow client may have queued before its stream stops reading the fan-out.
+const CLIENT_QUEUE: usize = 64;
+
+/// A bus event with its node-local sequence number.
+#[derive(Debug, Clone)]
+struct Stamped {
+    seq: u64,
+    event: Arc<SessionEvent>,
+}
+
+/// What the fan-out carries.
+#[derive(Debug, Clone)]
+enum Item {
+    Event(Stamped),
+    /// The node lagged behind the bus: events were lost for every stream.
+    Gap,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    events: VecDeque<Stamped>,
+    /// Events with `seq <= floor` can no longer be replayed (evicted or lost in a lag).
+    floor: u64,
+}
+
+#[derive(Debug)]
+struct HubInner {
+    boot: u64,
+    next: AtomicU64,
+    started: AtomicBool,
+    capacity: usize,
+    max_per_key: u32,
+    ring: Mutex<Ring>,
+    fanout: broadcast::Sender<Item>,
+    streams: Mutex<HashMap<u64, u32>>,
+    key_hasher: RandomState,
+}
+
+/// The node's event fan-out: one bus subscription feeding a bounded replay ring and every
+/// per-user stream, plus the per-key stream counts. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EventHub {
+    inner: Arc<HubInner>,
+}
+
+/// One open stream of one API key; dropping it releases the slot.
+#[derive(Debug)]
+struct StreamSlot {
+    hub: EventHub,
+    key: u64,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self
+            .hub
+            .inner
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = streams.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                streams.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The SSE `data` of DESIGN §6.
+#[derive(Debug, Serialize)]
+struct EventData<'a> {
+    session_id: &'a SessionId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    at: Timestamp,
+}
+
+impl EventHub {
+    /// A hub with the limits of `config`; it subscribes to the bus on first use.
+    pub fn new(config: &EventsConfig) -> Self {
+        let boot = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
+        EventHub {
+            inner: Arc::new(HubInner {
+                boot,
+                next: AtomicU64::new(1),
+                started: AtomicBool::new(false),
+                capacity: config.replay_buffer.max(1),
+                max_per_key: config.max_streams_per_key,
+                ring: Mutex::new(Ring::default()),
+                fanout,
+                streams: Mutex::new(HashMap::new()),
+                key_hasher: RandomState::new(),
+            }),
+        }
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.inner.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn id(&self, seq: u64) -> String {
+        format!("{}-{seq}", self.inner.boot)
+    }
+
+    /// Starts the pump from the bus into the ring and the fan-out, once.
+    fn ensure_started(&self, service: &SessionService) {
+        if self.inner.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let hub = self.clone();
+        let mut subscription = service.events().subscribe();
+        tokio::spawn(async move {
+            loop {
+                match subscription.recv().await {
+                    Ok(event) => {
+                        let stamped = {
+                            let mut ring = hub.ring();
+                            let stamped = Stamped {
+                                seq: hub.next_seq(),
+                                event: Arc::new(event),
+                            };
+                            ring.events.push_back(stamped.clone());
+                            while ring.events.len() > hub.inner.capacity {
+                                if let Some(old) = ring.events.pop_front() {
+                                    ring.floor = old.seq;
+                                }
+                            }
+                            stamped
+                        };
+                        let _ = hub.inner.fanout.send(Item::Event(stamped));
+                    }
+                    Err(RecvError::Lagged { missed }) => {
+                        tracing::warn!(missed, "event streams lagged behind the event bus");
+                        {
+                            let mut ring = hub.ring();
+                            ring.events.clear();
+                            ring.floor = hub.next_seq();
+                        }
+                        let _ = hub.inner.fanout.send(Item::Gap);
+                    }
+                    Err(_closed) => {
+                        tracing::warn!("event bus closed; event streams get no further events");
+                        let _ = hub.inner.fanout.send(Item::Gap);
+                        break;
+                    }
+                }
+            }
+        });
+    }
+
+    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.inner
+            .ring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a stream slot for the API key presented in `headers`.
+    fn acquire(&self, headers: &HeaderMap) -> Result<StreamSlot, ApiError> {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        let key = self.inner.key_hasher.hash_one(presented);
+        let mut streams = self
+            .inner
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let open = streams.entry(key).or_insert(0);
+        if self.inner.max_per_key != 0 && *open >= self.inner.max_per_key {
+            return Err(ApiError::TooManyStreams);
+        }
+        *open += 1;
+        Ok(StreamSlot {
+            hub: self.clone(),
+            key,
+        })
+    }
+
+    /// The events after `last` (a `Last-Event-ID`) still in the ring, and the newest sequence
+    /// number seen; `None` when they cannot be replayed.
+    fn replay_after(&self, last: &str) -> (Option<Vec<Stamped>>, u64) {
+        let ring = self.ring();
+        let newest = ring.events.back().map_or(ring.floor, |s| s.seq);
+        let seq = last
+            .trim()
+            .split_once('-')
+            .filter(|(boot, _)| boot.parse::<u64>().ok() == Some(self.inner.boot))
+            .and_then(|(_, seq)| seq.parse::<u64>().ok());
+        let replay = match seq {
+            Some(seq) if seq >= ring.floor && seq <= newest => Some(
+                ring.events
+                    .iter()
+                    .filter(|s| s.seq > seq)
+                    .cloned()
+                    .collect(),
+            ),
+            _ => None,
+        };
+        (replay, newest)
+    }
+
+    fn newest(&self) -> u64 {
+        let ring = self.ring();
+        ring.events.back().map_or(ring.floor, |s| s.seq)
+    }
+}
+
+fn sse_event(id: String, kind: EventKind, event: &SessionEvent) -> Event {
+    sse_data(
+        id,
+        kind,
+        &event.session_id,
+        event.reason.as_deref(),
+        event.at,
+    )
+}
+
+fn sse_data(
+    id: String,
+    kind: EventKind,
+    session_id: &SessionId,
+    reason: Option<&str>,
+    at: Timestamp,
+) -> Event {
+    let data = EventData {
+        session_id,
+        reason,
+        at,
+    };
+    let json = serde_json::to_string(&data).unwrap_or_else(|_| String::from("{}"));
+    Event::default().event(kind.as_str()).id(id).data(json)
+}
+
+fn resync_event(id: String) -> Event {
+    Event::default()
+        .event("resync")
+        .id(id)
+        .data(r#"{"reason":"replay_unavailable"}"#)
+}
+
+fn sse_response(state: &AppState, rx: mpsc::Receiver<Event>) -> Response {
+    let keep_alive = state
+        .config
+        .events
+        .keep_alive
+        .0
+        .max(Duration::from_millis(10));
+    Sse::new(ReceiverStream::new(rx).map(Ok::<_, Infallible>))
+        .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
+        .into_response()
+}
+
+/// The terminal event of a watch that ended with `end`.
+fn terminal(
+    hub: &EventHub,
+    service: &SessionService,
+    session_id: &SessionId,
+    end: &EndReason,
+    revoked_at: Option<Timestamp>,
+) -> Event {
+    let now = service.now();
+    let at = match end.kind() {
+        EventKind::Revoked => revoked_at.unwrap_or(now),
+        _ => now,
+    };
+    let reason = match end.revoke_reason() {
+        Some(r) => Some(r.as_str().to_owned()),
+        None if end.kind() == EventKind::Revoked => None,
+        None => Some(end.code().to_owned()),
+    };
+    sse_data(
+        hub.id(hub.next_seq()),
+        end.kind(),
+        session_id,
+        reason.as_deref(),
+        at,
+    )
+}
+
+/// `GET /v1/sessions/{id}/events`: the session's `refreshed` events, then its terminal
+/// `revoked` or `expired` event, after which the stream closes.
+pub async fn session_events(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = SessionId::parse(&id).map_err(|_| ApiError::NotFound("session_not_found"))?;
+    let hub = state.events.clone();
+    let slot = hub.acquire(&headers)?;
+    hub.ensure_started(&state.service);
+    // Subscribe to the fan-out before the watch reads the row: no `refreshed` is lost between.
+    let mut fanout = hub.inner.fanout.subscribe();
+    let watch = match state.service.watch(&id, None).await {
+        Ok(w) => w,
+        Err(SessionError::NotFound) => return Err(ApiError::NotFound("session_not_found")),
+        Err(e) => return Err(e.into()),
+    };
+    let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+    let service = state.service.clone();
+    let revoked_at = watch.session().revoked_at;
+    if let Some(end) = watch.ended() {
+        let event = terminal(&hub, &service, &id, end, revoked_at);
+        let _ = tx.try_send(event);
+        drop(tx);
+        drop(slot);
+        return Ok(sse_response(&state, rx));
+    }
+    tokio::spawn(async move {
+        let _slot = slot;
+        let wait = watch.wait();
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                end = &mut wait => {
+                    let revoked_at = match &end {
+                        EndReason::Revoked { .. } => service.session(&id).await.ok().flatten().and_then(|s| s.revoked_at),
+                        _ => None,
+                    };
+                    let _ = tx.send(terminal(&hub, &service, &id, &end, revoked_at)).await;
+                    break;
+                }
+                item = fanout.recv() => match item {
+                    Ok(Item::Event(s)) if s.event.session_id == id && s.event.kind == EventKind::Refreshed => {
+                        if tx.send(sse_event(hub.id(s.seq), EventKind::Refreshed, &s.event)).await.is_err() {
+                            break;
+                        }
+                    }
+                    // Revocations end the watch (which re-reads the row after a bus lag).
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => {
+                        // Keep waiting for the watch alone.
+                        let end = (&mut wait).await;
+                        let _ = tx.send(terminal(&hub, &service, &id, &end, None)).await;
+                        break;
+                    }
+                },
+                () = tx.closed() => break,
+            }
+        }
+    });
+    Ok(sse_response(&state, rx))
+}
+
+/// `?user_id=&tenant=` of the per-user stream.
+#[derive(Debug, Deserialize)]
+pub struct UserEventsQuery {
+    /// The user whose sessions to follow.
+    pub user_id: Option<String>,
+    /// Only this tenant (events of unknown tenant pass).
+    pub tenant: Option<String>,
+}
+
+fn wanted(event: &SessionEvent, user: &UserId, tenant: Option<&Tenant>) -> bool {
+    event.user_id == *user
+        && match (tenant, &event.tenant) {
+            (Some(want), Some(have)) => want == have,
+            _ => true,
+        }
+}
+
+/// `GET /v1/events?user_id=&tenant=`: the bus events of one user, with `Last-Event-ID`
+/// resume from the node's replay ring (see the module documentation).
+pub async fn user_events(
+    State(state): State<AppState>,
+    _caller: ApiCaller,
+    headers: HeaderMap,
+    Query(query): Query<UserEventsQuery>,
+) -> Result<Response, ApiError> {
+    let user = query
+        .user_id
+        .as_deref()
+        .ok_or(ApiError::BadRequest("user_id is required"))
+        .and_then(|u| {
+            UserId::new(u).map_err(|_| {
+                ApiError::BadRequest("user_id must be 1 to 256 bytes without control characters")
+            })
+        })?;
+    let tenant = query
+        .tenant
+        .as_deref()
+        .map(|t| Tenant::new(t).map_err(|_| ApiError::BadRequest("tenant must be 1 to 256 bytes")))
+        .transpose()?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let hub = state.events.clone();
+    let slot = hub.acquire(&headers)?;
+    hub.ensure_started(&state.service);
+    let mut fanout = hub.inner.fanout.subscribe();
+    let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+    tokio::spawn(async move {
+        let _slot = slot;
+        let mut sent_upto = match last_event_id {
+            Some(last) => {
+                let (replay, newest) = hub.replay_after(&last);
+                match replay {
+                    Some(events) => {
+                        for s in events
+                            .iter()
+                            .filter(|s| wanted(&s.event, &user, tenant.as_ref()))
+                        {
+                            if tx
+                                .send(sse_event(hub.id(s.seq), s.event.kind, &s.event))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                    None => {
+                        if tx.send(resync_event(hub.id(newest))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                newest
+            }
+            None => hub.newest(),
+        };
+        loop {
+            tokio::select! {
+                item = fanout.recv() => {
+                    let events = match item {
+                        Ok(Item::Event(s)) => vec![s],
+                        Ok(Item::Gap) => {
+                            sent_upto = hub.newest();
+                            if tx.send(resync_event(hub.id(sent_upto))).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            // This stream fell behind the fan-out: catch up from the ring.
+                            let (replay, newest) = hub.replay_after(&hub.id(sent_upto));
+                            match replay {
+                                Some(events) => events,
+                                None => {
+                                    sent_upto = newest;
+                                    if tx.send(resync_event(hub.id(newest))).await.is_err() {
+                                        return;
+                                    }
+                                    continue;
+                                }
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    };
+                    for s in events {
+                        if s.seq <= sent_upto {
+                            continue;
+                        }
+                        sent_upto = s.seq;
+                        if wanted(&s.event, &user, tenant.as_ref())
+                            && tx.send(sse_event(hub.id(s.seq), s.event.kind, &s.event)).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+                () = tx.closed() => return,
+            }
+        }
+    });
+    Ok(sse_response(&state, rx))
+}
