@@ -15,3 +15,4 @@ mod cli;
 mod events;
 mod issuers;
 mod logs;
+mod relay;
