@@ -46,7 +46,7 @@ use sessiond::{
     EndReason, EventKind, SessionError, SessionEvent, SessionId, SessionService, Tenant, Timestamp,
     UserId,
 };
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
@@ -91,6 +91,8 @@ struct HubInner {
     max_per_key: u32,
     ring: Mutex<Ring>,
     fanout: broadcast::Sender<Item>,
+    /// Set on SIGTERM/Ctrl-C: streams end so the graceful shutdown is not held open by them.
+    shutdown: watch::Sender<bool>,
     streams: Mutex<HashMap<u64, u32>>,
     key_hasher: RandomState,
 }
@@ -151,6 +153,7 @@ impl EventHub {
                 max_per_key: config.max_streams_per_key,
                 ring: Mutex::new(Ring::default()),
                 fanout,
+                shutdown: watch::Sender::new(false),
                 streams: Mutex::new(HashMap::new()),
                 key_hasher: RandomState::new(),
             }),
@@ -171,35 +174,20 @@ impl EventHub {
             return;
         }
         let hub = self.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("closing event streams for shutdown");
+            hub.inner.shutdown.send_replace(true);
+        });
+        let hub = self.clone();
         let mut subscription = service.events().subscribe();
         tokio::spawn(async move {
             loop {
                 match subscription.recv().await {
-                    Ok(event) => {
-                        let stamped = {
-                            let mut ring = hub.ring();
-                            let stamped = Stamped {
-                                seq: hub.next_seq(),
-                                event: Arc::new(event),
-                            };
-                            ring.events.push_back(stamped.clone());
-                            while ring.events.len() > hub.inner.capacity {
-                                if let Some(old) = ring.events.pop_front() {
-                                    ring.floor = old.seq;
-                                }
-                            }
-                            stamped
-                        };
-                        let _ = hub.inner.fanout.send(Item::Event(stamped));
-                    }
+                    Ok(event) => hub.record(event),
                     Err(RecvError::Lagged { missed }) => {
                         tracing::warn!(missed, "event streams lagged behind the event bus");
-                        {
-                            let mut ring = hub.ring();
-                            ring.events.clear();
-                            ring.floor = hub.next_seq();
-                        }
-                        let _ = hub.inner.fanout.send(Item::Gap);
+                        hub.gap();
                     }
                     Err(_closed) => {
                         tracing::warn!("event bus closed; event streams get no further events");
@@ -209,6 +197,41 @@ impl EventHub {
                 }
             }
         });
+    }
+
+    /// Stamps `event`, keeps it in the ring and fans it out.
+    fn record(&self, event: SessionEvent) {
+        let stamped = {
+            let mut ring = self.ring();
+            let stamped = Stamped {
+                seq: self.next_seq(),
+                event: Arc::new(event),
+            };
+            ring.events.push_back(stamped.clone());
+            while ring.events.len() > self.inner.capacity {
+                if let Some(old) = ring.events.pop_front() {
+                    ring.floor = old.seq;
+                }
+            }
+            stamped
+        };
+        let _ = self.inner.fanout.send(Item::Event(stamped));
+    }
+
+    /// Events were lost upstream: nothing before now can be replayed.
+    fn gap(&self) {
+        {
+            let mut ring = self.ring();
+            ring.events.clear();
+            ring.floor = self.next_seq();
+        }
+        let _ = self.inner.fanout.send(Item::Gap);
+    }
+
+    /// Resolves when the server is shutting down.
+    async fn shutting_down(&self) {
+        let mut rx = self.inner.shutdown.subscribe();
+        let _ = rx.wait_for(|down| *down).await;
     }
 
     fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
@@ -267,6 +290,31 @@ impl EventHub {
     fn newest(&self) -> u64 {
         let ring = self.ring();
         ring.events.back().map_or(ring.floor, |s| s.seq)
+    }
+}
+
+/// SIGTERM or Ctrl-C, as the server's own graceful shutdown listens for (tokio delivers a
+/// signal to every listener).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
     }
 }
 
@@ -401,6 +449,7 @@ pub async fn session_events(
                     }
                 },
                 () = tx.closed() => break,
+                () = hub.shutting_down() => break,
             }
         }
     });
@@ -526,8 +575,72 @@ pub async fn user_events(
                     }
                 }
                 () = tx.closed() => return,
+                () = hub.shutting_down() => return,
             }
         }
     });
     Ok(sse_response(&state, rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sessiond::{OsRandom, RevokeReason};
+
+    fn hub(capacity: usize) -> EventHub {
+        EventHub::new(&EventsConfig {
+            replay_buffer: capacity,
+            ..EventsConfig::default()
+        })
+    }
+
+    fn revoked(user: &str) -> SessionEvent {
+        SessionEvent::revoked(
+            SessionId::generate(&OsRandom),
+            UserId::new(user).unwrap(),
+            None,
+            &RevokeReason::logout(),
+            Timestamp::from_unix_millis(0),
+        )
+    }
+
+    fn seqs(events: Option<Vec<Stamped>>) -> Option<Vec<u64>> {
+        events.map(|v| v.iter().map(|s| s.seq).collect())
+    }
+
+    #[test]
+    fn replay_after_bounds_and_foreign_ids() {
+        let h = hub(3);
+        for _ in 0..5 {
+            h.record(revoked("alice"));
+        }
+        // Ring holds 3, 4, 5; 2 was the last evicted, so "after 2" is still complete.
+        assert_eq!(seqs(h.replay_after(&h.id(2)).0), Some(vec![3, 4, 5]));
+        assert_eq!(seqs(h.replay_after(&h.id(4)).0), Some(vec![5]));
+        assert_eq!(seqs(h.replay_after(&h.id(5)).0), Some(vec![]));
+        assert_eq!(h.replay_after(&h.id(5)).1, 5);
+        // Too old, from the future, another process, garbage: resync.
+        for bad in [h.id(1), h.id(6), String::from("1-3"), String::from("x")] {
+            assert_eq!(seqs(h.replay_after(&bad).0), None, "{bad}");
+        }
+        // A gap makes everything before it unreplayable.
+        h.gap();
+        assert_eq!(seqs(h.replay_after(&h.id(5)).0), None);
+        h.record(revoked("bob"));
+        assert_eq!(seqs(h.replay_after(&h.id(6)).0), Some(vec![7]));
+    }
+
+    #[test]
+    fn tenant_filter_lets_unknown_tenants_through() {
+        let alice = UserId::new("alice").unwrap();
+        let t1 = Tenant::new("t1").unwrap();
+        let t2 = Tenant::new("t2").unwrap();
+        let mut e = revoked("alice");
+        assert!(wanted(&e, &alice, Some(&t1)), "unknown tenant passes");
+        e.tenant = Some(t2.clone());
+        assert!(!wanted(&e, &alice, Some(&t1)));
+        assert!(wanted(&e, &alice, Some(&t2)));
+        assert!(wanted(&e, &alice, None));
+        assert!(!wanted(&revoked("bob"), &alice, None));
+    }
 }

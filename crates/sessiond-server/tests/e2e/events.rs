@@ -271,4 +271,16 @@ async fn per_key_cap_and_keep_alive() {
         assert!(tokio::time::Instant::now() < deadline, "slot never freed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // Open streams end on SIGTERM instead of holding the graceful shutdown open.
+    let _user = SseClient::connect(&s, "/v1/events?user_id=alice", None).await;
+    tokio::time::timeout(Duration::from_secs(10), s.stop())
+        .await
+        .expect("server stops with streams open");
+    while let Some(block) = one.next(WAIT).await {
+        assert!(
+            block.event.is_none(),
+            "only keep-alives before the end: {block:?}"
+        );
+    }
 }
