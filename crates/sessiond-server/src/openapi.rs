@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::Problem;
-use crate::routes::{api, browser, dto, ops};
+use crate::routes::{api, browser, dto, events, ops};
 
 struct ApiKeyAuth;
 
@@ -26,6 +26,7 @@ impl Modify for ApiKeyAuth {
     paths(
         api::create_session, api::validate, api::refresh, api::get_session, api::revoke_session,
         api::rotate_csrf, api::user_sessions, api::revoke_user, api::claim,
+        events::session_events, events::user_events,
         browser::refresh, browser::logout,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::jwks,
     ),

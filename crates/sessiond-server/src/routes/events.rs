@@ -53,7 +53,7 @@ use tokio_stream::StreamExt;
 use crate::app::AppState;
 use crate::config::Events as EventsConfig;
 use crate::extract::ApiCaller;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Problem};
 
 /// Buffer of the node-wide fan-out to live per-user streams.
 const FANOUT_CAPACITY: usize = 4096;
@@ -392,6 +392,10 @@ fn terminal(
 
 /// `GET /v1/sessions/{id}/events`: the session's `refreshed` events, then its terminal
 /// `revoked` or `expired` event, after which the stream closes.
+#[utoipa::path(get, path = "/v1/sessions/{id}/events", tag = "events", params(("id" = String, Path, description = "ses-…")),
+    responses((status = 200, content_type = "text/event-stream", description = "SSE: refreshed, then revoked or expired; closes after the terminal event"),
+        (status = 401, body = Problem), (status = 404, body = Problem), (status = 429, body = Problem), (status = 503, body = Problem)),
+    security(("api_key" = [])))]
 pub async fn session_events(
     State(state): State<AppState>,
     _caller: ApiCaller,
@@ -475,6 +479,11 @@ fn wanted(event: &SessionEvent, user: &UserId, tenant: Option<&Tenant>) -> bool 
 
 /// `GET /v1/events?user_id=&tenant=`: the bus events of one user, with `Last-Event-ID`
 /// resume from the node's replay ring (see the module documentation).
+#[utoipa::path(get, path = "/v1/events", tag = "events",
+    params(("user_id" = String, Query), ("tenant" = Option<String>, Query), ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
+    responses((status = 200, content_type = "text/event-stream", description = "SSE: revoked and refreshed events of the user; resync when a resume cannot be replayed"),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 429, body = Problem)),
+    security(("api_key" = [])))]
 pub async fn user_events(
     State(state): State<AppState>,
     _caller: ApiCaller,

@@ -151,6 +151,13 @@ async fn session_stream_gets_revoked_then_closes() {
     r.assert_problem(401, "unauthorized");
     let r = s.get("/v1/events").await;
     r.assert_problem(400, "invalid_request");
+
+    let doc = s
+        .request(reqwest::Method::GET, "/openapi.json", None, &[], false)
+        .await;
+    for p in ["/v1/sessions/{id}/events", "/v1/events"] {
+        assert!(doc.body["paths"].get(p).is_some(), "openapi lacks {p}");
+    }
 }
 
 #[tokio::test]
