@@ -17,8 +17,7 @@
 //! - [`session`]: the session row, its [`SessionStatus`] and policies.
 //! - [`token`]: our access (`at+jwt`) and refresh (`refresh+jwt`) JWTs over the key ring.
 //! - [`service`]: [`SessionService`], the entry point: create, validate, CSRF, refresh, revoke,
-//!   watch (a session's end: revocation or deadline), one-time claims, API keys,
-//!   list, GC, and [`SessionService::watch`] for live enforcement.
+//!   list, one-time claims, API keys, GC, and [`SessionService::watch`] for live enforcement.
 //! - [`events`]: [`SessionEvent`]s (revoked, refreshed) and the [`EventBus`] that carries them
 //!   to watchers ([`InProcessBus`] by default).
 //! - [`audit`] and [`metrics`]: the audit trail and counters.
