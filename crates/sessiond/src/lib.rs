@@ -19,7 +19,7 @@
 //! - [`service`]: [`SessionService`], the entry point: create, validate, CSRF, refresh, revoke,
 //!   list, GC, and [`SessionService::watch`] for live enforcement.
 //! - [`events`]: [`SessionEvent`]s (revoked, refreshed) and the [`EventBus`] that carries them
-//!   to watchers ([`InProcessBus`] by default).
+//!   to watchers ([`InProcessBus`] by default; `events::redis` across nodes).
 //! - [`audit`] and [`metrics`]: the audit trail and counters.
 //! - [`store`]: the storage traits and backends ([`store::sqlite`] is the embedded default).
 //! - [`error`]: [`SessionError`] with its wire codes.
