@@ -13,7 +13,7 @@
 //!
 //! PostgreSQL: `DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`, in a fresh
 //! schema dropped at the end. Redis: `REDIS_URL`, default `redis://127.0.0.1:6379`, under a
-//! fresh key prefix. Each store holds 2,001 sessions so a row read is an index probe.
+//! fresh key prefix. Each store holds 2,002 sessions so a row read is an index probe.
 //!
 //! Run: `cargo bench -p sessiond --bench scale_out -- --warm-up-time 2 --measurement-time 6`
 #![allow(
@@ -102,7 +102,7 @@ async fn drop_schema(schema: &str) {
 }
 
 /// A service over `backend` on a pinned clock (optionally with its claims elsewhere), with
-/// 2,000 neighbour sessions of each kind.
+/// 1,000 neighbour sessions of each kind.
 async fn service(backend: Arc<dyn Backend>, claims: Option<Arc<dyn ClaimStore>>) -> SessionService {
     let mut builder = SessionService::builder(backend, MasterKey::from_bytes([3; 32]))
         .clock(Arc::new(ManualClock::new(T0)));

@@ -431,7 +431,7 @@ async fn subscriber_task(
             Err(e) => {
                 failures = failures.saturating_add(1);
                 // Log the first failure of an outage, then only now and then.
-                if failures == 1 || failures % 20 == 0 {
+                if failures == 1 || failures.is_multiple_of(20) {
                     tracing::warn!(error = %e, attempts = failures, "event bus subscriber cannot reach redis; retrying");
                 }
                 if last_gap.elapsed() >= max {
