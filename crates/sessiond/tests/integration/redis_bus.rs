@@ -208,6 +208,36 @@ async fn an_undecodable_message_is_reported_as_a_lag() {
 }
 
 #[tokio::test]
+async fn health_check_pings_keep_a_quiet_subscription_without_gaps() {
+    let mut options = options();
+    options.ping_interval = Duration::from_millis(50);
+    let bus = bus(&redis_url(), options.clone()).await;
+    let mut sub = bus.subscribe();
+    // Ten pings on the subscribed connection: none is taken for a lost connection.
+    nothing_more(&mut sub).await;
+    nothing_more(&mut sub).await;
+    assert!(bus.is_subscribed());
+    let mut raw = raw_redis().await;
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(&options.channel)
+        .arg(
+            serde_json::to_string(&SessionEvent::new(
+                EventKind::Refreshed,
+                sessiond::SessionId::generate(&sessiond::OsRandom),
+                sessiond::UserId::new("quiet").unwrap(),
+                None,
+                None,
+                T0,
+            ))
+            .unwrap(),
+        )
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut sub).await.unwrap().user_id.as_str(), "quiet");
+}
+
+#[tokio::test]
 async fn dropping_the_bus_closes_its_subscriptions() {
     let bus = bus(&redis_url(), options()).await;
     let mut sub = bus.subscribe();
