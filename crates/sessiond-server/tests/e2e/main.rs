@@ -15,3 +15,4 @@ mod cli;
 mod issuers;
 mod logs;
 mod nodes;
+mod outage;

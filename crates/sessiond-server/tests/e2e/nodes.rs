@@ -67,7 +67,7 @@ async fn a_claim_raced_on_three_nodes_is_won_exactly_once() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let expires_at = chrono_free_rfc3339(expires_at);
+    let expires_at = rfc3339(expires_at);
     let mut tasks = JoinSet::new();
     for i in 0..300 {
         let node = nodes[i % nodes.len()].clone();
@@ -89,7 +89,7 @@ async fn a_claim_raced_on_three_nodes_is_won_exactly_once() {
 }
 
 /// RFC 3339 UTC for unix seconds, without a date library in the tests.
-fn chrono_free_rfc3339(secs: u64) -> String {
+pub fn rfc3339(secs: u64) -> String {
     let days = i64::try_from(secs / 86_400).unwrap();
     let rem = secs % 86_400;
     // Howard Hinnant's civil_from_days.
