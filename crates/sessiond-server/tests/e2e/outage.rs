@@ -117,6 +117,9 @@ async fn a_postgres_outage_is_503_everywhere_and_heals_without_a_restart() {
     // Sessions created before the cut: every one must survive it.
     let mut before = Vec::new();
     let mut loads = Vec::new();
+    // Requests the test itself sends once the cut is complete, one of each kind per node, so
+    // the cut window holds samples whatever the load workers' timing.
+    let mut cut_probes = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         let cookie = create(node, &format!("pg-{i}"), "cookie").await;
         let tokens = create(node, &format!("pg-{i}"), "tokens").await;
@@ -127,6 +130,14 @@ async fn a_postgres_outage_is_503_everywhere_and_heals_without_a_restart() {
             cookie.body["session"]["id"].clone(),
             cookie_cred.clone(),
             token_cred.clone(),
+        ));
+        let probe = create(node, &format!("pg-p-{i}"), "tokens").await;
+        cut_probes.push((node.clone(), "cookie", cookie_cred.clone()));
+        cut_probes.push((node.clone(), "access_token", token_cred.clone()));
+        cut_probes.push((
+            node.clone(),
+            "refresh",
+            json!({"refresh_token": probe.body["tokens"]["refresh_token"]}),
         ));
         loads.push((node.clone(), "cookie", cookie_cred));
         loads.push((node.clone(), "access_token", token_cred));
@@ -152,8 +163,25 @@ async fn a_postgres_outage_is_503_everywhere_and_heals_without_a_restart() {
         let node = node.clone();
         probes.spawn(async move { node.get("/readyz").await });
     }
+    let mut probe_samples = JoinSet::new();
+    for (node, kind, credential) in cut_probes {
+        probe_samples.spawn(async move {
+            let sent = Instant::now();
+            let path = if kind == "refresh" {
+                "/v1/tokens/refresh"
+            } else {
+                "/v1/sessions/validate"
+            };
+            let reply = node.post(path, credential).await;
+            sample(kind, sent, &reply)
+        });
+    }
     while let Some(ready) = probes.join_next().await {
         ready.unwrap().assert_problem(503, "unavailable");
+    }
+    let mut samples = Vec::new();
+    while let Some(s) = probe_samples.join_next().await {
+        samples.push(s.unwrap());
     }
     let remaining = CUT_FOR.saturating_sub(cut_done.elapsed());
     tokio::time::sleep(remaining).await;
@@ -167,7 +195,6 @@ async fn a_postgres_outage_is_503_everywhere_and_heals_without_a_restart() {
     let recovered_in = until_healthy(&nodes, &credentials).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut samples = Vec::new();
     while let Some(s) = workers.join_next().await {
         samples.extend(s.unwrap());
     }
