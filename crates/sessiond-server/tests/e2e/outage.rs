@@ -132,6 +132,11 @@ async fn a_postgres_outage_is_503_everywhere_and_heals_without_a_restart() {
             token_cred.clone(),
         ));
         let probe = create(node, &format!("pg-p-{i}"), "tokens").await;
+        cut_probes.push((
+            node.clone(),
+            "create",
+            json!({"user_id": "pg-cut", "kind": "cookie"}),
+        ));
         cut_probes.push((node.clone(), "cookie", cookie_cred.clone()));
         cut_probes.push((node.clone(), "access_token", token_cred.clone()));
         cut_probes.push((
@@ -167,10 +172,10 @@ async fn a_postgres_outage_is_503_everywhere_and_heals_without_a_restart() {
     for (node, kind, credential) in cut_probes {
         probe_samples.spawn(async move {
             let sent = Instant::now();
-            let path = if kind == "refresh" {
-                "/v1/tokens/refresh"
-            } else {
-                "/v1/sessions/validate"
+            let path = match kind {
+                "refresh" => "/v1/tokens/refresh",
+                "create" => "/v1/sessions",
+                _ => "/v1/sessions/validate",
             };
             let reply = node.post(path, credential).await;
             sample(kind, sent, &reply)
@@ -245,6 +250,11 @@ async fn a_postgres_outage_is_503_everywhere_and_heals_without_a_restart() {
     for ((kind, phase, status), n) in &counts {
         eprintln!("  {kind:<13} {phase:<10} {status}: {n}");
     }
+    assert_eq!(
+        counts.get(&("create", "cut", 503)),
+        Some(&nodes.len()),
+        "{counts:?}"
+    );
     for kind in ["cookie", "access_token", "refresh"] {
         assert!(
             counts.get(&(kind, "cut", 503)).copied().unwrap_or(0) > 0,
