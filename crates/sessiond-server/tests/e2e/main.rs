@@ -14,3 +14,5 @@ mod browser;
 mod cli;
 mod issuers;
 mod logs;
+mod nodes;
+mod outage;
