@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
+use sessiond::events::redis::{RedisBusOptions, RedisEventBus};
 use sessiond::jose::foreign::{JwksOptions, RsaAlgorithm, TrustedIssuer};
 use sessiond::keys::{KeyAlgorithm, KeyPurpose};
 use sessiond::store::postgres::{PgOptions, PgSchema, PgStore};
@@ -60,6 +61,22 @@ pub fn open_claims(config: &Config) -> anyhow::Result<Option<Arc<RedisClaimStore
     let store = RedisClaimStore::connect_lazy(url, RedisOptions::default())
         .with_context(|| format!("redis_url {}", crate::redact_url(url)))?;
     Ok(Some(Arc::new(store)))
+}
+
+/// The Redis event bus, when `redis_url` is set, so SSE streams and watches on every node see
+/// every node's revocations and refreshes. Connected lazily, like the claims: a node starts
+/// while Redis is down; its watchers learn of the gap as a lag and re-read their sessions, and
+/// publishes fail (logged and counted) until Redis is back.
+///
+/// # Errors
+/// When the URL is malformed.
+pub fn open_event_bus(config: &Config) -> anyhow::Result<Option<Arc<RedisEventBus>>> {
+    let Some(url) = &config.redis_url else {
+        return Ok(None);
+    };
+    let bus = RedisEventBus::connect_lazy(url, RedisBusOptions::default())
+        .with_context(|| format!("redis_url {}", crate::redact_url(url)))?;
+    Ok(Some(Arc::new(bus)))
 }
 
 /// Where the master key came from, for the start-up log.
@@ -180,6 +197,9 @@ pub async fn build_service(
     let mut builder = SessionService::builder(backend, master).config(service_config(config));
     if let Some(claims) = open_claims(config)? {
         builder = builder.claim_store(claims);
+    }
+    if let Some(bus) = open_event_bus(config)? {
+        builder = builder.event_bus(bus);
     }
     let service = builder.start().await.context("signing keys")?;
     if let Some(secret) = &config.token_sessions.hs256_secret {

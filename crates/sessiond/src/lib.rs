@@ -17,11 +17,13 @@
 //! - [`session`]: the session row, its [`SessionStatus`] and policies.
 //! - [`token`]: our access (`at+jwt`) and refresh (`refresh+jwt`) JWTs over the key ring.
 //! - [`service`]: [`SessionService`], the entry point: create, validate, CSRF, refresh, revoke,
-//!   list, GC, and [`SessionService::watch`] for live enforcement.
+//!   list, one-time claims, API keys, GC, and [`SessionService::watch`] for live enforcement.
 //! - [`events`]: [`SessionEvent`]s (revoked, refreshed) and the [`EventBus`] that carries them
-//!   to watchers ([`InProcessBus`] by default).
+//!   to watchers ([`InProcessBus`] by default; `events::redis` across nodes).
 //! - [`audit`] and [`metrics`]: the audit trail and counters.
-//! - [`store`]: the storage traits and backends ([`store::sqlite`] is the embedded default).
+//! - [`store`]: the storage traits and backends: [`store::sqlite`] (the embedded default),
+//!   `store::postgres` (several nodes, feature `postgres`) and `store::redis` (one-time claims,
+//!   feature `redis`).
 //! - [`error`]: [`SessionError`] with its wire codes.
 //!
 //! # Example

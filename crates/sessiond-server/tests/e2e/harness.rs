@@ -296,3 +296,293 @@ pub async fn cli_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::pro
         .expect("cli timed out")
         .unwrap()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Several nodes on shared PostgreSQL + Redis, and a TCP proxy the test controls.
+
+/// base64 of 32 bytes: the one master key every node of a test cluster shares.
+pub const CLUSTER_MASTER_KEY: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+
+/// `DATABASE_URL` when it names a PostgreSQL database, else the local test database.
+pub fn postgres_url() -> String {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// `REDIS_URL` when set, else the local Redis.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| u.starts_with("redis://"))
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A string no other test, in this or any other process, uses.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}{nanos}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A PostgreSQL schema of this test's own (`sessiond_e2e_…`), dropped when the guard drops.
+pub struct Schema {
+    pub name: String,
+    url: String,
+}
+
+impl Schema {
+    pub fn new() -> Schema {
+        Schema {
+            name: unique("sessiond_e2e_"),
+            url: postgres_url(),
+        }
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, which cannot be blocked on: clean up on a thread
+        // with a runtime of its own. A failure only leaves a schema behind.
+        let (url, schema) = (self.url.clone(), self.name.clone());
+        let cleanup = std::thread::spawn(move || {
+            use sqlx::Connection as _;
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
+                    let _ = sqlx::raw_sql("SET lock_timeout = '5s'")
+                        .execute(&mut conn)
+                        .await;
+                    let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                        .execute(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Several `sessiond serve` processes on one PostgreSQL schema (and Redis), with one master key
+/// and one bootstrap API key. Nodes are killed before the schema is dropped (field order).
+pub struct Cluster {
+    pub nodes: Vec<Server>,
+    /// The configuration every node was started with (`sessiond.toml`).
+    pub config: String,
+    /// Held for its `Drop`: the schema goes when the cluster does.
+    #[allow(dead_code)]
+    pub schema: Schema,
+}
+
+impl Cluster {
+    /// `n` nodes; `database_url`/`redis_url` may point at proxies.
+    pub async fn start(n: usize, database_url: &str, redis_url: Option<&str>) -> Cluster {
+        let schema = Schema::new();
+        let mut config = format!(
+            "database_url = \"{database_url}\"\ndatabase_schema = \"{}\"\n",
+            schema.name
+        );
+        if let Some(redis) = redis_url {
+            config.push_str(&format!("redis_url = \"{redis}\"\n"));
+        }
+        // The first node migrates the schema and creates the keys; the rest join it.
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            nodes.push(
+                spawn(Options {
+                    config: config.clone(),
+                    env: vec![(
+                        "SESSIOND_MASTER_KEY".to_owned(),
+                        CLUSTER_MASTER_KEY.to_owned(),
+                    )],
+                    ..Options::default()
+                })
+                .await,
+            );
+        }
+        Cluster {
+            nodes,
+            config,
+            schema,
+        }
+    }
+
+    /// Runs an admin command against the cluster's database (same config, same master key).
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), &self.config);
+        cli_in(
+            dir.path(),
+            args,
+            &[("SESSIOND_MASTER_KEY", CLUSTER_MASTER_KEY)],
+        )
+        .await
+    }
+}
+
+/// A TCP forwarder on a fixed loopback port that the test can cut (stop listening and close
+/// every forwarded connection) and restore (listen again on the same port).
+pub struct Proxy {
+    pub port: u16,
+    upstream: String,
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    /// `upstream` is `host:port`.
+    pub async fn start(upstream: &str) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let proxy = Proxy {
+            port,
+            upstream: upstream.to_owned(),
+            tasks: Arc::default(),
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let tasks = self.tasks.clone();
+        let upstream = self.upstream.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                tasks.lock().unwrap().push(conn);
+            }
+        });
+        self.tasks.lock().unwrap().push(accept);
+    }
+
+    /// Stops listening and cuts every forwarded connection; returns once all are closed.
+    pub async fn cut(&self) {
+        let tasks: Vec<_> = self.tasks.lock().unwrap().drain(..).collect();
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn restore(&self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        self.serve(listener);
+    }
+
+    /// `url` (`scheme://[user@]host:port/rest`) with its host and port replaced by this proxy.
+    pub fn url_for(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let userinfo = authority
+            .rsplit_once('@')
+            .map_or(String::new(), |(u, _)| format!("{u}@"));
+        format!("{scheme}://{userinfo}127.0.0.1:{}/{path}", self.port)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// The `host:port` a URL names (default port by scheme).
+pub fn host_port(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host_port.contains(':') {
+        host_port.to_owned()
+    } else if scheme.starts_with("redis") {
+        format!("{host_port}:6379")
+    } else {
+        format!("{host_port}:5432")
+    }
+}
+
+/// A cheap, cloneable client for one server, for spawning concurrent requests.
+#[derive(Clone)]
+pub struct Handle {
+    pub base: String,
+    api_key: String,
+    client: reqwest::Client,
+}
+
+impl Server {
+    pub fn handle(&self) -> Handle {
+        Handle {
+            base: self.base.clone(),
+            api_key: self.api_key.clone(),
+            client: self.client.clone(),
+        }
+    }
+}
+
+impl Handle {
+    /// A request with the API key; a transport failure or a 20 s stall is a panic.
+    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.api_key)
+            .timeout(Duration::from_secs(20));
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::POST, path, Some(&body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, None).await
+    }
+}
+
+/// The JSON of a JWT's header (`0`) or payload (`1`) segment, unverified.
+pub fn jwt_part(token: &str, part: usize) -> Value {
+    use base64::Engine as _;
+    let segment = token.split('.').nth(part).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}

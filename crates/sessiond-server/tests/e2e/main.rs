@@ -15,4 +15,6 @@ mod cli;
 mod events;
 mod issuers;
 mod logs;
+mod nodes;
+mod outage;
 mod relay;

@@ -159,13 +159,14 @@ impl SessionService {
             .saturating_add(policy.access_ttl)
             .min(session.absolute_expires_at);
         let refresh_exp = session.deadline();
-        let jti = self.new_token_secret();
+        // 128 random bits: unique per access token (one-time claims key on it).
+        let jti = URL_SAFE_NO_PAD.encode(crate::random::bytes::<16>(self.inner.rng.as_ref()));
         let access_token = token::issue(
             access_key,
             policy,
             TokenKind::Access,
             session,
-            &jti.expose()[..22],
+            &jti,
             now,
             access_exp,
         )

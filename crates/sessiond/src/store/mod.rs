@@ -90,6 +90,8 @@ pub struct RefreshRotation<'a> {
 pub trait SessionStore: Send + Sync + fmt::Debug {
     /// Inserts a new session and, when `max_active` is set, revokes (reason `evicted`) the
     /// oldest active sessions of the same user and tenant beyond that many, in one atomic step.
+    /// The new session counts as the newest and is never evicted unless `max_active` is
+    /// `Some(0)`, which callers must not pass (the service maps a limit of 0 to `None`).
     /// Returns the evicted ids.
     async fn create_session(
         &self,
@@ -101,8 +103,9 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// The row with this id, revoked and expired ones included.
     async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
 
-    /// Records activity: sets `last_seen_at` and `idle_expires_at`, but only if the row is not
-    /// revoked and its `last_seen_at` is before `seen_before` (so concurrent touches write once).
+    /// Records activity: sets `last_seen_at` and `idle_expires_at` (capped at the absolute
+    /// expiry), but only if the row is not revoked and its `last_seen_at` is at or before
+    /// `seen_before` (so concurrent touches write once).
     /// Returns whether a row changed.
     async fn touch_session(
         &self,
@@ -112,7 +115,8 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
         seen_before: Timestamp,
     ) -> Result<bool, StoreError>;
 
-    /// Revokes one session if it is not revoked yet.
+    /// Revokes one session if it is not revoked yet (an expired but unrevoked row is revoked
+    /// too, so the reason is recorded).
     async fn revoke_session(
         &self,
         id: &SessionId,
@@ -121,7 +125,7 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     ) -> Result<RevokeOutcome, StoreError>;
 
     /// Revokes every active session of `user` (in `tenant`, or in all tenants when `None`),
-    /// except `except`. Returns the ids it revoked.
+    /// except `except`; expired rows are left as they are. Returns the ids it revoked.
     async fn revoke_user_sessions(
         &self,
         user: &UserId,
@@ -204,7 +208,8 @@ pub trait AuditStore: Send + Sync + fmt::Debug {
     /// Appends a record.
     async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
 
-    /// Records matching `query`, newest first.
+    /// Records matching `query`, newest first by insertion order (not by `at`: clocks of
+    /// several nodes may disagree).
     async fn audit_records(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 }
 

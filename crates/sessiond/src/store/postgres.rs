@@ -13,7 +13,7 @@
 //! - claims and the first active key are `INSERT … ON CONFLICT`, which PostgreSQL arbitrates on
 //!   the unique index even between transactions that cannot see each other;
 //! - creating a session under a limit and rotating a key are transactions that first take a
-//!   transaction-scoped advisory lock (see [`lock_key`]), because a row-level lock
+//!   transaction-scoped advisory lock (see `lock_key`), because a row-level lock
 //!   cannot protect a row that does not exist yet: two creates that each insert and then count
 //!   would both miss the other's uncommitted row and both keep one session too many, and two
 //!   rotations that each retire-then-insert would both insert while retiring only the old key.

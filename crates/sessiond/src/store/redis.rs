@@ -289,7 +289,21 @@ fn ttl_millis(expires_at: Timestamp, now: Timestamp) -> i64 {
 /// Sorts a Redis error into "could not reach / could not decide now" and "answered with an
 /// error", keeping it as the source.
 fn map_err(e: RedisError) -> StoreError {
-    let unavailable = e.is_io_error()
+    let unavailable = is_unavailable(&e);
+    let source: Box<dyn StdError + Send + Sync> = Box::new(e);
+    if unavailable {
+        StoreError::Unavailable(source)
+    } else {
+        StoreError::Backend(source)
+    }
+}
+
+/// Whether `e` means "could not reach Redis, or it could not decide now" (connection refused,
+/// timed out or dropped, a cluster that is down, loading, in failover or busy with a script),
+/// as opposed to an error the server answered with. Shared with the event bus
+/// ([`crate::events::redis`]).
+pub(crate) fn is_unavailable(e: &RedisError) -> bool {
+    e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
@@ -305,13 +319,7 @@ fn map_err(e: RedisError) -> StoreError {
                 )
         )
         // A long-running script holds the server.
-        || e.code() == Some("BUSY");
-    let source: Box<dyn StdError + Send + Sync> = Box::new(e);
-    if unavailable {
-        StoreError::Unavailable(source)
-    } else {
-        StoreError::Backend(source)
-    }
+        || e.code() == Some("BUSY")
 }
 
 #[cfg(test)]

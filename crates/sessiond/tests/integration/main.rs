@@ -17,6 +17,8 @@ mod postgres;
 mod races;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod redis_bus;
 mod sqlite;
 mod tokens;
 mod watch;
