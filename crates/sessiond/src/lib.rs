@@ -20,6 +20,7 @@
 //!   list, GC, and [`SessionService::watch`] for live enforcement.
 //! - [`events`]: [`SessionEvent`]s (revoked, refreshed) and the [`EventBus`] that carries them
 //!   to watchers ([`InProcessBus`] by default).
+//! - [`cert`]: a certificate's (or chain's) earliest `notAfter`, the mTLS deadline.
 //! - [`audit`] and [`metrics`]: the audit trail and counters.
 //! - [`store`]: the storage traits and backends ([`store::sqlite`] is the embedded default).
 //! - [`error`]: [`SessionError`] with its wire codes.
@@ -46,6 +47,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod cert;
 pub mod clock;
 pub mod cookie;
 pub mod error;
