@@ -111,6 +111,8 @@ pub struct Config {
     pub gc: Gc,
     /// Trusted foreign issuers for one-time claims.
     pub issuers: Vec<Issuer>,
+    /// HTTPS, optionally with client certificates (absent: plain HTTP).
+    pub tls: Option<Tls>,
 }
 
 impl Default for Config {
@@ -128,6 +130,7 @@ impl Default for Config {
             keys: Keys::default(),
             gc: Gc::default(),
             issuers: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -325,6 +328,27 @@ pub struct Issuer {
     pub rsa_alg: Option<String>,
 }
 
+/// `[tls]`: serve HTTPS; with `client_ca_file`, verify client certificates (mTLS) and bound
+/// each connection by its certificate's `notAfter`. Relative paths: to the config file's
+/// directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Tls {
+    /// The server's certificate chain (PEM, leaf first).
+    pub cert_file: PathBuf,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to; absent: no client
+    /// certificates are asked for.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Refuse the handshake without a client certificate (needs `client_ca_file`). When false,
+    /// a client may connect without one, but a certificate it presents is still verified.
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
 /// Command-line overrides (the highest layer).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -449,6 +473,18 @@ impl Config {
                 invalid(&key, e.into_inner().to_string())
             })?;
         if let Some(dir) = file.and_then(Path::parent) {
+            if let Some(tls) = &mut config.tls {
+                for p in [&mut tls.cert_file, &mut tls.key_file] {
+                    if p.is_relative() {
+                        *p = dir.join(&*p);
+                    }
+                }
+                if let Some(p) = &mut tls.client_ca_file {
+                    if p.is_relative() {
+                        *p = dir.join(&*p);
+                    }
+                }
+            }
             for issuer in &mut config.issuers {
                 if let Some(p) = &issuer.jwks_file {
                     if p.is_relative() {
@@ -470,6 +506,14 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(tls) = &self.tls {
+            if tls.require_client_cert && tls.client_ca_file.is_none() {
+                return Err(invalid(
+                    "tls.require_client_cert",
+                    "needs tls.client_ca_file (the CA that client certificates must chain to)",
+                ));
+            }
+        }
         if self.cookies.same_site == SameSite::None && !self.cookies.secure {
             return Err(invalid(
                 "cookies.same_site",

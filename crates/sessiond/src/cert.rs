@@ -189,7 +189,10 @@ mod tests {
         let root = self_signed("root", ROOT);
         let want = Timestamp::from_unix_seconds(ROOT);
         assert_eq!(certificate_expiry(root.cert.der()).unwrap(), want);
-        assert_eq!(certificate_expiry(root.cert.pem().as_bytes()).unwrap(), want);
+        assert_eq!(
+            certificate_expiry(root.cert.pem().as_bytes()).unwrap(),
+            want
+        );
     }
 
     #[test]
@@ -235,7 +238,11 @@ mod tests {
             ("key only", key_only.as_bytes(), "NoCertificate"),
             ("bad base64", garbage_pem.as_bytes(), "Pem { index: 0"),
             ("truncated DER", &truncated, "Unparseable { index: 0"),
-            ("second not X.509", not_x509.as_bytes(), "Unparseable { index: 1"),
+            (
+                "second not X.509",
+                not_x509.as_bytes(),
+                "Unparseable { index: 1",
+            ),
             ("whitespace", b"  \n", "NotPemOrDer"),
         ];
         for (name, input, want) in cases {

@@ -14,3 +14,4 @@ mod browser;
 mod cli;
 mod issuers;
 mod logs;
+mod tls;
