@@ -636,6 +636,41 @@ mod tests {
     }
 
     #[test]
+    fn tls_paths_are_relative_to_the_config_file_and_require_needs_a_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessiond.toml");
+        let text = "[tls]\ncert_file = \"s.pem\"\nkey_file = \"/etc/k.pem\"\nclient_ca_file = \"ca.pem\"\n";
+        std::fs::write(&path, text).unwrap();
+        let c = Config::load_from(Some(&path), std::iter::empty(), &Overrides::default()).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert_file, dir.path().join("s.pem"));
+        assert_eq!(tls.key_file, PathBuf::from("/etc/k.pem"));
+        assert_eq!(tls.client_ca_file, Some(dir.path().join("ca.pem")));
+        assert!(!tls.require_client_cert);
+        assert!(load("", &[]).unwrap().tls.is_none());
+
+        let cases = [
+            (
+                "[tls]\ncert_file = \"a\"\nkey_file = \"b\"\nrequire_client_cert = true\n",
+                "tls.require_client_cert",
+            ),
+            ("[tls]\ncert_file = \"a\"\n", "tls"),
+            (
+                "[tls]\ncert_file = \"a\"\nkey_file = \"b\"\nclient_ca = \"c\"\n",
+                "tls",
+            ),
+        ];
+        for (text, key) in cases {
+            match load(text, &[]) {
+                Err(ConfigError::Invalid { key: k, .. }) => {
+                    assert!(k.starts_with(key), "{text}: {k}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn defaults_match_the_design() {
         let c = Config::load_from(None, std::iter::empty(), &Overrides::default()).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");

@@ -281,3 +281,96 @@ async fn until(service: &SessionService, deadline: Timestamp) {
         tokio::time::sleep(left.max(Duration::from_millis(1))).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_err(tls: &config::Tls) -> TlsError {
+        match acceptor(tls) {
+            Ok(_) => panic!("loaded"),
+            Err(e) => e,
+        }
+    }
+
+    fn tls(dir: &Path, client_ca: bool) -> config::Tls {
+        config::Tls {
+            cert_file: dir.join("cert.pem"),
+            key_file: dir.join("key.pem"),
+            client_ca_file: client_ca.then(|| dir.join("ca.pem")),
+            require_client_cert: client_ca,
+        }
+    }
+
+    #[test]
+    fn acceptor_loads_and_names_the_file_at_fault() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (d, key_pem) = (dir.path(), key.serialize_pem());
+        let write = |name: &str, text: &str| std::fs::write(d.join(name), text).unwrap();
+
+        // Nothing written yet: the certificate file is missing.
+        let err = load_err(&tls(d, false));
+        assert!(
+            matches!(
+                err,
+                TlsError::Pem {
+                    key: "cert_file",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        write("cert.pem", &key_pem);
+        let err = load_err(&tls(d, false));
+        assert!(
+            matches!(
+                err,
+                TlsError::NoCertificate {
+                    key: "cert_file",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        write("cert.pem", &cert.pem());
+        let err = load_err(&tls(d, false));
+        assert!(
+            matches!(
+                err,
+                TlsError::Pem {
+                    key: "key_file",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        write("key.pem", &key_pem);
+        assert!(!acceptor(&tls(d, false)).map(|a| a.1).unwrap_or(true));
+        let err = load_err(&tls(d, true));
+        assert!(
+            matches!(
+                err,
+                TlsError::Pem {
+                    key: "client_ca_file",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        write("ca.pem", &cert.pem());
+        assert!(acceptor(&tls(d, true)).map(|a| a.1).unwrap_or(false));
+        // The key never appears in an error message.
+        write(
+            "key.pem",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        );
+        let err = load_err(&tls(d, false));
+        assert!(!format!("{err:?} {err}").contains("AAAA"), "{err:?}");
+    }
+}
