@@ -113,6 +113,8 @@ pub struct Config {
     pub issuers: Vec<Issuer>,
     /// Server-Sent Event streams.
     pub events: Events,
+    /// HTTPS, optionally with client certificates (absent: plain HTTP).
+    pub tls: Option<Tls>,
 }
 
 impl Default for Config {
@@ -131,6 +133,7 @@ impl Default for Config {
             gc: Gc::default(),
             issuers: Vec::new(),
             events: Events::default(),
+            tls: None,
         }
     }
 }
@@ -351,6 +354,27 @@ pub struct Issuer {
     pub rsa_alg: Option<String>,
 }
 
+/// `[tls]`: serve HTTPS; with `client_ca_file`, verify client certificates (mTLS) and bound
+/// each connection by its certificate's `notAfter`. Relative paths: to the config file's
+/// directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Tls {
+    /// The server's certificate chain (PEM, leaf first).
+    pub cert_file: PathBuf,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to; absent: no client
+    /// certificates are asked for.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Refuse the handshake without a client certificate (needs `client_ca_file`). When false,
+    /// a client may connect without one, but a certificate it presents is still verified.
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
 /// Command-line overrides (the highest layer).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -475,6 +499,18 @@ impl Config {
                 invalid(&key, e.into_inner().to_string())
             })?;
         if let Some(dir) = file.and_then(Path::parent) {
+            if let Some(tls) = &mut config.tls {
+                for p in [&mut tls.cert_file, &mut tls.key_file] {
+                    if p.is_relative() {
+                        *p = dir.join(&*p);
+                    }
+                }
+                if let Some(p) = &mut tls.client_ca_file {
+                    if p.is_relative() {
+                        *p = dir.join(&*p);
+                    }
+                }
+            }
             for issuer in &mut config.issuers {
                 if let Some(p) = &issuer.jwks_file {
                     if p.is_relative() {
@@ -496,6 +532,14 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(tls) = &self.tls {
+            if tls.require_client_cert && tls.client_ca_file.is_none() {
+                return Err(invalid(
+                    "tls.require_client_cert",
+                    "needs tls.client_ca_file (the CA that client certificates must chain to)",
+                ));
+            }
+        }
         if self.cookies.same_site == SameSite::None && !self.cookies.secure {
             return Err(invalid(
                 "cookies.same_site",
@@ -615,6 +659,41 @@ mod tests {
         std::fs::write(&path, toml_text).unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
         Config::load_from(Some(&path), env, &Overrides::default())
+    }
+
+    #[test]
+    fn tls_paths_are_relative_to_the_config_file_and_require_needs_a_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessiond.toml");
+        let text = "[tls]\ncert_file = \"s.pem\"\nkey_file = \"/etc/k.pem\"\nclient_ca_file = \"ca.pem\"\n";
+        std::fs::write(&path, text).unwrap();
+        let c = Config::load_from(Some(&path), std::iter::empty(), &Overrides::default()).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert_file, dir.path().join("s.pem"));
+        assert_eq!(tls.key_file, PathBuf::from("/etc/k.pem"));
+        assert_eq!(tls.client_ca_file, Some(dir.path().join("ca.pem")));
+        assert!(!tls.require_client_cert);
+        assert!(load("", &[]).unwrap().tls.is_none());
+
+        let cases = [
+            (
+                "[tls]\ncert_file = \"a\"\nkey_file = \"b\"\nrequire_client_cert = true\n",
+                "tls.require_client_cert",
+            ),
+            ("[tls]\ncert_file = \"a\"\n", "tls"),
+            (
+                "[tls]\ncert_file = \"a\"\nkey_file = \"b\"\nclient_ca = \"c\"\n",
+                "tls",
+            ),
+        ];
+        for (text, key) in cases {
+            match load(text, &[]) {
+                Err(ConfigError::Invalid { key: k, .. }) => {
+                    assert!(k.starts_with(key), "{text}: {k}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - [`startup`]: storage, master key, signing keys, trusted issuers.
 //! - [`app`]: state and router; [`routes`]: handlers by audience; [`extract`]: JSON and API-key
 //!   extractors; [`problem`]: errors as `application/problem+json`; [`cookies`]: browser
-//!   cookies; [`metrics`]: Prometheus; [`openapi`]: the generated API description.
+//!   cookies; [`metrics`]: Prometheus; [`openapi`]: the generated API description; [`tls`]:
+//!   HTTPS and client certificates.
 #![forbid(unsafe_code)]
 
 mod app;
@@ -19,6 +20,7 @@ mod openapi;
 mod problem;
 mod routes;
 mod startup;
+mod tls;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -300,6 +302,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if config.cookies.allowed_origins.is_empty() {
         tracing::info!("cookies.allowed_origins is empty: /auth/browser/* refuses every request until origins are configured");
     }
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -311,12 +314,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let mut state = app::AppState::new(service.clone(), config, bootstrap);
     state.remote_issuers = remote;
-    let gc = tokio::spawn(gc_loop(service, gc_interval));
-    tracing::info!(%addr, "listening on {addr}");
-    axum::serve(listener, app::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    let gc = tokio::spawn(gc_loop(service.clone(), gc_interval));
+    match tls {
+        Some((acceptor, client_certs)) => {
+            tracing::info!(%addr, tls = true, client_certs, "listening on {addr}");
+            tls::serve(
+                listener,
+                acceptor,
+                app::router(state),
+                service,
+                shutdown_signal(),
+            )
+            .await;
+        }
+        None => {
+            tracing::info!(%addr, "listening on {addr}");
+            axum::serve(listener, app::router(state))
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("server failed")?;
+        }
+    }
     gc.abort();
     tracing::info!("stopped");
     Ok(())

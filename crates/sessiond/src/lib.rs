@@ -20,6 +20,7 @@
 //!   list, one-time claims, API keys, GC, and [`SessionService::watch`] for live enforcement.
 //! - [`events`]: [`SessionEvent`]s (revoked, refreshed) and the [`EventBus`] that carries them
 //!   to watchers ([`InProcessBus`] by default; `events::redis` across nodes).
+//! - [`cert`]: a certificate's (or chain's) earliest `notAfter`, the mTLS deadline.
 //! - [`audit`] and [`metrics`]: the audit trail and counters.
 //! - [`store`]: the storage traits and backends: [`store::sqlite`] (the embedded default),
 //!   `store::postgres` (several nodes, feature `postgres`) and `store::redis` (one-time claims,
@@ -48,6 +49,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod cert;
 pub mod clock;
 pub mod cookie;
 pub mod error;

@@ -4,7 +4,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::de::DeserializeOwned;
 use sessiond::{
     NewSession, RequestContext, RevokeOutcome, RevokeReason, SessionId, SessionKind, Tenant,
@@ -15,6 +15,7 @@ use super::dto::*;
 use crate::app::AppState;
 use crate::extract::{ApiCaller, ApiJson};
 use crate::problem::{ApiError, Problem};
+use crate::tls::ClientCertificate;
 
 fn optional_json<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -108,6 +109,7 @@ pub async fn create_session(
     security(("api_key" = [])))]
 pub async fn validate(
     State(state): State<AppState>,
+    client_cert: Option<Extension<ClientCertificate>>,
     _caller: ApiCaller,
     ApiJson(req): ApiJson<ValidateRequest>,
 ) -> Result<Json<ValidateResponse>, ApiError> {
@@ -139,9 +141,15 @@ pub async fn validate(
         };
         state.service.validate_cookie(&value, &ctx).await?
     };
+    // DESIGN §4: the deadline is the earliest of every expiry, the mTLS client certificate's
+    // `notAfter` included (the connection also closes then, see `tls`).
+    let deadline = match client_cert {
+        Some(Extension(cert)) => validated.deadline.min(cert.not_after),
+        None => validated.deadline,
+    };
     Ok(Json(ValidateResponse {
         session: SessionView::from(&validated.session),
-        deadline: validated.deadline.to_rfc3339(),
+        deadline: deadline.to_rfc3339(),
         credential: CredentialView::from(&validated.credential),
     }))
 }

@@ -18,3 +18,4 @@ mod logs;
 mod nodes;
 mod outage;
 mod relay;
+mod tls;
