@@ -11,7 +11,7 @@
 #
 # It starts three servers on loopback (sessiond, the peer with its defaults, the peer with
 # PEER_ALWAYS_SAVE=1), each on a fresh store in a temporary directory; creates one cookie
-# session on each with curl (and a fresh sessiond access token every round); then runs wrk
+# session on each with curl (and a fresh sessiond access token before every token run); then runs wrk
 # with the peer README's settings (-t1 -c32 -d15s --latency), interleaving peer and sessiond
 # runs, ROUNDS times; prints a table and the sessiond/peer ratios per round; stops the servers.
 #
@@ -29,13 +29,15 @@
 # Environment (all optional): ROUNDS (3), DURATION seconds per run (15), CONNECTIONS (32),
 # THREADS (1), PAUSE seconds between runs (3), SESSIOND_PORT (18080), PEER_PORT (18090),
 # PEER_SAVE_PORT (18091), KEEP=1 keeps the temporary directory (stores, logs, raw wrk output),
-# QUIET_WAIT seconds (0): before each round, wait up to this long for a 2 s window in which the
-# machine is under 15 % busy (other engineers' compiles share the 2 cores); the round runs
-# anyway when the wait runs out, and the "other CPU s" column shows what else ran.
+# QUIET_WAIT seconds (0): before each wrk run, wait up to this long for a 2 s window in which
+# the machine is under 15 % busy (other engineers' compiles share the 2 cores); the run starts
+# anyway when the wait runs out. Either way the "other CPU s" column shows what else ran, and a
+# run during which anything else used more than 5 % of the machine is marked "busy" (kept in
+# the table, flagged; the ratio rows of its round get a "*").
 #
 # Bounded: each wrk run is killed after DURATION+30 s, each curl after 5 s, server start-up
-# after 20 s; the whole run takes about ROUNDS * (4 * (DURATION + PAUSE) + QUIET_WAIT) seconds
-# plus ~10 s.
+# after 20 s; the whole run takes about ROUNDS * 4 * (DURATION + PAUSE) seconds plus ~10 s,
+# plus up to QUIET_WAIT per run.
 set -euo pipefail
 
 usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
@@ -159,6 +161,8 @@ CLK_TCK=$(getconf CLK_TCK)
 proc_cpu() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; } # utime+stime, ticks
 machine_cpu() { awk '/^cpu / { print $2+$3+$4+$7+$8+$9, $9 }' /proc/stat; }       # busy, steal
 
+# "busy": something else used more than 5 % of the machine's CPU time during the run.
+BUSY_LIMIT=$(awk -v n="$(nproc)" -v d="$DURATION" 'BEGIN { print 0.05 * n * d }')
 WRK_OPTS=(-t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency)
 echo "machine: $(nproc) CPUs, $(uname -srm); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)"
 echo "sessiond: $SESSIOND_BIN"
@@ -180,6 +184,10 @@ run_one() { # round scenario server-pid wrk-args...
         echo "wrk failed for $name (round $round):" >&2; cat "$out" >&2; exit 1; }
     s1=$(proc_cpu "$pid"); m1=$(machine_cpu)
     local status=ok
+    if awk -v a="$m0" -v b="$m1" -v s="$((s1 - s0))" -v w="$w" -v lim="$BUSY_LIMIT" -v tck="$CLK_TCK" \
+        'BEGIN { split(a, x, " "); split(b, y, " "); exit !((y[1] - x[1] - s - w) / tck > lim) }'; then
+        status=busy
+    fi
     if grep -Eq 'Non-2xx or 3xx responses|Socket errors' "$out"; then status=INVALID; INVALID=1; fi
     awk -v round="$round" -v name="$name" -v status="$status" -v tck="$CLK_TCK" \
         -v s="$((s1 - s0))" -v w="$w" -v m0="$m0" -v m1="$m1" '
@@ -206,7 +214,7 @@ scenario() { # round name
         peer-save) run_one "$1" peer-save "$PEER_SAVE_PID" -H "Cookie: $PEER_SAVE_COOKIE" \
             "http://127.0.0.1:$PEER_SAVE_PORT/validate" ;;
         sd-cookie) run_one "$1" sd-cookie "$SESSIOND_PID" -s "$HERE/validate_cookie.lua" "$SD/v1/sessions/validate" ;;
-        sd-token) run_one "$1" sd-token "$SESSIOND_PID" -s "$HERE/validate_token.lua" "$SD/v1/sessions/validate" ;;
+        sd-token) new_access_token; run_one "$1" sd-token "$SESSIOND_PID" -s "$HERE/validate_token.lua" "$SD/v1/sessions/validate" ;;
     esac
 }
 
@@ -221,19 +229,18 @@ wait_quiet() {
     local deadline=$((SECONDS + QUIET_WAIT)) pct
     while :; do
         pct=$(busy_pct)
-        ((pct < 15)) && { echo "  (machine ${pct}% busy before the round)"; return; }
-        ((SECONDS >= deadline)) && { echo "  (machine still ${pct}% busy; running anyway)"; return; }
+        ((pct < 15)) && return
+        ((SECONDS >= deadline)) && { echo "  (machine still ${pct}% busy after ${QUIET_WAIT}s; running anyway)"; return; }
     done
 }
 
 ORDER=(peer sd-cookie peer-save sd-token)
 for round in $(seq "$ROUNDS"); do
-    ((QUIET_WAIT > 0)) && wait_quiet
-    new_access_token
     if ((round % 2 == 1)); then order=("${ORDER[@]}"); else order=(sd-token peer-save sd-cookie peer); fi
     for name in "${order[@]}"; do
-        scenario "$round" "$name"
         sleep "$PAUSE"
+        if ((QUIET_WAIT > 0)); then wait_quiet; fi
+        scenario "$round" "$name"
     done
 done
 
@@ -249,13 +256,14 @@ echo "Ratios of req/s, sessiond / peer, same round:"
 echo
 echo "| round | sd-cookie / peer | sd-cookie / peer-save | sd-token / peer | sd-token / peer-save |"
 echo "|---:|---:|---:|---:|---:|"
-awk -F'\t' '{ r[$1, $2] = $3; if ($1 > max) max = $1 }
+awk -F'\t' '{ r[$1, $2] = $3; if ($1 > max) max = $1; if ($12 != "ok") mark[$1] = "*" }
     END { for (i = 1; i <= max; i++)
-        printf "| %d | %.2f | %.2f | %.2f | %.2f |\n", i, r[i, "sd-cookie"] / r[i, "peer"],
+        printf "| %d%s | %.2f | %.2f | %.2f | %.2f |\n", i, mark[i], r[i, "sd-cookie"] / r[i, "peer"],
             r[i, "sd-cookie"] / r[i, "peer-save"], r[i, "sd-token"] / r[i, "peer"], r[i, "sd-token"] / r[i, "peer-save"] }' "$RESULTS"
 echo
 echo "Columns: server/wrk CPU s = CPU time the server process / wrk used during the run; other CPU s ="
-echo "machine busy time minus both (anything else on the box, e.g. a compile; near 0 on a quiet box)."
+echo "machine busy time minus both (anything else on the box, e.g. a compile; near 0 on a quiet box);"
+echo "check \"busy\": other CPU above $BUSY_LIMIT s (5 % of the machine); \"*\" on a round: one of its runs was not \"ok\"."
 if ((INVALID)); then
     echo "INVALID runs: a wrk run reported non-2xx responses or socket errors; see $WORK/wrk (kept)." >&2
     KEEP=1
