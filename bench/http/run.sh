@@ -11,9 +11,9 @@
 #
 # It starts three servers on loopback (sessiond, the peer with its defaults, the peer with
 # PEER_ALWAYS_SAVE=1), each on a fresh store in a temporary directory; creates one cookie
-# session on each with curl (and a fresh sessiond access token before every token run); then runs wrk
-# with the peer README's settings (-t1 -c32 -d15s --latency), interleaving peer and sessiond
-# runs, ROUNDS times; prints a table and the sessiond/peer ratios per round; stops the servers.
+# session on each with curl (and a fresh sessiond access token before every token run); then
+# runs wrk with the peer README's settings (-t1 -c32 -d15s --latency), interleaving peer and
+# sessiond runs, ROUNDS times; prints a table and the sessiond/peer ratios per round; stops the servers.
 #
 # Scenarios (per round; the order is reversed in even rounds so no scenario always runs first):
 #   peer          GET  /validate, cookie `id`; tower-sessions default: no write, expiry NOT slid
@@ -34,8 +34,8 @@
 # anyway when the wait runs out. Either way the "other CPU s" column shows what else ran, and a
 # run during which anything else used more than 10 % of the machine is marked "busy" (kept in
 # the table, flagged; the ratio rows of its round get a "*"). The limit is not lower because a
-# run's own kernel-side work outside the two processes counts as "other" too: about 1-1.5 CPU-s
-# per 15 s run for peer-save, whose per-request SQLite writes keep the I/O threads busy.
+# run's own kernel-side work outside the two processes counts as "other" too: peer-save runs
+# show 1.4-2 CPU-s of it per 15 s on a quiet box (probably I/O for its per-request writes).
 #
 # Bounded: each wrk run is killed after DURATION+30 s, each curl after 5 s, server start-up
 # after 20 s; the whole run takes about ROUNDS * 4 * (DURATION + PAUSE) seconds plus ~10 s,
