@@ -9,12 +9,13 @@ use sessiond_relay::{Relay, RelayConfig, CLOSE_POLICY};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{spawn, Options, Server};
+use crate::harness::{postgres_url, redis_url, spawn, unique, Cluster, Handle, Options};
 
-async fn start_relay(s: &Server) -> String {
+/// A relay in this process in front of the sessiond at `base`; returns its `ws://` URL.
+async fn start_relay(base: &str, api_key: &str) -> String {
     let relay = Relay::new(RelayConfig {
-        sessiond_url: s.base.clone(),
-        api_key: s.api_key.clone(),
+        sessiond_url: base.to_owned(),
+        api_key: api_key.to_owned(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -58,30 +59,28 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-/// 200 connections of one user over 4 sessions; one user-wide revoke closes them all.
-/// Prints the latency from the revoke call returning to each close frame.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_closes_200_connections_on_user_revoke() {
-    let s = spawn(Options::default()).await;
-    let url = start_relay(&s).await;
-
-    // Three cookie sessions and one token session.
+/// 200 connections of `user` over 4 sessions created on `creator` (three cookie sessions, one
+/// token session), spread round-robin over `relays`; then one user-wide revoke on `revoker`.
+/// Returns the latency from the revoke call returning to each close frame (1008 `revoked`),
+/// sorted, after asserting that every connection got one.
+async fn revoke_storm(
+    relays: &[String],
+    creator: &Handle,
+    revoker: &Handle,
+    user: &str,
+) -> Vec<Duration> {
     let mut creds: Vec<(String, bool)> = Vec::new();
     for _ in 0..3 {
-        let r = s
-            .post(
-                "/v1/sessions",
-                json!({"user_id": "carol", "kind": "cookie"}),
-            )
+        let r = creator
+            .post("/v1/sessions", json!({"user_id": user, "kind": "cookie"}))
             .await;
+        assert_eq!(r.status, 201, "{}", r.text);
         creds.push((r.body["cookie"].as_str().unwrap().to_owned(), true));
     }
-    let r = s
-        .post(
-            "/v1/sessions",
-            json!({"user_id": "carol", "kind": "tokens"}),
-        )
+    let r = creator
+        .post("/v1/sessions", json!({"user_id": user, "kind": "tokens"}))
         .await;
+    assert_eq!(r.status, 201, "{}", r.text);
     creds.push((
         r.body["tokens"]["access_token"]
             .as_str()
@@ -92,9 +91,10 @@ async fn relay_closes_200_connections_on_user_revoke() {
 
     let mut waiting = Vec::new();
     for i in 0..200 {
+        let url = &relays[i % relays.len()];
         let (cred, is_cookie) = &creds[i % creds.len()];
         let ws = if *is_cookie {
-            connect(&url, Some(cred)).await
+            connect(url, Some(cred)).await
         } else {
             connect(&format!("{url}?access_token={cred}"), None).await
         }
@@ -102,7 +102,9 @@ async fn relay_closes_200_connections_on_user_revoke() {
         waiting.push(tokio::spawn(close_frame(ws)));
     }
 
-    let r = s.post("/v1/users/carol/sessions/revoke", json!({})).await;
+    let r = revoker
+        .post(&format!("/v1/users/{user}/sessions/revoke"), json!({}))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let revoked_at = Instant::now();
     assert_eq!(r.body["revoked"], 4);
@@ -122,21 +124,49 @@ async fn relay_closes_200_connections_on_user_revoke() {
     }
     assert_eq!(latencies.len(), 200);
     latencies.sort();
-    let (p50, p99, max) = (
-        percentile(&latencies, 0.50),
-        percentile(&latencies, 0.99),
-        latencies[latencies.len() - 1],
-    );
-    println!(
-        "relay revocation latency, 200 connections: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        p50.as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3,
-        max.as_secs_f64() * 1e3
-    );
 
-    // A revoked credential is refused before the upgrade.
-    assert!(connect(&url, Some(&creds[0].0)).await.is_err());
-    assert!(connect(&url, None).await.is_err());
+    // A revoked credential is refused before the upgrade, on every relay.
+    for url in relays {
+        assert!(connect(url, Some(&creds[0].0)).await.is_err());
+        assert!(connect(url, None).await.is_err());
+    }
+    latencies
+}
+
+fn report(label: &str, latencies: &[Duration]) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "relay revocation latency, {label}, {} connections: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        ms(percentile(latencies, 0.50)),
+        ms(percentile(latencies, 0.99)),
+        ms(latencies[latencies.len() - 1]),
+    );
+}
+
+/// One node (SQLite, in-process event bus), one relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_closes_200_connections_on_user_revoke() {
+    let s = spawn(Options::default()).await;
+    let relays = [start_relay(&s.base, &s.api_key).await];
+    let node = s.handle();
+    let latencies = revoke_storm(&relays, &node, &node, "carol").await;
+    report("one node", &latencies);
+}
+
+/// Three nodes on one PostgreSQL schema and Redis, one relay in front of each; the sessions are
+/// created and revoked on node A; the connections held through B and C can only be closed by the
+/// event crossing the Redis bus (every node, A included, hears events from its Redis subscriber).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_closes_200_connections_across_three_nodes() {
+    let cluster = Cluster::start(3, &postgres_url(), Some(&redis_url())).await;
+    let mut relays = Vec::new();
+    for node in &cluster.nodes {
+        relays.push(start_relay(&node.base, &node.api_key).await);
+    }
+    let a = cluster.nodes[0].handle();
+    let latencies = revoke_storm(&relays, &a, &a, &unique("relay-user-")).await;
+    report("three nodes (PostgreSQL + Redis)", &latencies);
 }
 
 /// An access token's `exp` closes the connection with 1008 `expired`.
@@ -147,7 +177,7 @@ async fn relay_closes_at_the_token_deadline() {
         ..Options::default()
     })
     .await;
-    let url = start_relay(&s).await;
+    let url = start_relay(&s.base, &s.api_key).await;
     let r = s
         .post("/v1/sessions", json!({"user_id": "dave", "kind": "tokens"}))
         .await;
