@@ -10,11 +10,14 @@
 //! chain ([`sessiond::cert::chain_expiry`]) is that connection's certificate deadline:
 //! - every request on it carries a [`ClientCertificate`] extension, which
 //!   `POST /v1/sessions/validate` folds into the `deadline` it returns;
-//! - when the deadline passes, the connection is **dropped**: the hyper connection future and
-//!   with it the TLS stream and socket are dropped, so an in-flight request or a streaming
-//!   response (an SSE watch) is cut off rather than allowed to finish. A graceful close would let
-//!   a never-ending event stream outlive the credential. No `close_notify` is sent; the peer sees
-//!   the TCP connection close.
+//! - the SSE streams on it end at that deadline by themselves: the per-session stream with its
+//!   `expired` event (`reason` `certificate_expired`), the per-user stream without one;
+//! - when the deadline passes, the connection stops reading requests and gets [`EXPIRY_GRACE`]
+//!   to finish the response in flight (so the `expired` event that ends a stream reaches the
+//!   client before the close); then the connection is **dropped**: the hyper connection future
+//!   and with it the TLS stream and socket, so a response that has not ended by then is cut off
+//!   rather than allowed to outlive the credential. No `close_notify` is sent; the peer sees the
+//!   TCP connection close.
 //!
 //! The timer re-reads the service's clock at least every [`RECHECK`] instead of trusting one long
 //! sleep, so a wall-clock jump is noticed (DESIGN §2); the boundary is
@@ -47,6 +50,9 @@ use crate::config;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest sleep before the certificate timer re-reads the clock.
 const RECHECK: Duration = Duration::from_secs(5);
+/// How long a connection whose client certificate expired may take to finish the response in
+/// flight (an SSE stream writing its terminal `expired` event) before it is dropped.
+pub const EXPIRY_GRACE: Duration = Duration::from_secs(1);
 
 /// A verified client certificate on the request's connection: its chain's earliest `notAfter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,7 +265,13 @@ async fn connection(
             }
             () = &mut expiry => {
                 tracing::info!(%peer, "client certificate expired; closing the connection");
-                // Dropping `conn` drops the TLS stream and closes the socket.
+                // No further request is read; the one in flight (a stream sending its
+                // `expired` event) may finish within the grace. Then dropping `conn` drops the
+                // TLS stream and closes the socket, whatever is still being written.
+                conn.as_mut().graceful_shutdown();
+                if tokio::time::timeout(EXPIRY_GRACE, conn.as_mut()).await.is_err() {
+                    tracing::debug!(%peer, "response still open after the grace; dropping it");
+                }
                 return;
             }
             changed = stopping.changed(), if !draining => {
@@ -274,7 +286,7 @@ async fn connection(
 
 /// Resolves once `deadline` has passed on the service's clock, re-reading it at least every
 /// [`RECHECK`].
-async fn until(service: &SessionService, deadline: Timestamp) {
+pub(crate) async fn until(service: &SessionService, deadline: Timestamp) {
     loop {
         let now = service.now();
         if sessiond::clock::is_expired(deadline, now) {

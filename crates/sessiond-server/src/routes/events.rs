@@ -13,11 +13,15 @@
 //! `expired` (the deadline passed by the injected clock; `reason` is `idle_expired`,
 //! `absolute_expired` or `deleted`). A session that has already ended gets its terminal event
 //! at once and the stream closes. `refreshed` events of the session pass through while it lives.
+//! On an mTLS connection the client certificate's `notAfter` is one more deadline: the stream
+//! ends with `expired` (`reason` `certificate_expired`) then, and only after that event has been
+//! written does the connection close (see [`crate::tls`]).
 //!
 //! # Per-user stream and resume
 //! Carries the bus events (`revoked`, `refreshed`) of one user, and of one tenant when `tenant`
 //! is given (an event whose tenant is unknown passes: a revocation is never hidden). Expiry is
-//! not published on the bus, so it does not appear here; clients keep their own deadline.
+//! not published on the bus, so it does not appear here; clients keep their own deadline. On an
+//! mTLS connection the stream ends (without an event) when the client certificate expires.
 //! The node keeps the last `[events] replay_buffer` bus events in memory. A client that
 //! reconnects with `Last-Event-ID` gets the missed events of its user replayed first. When they
 //! cannot be replayed — the id names another server process (a restart, another node), is
@@ -40,11 +44,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde::{Deserialize, Serialize};
 use sessiond::events::RecvError;
 use sessiond::{
-    EndReason, EventKind, SessionError, SessionEvent, SessionId, SessionService, Tenant, Timestamp,
-    UserId,
+    EndReason, EventKind, ExtraDeadline, SessionError, SessionEvent, SessionId, SessionService,
+    Tenant, Timestamp, UserId,
 };
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -54,6 +59,7 @@ use crate::app::AppState;
 use crate::config::Events as EventsConfig;
 use crate::extract::ApiCaller;
 use crate::problem::{ApiError, Problem};
+use crate::tls::ClientCertificate;
 
 /// Buffer of the node-wide fan-out to live per-user streams.
 const FANOUT_CAPACITY: usize = 4096;
@@ -399,6 +405,7 @@ fn terminal(
 pub async fn session_events(
     State(state): State<AppState>,
     _caller: ApiCaller,
+    client_cert: Option<Extension<ClientCertificate>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -408,7 +415,10 @@ pub async fn session_events(
     hub.ensure_started(&state.service);
     // Subscribe to the fan-out before the watch reads the row: no `refreshed` is lost between.
     let mut fanout = hub.inner.fanout.subscribe();
-    let watch = match state.service.watch(&id, None).await {
+    // On an mTLS connection the certificate bounds the stream like it bounds validate's
+    // deadline: `expired` (`certificate_expired`) is sent before the connection is closed.
+    let extra = client_cert.map(|Extension(c)| ExtraDeadline::certificate(c.not_after));
+    let watch = match state.service.watch(&id, extra).await {
         Ok(w) => w,
         Err(SessionError::NotFound) => return Err(ApiError::NotFound("session_not_found")),
         Err(e) => return Err(e.into()),
@@ -487,6 +497,7 @@ fn wanted(event: &SessionEvent, user: &UserId, tenant: Option<&Tenant>) -> bool 
 pub async fn user_events(
     State(state): State<AppState>,
     _caller: ApiCaller,
+    client_cert: Option<Extension<ClientCertificate>>,
     headers: HeaderMap,
     Query(query): Query<UserEventsQuery>,
 ) -> Result<Response, ApiError> {
@@ -513,8 +524,17 @@ pub async fn user_events(
     hub.ensure_started(&state.service);
     let mut fanout = hub.inner.fanout.subscribe();
     let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+    let service = state.service.clone();
     tokio::spawn(async move {
         let _slot = slot;
+        // On an mTLS connection the stream ends (cleanly) when the client certificate expires.
+        let cert_expiry = async {
+            match client_cert {
+                Some(Extension(c)) => crate::tls::until(&service, c.not_after).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(cert_expiry);
         let mut sent_upto = match last_event_id {
             Some(last) => {
                 let (replay, newest) = hub.replay_after(&last);
@@ -585,6 +605,7 @@ pub async fn user_events(
                 }
                 () = tx.closed() => return,
                 () = hub.shutting_down() => return,
+                () = &mut cert_expiry => return,
             }
         }
     });

@@ -336,3 +336,103 @@ async fn connection_closes_when_the_client_certificate_expires() {
     }
     assert!(!answered(addr, &ca, Some(&cert), &key).await);
 }
+
+/// Sends a GET for an event stream on `stream` and reads until the server closes the
+/// connection: (the raw response, when the read ended).
+async fn read_stream(
+    stream: &mut TlsStream<TcpStream>,
+    path: &str,
+    api_key: &str,
+) -> (String, SystemTime) {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {api_key}\r\n\
+         Accept: text/event-stream\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(8), stream.read_to_end(&mut raw)).await;
+    assert!(read.is_ok(), "the stream was still open after 8 s");
+    // A close without close_notify is an error to rustls; the bytes before it are what counts.
+    (
+        String::from_utf8_lossy(&raw).into_owned(),
+        SystemTime::now(),
+    )
+}
+
+#[tokio::test]
+async fn event_streams_over_mtls_end_when_the_client_certificate_expires() {
+    let ca = new_ca("sessiond test CA");
+    let (server, addr) = spawn_tls(&ca, false).await;
+    let key = server.api_key.clone();
+    let cert = client_cert(&ca, unix_now() - 60, unix_now() + 3);
+    let not_after = cert.params.not_after.unix_timestamp() as f64;
+
+    let mut session_stream = connect(addr, &ca, Some(&cert)).await.unwrap();
+    let (status, created) = http(
+        &mut session_stream,
+        "POST",
+        "/v1/sessions",
+        &key,
+        Some(json!({"user_id": "erin", "kind": "cookie"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{created}");
+    let id = created["session"]["id"].as_str().unwrap().to_owned();
+    let mut user_stream = connect(addr, &ca, Some(&cert)).await.unwrap();
+
+    let key2 = key.clone();
+    let user = tokio::spawn(async move {
+        read_stream(&mut user_stream, "/v1/events?user_id=erin", &key2).await
+    });
+    let (raw, ended) = read_stream(
+        &mut session_stream,
+        &format!("/v1/sessions/{id}/events"),
+        &key,
+    )
+    .await;
+    let ended = ended.duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    // The terminal event, then the end of the chunked body: written before the close.
+    let event = raw
+        .find("event: expired")
+        .unwrap_or_else(|| panic!("no expired event in {raw}"));
+    let data = &raw[event..];
+    assert!(data.contains("\"reason\":\"certificate_expired\""), "{raw}");
+    assert!(data.contains(&format!("\"session_id\":\"{id}\"")), "{raw}");
+    assert!(
+        raw.ends_with("0\r\n\r\n"),
+        "the body did not end cleanly: {raw:?}"
+    );
+    assert!(
+        ended >= not_after - 0.1,
+        "ended at {ended}, notAfter {not_after}"
+    );
+    assert!(
+        ended <= not_after + 2.5,
+        "ended at {ended}, notAfter {not_after}"
+    );
+
+    // The per-user stream ends too (no event: it carries no deadline of its own).
+    let (raw, ended) = user.await.unwrap();
+    let ended = ended.duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(
+        raw.ends_with("0\r\n\r\n"),
+        "the body did not end cleanly: {raw:?}"
+    );
+    assert!(!raw.contains("event:"), "{raw}");
+    assert!(
+        ended >= not_after - 0.1 && ended <= not_after + 2.5,
+        "ended at {ended}"
+    );
+
+    // The session itself lives on: only the connection's credential expired.
+    let mut fresh = connect(addr, &ca, None).await.unwrap();
+    let (status, body) = http(&mut fresh, "GET", &format!("/v1/sessions/{id}"), &key, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body["session"]["revoked_at"].is_null(), "{body}");
+}
