@@ -226,14 +226,20 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true);
+        // No ping before each acquire (sqlx's default): an SQLite connection is a file handle in
+        // this process, not a socket that can go stale, and the ping is a round trip to the
+        // connection's worker thread on every query. A broken connection still fails the query
+        // itself, as a `StoreError`.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect.clone())
             .await
             .map_err(map_err)?;
         let read = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
+            .test_before_acquire(false)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect.read_only(false))
             .await
