@@ -242,6 +242,10 @@ pub struct Sessions {
     pub bind_ip: bool,
     /// Require the creating User-Agent on validation.
     pub bind_user_agent: bool,
+    /// Reverse proxies (exact addresses) in front of the browser routes. On `/auth/browser/*`
+    /// the client IP (checked by `bind_ip`) is the connection's peer address, unless the peer is
+    /// one of these: then it is the right-most address of `X-Forwarded-For` that is not.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// `SameSite` of the session cookie.
@@ -794,6 +798,11 @@ mod tests {
                 "issuers[0]",
             ),
             ("database_url = \"mysql://x\"", &[], "database_url"),
+            (
+                "[sessions]\ntrusted_proxies = [\"10.0.0.1\", \"10.0.0.0/8\"]",
+                &[],
+                "sessions.trusted_proxies[1]",
+            ),
         ];
         for (text, env, key) in cases {
             let err = load(text, env).unwrap_err().to_string();

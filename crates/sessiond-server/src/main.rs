@@ -337,7 +337,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
             });
-            axum::serve(listener, app::router(state))
+            // The peer address feeds the browser routes' client IP (`sessions.bind_ip`).
+            let app =
+                app::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown_signal())
                 .await
                 .context("server failed")?;

@@ -242,6 +242,9 @@ async fn connection(
         if let Some(c) = client {
             req.extensions_mut().insert(c);
         }
+        // As `into_make_service_with_connect_info` does on the plain listener.
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
         req
     });
     let conn = hyper::server::conn::http1::Builder::new()

@@ -2,10 +2,12 @@
 //! cookie. Every failure is a uniform 401 `unauthorized` (the reason goes to the log only), except
 //! an outage, which is 503 so that clients retry instead of logging the user out.
 
-use axum::extract::State;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use sessiond::{RequestContext, SessionError};
 
 use super::dto::BrowserRefreshResponse;
@@ -36,6 +38,33 @@ fn refresh_cookie(state: &AppState, headers: &HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// The browser's address as far as this server can tell: the connection's peer, unless the peer
+/// is a trusted proxy (`sessions.trusted_proxies`), in which case the right-most
+/// `X-Forwarded-For` hop that is not a trusted proxy. `None` when that cannot be known (a
+/// trusted proxy that sent no usable header, a hop that is not a bare address): with `bind_ip`
+/// a recorded IP then fails to match, closed.
+fn client_ip(trusted: &[IpAddr], peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|t| t.to_canonical() == ip);
+    let peer = peer?.ip().to_canonical();
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.iter().rev() {
+        let ip = hop.parse::<IpAddr>().ok()?.to_canonical();
+        if !is_trusted(ip) {
+            return Some(ip);
+        }
+    }
+    None
+}
+
 fn uniform(reason: &'static str) -> ApiError {
     tracing::info!(reason, "browser request refused");
     ApiError::Unauthorized
@@ -54,6 +83,7 @@ fn fail(e: SessionError) -> ApiError {
     responses((status = 200, body = BrowserRefreshResponse), (status = 401, body = Problem), (status = 503, body = Problem)))]
 pub async fn refresh(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !origin_allowed(&state, &headers) {
@@ -64,7 +94,14 @@ pub async fn refresh(
     let ua = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
+    let ip = client_ip(
+        &state.config.sessions.trusted_proxies,
+        peer.map(|Extension(ConnectInfo(addr))| addr),
+        &headers,
+    )
+    .map(|ip| ip.to_string());
     let ctx = RequestContext {
+        ip: ip.as_deref(),
         user_agent: ua,
         ..RequestContext::default()
     };
@@ -135,4 +172,95 @@ fn no_store(response: &mut Response) {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in xff {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn client_ip_believes_forwarded_for_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let inner: IpAddr = "10.0.0.2".parse().unwrap();
+        let peer = |ip: &str| Some(SocketAddr::new(ip.parse().unwrap(), 40000));
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let (none, one, two): ([IpAddr; 0], [IpAddr; 1], [IpAddr; 2]) =
+            ([], [proxy], [proxy, inner]);
+        // (trusted proxies, peer, X-Forwarded-For headers, client IP)
+        type Case<'a> = (
+            &'a [IpAddr],
+            Option<SocketAddr>,
+            Vec<&'a str>,
+            Option<IpAddr>,
+        );
+        let cases: Vec<Case<'_>> = vec![
+            // No proxies configured: the peer, whatever the header says.
+            (
+                &none,
+                peer("198.51.100.7"),
+                vec!["203.0.113.9"],
+                ip("198.51.100.7"),
+            ),
+            // A v4-mapped peer on a dual-stack socket is its IPv4 address.
+            (
+                &none,
+                peer("::ffff:198.51.100.7"),
+                vec![],
+                ip("198.51.100.7"),
+            ),
+            // An untrusted peer's header is ignored.
+            (
+                &one,
+                peer("198.51.100.7"),
+                vec!["203.0.113.9"],
+                ip("198.51.100.7"),
+            ),
+            // A trusted peer: the right-most hop that is not a trusted proxy.
+            (
+                &one,
+                peer("10.0.0.1"),
+                vec!["203.0.113.9"],
+                ip("203.0.113.9"),
+            ),
+            (
+                &two,
+                peer("10.0.0.1"),
+                vec!["1.2.3.4, 203.0.113.9, 10.0.0.2"],
+                ip("203.0.113.9"),
+            ),
+            (
+                &one,
+                peer("10.0.0.1"),
+                vec!["1.2.3.4", "203.0.113.9"],
+                ip("203.0.113.9"),
+            ),
+            // A spoofed left-most entry does not win over what the proxy appended.
+            (
+                &one,
+                peer("10.0.0.1"),
+                vec!["6.6.6.6, 203.0.113.9"],
+                ip("203.0.113.9"),
+            ),
+            // Unknown: no header, only proxies, or a hop that is not a bare address.
+            (&one, peer("10.0.0.1"), vec![], None),
+            (&one, peer("10.0.0.1"), vec!["10.0.0.1"], None),
+            (&one, peer("10.0.0.1"), vec!["203.0.113.9:5000"], None),
+            (&one, None, vec!["203.0.113.9"], None),
+        ];
+        for (trusted, peer, xff, want) in cases {
+            assert_eq!(
+                client_ip(trusted, peer, &headers(&xff)),
+                want,
+                "{trusted:?} {peer:?} {xff:?}"
+            );
+        }
+    }
 }

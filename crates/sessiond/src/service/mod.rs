@@ -520,7 +520,7 @@ impl SessionService {
         // A recorded value must be matched exactly; a request that omits it fails closed.
         if policy.bind_ip {
             if let Some(recorded) = &session.ip {
-                if ctx.ip != Some(recorded.as_str()) {
+                if !same_ip(recorded, ctx.ip) {
                     return Err(SessionError::BindingMismatch(Binding::Ip));
                 }
             }
@@ -912,6 +912,45 @@ fn check_csrf(stored: Option<&[u8; 32]>, ctx: &RequestContext<'_>) -> Result<(),
                 Some(stored) if bool::from(presented.ct_eq(stored)) => Ok(()),
                 _ => Err(SessionError::CsrfMismatch),
             }
+        }
+    }
+}
+
+/// Whether the IP seen on a request is the recorded one. Two addresses compare as addresses
+/// (`2001:DB8::1` is `2001:db8::1`, `::ffff:192.0.2.1` is `192.0.2.1`); anything that does not
+/// parse as an address must match exactly. A request without an IP never matches.
+fn same_ip(recorded: &str, seen: Option<&str>) -> bool {
+    let Some(seen) = seen else {
+        return false;
+    };
+    match (
+        recorded.parse::<std::net::IpAddr>(),
+        seen.parse::<std::net::IpAddr>(),
+    ) {
+        (Ok(a), Ok(b)) => a.to_canonical() == b.to_canonical(),
+        _ => recorded == seen,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_ip;
+
+    #[test]
+    fn ip_binding_compares_addresses_not_spellings() {
+        let cases: [(&str, Option<&str>, bool); 9] = [
+            ("192.0.2.1", Some("192.0.2.1"), true),
+            ("192.0.2.1", Some("192.0.2.2"), false),
+            ("192.0.2.1", None, false),
+            ("2001:DB8::1", Some("2001:db8:0:0:0:0:0:1"), true),
+            ("::ffff:192.0.2.1", Some("192.0.2.1"), true),
+            ("192.0.2.1", Some("::ffff:192.0.2.1"), true),
+            ("192.0.2.1", Some("192.0.2.1 "), false),
+            ("not-an-ip", Some("not-an-ip"), true),
+            ("not-an-ip", Some("192.0.2.1"), false),
+        ];
+        for (recorded, seen, want) in cases {
+            assert_eq!(same_ip(recorded, seen), want, "{recorded:?} vs {seen:?}");
         }
     }
 }
