@@ -95,6 +95,10 @@ pub struct Config {
     /// PostgreSQL only: the schema to keep sessiond's tables in (created if missing; default
     /// the connection's search path, normally `public`).
     pub database_schema: Option<String>,
+    /// How long a request waits for a database connection (including opening one) before it is
+    /// answered 503 `unavailable` (default 5 s). During a database outage this is how long each
+    /// request takes to fail.
+    pub database_acquire_timeout: Dur,
     /// Redis for one-time claims and cross-node events (optional).
     pub redis_url: Option<String>,
     /// Cookie-session lifetimes.
@@ -124,6 +128,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./sessiond-data"),
             database_url: None,
             database_schema: None,
+            database_acquire_timeout: Dur(Duration::from_secs(5)),
             redis_url: None,
             cookie_sessions: CookieSessions::default(),
             token_sessions: TokenSessions::default(),
@@ -581,6 +586,7 @@ impl Config {
                 self.token_sessions.refresh_absolute_ttl,
             ),
             ("gc.interval", self.gc.interval),
+            ("database_acquire_timeout", self.database_acquire_timeout),
         ];
         for (key, d) in positive {
             if d.0.is_zero() {
@@ -709,6 +715,7 @@ mod tests {
         assert_eq!(c.token_sessions.refresh_grace.0, Duration::from_secs(10));
         assert!(c.cookies.secure);
         assert_eq!(c.cookies.same_site, SameSite::Lax);
+        assert_eq!(c.database_acquire_timeout.0, Duration::from_secs(5));
     }
 
     #[test]
@@ -798,6 +805,11 @@ mod tests {
                 "issuers[0]",
             ),
             ("database_url = \"mysql://x\"", &[], "database_url"),
+            (
+                "database_acquire_timeout = \"0s\"",
+                &[],
+                "database_acquire_timeout",
+            ),
             (
                 "[sessions]\ntrusted_proxies = [\"10.0.0.1\", \"10.0.0.0/8\"]",
                 &[],

@@ -28,13 +28,16 @@ pub async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
                 format!("cannot create data directory {}", config.data_dir.display())
             })?;
         }
-        let store = SqliteStore::open(&url, SqliteOptions::default())
+        let mut options = SqliteOptions::default();
+        options.acquire_timeout = config.database_acquire_timeout.0;
+        let store = SqliteStore::open(&url, options)
             .await
             .with_context(|| format!("cannot open SQLite database {url}"))?;
         return Ok(Arc::new(store));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let mut options = PgOptions::default();
+        options.acquire_timeout = config.database_acquire_timeout.0;
         if let Some(schema) = &config.database_schema {
             options.schema = Some(PgSchema::new(schema.clone()).context("database_schema")?);
         }

@@ -392,9 +392,19 @@ pub struct Cluster {
 impl Cluster {
     /// `n` nodes; `database_url`/`redis_url` may point at proxies.
     pub async fn start(n: usize, database_url: &str, redis_url: Option<&str>) -> Cluster {
+        Cluster::start_with(n, database_url, redis_url, "").await
+    }
+
+    /// As [`Cluster::start`], with `extra` top-level configuration lines for every node.
+    pub async fn start_with(
+        n: usize,
+        database_url: &str,
+        redis_url: Option<&str>,
+        extra: &str,
+    ) -> Cluster {
         let schema = Schema::new();
         let mut config = format!(
-            "database_url = \"{database_url}\"\ndatabase_schema = \"{}\"\n",
+            "{extra}database_url = \"{database_url}\"\ndatabase_schema = \"{}\"\n",
             schema.name
         );
         if let Some(redis) = redis_url {

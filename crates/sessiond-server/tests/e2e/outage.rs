@@ -22,6 +22,8 @@ use crate::harness::{host_port, postgres_url, redis_url, unique, Cluster, Handle
 const CUT_FOR: Duration = Duration::from_secs(8);
 const REDIS_CUT_FOR: Duration = Duration::from_secs(3);
 const RECOVER_WITHIN: Duration = Duration::from_secs(10);
+/// `database_acquire_timeout` of the PostgreSQL outage test's nodes.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 struct Sample {
     kind: &'static str,
@@ -111,7 +113,17 @@ async fn until_healthy(nodes: &[Handle], credentials: &[Value]) -> Duration {
 async fn a_postgres_outage_is_503_everywhere_and_heals_without_a_restart() {
     let url = postgres_url();
     let proxy = Proxy::start(&host_port(&url)).await;
-    let cluster = Cluster::start(3, &proxy.url_for(&url), Some(&redis_url())).await;
+    // A short acquire timeout: each request during the cut fails after it (default 5 s).
+    let cluster = Cluster::start_with(
+        3,
+        &proxy.url_for(&url),
+        Some(&redis_url()),
+        &format!(
+            "database_acquire_timeout = \"{}ms\"\n",
+            ACQUIRE_TIMEOUT.as_millis()
+        ),
+    )
+    .await;
     let nodes: Vec<Handle> = cluster.nodes.iter().map(|n| n.handle()).collect();
 
     // Sessions created before the cut: every one must survive it.
@@ -250,6 +262,12 @@ async fn a_postgres_outage_is_503_everywhere_and_heals_without_a_restart() {
     for ((kind, phase, status), n) in &counts {
         eprintln!("  {kind:<13} {phase:<10} {status}: {n}");
     }
+    // Failing takes the configured acquire timeout, not the 5 s default (the margin is for a
+    // busy machine; the point is the configured bound, not speed).
+    assert!(
+        slowest_503 < ACQUIRE_TIMEOUT + Duration::from_secs(2),
+        "a 503 took {slowest_503:?} with database_acquire_timeout = {ACQUIRE_TIMEOUT:?}"
+    );
     assert_eq!(
         counts.get(&("create", "cut", 503)),
         Some(&nodes.len()),
