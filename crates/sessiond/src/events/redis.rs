@@ -27,7 +27,8 @@
 //! # Reconnection
 //! The subscriber task reconnects forever, waiting [`RedisBusOptions::reconnect_min`] after the
 //! first failure and doubling up to [`RedisBusOptions::reconnect_max`]; a successful
-//! subscription resets the wait. Publishing uses a separate connection (a
+//! subscription resets the wait. Each wait is drawn at random from its upper half, so the nodes
+//! of a cluster that lost Redis together do not reconnect in lock-step when it returns. Publishing uses a separate connection (a
 //! [`ConnectionManager`], as the claim store does), so a subscriber that is down or
 //! reconnecting never blocks a publisher, and a publish while Redis is unreachable fails
 //! promptly with [`EventError::Unavailable`] (bounded by [`RedisBusOptions::connect_timeout`]
@@ -53,6 +54,7 @@ use tokio::time::Instant;
 use super::{
     EventBus, EventError, EventSource, InProcessBus, RecvError, SessionEvent, Subscription,
 };
+use crate::random::{self, OsRandom};
 use crate::store::redis::is_unavailable;
 
 /// The channel events travel on unless [`RedisBusOptions::channel`] says otherwise.
@@ -440,18 +442,43 @@ async fn subscriber_task(
                 }
             }
         }
+        let wait = jittered(backoff, u64::from_le_bytes(random::bytes(&OsRandom)));
         tokio::select! {
             biased;
             _ = &mut stop => return,
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(wait) => {}
         }
         backoff = backoff.saturating_mul(2).min(max);
     }
 }
 
+/// A reconnection wait in `[backoff / 2, backoff]`, chosen by `draw` (random).
+fn jittered(backoff: Duration, draw: u64) -> Duration {
+    let half = backoff / 2;
+    // The draw picks one of 1,025 evenly spaced points of the upper half (both ends included).
+    let step = half / 1024;
+    half + step * u32::try_from(draw % 1025).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconnect_waits_are_spread_over_the_upper_half() {
+        let backoff = Duration::from_millis(800);
+        assert_eq!(jittered(backoff, 0), Duration::from_millis(400));
+        assert_eq!(jittered(backoff, 1024), Duration::from_millis(800));
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..64 {
+            let wait = jittered(backoff, u64::from_le_bytes(random::bytes(&OsRandom)));
+            assert!(wait >= backoff / 2 && wait <= backoff, "{wait:?}");
+            seen.insert(wait);
+        }
+        // 64 draws over 1,025 points: identical waits for every node would be a bug.
+        assert!(seen.len() > 32, "{seen:?}");
+        assert_eq!(jittered(Duration::ZERO, 7), Duration::ZERO);
+    }
 
     #[tokio::test]
     async fn a_gap_is_a_lag_and_buffer_overflow_counts() {
