@@ -42,10 +42,11 @@ impl AppState {
         config: Config,
         bootstrap_api_key: Option<Secret<String>>,
     ) -> Self {
+        let events = crate::routes::events::EventHub::new(&config.events);
         AppState {
-            metrics: Arc::new(Metrics::new(service.clone())),
+            metrics: Arc::new(Metrics::new(service.clone(), events.clone())),
             cookies: Arc::new(CookieSettings::new(&config)),
-            events: crate::routes::events::EventHub::new(&config.events),
+            events,
             config: Arc::new(config),
             bootstrap_api_key: bootstrap_api_key.map(Arc::new),
             remote_issuers: None,

@@ -1,6 +1,6 @@
 //! `/metrics` in Prometheus text format: HTTP requests by route and status, latency histograms,
 //! and the library's counters (sessions created/revoked, validation failures by code, refresh
-//! reuse detections), read at scrape time.
+//! reuse detections) and the open event streams, read at scrape time.
 
 use std::fmt;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
@@ -18,6 +19,7 @@ use prometheus_client::registry::Registry;
 use sessiond::SessionService;
 
 use crate::app::AppState;
+use crate::routes::events::EventHub;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -46,6 +48,23 @@ impl fmt::Debug for Metrics {
 
 #[derive(Debug)]
 struct LibraryCollector(SessionService);
+
+/// The SSE streams open on this node, counted at scrape time.
+#[derive(Debug)]
+struct StreamsCollector(EventHub);
+
+impl prometheus_client::collector::Collector for StreamsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let gauge = ConstGauge::new(i64::try_from(self.0.open_streams()).unwrap_or(i64::MAX));
+        let metric = encoder.encode_descriptor(
+            "sessiond_event_streams_open",
+            "Server-Sent Event streams open on this node (both kinds, every API key)",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)
+    }
+}
 
 impl prometheus_client::collector::Collector for LibraryCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
@@ -113,8 +132,8 @@ impl prometheus_client::collector::Collector for LibraryCollector {
 }
 
 impl Metrics {
-    /// A registry with the HTTP metrics and `service`'s counters.
-    pub fn new(service: SessionService) -> Self {
+    /// A registry with the HTTP metrics, `service`'s counters and `events`' open streams.
+    pub fn new(service: SessionService, events: EventHub) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
@@ -131,6 +150,7 @@ impl Metrics {
             latency.clone(),
         );
         registry.register_collector(Box::new(LibraryCollector(service)));
+        registry.register_collector(Box::new(StreamsCollector(events)));
         Metrics {
             registry,
             requests,

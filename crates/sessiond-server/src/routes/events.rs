@@ -247,6 +247,17 @@ impl EventHub {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Streams open on this node, over every API key.
+    pub fn open_streams(&self) -> u64 {
+        self.inner
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|&n| u64::from(n))
+            .sum()
+    }
+
     /// Takes a stream slot for the API key presented in `headers`.
     fn acquire(&self, headers: &HeaderMap) -> Result<StreamSlot, ApiError> {
         let presented = headers

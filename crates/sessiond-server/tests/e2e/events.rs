@@ -260,6 +260,12 @@ async fn per_key_cap_and_keep_alive() {
     let two = SseClient::connect(&s, "/v1/events?user_id=alice", None).await;
     let r = s.get("/v1/events?user_id=alice").await;
     r.assert_problem(429, "too_many_streams");
+    let metrics = s.get("/metrics").await;
+    assert!(
+        metrics.text.contains("\nsessiond_event_streams_open 2\n"),
+        "{}",
+        metrics.text
+    );
 
     // Keep-alive comments on an idle stream.
     let block = one.next(WAIT).await.unwrap();
