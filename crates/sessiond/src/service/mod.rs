@@ -517,7 +517,7 @@ impl SessionService {
         ctx: &RequestContext<'_>,
     ) -> Result<(), SessionError> {
         let policy = &self.inner.config.sessions;
-        // A recorded value must be matched exactly; a request that omits it fails closed.
+        // A recorded value must match (IPs as addresses); a request that omits it fails closed.
         if policy.bind_ip {
             if let Some(recorded) = &session.ip {
                 if !same_ip(recorded, ctx.ip) {
