@@ -19,6 +19,10 @@
 //! out to local subscriptions, reporting any gap in their upstream connection as a lag.
 //! [`redis::RedisEventBus`] (feature `redis`) is the Redis pub/sub one.
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod fanout;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 

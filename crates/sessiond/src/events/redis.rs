@@ -10,7 +10,7 @@
 //! # Gaps are reported, never silent
 //! Redis pub/sub is fire-and-forget: a message published while a subscriber is disconnected is
 //! lost for it. The bus therefore turns every moment it may have missed something into
-//! [`RecvError::Lagged`] on every subscription (the delivery contract of [`crate::events`]):
+//! [`RecvError::Lagged`](super::RecvError::Lagged) on every subscription (the delivery contract of [`crate::events`]):
 //! - when the subscriber connection is lost (closed, reset, or silent past a health-check
 //!   `PING`);
 //! - when it is subscribed again (whatever was published in between is gone), and likewise when
@@ -36,7 +36,7 @@
 //! does not fail the revocation or refresh that already happened.
 //!
 //! Dropping the last clone of the bus stops the task; open subscriptions then end with
-//! [`RecvError::Closed`].
+//! [`RecvError::Closed`](super::RecvError::Closed).
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -51,10 +51,8 @@ use redis::{Msg, RedisError};
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
 
-use super::{
-    EventBus, EventError, EventSource, InProcessBus, RecvError, SessionEvent, Subscription,
-};
-use crate::random::{self, OsRandom};
+use super::fanout::{self, Signal, SignalSource};
+use super::{EventBus, EventError, InProcessBus, SessionEvent, Subscription};
 use crate::store::redis::is_unavailable;
 
 /// The channel events travel on unless [`RedisBusOptions::channel`] says otherwise.
@@ -96,33 +94,6 @@ impl Default for RedisBusOptions {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             ping_interval: Duration::from_secs(15),
-        }
-    }
-}
-
-/// What the subscriber task hands to local subscriptions.
-#[derive(Debug, Clone)]
-enum Signal {
-    /// An event from the channel.
-    Event(SessionEvent),
-    /// Events may have been missed (see the module documentation).
-    Gap,
-}
-
-/// A local subscription to a [`RedisEventBus`].
-struct RedisSource {
-    rx: broadcast::Receiver<Signal>,
-}
-
-#[async_trait]
-impl EventSource for RedisSource {
-    async fn recv(&mut self) -> Result<SessionEvent, RecvError> {
-        // `broadcast::Receiver::recv` is cancel-safe, and so is this.
-        match self.rx.recv().await {
-            Ok(Signal::Event(event)) => Ok(event),
-            Ok(Signal::Gap) => Err(RecvError::Lagged { missed: 0 }),
-            Err(broadcast::error::RecvError::Lagged(missed)) => Err(RecvError::Lagged { missed }),
-            Err(broadcast::error::RecvError::Closed) => Err(RecvError::Closed),
         }
     }
 }
@@ -292,7 +263,7 @@ impl EventBus for RedisEventBus {
     }
 
     fn subscribe(&self) -> Subscription {
-        Subscription::new(RedisSource {
+        Subscription::new(SignalSource {
             rx: self.inner.tx.subscribe(),
         })
     }
@@ -374,17 +345,7 @@ fn forward(msg: &Msg, channel: &str, tx: &broadcast::Sender<Signal>) {
     if msg.get_channel_name() != channel {
         return;
     }
-    // `send` fails only when nobody subscribes locally, which is not a failure.
-    match serde_json::from_slice::<SessionEvent>(msg.get_payload_bytes()) {
-        Ok(event) => {
-            let _ = tx.send(Signal::Event(event));
-        }
-        Err(e) => {
-            // The payload is not logged: only its decoding error.
-            tracing::warn!(error = %e, "undecodable message on the event channel; reporting a gap to subscribers");
-            let _ = tx.send(Signal::Gap);
-        }
-    }
+    fanout::forward(msg.get_payload_bytes(), tx);
 }
 
 /// The shared subscriber: connect, subscribe, forward, report gaps, reconnect with back-off,
@@ -442,7 +403,7 @@ async fn subscriber_task(
                 }
             }
         }
-        let wait = jittered(backoff, u64::from_le_bytes(random::bytes(&OsRandom)));
+        let wait = fanout::jittered_now(backoff);
         tokio::select! {
             biased;
             _ = &mut stop => return,
@@ -452,49 +413,9 @@ async fn subscriber_task(
     }
 }
 
-/// A reconnection wait in `[backoff / 2, backoff]`, chosen by `draw` (random).
-fn jittered(backoff: Duration, draw: u64) -> Duration {
-    let half = backoff / 2;
-    // The draw picks one of 1,025 evenly spaced points of the upper half (both ends included).
-    let step = half / 1024;
-    half + step * u32::try_from(draw % 1025).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reconnect_waits_are_spread_over_the_upper_half() {
-        let backoff = Duration::from_millis(800);
-        assert_eq!(jittered(backoff, 0), Duration::from_millis(400));
-        assert_eq!(jittered(backoff, 1024), Duration::from_millis(800));
-        let mut seen = std::collections::BTreeSet::new();
-        for _ in 0..64 {
-            let wait = jittered(backoff, u64::from_le_bytes(random::bytes(&OsRandom)));
-            assert!(wait >= backoff / 2 && wait <= backoff, "{wait:?}");
-            seen.insert(wait);
-        }
-        // 64 draws over 1,025 points: identical waits for every node would be a bug.
-        assert!(seen.len() > 32, "{seen:?}");
-        assert_eq!(jittered(Duration::ZERO, 7), Duration::ZERO);
-    }
-
-    #[tokio::test]
-    async fn a_gap_is_a_lag_and_buffer_overflow_counts() {
-        let (tx, rx) = broadcast::channel(2);
-        let mut source = RedisSource { rx };
-        tx.send(Signal::Gap).unwrap();
-        assert_eq!(source.recv().await, Err(RecvError::Lagged { missed: 0 }));
-        for _ in 0..4 {
-            tx.send(Signal::Gap).unwrap();
-        }
-        assert_eq!(source.recv().await, Err(RecvError::Lagged { missed: 2 }));
-        drop(tx);
-        assert_eq!(source.recv().await, Err(RecvError::Lagged { missed: 0 }));
-        assert_eq!(source.recv().await, Err(RecvError::Lagged { missed: 0 }));
-        assert_eq!(source.recv().await, Err(RecvError::Closed));
-    }
 
     #[test]
     fn connect_lazy_needs_a_runtime() {

@@ -13,6 +13,8 @@ mod cookie_negative;
 mod jose_vectors;
 mod lifecycle;
 #[cfg(feature = "postgres")]
+mod pg_bus;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod races;
 #[cfg(feature = "redis")]
