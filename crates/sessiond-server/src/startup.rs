@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
+use sessiond::events::postgres::{PgBusOptions, PgEventBus};
 use sessiond::events::redis::{RedisBusOptions, RedisEventBus};
 use sessiond::jose::foreign::{JwksOptions, RsaAlgorithm, TrustedIssuer};
 use sessiond::keys::{KeyAlgorithm, KeyPurpose};
@@ -12,6 +13,7 @@ use sessiond::store::postgres::{PgOptions, PgSchema, PgStore};
 use sessiond::store::redis::{RedisClaimStore, RedisOptions};
 use sessiond::store::sqlite::{SqliteOptions, SqliteStore};
 use sessiond::store::Backend;
+use sessiond::EventBus;
 use sessiond::{MasterKey, OsRandom, Secret, ServiceConfig, SessionService};
 
 use crate::config::{AccessAlg, Config};
@@ -66,19 +68,35 @@ pub fn open_claims(config: &Config) -> anyhow::Result<Option<Arc<RedisClaimStore
     Ok(Some(Arc::new(store)))
 }
 
-/// The Redis event bus, when `redis_url` is set, so SSE streams and watches on every node see
-/// every node's revocations and refreshes. Connected lazily, like the claims: a node starts
-/// while Redis is down; its watchers learn of the gap as a lag and re-read their sessions, and
-/// publishes fail (logged and counted) until Redis is back.
+/// The cross-node event bus, so SSE streams and watches on every node see every node's
+/// revocations and refreshes: Redis pub/sub when `redis_url` is set, else PostgreSQL
+/// `LISTEN/NOTIFY` when the database is PostgreSQL (channel `sessiond_events`, or
+/// `sessiond_events_<schema>` with `database_schema`, cut to PostgreSQL's 63 bytes), else none
+/// (one node: the in-process bus). Connected lazily: a node starts while Redis or the database
+/// is down; its watchers learn of the gap as a lag and re-read their sessions, and publishes fail
+/// (logged and counted) until it is back.
 ///
 /// # Errors
 /// When the URL is malformed.
-pub fn open_event_bus(config: &Config) -> anyhow::Result<Option<Arc<RedisEventBus>>> {
-    let Some(url) = &config.redis_url else {
+pub fn open_event_bus(config: &Config) -> anyhow::Result<Option<Arc<dyn EventBus>>> {
+    if let Some(url) = &config.redis_url {
+        let bus = RedisEventBus::connect_lazy(url, RedisBusOptions::default())
+            .with_context(|| format!("redis_url {}", crate::redact_url(url)))?;
+        return Ok(Some(Arc::new(bus)));
+    }
+    let url = config.database_url();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Ok(None);
-    };
-    let bus = RedisEventBus::connect_lazy(url, RedisBusOptions::default())
-        .with_context(|| format!("redis_url {}", crate::redact_url(url)))?;
+    }
+    let mut options = PgBusOptions::default();
+    if let Some(schema) = &config.database_schema {
+        // `PgSchema` admits ASCII names only, so any byte is a char boundary for the cut.
+        let schema = PgSchema::new(schema.clone()).context("database_schema")?;
+        options.channel = format!("{}_{}", options.channel, schema.as_str());
+        options.channel.truncate(63);
+    }
+    let bus = PgEventBus::connect_lazy(&url, options)
+        .with_context(|| format!("database_url {}", crate::redact_url(&url)))?;
     Ok(Some(Arc::new(bus)))
 }
 

@@ -17,7 +17,8 @@
 //! process. Buses that cross nodes (Redis pub/sub, PostgreSQL `LISTEN/NOTIFY`) implement the same
 //! trait: [`EventBus::publish`] is async and fallible for them, and they fan received messages
 //! out to local subscriptions, reporting any gap in their upstream connection as a lag.
-//! [`redis::RedisEventBus`] (feature `redis`) is the Redis pub/sub one.
+//! [`redis::RedisEventBus`] (feature `redis`) is the Redis pub/sub one,
+//! [`postgres::PgEventBus`] (feature `postgres`) the PostgreSQL `LISTEN/NOTIFY` one.
 
 #[cfg(any(feature = "redis", feature = "postgres"))]
 mod fanout;

@@ -19,7 +19,7 @@
 //! - [`service`]: [`SessionService`], the entry point: create, validate, CSRF, refresh, revoke,
 //!   list, one-time claims, API keys, GC, and [`SessionService::watch`] for live enforcement.
 //! - [`events`]: [`SessionEvent`]s (revoked, refreshed) and the [`EventBus`] that carries them
-//!   to watchers ([`InProcessBus`] by default; `events::redis` across nodes).
+//!   to watchers ([`InProcessBus`] by default; `events::redis` or `events::postgres` across nodes).
 //! - [`cert`]: a certificate's (or chain's) earliest `notAfter`, the mTLS deadline.
 //! - [`audit`] and [`metrics`]: the audit trail and counters.
 //! - [`store`]: the storage traits and backends: [`store::sqlite`] (the embedded default),

@@ -169,6 +169,22 @@ async fn relay_closes_200_connections_across_three_nodes() {
     report("three nodes (PostgreSQL + Redis)", &latencies);
 }
 
+/// Three nodes on PostgreSQL alone (no Redis): the events cross nodes over `LISTEN/NOTIFY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_closes_200_connections_across_three_nodes_on_postgres_alone() {
+    let cluster = Cluster::start(3, &postgres_url(), None).await;
+    let mut relays = Vec::new();
+    for node in &cluster.nodes {
+        relays.push(start_relay(&node.base, &node.api_key).await);
+    }
+    let a = cluster.nodes[0].handle();
+    let latencies = revoke_storm(&relays, &a, &a, &unique("relay-pg-user-")).await;
+    report(
+        "three nodes (PostgreSQL LISTEN/NOTIFY, no Redis)",
+        &latencies,
+    );
+}
+
 /// An access token's `exp` closes the connection with 1008 `expired`.
 #[tokio::test]
 async fn relay_closes_at_the_token_deadline() {
