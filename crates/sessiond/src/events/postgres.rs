@@ -24,18 +24,20 @@
 //! # Reconnection
 //! As the Redis bus: waits from [`PgBusOptions::reconnect_min`] doubling up to
 //! [`PgBusOptions::reconnect_max`], each drawn from the upper half of the back-off so the nodes
-//! of a cluster do not reconnect in lock-step. Publishing uses other connections of the bus's
-//! own small pool, so a listener that is down never blocks a publisher, and a publish while the
+//! of a cluster do not reconnect in lock-step. The listening connection is the bus's own (a new
+//! one per attempt, closed when given up); publishing uses a separate pool of at most two
+//! connections, so a listener that is down never blocks a publisher, and a publish while the
 //! database is unreachable fails within [`PgBusOptions::publish_timeout`] with
-//! [`EventError::Unavailable`].
+//! [`EventError::Unavailable`]. These connections are in addition to the store's pool.
 
 use std::fmt;
 use std::io;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -164,13 +166,14 @@ impl PgEventBus {
                 "PgEventBus channel must be 1 to 63 bytes without control characters",
             ))));
         }
-        // Two connections: the listener holds one for good, publishes share the other.
+        let connect =
+            PgConnectOptions::from_str(url).map_err(|e| EventError::Backend(Box::new(e)))?;
+        // Publishes (and heartbeats) share two connections. The listener has its own.
         let pool = PgPoolOptions::new()
             .max_connections(2)
             .min_connections(0)
             .acquire_timeout(options.publish_timeout)
-            .connect_lazy(url)
-            .map_err(|e| EventError::Backend(Box::new(e)))?;
+            .connect_lazy_with(connect.clone());
         let (tx, _) = broadcast::channel(options.capacity.clamp(1, InProcessBus::MAX_CAPACITY));
         let (state_tx, listening) = watch::channel(false);
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -178,6 +181,7 @@ impl PgEventBus {
         let publish_timeout = options.publish_timeout;
         tokio::spawn(subscriber_task(
             pool.clone(),
+            connect,
             options,
             tx.clone(),
             state_tx,
@@ -280,10 +284,20 @@ enum Received {
     Lost(String),
 }
 
-/// Opens the listening connection and `LISTEN`s, bounded by `connect_timeout`.
-async fn open(pool: &PgPool, options: &PgBusOptions) -> Result<PgListener, String> {
+/// Opens the listening connection and `LISTEN`s, bounded by `connect_timeout`. Each attempt has
+/// a one-connection pool of its own, owned by the listener: when a listener is given up (lost,
+/// silent, or its task aborted), its connection is closed with it instead of going back to a
+/// pool in an unknown state.
+async fn open(connect: &PgConnectOptions, options: &PgBusOptions) -> Result<PgListener, String> {
     let attempt = async {
-        let mut listener = PgListener::connect_with(pool).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(options.connect_timeout)
+            .connect_lazy_with(connect.clone());
+        let mut listener = PgListener::connect_with(&pool).await?;
+        // The listener holds the only connection; the pool goes when the listener does.
+        drop(pool);
         // The listener reconnects only through this task (which reports the gap first).
         listener.eager_reconnect(false);
         listener.listen(&options.channel).await?;
@@ -374,6 +388,7 @@ async fn pump(
 /// the bus is dropped.
 async fn subscriber_task(
     pool: PgPool,
+    connect: PgConnectOptions,
     options: PgBusOptions,
     tx: broadcast::Sender<Signal>,
     state: watch::Sender<bool>,
@@ -388,7 +403,7 @@ async fn subscriber_task(
         let attempt = tokio::select! {
             biased;
             _ = &mut stop => return,
-            attempt = open(&pool, &options) => attempt,
+            attempt = open(&connect, &options) => attempt,
         };
         match attempt {
             Ok(listener) => {
