@@ -82,10 +82,12 @@ pub fn open_event_bus(config: &Config) -> anyhow::Result<Option<Arc<dyn EventBus
     if let Some(url) = &config.redis_url {
         let bus = RedisEventBus::connect_lazy(url, RedisBusOptions::default())
             .with_context(|| format!("redis_url {}", crate::redact_url(url)))?;
+        tracing::debug!(channel = bus.channel(), "event bus: redis pub/sub");
         return Ok(Some(Arc::new(bus)));
     }
     let url = config.database_url();
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        tracing::debug!("event bus: in-process (one node)");
         return Ok(None);
     }
     let mut options = PgBusOptions::default();
@@ -97,6 +99,7 @@ pub fn open_event_bus(config: &Config) -> anyhow::Result<Option<Arc<dyn EventBus
     }
     let bus = PgEventBus::connect_lazy(&url, options)
         .with_context(|| format!("database_url {}", crate::redact_url(&url)))?;
+    tracing::debug!(channel = bus.channel(), "event bus: postgres LISTEN/NOTIFY");
     Ok(Some(Arc::new(bus)))
 }
 
