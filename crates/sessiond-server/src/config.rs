@@ -247,10 +247,46 @@ pub struct Sessions {
     pub bind_ip: bool,
     /// Require the creating User-Agent on validation.
     pub bind_user_agent: bool,
-    /// Reverse proxies (exact addresses) in front of the browser routes. On `/auth/browser/*`
-    /// the client IP (checked by `bind_ip`) is the connection's peer address, unless the peer is
-    /// one of these: then it is the right-most address of `X-Forwarded-For` that is not.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Reverse proxies in front of the browser routes: addresses or CIDR ranges. On
+    /// `/auth/browser/*` the client IP (checked by `bind_ip`) is the connection's peer address,
+    /// unless the peer is one of these: then it is the right-most address of `X-Forwarded-For`
+    /// that is not.
+    pub trusted_proxies: Vec<TrustedProxy>,
+}
+
+/// One entry of `sessions.trusted_proxies`: an address (`10.0.0.1`) or a CIDR range
+/// (`10.0.0.0/8`, `fd00::/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedProxy(ipnet::IpNet);
+
+impl TrustedProxy {
+    /// Whether `ip` (in canonical form: an IPv4-mapped IPv6 address as IPv4) is in this entry.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        self.0.contains(&ip)
+    }
+}
+
+impl std::str::FromStr for TrustedProxy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+            return Ok(TrustedProxy(ipnet::IpNet::from(ip.to_canonical())));
+        }
+        match s.parse::<ipnet::IpNet>() {
+            Ok(net) => Ok(TrustedProxy(net.trunc())),
+            Err(_) => Err(format!(
+                "expected an IP address or a CIDR range like 10.0.0.0/8, got {s:?}"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// `SameSite` of the session cookie.
@@ -811,7 +847,7 @@ mod tests {
                 "database_acquire_timeout",
             ),
             (
-                "[sessions]\ntrusted_proxies = [\"10.0.0.1\", \"10.0.0.0/8\"]",
+                "[sessions]\ntrusted_proxies = [\"10.0.0.1\", \"10.0.0.0/33\"]",
                 &[],
                 "sessions.trusted_proxies[1]",
             ),

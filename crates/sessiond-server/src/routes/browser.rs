@@ -12,6 +12,7 @@ use sessiond::{RequestContext, SessionError};
 
 use super::dto::BrowserRefreshResponse;
 use crate::app::AppState;
+use crate::config::TrustedProxy;
 use crate::problem::{ApiError, Problem};
 
 /// The request's `Origin` must be one of `cookies.allowed_origins`.
@@ -43,8 +44,12 @@ fn refresh_cookie(state: &AppState, headers: &HeaderMap) -> Option<String> {
 /// `X-Forwarded-For` hop that is not a trusted proxy. `None` when that cannot be known (a
 /// trusted proxy that sent no usable header, a hop that is not a bare address): with `bind_ip`
 /// a recorded IP then fails to match, closed.
-fn client_ip(trusted: &[IpAddr], peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|t| t.to_canonical() == ip);
+fn client_ip(
+    trusted: &[TrustedProxy],
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+) -> Option<IpAddr> {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|t| t.contains(ip));
     let peer = peer?.ip().to_canonical();
     if !is_trusted(peer) {
         return Some(peer);
@@ -187,16 +192,36 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_parse_addresses_and_ranges() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let single: TrustedProxy = "::ffff:10.0.0.1".parse().unwrap();
+        assert!(single.contains(ip("10.0.0.1")));
+        assert!(!single.contains(ip("10.0.0.2")));
+        let range: TrustedProxy = "10.0.0.7/8".parse().unwrap();
+        assert!(range.contains(ip("10.255.0.1")) && !range.contains(ip("11.0.0.1")));
+        let v6: TrustedProxy = "fd00::/8".parse().unwrap();
+        assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
+        for bad in ["10.0.0.0/33", "proxy.example", "", "10.0.0.1:80"] {
+            assert!(bad.parse::<TrustedProxy>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn client_ip_believes_forwarded_for_only_from_trusted_proxies() {
-        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
-        let inner: IpAddr = "10.0.0.2".parse().unwrap();
+        let proxy: TrustedProxy = "10.0.0.1".parse().unwrap();
+        let inner: TrustedProxy = "10.0.0.2".parse().unwrap();
+        let range: TrustedProxy = "10.1.0.0/16".parse().unwrap();
         let peer = |ip: &str| Some(SocketAddr::new(ip.parse().unwrap(), 40000));
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
-        let (none, one, two): ([IpAddr; 0], [IpAddr; 1], [IpAddr; 2]) =
-            ([], [proxy], [proxy, inner]);
+        let (none, one, two, ranged): (
+            [TrustedProxy; 0],
+            [TrustedProxy; 1],
+            [TrustedProxy; 2],
+            [TrustedProxy; 1],
+        ) = ([], [proxy], [proxy, inner], [range]);
         // (trusted proxies, peer, X-Forwarded-For headers, client IP)
         type Case<'a> = (
-            &'a [IpAddr],
+            &'a [TrustedProxy],
             Option<SocketAddr>,
             Vec<&'a str>,
             Option<IpAddr>,
@@ -254,6 +279,19 @@ mod tests {
             (&one, peer("10.0.0.1"), vec!["10.0.0.1"], None),
             (&one, peer("10.0.0.1"), vec!["203.0.113.9:5000"], None),
             (&one, None, vec!["203.0.113.9"], None),
+            // A CIDR range: every address in it is a proxy, the first one outside is the client.
+            (
+                &ranged,
+                peer("10.1.2.3"),
+                vec!["203.0.113.9, 10.1.0.7"],
+                ip("203.0.113.9"),
+            ),
+            (
+                &ranged,
+                peer("10.2.0.1"),
+                vec!["203.0.113.9"],
+                ip("10.2.0.1"),
+            ),
         ];
         for (trusted, peer, xff, want) in cases {
             assert_eq!(

@@ -255,7 +255,7 @@ async fn browser_refresh_checks_the_bound_ip() {
     let proxied = spawn(Options {
         config: format!(
             "[cookies]\nallowed_origins = [\"{ORIGIN}\"]\n\
-             [sessions]\nbind_ip = true\ntrusted_proxies = [\"127.0.0.1\"]\n"
+             [sessions]\nbind_ip = true\ntrusted_proxies = [\"127.0.0.0/8\"]\n"
         ),
         ..Options::default()
     })
