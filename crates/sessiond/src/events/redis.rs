@@ -10,7 +10,8 @@
 //! # Gaps are reported, never silent
 //! Redis pub/sub is fire-and-forget: a message published while a subscriber is disconnected is
 //! lost for it. The bus therefore turns every moment it may have missed something into
-//! [`RecvError::Lagged`](super::RecvError::Lagged) on every subscription (the delivery contract of [`crate::events`]):
+//! [`RecvError::Lagged`](super::RecvError::Lagged) on every subscription (the delivery contract
+//! of [`crate::events`]):
 //! - when the subscriber connection is lost (closed, reset, or silent past a health-check
 //!   `PING`);
 //! - when it is subscribed again (whatever was published in between is gone), and likewise when
