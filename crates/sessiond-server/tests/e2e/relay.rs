@@ -215,3 +215,39 @@ async fn relay_closes_at_the_token_deadline() {
         .unwrap();
     assert_eq!((code, reason.as_str()), (CLOSE_POLICY, "expired"));
 }
+
+/// `sessiond sessions revoke` (another process, on the cluster's database) closes connections
+/// held through every node: the command publishes on the PostgreSQL bus like a node does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_revocation_closes_relay_connections_on_every_node() {
+    let cluster = Cluster::start(2, &postgres_url(), None).await;
+    let a = cluster.nodes[0].handle();
+    let created = a
+        .post(
+            "/v1/sessions",
+            json!({"user_id": unique("relay-cli-"), "kind": "cookie"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let cookie = created.body["cookie"].as_str().unwrap().to_owned();
+    let id = created.body["session"]["id"].as_str().unwrap().to_owned();
+    let mut waiting = Vec::new();
+    for node in &cluster.nodes {
+        let url = start_relay(&node.base, &node.api_key).await;
+        let ws = connect(&url, Some(&cookie)).await.unwrap();
+        waiting.push(tokio::spawn(close_frame(ws)));
+    }
+    let out = cluster.cli(&["sessions", "revoke", &id]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for joined in waiting {
+        let (_, code, reason) = tokio::time::timeout(Duration::from_secs(10), joined)
+            .await
+            .expect("closed within 10 s of the command")
+            .unwrap();
+        assert_eq!((code, reason.as_str()), (CLOSE_POLICY, "revoked"));
+    }
+}
