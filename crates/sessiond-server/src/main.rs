@@ -115,7 +115,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 async fn admin(command: Command, config: Config) -> anyhow::Result<()> {
     let backend = startup::open_backend(&config).await?;
     let (master, _) = startup::master_key(&config, false)?;
-    let service = startup::build_service(&config, backend, master).await?;
+    let service = startup::build_service(&config, backend, master, None).await?;
     match command {
         Command::Keys {
             action: KeysAction::List,
@@ -267,7 +267,7 @@ async fn admin(command: Command, config: Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(data_dir = %config.data_dir.display(), database = %redact_url(&config.database_url()), "sessiond starting");
-    let backend = startup::open_backend(&config).await?;
+    let (backend, sqlite) = startup::open_backend_and_sqlite(&config).await?;
     let (master, source) = startup::master_key(&config, true)?;
     match &source {
         startup::MasterKeySource::Environment => {
@@ -280,7 +280,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!(path = %p.display(), "created a new master key file (mode 0600); back it up: without it the signing keys cannot be opened")
         }
     }
-    let service = startup::build_service(&config, backend, master)
+    let service = startup::build_service(&config, backend, master, sqlite)
         .await
         .context("cannot ensure signing keys; refusing to start")?;
     for key in service.keys().list().await? {

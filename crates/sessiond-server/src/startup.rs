@@ -13,16 +13,30 @@ use sessiond::store::postgres::{PgOptions, PgSchema, PgStore};
 use sessiond::store::redis::{RedisClaimStore, RedisOptions};
 use sessiond::store::sqlite::{SqliteOptions, SqliteStore};
 use sessiond::store::Backend;
-use sessiond::EventBus;
+use sessiond::{EventBus, InProcessBus};
 use sessiond::{MasterKey, OsRandom, Secret, ServiceConfig, SessionService};
 
 use crate::config::{AccessAlg, Config};
+
+/// How often `serve` on SQLite checks whether another process wrote to the file.
+const EXTERNAL_WRITE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Opens (and migrates) the backend named by the configuration's database URL.
 ///
 /// # Errors
 /// When the database cannot be opened or migrated.
 pub async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
+    open_backend_and_sqlite(config).await.map(|(b, _)| b)
+}
+
+/// [`open_backend`], plus the SQLite store itself when that is the backend (for `serve`, which
+/// watches it for writes by other processes).
+///
+/// # Errors
+/// As [`open_backend`].
+pub async fn open_backend_and_sqlite(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn Backend>, Option<SqliteStore>)> {
     let url = config.database_url();
     if url.starts_with("sqlite:") {
         if config.database_url.is_none() {
@@ -35,7 +49,7 @@ pub async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
         let store = SqliteStore::open(&url, options)
             .await
             .with_context(|| format!("cannot open SQLite database {url}"))?;
-        return Ok(Arc::new(store));
+        return Ok((Arc::new(store.clone()), Some(store)));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let mut options = PgOptions::default();
@@ -49,7 +63,7 @@ pub async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
                 crate::redact_url(&url)
             )
         })?;
-        return Ok(Arc::new(store));
+        return Ok((Arc::new(store), None));
     }
     bail!("database_url: must start with sqlite:// or postgres://")
 }
@@ -101,6 +115,29 @@ pub fn open_event_bus(config: &Config) -> anyhow::Result<Option<Arc<dyn EventBus
         .with_context(|| format!("database_url {}", crate::redact_url(&url)))?;
     tracing::debug!(channel = bus.channel(), "event bus: postgres LISTEN/NOTIFY");
     Ok(Some(Arc::new(bus)))
+}
+
+/// On SQLite, another process (the CLI) may revoke sessions behind the server's back, and the
+/// in-process bus cannot hear it: when the file's `data_version` (as the server's writer sees
+/// it) moves, tell every subscription it may have missed events, so watches and SSE streams
+/// re-read their sessions (a per-user stream sends `resync`).
+async fn watch_external_writes_task(store: SqliteStore, bus: InProcessBus) {
+    let mut last = store.external_commits().await.ok();
+    let mut tick = tokio::time::interval(EXTERNAL_WRITE_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.external_commits().await {
+            Ok(now) => {
+                if last.is_some_and(|seen| seen != now) {
+                    tracing::debug!("another process wrote to the database; watchers re-read");
+                    bus.report_gap();
+                }
+                last = Some(now);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read the database's data_version"),
+        }
+    }
 }
 
 /// Where the master key came from, for the start-up log.
@@ -217,13 +254,20 @@ pub async fn build_service(
     config: &Config,
     backend: Arc<dyn Backend>,
     master: MasterKey,
+    watch_external_writes: Option<SqliteStore>,
 ) -> anyhow::Result<SessionService> {
     let mut builder = SessionService::builder(backend, master).config(service_config(config));
     if let Some(claims) = open_claims(config)? {
         builder = builder.claim_store(claims);
     }
-    if let Some(bus) = open_event_bus(config)? {
-        builder = builder.event_bus(bus);
+    match (open_event_bus(config)?, watch_external_writes) {
+        (Some(bus), _) => builder = builder.event_bus(bus),
+        (None, Some(store)) => {
+            let bus = InProcessBus::default();
+            builder = builder.event_bus(Arc::new(bus.clone()));
+            tokio::spawn(watch_external_writes_task(store, bus));
+        }
+        (None, None) => {}
     }
     let service = builder.start().await.context("signing keys")?;
     if let Some(secret) = &config.token_sessions.hs256_secret {

@@ -20,7 +20,6 @@
 //! [`redis::RedisEventBus`] (feature `redis`) is the Redis pub/sub one,
 //! [`postgres::PgEventBus`] (feature `postgres`) the PostgreSQL `LISTEN/NOTIFY` one.
 
-#[cfg(any(feature = "redis", feature = "postgres"))]
 mod fanout;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -291,7 +290,7 @@ pub trait EventBus: Send + Sync + fmt::Debug + 'static {
 /// [`crate::SessionService::watch`] answers a lag by re-reading its session from the store.
 #[derive(Debug, Clone)]
 pub struct InProcessBus {
-    tx: broadcast::Sender<SessionEvent>,
+    tx: broadcast::Sender<fanout::Signal>,
 }
 
 impl InProcessBus {
@@ -311,6 +310,15 @@ impl InProcessBus {
     pub fn subscriber_count(&self) -> usize {
         self.tx.receiver_count()
     }
+
+    /// Tells every subscription that events may have been missed: each one's next
+    /// [`Subscription::recv`] returns [`RecvError::Lagged`] (`missed: 0`), so watchers re-read
+    /// their sessions from the store. For changes this bus cannot see, such as another process
+    /// writing to the same SQLite file.
+    pub fn report_gap(&self) {
+        // `send` fails only when nobody subscribes, which is nothing to report to.
+        let _ = self.tx.send(fanout::Signal::Gap);
+    }
 }
 
 impl Default for InProcessBus {
@@ -323,12 +331,14 @@ impl Default for InProcessBus {
 impl EventBus for InProcessBus {
     async fn publish(&self, event: SessionEvent) -> Result<(), EventError> {
         // `send` fails only when nobody subscribes, which is not a failure of the publish.
-        let _ = self.tx.send(event);
+        let _ = self.tx.send(fanout::Signal::Event(event));
         Ok(())
     }
 
     fn subscribe(&self) -> Subscription {
-        Subscription::from(self.tx.subscribe())
+        Subscription::new(fanout::SignalSource {
+            rx: self.tx.subscribe(),
+        })
     }
 }
 
@@ -346,6 +356,18 @@ mod tests {
             reason.map(str::to_owned),
             Timestamp::from_unix_millis(1_795_360_695_123),
         )
+    }
+
+    #[tokio::test]
+    async fn a_reported_gap_is_a_lag_for_every_subscription() {
+        let bus = InProcessBus::new(8);
+        let (mut one, mut two) = (bus.subscribe(), bus.subscribe());
+        bus.report_gap();
+        bus.publish(event(EventKind::Revoked, None)).await.unwrap();
+        for sub in [&mut one, &mut two] {
+            assert_eq!(sub.recv().await, Err(RecvError::Lagged { missed: 0 }));
+            assert_eq!(sub.recv().await.unwrap().kind, EventKind::Revoked);
+        }
     }
 
     #[test]

@@ -251,3 +251,53 @@ async fn a_cli_revocation_closes_relay_connections_on_every_node() {
         assert_eq!((code, reason.as_str()), (CLOSE_POLICY, "revoked"));
     }
 }
+
+/// On the embedded SQLite default the CLI is another process with no bus to the server; the
+/// server notices the foreign write (SQLite's `data_version`) and its streams re-check, so the
+/// relay connection still closes, within about a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_revocation_on_sqlite_closes_relay_connections() {
+    let s = spawn(Options::default()).await;
+    let url = start_relay(&s.base, &s.api_key).await;
+    let created = s
+        .post(
+            "/v1/sessions",
+            json!({"user_id": "cli-sqlite", "kind": "cookie"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let cookie = created.body["cookie"].as_str().unwrap().to_owned();
+    let id = created.body["session"]["id"].as_str().unwrap().to_owned();
+    let other = s
+        .post(
+            "/v1/sessions",
+            json!({"user_id": "cli-sqlite", "kind": "cookie"}),
+        )
+        .await;
+    let other_cookie = other.body["cookie"].as_str().unwrap().to_owned();
+    let ws = connect(&url, Some(&cookie)).await.unwrap();
+    let mut bystander = connect(&url, Some(&other_cookie)).await.unwrap();
+    let closing = tokio::spawn(close_frame(ws));
+
+    let out = s.cli(&["sessions", "revoke", &id]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, code, reason) = tokio::time::timeout(Duration::from_secs(10), closing)
+        .await
+        .expect("closed within 10 s of the command")
+        .unwrap();
+    assert_eq!((code, reason.as_str()), (CLOSE_POLICY, "revoked"));
+    // The re-check ends only what was revoked: the user's other session keeps its connection.
+    futures_util::SinkExt::send(&mut bystander, Message::text("still here"))
+        .await
+        .unwrap();
+    let echo = tokio::time::timeout(Duration::from_secs(5), bystander.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echo, Message::text("still here"));
+}

@@ -1,4 +1,4 @@
-//! What the cross-node buses share: one upstream subscriber per process fanned out to local
+//! What the buses share (the in-process one uses the signal and its source): one upstream subscriber per process fanned out to local
 //! subscriptions through a broadcast channel of [`Signal`]s, gaps reported as lags, and
 //! jittered reconnection waits.
 
@@ -36,6 +36,7 @@ impl EventSource for SignalSource {
     }
 }
 
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
 /// Hands one received payload (an event's JSON) to the local subscriptions; an undecodable one
 /// is a gap: something happened that this node cannot read.
 pub(crate) fn forward(payload: &[u8], tx: &broadcast::Sender<Signal>) {
@@ -52,6 +53,7 @@ pub(crate) fn forward(payload: &[u8], tx: &broadcast::Sender<Signal>) {
     }
 }
 
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
 /// A reconnection wait in `[backoff / 2, backoff]`, chosen by `draw` (random).
 pub(crate) fn jittered(backoff: Duration, draw: u64) -> Duration {
     let half = backoff / 2;
@@ -60,6 +62,7 @@ pub(crate) fn jittered(backoff: Duration, draw: u64) -> Duration {
     half + step * u32::try_from(draw % 1025).unwrap_or(0)
 }
 
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
 /// [`jittered`] with a fresh random draw.
 pub(crate) fn jittered_now(backoff: Duration) -> Duration {
     use crate::random::{self, OsRandom};

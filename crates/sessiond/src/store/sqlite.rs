@@ -258,6 +258,21 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(Box::new(e)))
     }
 
+    /// SQLite's `data_version` as seen by this store's writer connection: it moves when another
+    /// connection commits to the file and never for this connection's own writes. The writer is
+    /// the only connection of this store that writes, so a change means another store, in
+    /// practice another process (`sessiond sessions revoke` while the server runs). The server
+    /// polls it to tell its in-process event bus that rows changed behind its back.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the writer connection cannot be used.
+    pub async fn external_commits(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+            .fetch_one(&self.write)
+            .await
+            .map_err(map_err)
+    }
+
     /// Closes both pools, waiting for connections to finish.
     pub async fn close(&self) {
         self.write.close().await;
