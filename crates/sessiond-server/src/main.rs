@@ -314,18 +314,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let mut state = app::AppState::new(service.clone(), config, bootstrap);
     state.remote_issuers = remote;
+    let events = state.events.clone();
+    // On SIGTERM/ctrl-c: end the event streams too, or the drain would wait for them forever.
+    let shutdown = async move {
+        shutdown_signal().await;
+        events.shut_down();
+    };
     let gc = tokio::spawn(gc_loop(service.clone(), gc_interval));
     match tls {
         Some((acceptor, client_certs)) => {
             tracing::info!(%addr, tls = true, client_certs, "listening on {addr}");
-            tls::serve(
-                listener,
-                acceptor,
-                app::router(state),
-                service,
-                shutdown_signal(),
-            )
-            .await;
+            tls::serve(listener, acceptor, app::router(state), service, shutdown).await;
         }
         None => {
             tracing::info!(%addr, "listening on {addr}");
@@ -341,7 +340,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             let app =
                 app::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
             axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
+                .with_graceful_shutdown(shutdown)
                 .await
                 .context("server failed")?;
         }

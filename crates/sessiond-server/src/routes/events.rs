@@ -97,7 +97,8 @@ struct HubInner {
     max_per_key: u32,
     ring: Mutex<Ring>,
     fanout: broadcast::Sender<Item>,
-    /// Set on SIGTERM/Ctrl-C: streams end so the graceful shutdown is not held open by them.
+    /// Set by [`EventHub::shut_down`] (SIGTERM/Ctrl-C): streams end so the graceful shutdown is
+    /// not held open by them.
     shutdown: watch::Sender<bool>,
     streams: Mutex<HashMap<u64, u32>>,
     key_hasher: RandomState,
@@ -180,12 +181,6 @@ impl EventHub {
             return;
         }
         let hub = self.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("closing event streams for shutdown");
-            hub.inner.shutdown.send_replace(true);
-        });
-        let hub = self.clone();
         let mut subscription = service.events().subscribe();
         tokio::spawn(async move {
             loop {
@@ -232,6 +227,13 @@ impl EventHub {
             ring.floor = self.next_seq();
         }
         let _ = self.inner.fanout.send(Item::Gap);
+    }
+
+    /// Ends every open stream: the server is shutting down, and a graceful shutdown must not
+    /// wait for streams that never end by themselves.
+    pub fn shut_down(&self) {
+        tracing::info!("closing event streams for shutdown");
+        self.inner.shutdown.send_replace(true);
     }
 
     /// Resolves when the server is shutting down.
@@ -307,31 +309,6 @@ impl EventHub {
     fn newest(&self) -> u64 {
         let ring = self.ring();
         ring.events.back().map_or(ring.floor, |s| s.seq)
-    }
-}
-
-/// SIGTERM or Ctrl-C, as the server's own graceful shutdown listens for (tokio delivers a
-/// signal to every listener).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }
 

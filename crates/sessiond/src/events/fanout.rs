@@ -2,10 +2,12 @@
 //! subscriptions through a broadcast channel of [`Signal`]s, gaps reported as lags, and
 //! jittered reconnection waits.
 
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot, watch};
+use tokio::time::Instant;
 
 use super::{EventSource, RecvError, SessionEvent};
 
@@ -67,6 +69,85 @@ pub(crate) fn jittered(backoff: Duration, draw: u64) -> Duration {
 pub(crate) fn jittered_now(backoff: Duration) -> Duration {
     use crate::random::{self, OsRandom};
     jittered(backoff, u64::from_le_bytes(random::bytes(&OsRandom)))
+}
+
+/// The upstream subscriber loop both cross-node buses run: open the connection, report a gap
+/// when it is up (whatever came before is gone for us), forward until it is lost, report a gap,
+/// and reconnect after a jittered back-off from `reconnect.0` doubling up to `reconnect.1`;
+/// while it stays down, report a gap at most once per `reconnect.1` so watchers keep
+/// re-reading. Sets `state` while the connection is up and returns when `stop` fires (the bus
+/// was dropped).
+///
+/// `open` makes one bounded attempt; `pump` forwards until the connection is lost and says why.
+/// `backend` names the upstream in the logs.
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+pub(crate) async fn supervise<C, E, L, Open, OpenFut, Pump, PumpFut>(
+    backend: &'static str,
+    reconnect: (Duration, Duration),
+    tx: &broadcast::Sender<Signal>,
+    state: &watch::Sender<bool>,
+    mut stop: oneshot::Receiver<()>,
+    mut open: Open,
+    mut pump: Pump,
+) where
+    E: std::fmt::Display,
+    L: std::fmt::Display,
+    Open: FnMut() -> OpenFut,
+    OpenFut: Future<Output = Result<C, E>>,
+    Pump: FnMut(C) -> PumpFut,
+    PumpFut: Future<Output = L>,
+{
+    let min = reconnect.0.max(Duration::from_millis(1));
+    let max = reconnect.1.max(min);
+    let mut backoff = min;
+    let mut last_gap = Instant::now();
+    let mut failures: u64 = 0;
+    loop {
+        let attempt = tokio::select! {
+            biased;
+            _ = &mut stop => return,
+            attempt = open() => attempt,
+        };
+        match attempt {
+            Ok(connection) => {
+                if failures > 0 {
+                    tracing::info!(backend, attempts = failures, "event bus reconnected");
+                }
+                failures = 0;
+                backoff = min;
+                state.send_replace(true);
+                // Whatever was published before this connection was up is gone for us.
+                let _ = tx.send(Signal::Gap);
+                let lost = tokio::select! {
+                    biased;
+                    _ = &mut stop => return,
+                    lost = pump(connection) => lost,
+                };
+                state.send_replace(false);
+                tracing::warn!(backend, error = %lost, "event bus lost its connection; reconnecting");
+                let _ = tx.send(Signal::Gap);
+                last_gap = Instant::now();
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                // Log the first failure of an outage, then only now and then.
+                if failures == 1 || failures.is_multiple_of(20) {
+                    tracing::warn!(backend, error = %e, attempts = failures, "event bus cannot reach its backend; retrying");
+                }
+                if last_gap.elapsed() >= max {
+                    let _ = tx.send(Signal::Gap);
+                    last_gap = Instant::now();
+                }
+            }
+        }
+        let wait = jittered_now(backoff);
+        tokio::select! {
+            biased;
+            _ = &mut stop => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        backoff = backoff.saturating_mul(2).min(max);
+    }
 }
 
 #[cfg(test)]

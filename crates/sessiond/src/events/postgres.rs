@@ -385,68 +385,25 @@ async fn pump(
 }
 
 /// The shared subscriber: connect, listen, forward, report gaps, reconnect with back-off, until
-/// the bus is dropped.
+/// the bus is dropped ([`fanout::supervise`]).
 async fn subscriber_task(
     pool: PgPool,
     connect: PgConnectOptions,
     options: PgBusOptions,
     tx: broadcast::Sender<Signal>,
     state: watch::Sender<bool>,
-    mut stop: oneshot::Receiver<()>,
+    stop: oneshot::Receiver<()>,
 ) {
-    let min = options.reconnect_min.max(Duration::from_millis(1));
-    let max = options.reconnect_max.max(min);
-    let mut backoff = min;
-    let mut last_gap = Instant::now();
-    let mut failures: u64 = 0;
-    loop {
-        let attempt = tokio::select! {
-            biased;
-            _ = &mut stop => return,
-            attempt = open(&connect, &options) => attempt,
-        };
-        match attempt {
-            Ok(listener) => {
-                if failures > 0 {
-                    tracing::info!(
-                        attempts = failures,
-                        "event bus listener reconnected to postgres"
-                    );
-                }
-                failures = 0;
-                backoff = min;
-                state.send_replace(true);
-                // Whatever was notified before this LISTEN was up is gone for us.
-                let _ = tx.send(Signal::Gap);
-                let lost = tokio::select! {
-                    biased;
-                    _ = &mut stop => return,
-                    lost = pump(&pool, listener, &options, &tx) => lost,
-                };
-                state.send_replace(false);
-                tracing::warn!(error = %lost, "event bus listener lost its postgres connection; reconnecting");
-                let _ = tx.send(Signal::Gap);
-                last_gap = Instant::now();
-            }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                if failures == 1 || failures.is_multiple_of(20) {
-                    tracing::warn!(error = %e, attempts = failures, "event bus listener cannot reach postgres; retrying");
-                }
-                if last_gap.elapsed() >= max {
-                    let _ = tx.send(Signal::Gap);
-                    last_gap = Instant::now();
-                }
-            }
-        }
-        let wait = fanout::jittered_now(backoff);
-        tokio::select! {
-            biased;
-            _ = &mut stop => return,
-            () = tokio::time::sleep(wait) => {}
-        }
-        backoff = backoff.saturating_mul(2).min(max);
-    }
+    fanout::supervise(
+        "postgres",
+        (options.reconnect_min, options.reconnect_max),
+        &tx,
+        &state,
+        stop,
+        || open(&connect, &options),
+        |listener| pump(&pool, listener, &options, &tx),
+    )
+    .await;
 }
 
 #[cfg(test)]

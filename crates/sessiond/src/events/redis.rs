@@ -350,68 +350,24 @@ fn forward(msg: &Msg, channel: &str, tx: &broadcast::Sender<Signal>) {
 }
 
 /// The shared subscriber: connect, subscribe, forward, report gaps, reconnect with back-off,
-/// until the bus is dropped.
+/// until the bus is dropped ([`fanout::supervise`]).
 async fn subscriber_task(
     client: redis::Client,
     options: RedisBusOptions,
     tx: broadcast::Sender<Signal>,
     state: watch::Sender<bool>,
-    mut stop: oneshot::Receiver<()>,
+    stop: oneshot::Receiver<()>,
 ) {
-    let min = options.reconnect_min.max(Duration::from_millis(1));
-    let max = options.reconnect_max.max(min);
-    let mut backoff = min;
-    let mut last_gap = Instant::now();
-    let mut failures: u64 = 0;
-    loop {
-        let attempt = tokio::select! {
-            biased;
-            _ = &mut stop => return,
-            attempt = open(&client, &options) => attempt,
-        };
-        match attempt {
-            Ok((sink, stream)) => {
-                if failures > 0 {
-                    tracing::info!(
-                        attempts = failures,
-                        "event bus subscriber reconnected to redis"
-                    );
-                }
-                failures = 0;
-                backoff = min;
-                state.send_replace(true);
-                // Whatever was published before this subscription was up is gone for us.
-                let _ = tx.send(Signal::Gap);
-                let lost = tokio::select! {
-                    biased;
-                    _ = &mut stop => return,
-                    lost = pump(sink, stream, &options, &tx) => lost,
-                };
-                state.send_replace(false);
-                tracing::warn!(error = %lost, "event bus subscriber lost its redis connection; reconnecting");
-                let _ = tx.send(Signal::Gap);
-                last_gap = Instant::now();
-            }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                // Log the first failure of an outage, then only now and then.
-                if failures == 1 || failures.is_multiple_of(20) {
-                    tracing::warn!(error = %e, attempts = failures, "event bus subscriber cannot reach redis; retrying");
-                }
-                if last_gap.elapsed() >= max {
-                    let _ = tx.send(Signal::Gap);
-                    last_gap = Instant::now();
-                }
-            }
-        }
-        let wait = fanout::jittered_now(backoff);
-        tokio::select! {
-            biased;
-            _ = &mut stop => return,
-            () = tokio::time::sleep(wait) => {}
-        }
-        backoff = backoff.saturating_mul(2).min(max);
-    }
+    fanout::supervise(
+        "redis",
+        (options.reconnect_min, options.reconnect_max),
+        &tx,
+        &state,
+        stop,
+        || open(&client, &options),
+        |(sink, stream)| pump(sink, stream, &options, &tx),
+    )
+    .await;
 }
 
 #[cfg(test)]
