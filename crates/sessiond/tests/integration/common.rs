@@ -302,3 +302,68 @@ pub fn user(name: &str) -> NewSession {
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
+
+/// A TCP forwarder to `target` that the test can freeze: while frozen, the bytes of every
+/// forwarded connection are read and dropped, so the connections stay open and go silent, as
+/// behind a dead NAT entry (no FIN, no reset). Aborted when dropped.
+pub struct FreezingProxy {
+    /// The forwarder's loopback address.
+    pub addr: std::net::SocketAddr,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl FreezingProxy {
+    pub async fn start(target: &str) -> FreezingProxy {
+        let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (flag, target) = (frozen.clone(), target.to_owned());
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(Self::pipe(cr, sw, flag.clone()));
+                tokio::spawn(Self::pipe(sr, cw, flag.clone()));
+            }
+        });
+        FreezingProxy {
+            addr,
+            frozen,
+            accept,
+        }
+    }
+
+    pub fn freeze(&self, frozen: bool) {
+        self.frozen
+            .store(frozen, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        frozen: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            if !frozen.load(std::sync::atomic::Ordering::SeqCst)
+                && to.write_all(&buf[..n]).await.is_err()
+            {
+                break;
+            }
+        }
+    }
+}
+
+impl Drop for FreezingProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}

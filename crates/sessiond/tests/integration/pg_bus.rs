@@ -18,7 +18,7 @@ use sessiond::{
 };
 use sqlx::{Connection, PgConnection};
 
-use crate::common::{postgres_url, unique_redis_prefix, user, T0};
+use crate::common::{postgres_url, unique_redis_prefix, user, FreezingProxy, T0};
 
 /// How long a cross-node event may take here.
 const PROMPT: Duration = Duration::from_secs(2);
@@ -240,29 +240,8 @@ async fn dropping_the_bus_closes_its_subscriptions() {
     }
 }
 
-/// Forwards bytes until either side closes; while `frozen`, reads and drops them: the
-/// connection stays open and goes silent, as behind a dead NAT entry.
-async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    frozen: Arc<std::sync::atomic::AtomicBool>,
-) {
-    use std::sync::atomic::Ordering;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut buf = vec![0u8; 16 * 1024];
-    while let Ok(n) = from.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        if !frozen.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_listener_is_found_by_its_heartbeat_and_replaced() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let mut options = options();
     options.heartbeat_interval = Duration::from_millis(100);
     options.heartbeat_timeout = Duration::from_millis(300);
@@ -277,23 +256,8 @@ async fn a_silent_listener_is_found_by_its_heartbeat_and_replaced() {
             .map_or(authority, |(_, hp)| hp)
             .to_owned()
     };
-    let frozen = Arc::new(AtomicBool::new(false));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accept = {
-        let (frozen, target) = (frozen.clone(), target.clone());
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
-                    continue;
-                };
-                let (cr, cw) = client.into_split();
-                let (sr, sw) = server.into_split();
-                tokio::spawn(pipe(cr, sw, frozen.clone()));
-                tokio::spawn(pipe(sr, cw, frozen.clone()));
-            }
-        })
-    };
+    let proxy = FreezingProxy::start(&target).await;
+    let addr = proxy.addr;
     let proxied = PgEventBus::connect(
         &url.replacen(&target, &addr.to_string(), 1),
         options.clone(),
@@ -307,7 +271,7 @@ async fn a_silent_listener_is_found_by_its_heartbeat_and_replaced() {
     assert_eq!(recv(&mut sub).await.unwrap().user_id.as_str(), "before");
 
     // Silence, no FIN: only the heartbeat can tell.
-    frozen.store(true, Ordering::SeqCst);
+    proxy.freeze(true);
     let started = Instant::now();
     assert_eq!(recv(&mut sub).await, Err(RecvError::Lagged { missed: 0 }));
     assert!(
@@ -317,7 +281,7 @@ async fn a_silent_listener_is_found_by_its_heartbeat_and_replaced() {
     );
 
     // Thawed: a new listener comes up and events flow again.
-    frozen.store(false, Ordering::SeqCst);
+    proxy.freeze(false);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         settle(&mut sub).await;
@@ -330,5 +294,4 @@ async fn a_silent_listener_is_found_by_its_heartbeat_and_replaced() {
         }
         assert!(Instant::now() < deadline, "delivery did not resume");
     }
-    accept.abort();
 }

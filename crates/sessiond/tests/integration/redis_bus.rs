@@ -9,7 +9,6 @@
 //! address), never by stopping Redis or killing other clients.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,11 +19,10 @@ use sessiond::{
     EndReason, EventBus, EventKind, ManualClock, MasterKey, RequestContext, RevokeOutcome,
     RevokeReason, SeededRandom, SessionEvent, SessionKind, SessionService,
 };
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::common::{redis_url, unique_redis_prefix, user, T0};
+use crate::common::{redis_url, unique_redis_prefix, user, FreezingProxy, T0};
 
 /// How long a cross-node event may take here.
 const PROMPT: Duration = Duration::from_secs(1);
@@ -437,32 +435,11 @@ async fn publishing_with_redis_unreachable_is_unavailable_and_the_revoke_succeed
     assert!(row.revoked_at.is_some(), "the revocation itself happened");
 }
 
-/// Copies `from` to `to`, dropping the bytes instead while `frozen` is set: a connection that
-/// stays open and goes silent, as behind a dead NAT entry.
-async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    frozen: Arc<AtomicBool>,
-) {
-    let mut buf = vec![0u8; 16 * 1024];
-    while let Ok(n) = from.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        if !frozen.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_subscriber_connection_is_found_by_its_ping_and_replaced() {
     let mut options = options();
     options.ping_interval = Duration::from_millis(100);
     options.response_timeout = Duration::from_millis(300);
-    let frozen = Arc::new(AtomicBool::new(false));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let target = match redis::Client::open(redis_url().as_str())
         .unwrap()
         .get_connection_info()
@@ -471,30 +448,18 @@ async fn a_silent_subscriber_connection_is_found_by_its_ping_and_replaced() {
         redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
         other => panic!("needs a plain TCP REDIS_URL, not {other:?}"),
     };
-    let accept = {
-        let (frozen, target) = (frozen.clone(), target.clone());
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(&target).await else {
-                    continue;
-                };
-                let (cr, cw) = client.into_split();
-                let (sr, sw) = server.into_split();
-                tokio::spawn(pipe(cr, sw, frozen.clone()));
-                tokio::spawn(pipe(sr, cw, frozen.clone()));
-            }
-        })
-    };
+    let proxy = FreezingProxy::start(&target).await;
+    let addr = proxy.addr;
     let url = redis_url().replacen(&target, &addr.to_string(), 1);
     let bus_b = bus(&url, options.clone()).await;
     let bus_a = bus(&redis_url(), options.clone()).await;
     let mut sub = bus_b.subscribe();
 
-    frozen.store(true, Ordering::SeqCst);
+    proxy.freeze(true);
     // Found within one ping period plus the response timeout, then reported.
     assert_eq!(recv(&mut sub).await, Err(RecvError::Lagged { missed: 0 }));
     assert!(!bus_b.is_subscribed());
-    frozen.store(false, Ordering::SeqCst);
+    proxy.freeze(false);
     assert_eq!(recv(&mut sub).await, Err(RecvError::Lagged { missed: 0 }));
     assert!(bus_b.is_subscribed());
 
@@ -508,5 +473,4 @@ async fn a_silent_subscriber_connection_is_found_by_its_ping_and_replaced() {
     );
     bus_a.publish(event.clone()).await.unwrap();
     assert_eq!(recv(&mut sub).await.unwrap(), event);
-    accept.abort();
 }
