@@ -35,6 +35,20 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The whole response; a body that is not JSON is `Value::Null` in `body` (`text` has it).
+    pub async fn read(resp: reqwest::Response) -> Reply {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
     pub fn code(&self) -> &str {
         self.body["code"].as_str().unwrap_or("")
     }
@@ -188,17 +202,7 @@ impl Server {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            body,
-            text,
-        }
+        Reply::read(req.send().await.unwrap()).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Reply {
@@ -225,17 +229,7 @@ impl Server {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            body,
-            text,
-        }
+        Reply::read(req.send().await.unwrap()).await
     }
 
     /// Runs an admin command of the same binary against this server's database.
@@ -565,17 +559,7 @@ impl Handle {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            body,
-            text,
-        }
+        Reply::read(req.send().await.unwrap()).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Reply {
