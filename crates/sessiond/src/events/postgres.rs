@@ -44,6 +44,7 @@ use tokio::time::Instant;
 use super::fanout::{self, Signal, SignalSource};
 use super::{EventBus, EventError, InProcessBus, SessionEvent, Subscription};
 use crate::random::{self, OsRandom};
+use crate::store::postgres::is_unavailable;
 
 /// The channel events travel on unless [`PgBusOptions::channel`] says otherwise.
 pub const DEFAULT_CHANNEL: &str = "sessiond_events";
@@ -236,20 +237,9 @@ async fn notify(
     }
 }
 
-/// Sorts a database error: could not reach or serve now → unavailable, else backend.
+/// Sorts a database error as the store does: could not reach or serve now → unavailable.
 fn map_err(e: sqlx::Error) -> EventError {
-    let unavailable = matches!(
-        e,
-        sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Tls(_)
-    ) || e
-        .as_database_error()
-        .and_then(|d| d.code())
-        .is_some_and(|c| c.starts_with("08") || c.starts_with("53") || c.starts_with("57P"));
-    if unavailable {
+    if is_unavailable(&e) {
         EventError::Unavailable(Box::new(e))
     } else {
         EventError::Backend(Box::new(e))

@@ -149,8 +149,8 @@ pub struct PgStore {
 }
 
 /// Whether `e` means "the database could not be reached or cannot serve now" rather than "the
-/// database refused this statement".
-fn is_unavailable(e: &sqlx::Error) -> bool {
+/// database refused this statement". Shared with the PostgreSQL event bus.
+pub(crate) fn is_unavailable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
