@@ -5,6 +5,9 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+use sessiond::{ApiKeyId, ApiKeyInfo};
 use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
@@ -33,9 +36,32 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Proof that a `/v1` request carried a valid API key (`Authorization: Bearer <api key>`).
-#[derive(Debug, Clone, Copy)]
-pub struct ApiCaller;
+/// Proof that a `/v1` request carried a valid API key (`Authorization: Bearer <api key>`), and
+/// which one: its public id, or `None` for the bootstrap `SESSIOND_API_KEY`. However the header
+/// is spelled (surrounding whitespace), one key is one caller, so per-key limits hold.
+#[derive(Debug, Clone)]
+pub struct ApiCaller(Option<Arc<ApiKeyInfo>>);
+
+impl ApiCaller {
+    /// The key's public id; `None` for the bootstrap key.
+    pub fn key_id(&self) -> Option<&ApiKeyId> {
+        self.0.as_ref().map(|info| &info.id)
+    }
+}
+
+impl PartialEq for ApiCaller {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_id() == other.key_id()
+    }
+}
+
+impl Eq for ApiCaller {}
+
+impl std::hash::Hash for ApiCaller {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key_id().hash(state);
+    }
+}
 
 impl FromRequestParts<AppState> for ApiCaller {
     type Rejection = ApiError;
@@ -54,13 +80,13 @@ impl FromRequestParts<AppState> for ApiCaller {
         if let Some(bootstrap) = &state.bootstrap_api_key {
             if bool::from(bootstrap.expose().as_bytes().ct_eq(presented.as_bytes())) {
                 tracing::debug!(api_key = "bootstrap", "API call");
-                return Ok(ApiCaller);
+                return Ok(ApiCaller(None));
             }
         }
         match state.service.authenticate_api_key(presented).await? {
             Some(info) => {
                 tracing::debug!(api_key = %info.id, "API call");
-                Ok(ApiCaller)
+                Ok(ApiCaller(Some(info)))
             }
             None => Err(ApiError::Unauthorized),
         }

@@ -31,17 +31,17 @@
 //!
 //! # Limits
 //! At most `[events] max_streams_per_key` streams are open per API key; one more is 429
-//! `too_many_streams`. The key is identified in memory by a keyed hash, never stored or logged.
+//! `too_many_streams`. A key is counted by its public id (the authenticated caller), so spelling
+//! the `Authorization` header differently does not open more.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -100,8 +100,8 @@ struct HubInner {
     /// Set by [`EventHub::shut_down`] (SIGTERM/Ctrl-C): streams end so the graceful shutdown is
     /// not held open by them.
     shutdown: watch::Sender<bool>,
-    streams: Mutex<HashMap<u64, u32>>,
-    key_hasher: RandomState,
+    /// Open streams per caller.
+    streams: Mutex<HashMap<ApiCaller, u32>>,
 }
 
 /// The node's event fan-out: one bus subscription feeding a bounded replay ring and every
@@ -115,7 +115,7 @@ pub struct EventHub {
 #[derive(Debug)]
 struct StreamSlot {
     hub: EventHub,
-    key: u64,
+    key: ApiCaller,
 }
 
 impl Drop for StreamSlot {
@@ -162,7 +162,6 @@ impl EventHub {
                 fanout,
                 shutdown: watch::Sender::new(false),
                 streams: Mutex::new(HashMap::new()),
-                key_hasher: RandomState::new(),
             }),
         }
     }
@@ -260,19 +259,15 @@ impl EventHub {
             .sum()
     }
 
-    /// Takes a stream slot for the API key presented in `headers`.
-    fn acquire(&self, headers: &HeaderMap) -> Result<StreamSlot, ApiError> {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        let key = self.inner.key_hasher.hash_one(presented);
+    /// Takes a stream slot for `caller`'s API key.
+    fn acquire(&self, caller: ApiCaller) -> Result<StreamSlot, ApiError> {
+        let key = caller;
         let mut streams = self
             .inner
             .streams
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let open = streams.entry(key).or_insert(0);
+        let open = streams.entry(key.clone()).or_insert(0);
         if self.inner.max_per_key != 0 && *open >= self.inner.max_per_key {
             return Err(ApiError::TooManyStreams);
         }
@@ -392,14 +387,13 @@ fn terminal(
     security(("api_key" = [])))]
 pub async fn session_events(
     State(state): State<AppState>,
-    _caller: ApiCaller,
+    caller: ApiCaller,
     client_cert: Option<Extension<ClientCertificate>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = SessionId::parse(&id).map_err(|_| ApiError::NotFound("session_not_found"))?;
     let hub = state.events.clone();
-    let slot = hub.acquire(&headers)?;
+    let slot = hub.acquire(caller)?;
     hub.ensure_started(&state.service);
     // Subscribe to the fan-out before the watch reads the row: no `refreshed` is lost between.
     let mut fanout = hub.inner.fanout.subscribe();
@@ -484,7 +478,7 @@ fn wanted(event: &SessionEvent, user: &UserId, tenant: Option<&Tenant>) -> bool 
     security(("api_key" = [])))]
 pub async fn user_events(
     State(state): State<AppState>,
-    _caller: ApiCaller,
+    caller: ApiCaller,
     client_cert: Option<Extension<ClientCertificate>>,
     headers: HeaderMap,
     Query(query): Query<UserEventsQuery>,
@@ -508,7 +502,7 @@ pub async fn user_events(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let hub = state.events.clone();
-    let slot = hub.acquire(&headers)?;
+    let slot = hub.acquire(caller)?;
     hub.ensure_started(&state.service);
     let mut fanout = hub.inner.fanout.subscribe();
     let (tx, rx) = mpsc::channel(CLIENT_QUEUE);

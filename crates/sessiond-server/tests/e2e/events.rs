@@ -260,6 +260,17 @@ async fn per_key_cap_and_keep_alive() {
     let two = SseClient::connect(&s, "/v1/events?user_id=alice", None).await;
     let r = s.get("/v1/events?user_id=alice").await;
     r.assert_problem(429, "too_many_streams");
+    // The same key spelled with extra whitespace is the same caller, not a fresh allowance.
+    let padded = format!("Bearer   {}  ", s.api_key);
+    s.request(
+        reqwest::Method::GET,
+        "/v1/events?user_id=alice",
+        None,
+        &[("authorization", &padded)],
+        false,
+    )
+    .await
+    .assert_problem(429, "too_many_streams");
     let metrics = s.get("/metrics").await;
     assert!(
         metrics.text.contains("\nsessiond_event_streams_open 2\n"),
