@@ -261,16 +261,20 @@ async fn per_key_cap_and_keep_alive() {
     let r = s.get("/v1/events?user_id=alice").await;
     r.assert_problem(429, "too_many_streams");
     // The same key spelled with extra whitespace is the same caller, not a fresh allowance.
+    // (A stream opened by mistake would never end: bounded, so that fails fast.)
     let padded = format!("Bearer   {}  ", s.api_key);
-    s.request(
+    let header = [("authorization", padded.as_str())];
+    let refused = s.request(
         reqwest::Method::GET,
         "/v1/events?user_id=alice",
         None,
-        &[("authorization", &padded)],
+        &header,
         false,
-    )
-    .await
-    .assert_problem(429, "too_many_streams");
+    );
+    tokio::time::timeout(Duration::from_secs(5), refused)
+        .await
+        .expect("answered at once, not streamed")
+        .assert_problem(429, "too_many_streams");
     let metrics = s.get("/metrics").await;
     assert!(
         metrics.text.contains("\nsessiond_event_streams_open 2\n"),
