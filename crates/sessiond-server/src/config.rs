@@ -177,8 +177,11 @@ pub struct TokenSessions {
     pub refresh_idle_ttl: Dur,
     /// Lifetime of a token session however often it refreshes.
     pub refresh_absolute_ttl: Dur,
-    /// How long a just-rotated refresh token still yields the same successor.
+    /// How long a just-rotated refresh token still yields the current pair.
     pub refresh_grace: Dur,
+    /// How long after a rotation the predecessor of a pair that was never used (a lost
+    /// response) gets a fresh successor instead of revoking the session; `0s` is strict.
+    pub refresh_lost_response_window: Dur,
     /// `EdDSA` (default) or `HS256`.
     pub access_alg: AccessAlg,
     /// With `access_alg = "HS256"`: a shared secret (at least 32 bytes) for resource servers
@@ -199,6 +202,7 @@ impl Default for TokenSessions {
             refresh_idle_ttl: secs(14 * 86_400),
             refresh_absolute_ttl: secs(30 * 86_400),
             refresh_grace: secs(10),
+            refresh_lost_response_window: secs(3 * 86_400),
             access_alg: AccessAlg::EdDsa,
             hs256_secret: None,
             issuer: String::from("sessiond"),

@@ -116,6 +116,24 @@ impl prometheus_client::collector::Collector for LibraryCollector {
             let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
             counter.encode(metric)?;
         }
+        let mut refreshes = encoder.encode_descriptor(
+            "sessiond_refreshes",
+            "Refreshes by outcome: rotated (the current token), converged (a token rotated out \
+             inside the grace window or by a concurrent request), reissued (a lost response), \
+             reused (theft presumed: session revoked)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, value) in [
+            ("rotated", snap.refresh_rotated),
+            ("converged", snap.refresh_converged),
+            ("reissued", snap.refresh_reissued),
+            ("reused", snap.refresh_reuse_detected),
+        ] {
+            let labels = [("outcome", outcome)];
+            let metric = refreshes.encode_family(&labels)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
         let mut family = encoder.encode_descriptor(
             "sessiond_validation_failures",
             "Failed validations by reason code",

@@ -231,6 +231,7 @@ pub fn service_config(config: &Config) -> ServiceConfig {
     s.tokens.refresh_idle_ttl = config.token_sessions.refresh_idle_ttl.0;
     s.tokens.refresh_absolute_ttl = config.token_sessions.refresh_absolute_ttl.0;
     s.tokens.refresh_grace = config.token_sessions.refresh_grace.0;
+    s.tokens.lost_response_window = config.token_sessions.refresh_lost_response_window.0;
     s.tokens.issuer = config.token_sessions.issuer.clone();
     s.tokens.access_audience = config.token_sessions.audience.clone();
     s.tokens.leeway = config.token_sessions.leeway.0;

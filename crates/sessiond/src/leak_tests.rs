@@ -209,6 +209,14 @@ fn no_secret_reaches_logs_errors_or_audit() {
             .await
             .unwrap();
         haystack.push_str(&format!("{tokens:?}\n{next:?}\n"));
+        // The new pair is in use, so the old refresh token below is reuse, not a lost response.
+        service
+            .validate_access_token(
+                next.tokens.access_token.expose(),
+                &RequestContext::default(),
+            )
+            .await
+            .unwrap();
         service.claim_token(&at).await.unwrap();
         errors.push(service.claim_token(&at).await.unwrap_err());
         clock.advance(std::time::Duration::from_secs(60));

@@ -13,6 +13,9 @@ pub struct Metrics {
     sessions_created: AtomicU64,
     sessions_revoked: AtomicU64,
     refresh_reuse_detected: AtomicU64,
+    refresh_rotated: AtomicU64,
+    refresh_converged: AtomicU64,
+    refresh_reissued: AtomicU64,
     audit_failures_suppressed: AtomicU64,
     audit_write_errors: AtomicU64,
     events_published: AtomicU64,
@@ -29,8 +32,15 @@ pub struct MetricsSnapshot {
     pub sessions_created: u64,
     /// Sessions revoked (any reason).
     pub sessions_revoked: u64,
-    /// Refresh-token reuse detections.
+    /// Refresh-token reuse detections (each revoked its session).
     pub refresh_reuse_detected: u64,
+    /// Refreshes that rotated the current token.
+    pub refresh_rotated: u64,
+    /// Refreshes with a recently rotated-out token that converged on the current pair (inside
+    /// the grace window, or after losing a race).
+    pub refresh_converged: u64,
+    /// Refreshes with the parent of an unused pair (a lost response) that got a fresh successor.
+    pub refresh_reissued: u64,
     /// Validation failures whose audit record was suppressed by the rate bound.
     pub audit_failures_suppressed: u64,
     /// Audit records that could not be written.
@@ -54,9 +64,20 @@ impl Metrics {
         self.sessions_revoked.fetch_add(n, Ordering::Relaxed);
     }
 
-    #[allow(dead_code)] // used by token refresh
     pub(crate) fn refresh_reuse(&self) {
         self.refresh_reuse_detected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refresh_rotated(&self) {
+        self.refresh_rotated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refresh_converged(&self) {
+        self.refresh_converged.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refresh_reissued(&self) {
+        self.refresh_reissued.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn audit_suppressed(&self) {
@@ -98,6 +119,9 @@ impl Metrics {
             sessions_created: self.sessions_created.load(Ordering::Relaxed),
             sessions_revoked: self.sessions_revoked.load(Ordering::Relaxed),
             refresh_reuse_detected: self.refresh_reuse_detected.load(Ordering::Relaxed),
+            refresh_rotated: self.refresh_rotated.load(Ordering::Relaxed),
+            refresh_converged: self.refresh_converged.load(Ordering::Relaxed),
+            refresh_reissued: self.refresh_reissued.load(Ordering::Relaxed),
             audit_failures_suppressed: self.audit_failures_suppressed.load(Ordering::Relaxed),
             audit_write_errors: self.audit_write_errors.load(Ordering::Relaxed),
             events_published: self.events_published.load(Ordering::Relaxed),

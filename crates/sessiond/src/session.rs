@@ -186,25 +186,82 @@ impl Session {
     }
 }
 
-/// The refresh-token state of a token session (hashes only).
+/// The refresh-token state of a token session: hashes and bookkeeping, never a secret.
+///
+/// Every refresh secret has a generation, unique within its session. The secret of generation
+/// `g` was derived from its parent's secret under a refresh key (docs/DESIGN.md, "Refresh
+/// rotation"), so a client holding an ancestor of the current secret on [`RefreshState::chain`]
+/// can be brought to the current secret without the row ever holding one.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RefreshState {
     /// SHA-256 of the current refresh secret.
     pub hash: [u8; 32],
-    /// SHA-256 of the secret it replaced, accepted within the grace window.
-    pub previous_hash: Option<[u8; 32]>,
-    /// When the current secret was issued by a rotation.
-    pub rotated_at: Option<Timestamp>,
-    /// How many rotations the session has had.
+    /// The current secret's generation (0 at creation; the highest ever issued).
     pub generation: u64,
+    /// Whether the current pair has been used: its refresh token presented, or one of its access
+    /// tokens validated. A rotated-out token whose successor is unused is a lost response.
+    pub used: bool,
+    /// The recent rotation steps that lead to the current secret, oldest first: each step's
+    /// parent is the previous step's generation, and the last step produced
+    /// [`RefreshState::generation`]. Empty before the first rotation. Abandoned branches are not
+    /// kept: a token that is not on this path is not a predecessor of the current one.
+    pub chain: Vec<RefreshStep>,
 }
 
 impl fmt::Debug for RefreshState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RefreshState")
-            .field("rotated_at", &self.rotated_at)
             .field("generation", &self.generation)
+            .field("used", &self.used)
+            .field("chain", &self.chain)
             .finish_non_exhaustive()
+    }
+}
+
+/// One rotation on a refresh chain: the secret of `generation` was derived from the secret of
+/// `parent` under the refresh key `key_id`, at `at`, which is when `parent` was rotated out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshStep {
+    /// The generation this step produced.
+    pub generation: u64,
+    /// The generation it was derived from.
+    pub parent: u64,
+    /// When (the moment the parent stopped being current).
+    pub at: Timestamp,
+    /// The refresh key the derivation used.
+    pub key_id: KeyId,
+}
+
+impl RefreshStep {
+    /// The stored form of a chain: a JSON array of `[generation, parent, at_ms, key_id]`.
+    pub fn encode_chain(chain: &[RefreshStep]) -> String {
+        let rows: Vec<serde_json::Value> = chain
+            .iter()
+            .map(|s| {
+                serde_json::json!([
+                    s.generation,
+                    s.parent,
+                    s.at.unix_millis(),
+                    s.key_id.as_str()
+                ])
+            })
+            .collect();
+        serde_json::Value::Array(rows).to_string()
+    }
+
+    /// Parses [`RefreshStep::encode_chain`]'s form; `None` for anything else.
+    pub fn decode_chain(text: &str) -> Option<Vec<RefreshStep>> {
+        let rows: Vec<(u64, u64, i64, String)> = serde_json::from_str(text).ok()?;
+        rows.into_iter()
+            .map(|(generation, parent, at, key_id)| {
+                Some(RefreshStep {
+                    generation,
+                    parent,
+                    at: Timestamp::from_unix_millis(at),
+                    key_id: KeyId::parse(&key_id).ok()?,
+                })
+            })
+            .collect()
     }
 }
 

@@ -32,6 +32,10 @@ pub struct TokenPolicy {
     /// How long after a rotation the previous refresh token still yields the same successor
     /// (concurrent tabs, retries) instead of counting as reuse (default 10 s).
     pub refresh_grace: Duration,
+    /// How long after a rotation a refresh token whose successor pair was never used (a lost
+    /// response) is answered with a fresh successor instead of counting as reuse (default 3 d;
+    /// zero: strict, every rotated-out token outside the grace window is reuse).
+    pub lost_response_window: Duration,
     /// `iss` of every token we issue and require (default `sessiond`).
     pub issuer: String,
     /// `aud` of access tokens (default `sessiond`).
@@ -49,6 +53,7 @@ impl Default for TokenPolicy {
             refresh_idle_ttl: Duration::from_secs(14 * 24 * 3600),
             refresh_absolute_ttl: Duration::from_secs(30 * 24 * 3600),
             refresh_grace: Duration::from_secs(10),
+            lost_response_window: Duration::from_secs(3 * 24 * 3600),
             issuer: String::from("sessiond"),
             access_audience: String::from("sessiond"),
             refresh_audience: String::from("sessiond:refresh"),
@@ -156,6 +161,9 @@ pub(crate) struct VerifiedToken {
     pub(crate) subject: String,
     pub(crate) expires_at: Timestamp,
     pub(crate) jti: Secret<String>,
+    /// `gen`: the refresh generation of the pair the token belongs to (absent in tokens issued
+    /// before generations were named).
+    pub(crate) generation: Option<u64>,
 }
 
 /// Verifies one of our tokens of `kind` with the key its `kid` names, returning the key too
@@ -206,6 +214,10 @@ pub(crate) async fn verify(
         subject: string_claim(&claims, "sub")?.to_owned(),
         expires_at: Timestamp::from_unix_seconds(exp),
         jti: Secret::new(string_claim(&claims, "jti")?.to_owned()),
+        generation: match claims.get("gen") {
+            None => None,
+            Some(v) => Some(v.as_u64().ok_or(TokenError::Claim("gen"))?),
+        },
     };
     Ok((verified, key))
 }
@@ -227,17 +239,33 @@ fn int_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i
     }
 }
 
-/// Signs a token of `kind` for `session`, expiring at `exp`, with `jti` as its id (for refresh
-/// tokens: the refresh secret).
+/// What a token says beyond its session: its id and the refresh generation of its pair.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Issue<'a> {
+    /// `jti` (for refresh tokens: the refresh secret).
+    pub(crate) jti: &'a str,
+    /// `gen`: the refresh generation of the pair.
+    pub(crate) generation: u64,
+    /// `iat` (and `nbf` for access tokens).
+    pub(crate) now: Timestamp,
+    /// `exp`.
+    pub(crate) exp: Timestamp,
+}
+
+/// Signs a token of `kind` for `session`.
 pub(crate) fn issue(
     key: &Key,
     policy: &TokenPolicy,
     kind: TokenKind,
     session: &Session,
-    jti: &str,
-    now: Timestamp,
-    exp: Timestamp,
+    what: Issue<'_>,
 ) -> Result<Secret<String>, JwsError> {
+    let Issue {
+        jti,
+        generation,
+        now,
+        exp,
+    } = what;
     let mut header = Map::new();
     header.insert("typ".into(), Value::String(kind.typ().into()));
     header.insert("kid".into(), Value::String(key.id().as_str().into()));
@@ -261,6 +289,7 @@ pub(crate) fn issue(
     claims.insert("iat".into(), Value::from(now.unix_seconds()));
     claims.insert("jti".into(), Value::String(jti.into()));
     claims.insert("sid".into(), Value::String(session.id.as_str().into()));
+    claims.insert("gen".into(), Value::from(generation));
     let payload = serde_json::to_vec(&claims).map_err(|_| JwsError::KeyUnusable)?;
     jose::sign_compact(key, &header, &payload)
 }

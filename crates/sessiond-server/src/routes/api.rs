@@ -164,12 +164,14 @@ pub async fn refresh(
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> Result<Json<RefreshResponse>, ApiError> {
     let now = state.service.now();
-    let refreshed = state
-        .service
-        .refresh(&req.refresh_token, &RequestContext::default())
-        .await?;
-    // Server to server: the caller gets the refresh token even for browser sessions, so a
-    // backend that proxies the browser flow can set the cookie itself.
+    let ctx = RequestContext {
+        ip: req.ip.as_deref(),
+        user_agent: req.user_agent.as_deref(),
+        ..RequestContext::default()
+    };
+    // Token and browser sessions, on purpose: a backend that proxies the browser flow holds the
+    // browser session's refresh token and sets the cookie itself. Cookie sessions have none.
+    let refreshed = state.service.refresh(&req.refresh_token, &ctx).await?;
     Ok(Json(RefreshResponse {
         session: SessionView::from(&refreshed.session),
         tokens: TokensView::new(&refreshed.tokens, now, true),

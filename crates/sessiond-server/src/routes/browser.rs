@@ -70,6 +70,26 @@ fn client_ip(
     None
 }
 
+/// [`client_ip`] of this request, as text for the binding check.
+fn request_ip(
+    state: &AppState,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: &HeaderMap,
+) -> Option<String> {
+    client_ip(
+        &state.config.sessions.trusted_proxies,
+        peer.map(|Extension(ConnectInfo(addr))| addr),
+        headers,
+    )
+    .map(|ip| ip.to_string())
+}
+
+fn user_agent(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+}
+
 fn uniform(reason: &'static str) -> ApiError {
     tracing::info!(reason, "browser request refused");
     ApiError::Unauthorized
@@ -96,25 +116,19 @@ pub async fn refresh(
     }
     let token =
         refresh_cookie(&state, &headers).ok_or_else(|| uniform("refresh_cookie_missing"))?;
-    let ua = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok());
-    let ip = client_ip(
-        &state.config.sessions.trusted_proxies,
-        peer.map(|Extension(ConnectInfo(addr))| addr),
-        &headers,
-    )
-    .map(|ip| ip.to_string());
+    let ip = request_ip(&state, peer, &headers);
     let ctx = RequestContext {
         ip: ip.as_deref(),
-        user_agent: ua,
+        user_agent: user_agent(&headers),
         ..RequestContext::default()
     };
     let now = state.service.now();
-    let refreshed = state.service.refresh(&token, &ctx).await.map_err(fail)?;
-    if refreshed.session.kind != sessiond::SessionKind::Browser {
-        return Err(uniform("not_a_browser_session"));
-    }
+    // Browser sessions only; the kind is checked before anything is written.
+    let refreshed = state
+        .service
+        .refresh_browser(&token, &ctx)
+        .await
+        .map_err(fail)?;
     let cookie = state.cookies.refresh_cookie(
         refreshed.tokens.refresh_token.expose(),
         now,
@@ -135,13 +149,22 @@ pub async fn refresh(
     responses((status = 204), (status = 401, body = Problem), (status = 503, body = Problem)))]
 pub async fn logout(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !origin_allowed(&state, &headers) {
         return Err(uniform("origin_not_allowed"));
     }
+    let ip = request_ip(&state, peer, &headers);
+    let ctx = RequestContext {
+        ip: ip.as_deref(),
+        user_agent: user_agent(&headers),
+        ..RequestContext::default()
+    };
+    // A browser session whatever the binding (a mismatch is audited, not refused): logging out
+    // from a new network must end the session on the server too.
     let outcome = match refresh_cookie(&state, &headers) {
-        Some(token) => state.service.logout_refresh_token(&token).await.map(|_| ()),
+        Some(token) => state.service.logout_browser(&token, &ctx).await.map(|_| ()),
         None => Err(SessionError::InvalidInput("no refresh cookie")),
     };
     let mut response = match outcome {

@@ -223,6 +223,13 @@ pub struct ValidateResponse {
 pub struct RefreshRequest {
     /// The refresh JWT.
     pub refresh_token: String,
+    /// The client's IP, checked against a session bound to one (`sessions.bind_ip`); a bound
+    /// session refreshed without it is refused (401 `binding_mismatch`).
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// The client's User-Agent, checked like `ip` (`sessions.bind_user_agent`).
+    #[serde(default)]
+    pub user_agent: Option<String>,
 }
 
 /// `200` of `POST /v1/tokens/refresh`.

@@ -252,7 +252,16 @@ async fn token_session_refresh_and_reuse_over_http() {
         .as_str()
         .unwrap()
         .to_owned();
-    // With no grace window, presenting the predecessor again is theft: the session dies.
+    // The new pair is used (changed with the rotation rules of docs/DESIGN.md: an unused pair's
+    // predecessor would be a lost response and be re-issued)...
+    let v = s
+        .post(
+            "/v1/sessions/validate",
+            json!({"access_token": next_access}),
+        )
+        .await;
+    assert_eq!(v.status, 200, "{}", v.text);
+    // ...so with no grace window, presenting the predecessor again is theft: the session dies.
     s.post("/v1/tokens/refresh", json!({"refresh_token": refresh}))
         .await
         .assert_problem(401, "refresh_token_reused");

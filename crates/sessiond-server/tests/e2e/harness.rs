@@ -389,7 +389,8 @@ impl Cluster {
         Cluster::start_with(n, database_url, redis_url, "").await
     }
 
-    /// As [`Cluster::start`], with `extra` top-level configuration lines for every node.
+    /// As [`Cluster::start`], with `extra` configuration for every node (appended after the
+    /// top-level keys, so it may add top-level keys or open tables).
     pub async fn start_with(
         n: usize,
         database_url: &str,
@@ -398,12 +399,14 @@ impl Cluster {
     ) -> Cluster {
         let schema = Schema::new();
         let mut config = format!(
-            "{extra}database_url = \"{database_url}\"\ndatabase_schema = \"{}\"\n",
+            "database_url = \"{database_url}\"\ndatabase_schema = \"{}\"\n",
             schema.name
         );
         if let Some(redis) = redis_url {
             config.push_str(&format!("redis_url = \"{redis}\"\n"));
         }
+        // Last, so that `extra` may open tables of its own.
+        config.push_str(extra);
         // The first node migrates the schema and creates the keys; the rest join it.
         let mut nodes = Vec::new();
         for _ in 0..n {
@@ -551,11 +554,28 @@ impl Server {
 impl Handle {
     /// A request with the API key; a transport failure or a 20 s stall is a panic.
     pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
+        self.send_with(method, path, body, &[], true).await
+    }
+
+    /// A request with extra headers, with or without the API key.
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+        auth: bool,
+    ) -> Reply {
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.api_key)
             .timeout(Duration::from_secs(20));
+        if auth {
+            req = req.bearer_auth(&self.api_key);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if let Some(body) = body {
             req = req.json(body);
         }

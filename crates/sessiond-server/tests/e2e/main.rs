@@ -18,4 +18,5 @@ mod logs;
 mod nodes;
 mod outage;
 mod relay;
+mod rotation;
 mod tls;

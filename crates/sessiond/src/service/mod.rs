@@ -32,6 +32,7 @@ use crate::token::TokenPolicy;
 mod api_keys;
 mod claims;
 mod events;
+mod rotation;
 mod tokens;
 mod watch;
 
@@ -42,7 +43,7 @@ pub use watch::{DeadlineKind, EndReason, ExtraDeadline, Watch};
 
 /// Claim names the application may not set: they are the token's own.
 pub const RESERVED_CLAIMS: &[&str] = &[
-    "iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "tenant", "typ", "kid", "cnf",
+    "iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "gen", "tenant", "typ", "kid", "cnf",
 ];
 /// The largest serialized custom-claims object accepted (bytes).
 pub const MAX_CLAIMS_BYTES: usize = 4096;
@@ -362,6 +363,22 @@ fn check_len(value: Option<&str>, max: usize, what: &'static str) -> Result<(), 
         }
         _ => Ok(()),
     }
+}
+
+/// The session-creation rules for the client facts a request carries: an `ip` of at most 64
+/// bytes and a `user_agent` of at most 1024, neither with control characters.
+fn check_client(ip: Option<&str>, user_agent: Option<&str>) -> Result<(), SessionError> {
+    check_len(ip, MAX_IP_BYTES, "ip is too long or has control characters")?;
+    check_len(
+        user_agent,
+        MAX_USER_AGENT_BYTES,
+        "user_agent is too long or has control characters",
+    )
+}
+
+/// [`check_client`] on a request's context.
+pub(crate) fn check_context(ctx: &RequestContext<'_>) -> Result<(), SessionError> {
+    check_client(ctx.ip, ctx.user_agent)
 }
 
 impl SessionService {
@@ -810,16 +827,7 @@ impl SessionService {
         idle_ttl: Duration,
         absolute_ttl: Duration,
     ) -> Result<Session, SessionError> {
-        check_len(
-            new.ip.as_deref(),
-            MAX_IP_BYTES,
-            "ip is too long or has control characters",
-        )?;
-        check_len(
-            new.user_agent.as_deref(),
-            MAX_USER_AGENT_BYTES,
-            "user_agent is too long or has control characters",
-        )?;
+        check_client(new.ip.as_deref(), new.user_agent.as_deref())?;
         if new
             .claims
             .keys()

@@ -1,15 +1,15 @@
 //! Token sessions on [`SessionService`]: access + refresh pairs bound to a session row, stateful
-//! access validation, and refresh rotation with reuse detection (DESIGN §3.3).
+//! access validation, and refresh rotation with reuse detection (docs/DESIGN.md, "Refresh
+//! rotation").
 //!
 //! # Rotation
-//! The row stores SHA-256 of the current refresh secret, of the previous one, when it rotated,
-//! and the generation. A refresh presenting the current secret derives the successor
-//! deterministically, `HMAC(refresh key, "sessiond/refresh/v1" | sid | generation | secret)`,
-//! and swaps the stored hash with a compare-and-swap. Concurrent refreshes of the same token lose
-//! the swap, find their secret as the *previous* one inside the grace window, derive the very
-//! same successor and return it: two tabs or a retry never fork the session. The previous secret
-//! after the grace window, or any older one at any time, is presumed stolen: the whole session
-//! is revoked (`refresh_token_reused`).
+//! Every refresh secret has a generation. The successor of a secret is derived, never stored:
+//! `HMAC(refresh key, "sessiond/refresh/v1" | sid | generation | secret)`, with the key recorded
+//! on the row's step. The row keeps SHA-256 of the current secret, its generation, whether the
+//! current pair has been used, and the recent steps of the path to it; [`super::rotation`]
+//! decides from those whether a presented token rotates, converges on the current pair, is a
+//! lost response to re-issue, or is reuse. Writes are compare-and-swaps on the current hash;
+//! a request that loses one decides again against the winner's row.
 
 use std::sync::Arc;
 
@@ -20,17 +20,20 @@ use subtle::ConstantTimeEq;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
+use super::rotation::{self, Reuse, Rules, Verdict};
 use super::{Credential, NewSession, RequestContext, SessionService, Validated};
 use crate::audit::{AuditEvent, AuditRecord};
-use crate::clock::{is_expired, Timestamp};
+use crate::clock::Timestamp;
 use crate::error::{CredentialError, SessionError};
 use crate::events::SessionEvent;
 use crate::jose::JwsError;
 use crate::keys::{Key, KeyError, KeyPurpose};
 use crate::secret::Secret;
-use crate::session::{RefreshState, RevokeReason, Session, SessionKind, SessionRecord};
+use crate::session::{
+    RefreshState, RefreshStep, RevokeReason, Session, SessionKind, SessionRecord,
+};
 use crate::store::{RefreshRotation, RevokeOutcome};
-use crate::token::{self, TokenError, TokenKind, VerifiedToken};
+use crate::token::{self, Issue, TokenError, TokenKind, VerifiedToken};
 
 /// An access + refresh pair. Both values are bearer credentials.
 #[derive(Debug)]
@@ -92,6 +95,27 @@ fn token_failure(e: TokenError) -> SessionError {
     }
 }
 
+/// Which session kinds a refresh-token operation accepts. Checked on the row before anything is
+/// written, so a refusal changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accept {
+    /// Token and browser sessions (`POST /v1/tokens/refresh`: a backend may proxy the browser
+    /// flow and hold the browser session's refresh token itself).
+    TokenSessions,
+    /// Browser sessions only (`/auth/browser/*`: the refresh cookie of a `tokens` session has
+    /// no business there).
+    Browser,
+}
+
+impl Accept {
+    fn allows(self, kind: SessionKind) -> bool {
+        match self {
+            Accept::TokenSessions => matches!(kind, SessionKind::Tokens | SessionKind::Browser),
+            Accept::Browser => kind == SessionKind::Browser,
+        }
+    }
+}
+
 impl SessionService {
     /// Creates a token session (`kind` [`SessionKind::Tokens`] or [`SessionKind::Browser`]) and
     /// its first pair. The row keeps only SHA-256 of the refresh secret.
@@ -131,12 +155,12 @@ impl SessionService {
         let secret = self.new_token_secret();
         let refresh = RefreshState {
             hash: sha256(secret.expose().as_bytes()),
-            previous_hash: None,
-            rotated_at: None,
             generation: 0,
+            used: false,
+            chain: Vec::new(),
         };
         let now = session.created_at;
-        let tokens = self.pair(&session, &access_key, &refresh_key, &secret, now)?;
+        let tokens = self.pair(&session, &access_key, &refresh_key, &secret, 0, now)?;
         let record = SessionRecord::new(session, refresh_key.id().clone(), None, Some(refresh));
         self.insert(&record).await?;
         Ok(TokenSession {
@@ -151,6 +175,7 @@ impl SessionService {
         access_key: &Key,
         refresh_key: &Key,
         secret: &Secret<String>,
+        generation: u64,
         now: Timestamp,
     ) -> Result<TokenPair, SessionError> {
         let policy = &self.inner.config.tokens;
@@ -166,9 +191,12 @@ impl SessionService {
             policy,
             TokenKind::Access,
             session,
-            &jti,
-            now,
-            access_exp,
+            Issue {
+                jti: &jti,
+                generation,
+                now,
+                exp: access_exp,
+            },
         )
         .map_err(keys_failed)?;
         let refresh_token = token::issue(
@@ -176,9 +204,12 @@ impl SessionService {
             policy,
             TokenKind::Refresh,
             session,
-            secret.expose(),
-            now,
-            refresh_exp,
+            Issue {
+                jti: secret.expose(),
+                generation,
+                now,
+                exp: refresh_exp,
+            },
         )
         .map_err(keys_failed)?;
         Ok(TokenPair {
@@ -192,7 +223,9 @@ impl SessionService {
     /// Validates an access token: signature with the `kid`'s access key (algorithm pinned),
     /// `typ`, `iss`, `aud`, `exp`/`nbf` with leeway, then the session row — a revoked session's
     /// access tokens stop working at once. The deadline is the earliest of the token's `exp` and
-    /// the session's expiries.
+    /// the session's expiries. The first validation of an access token of the session's current
+    /// pair records that the pair is in use (one write per pair, not per validation): from then
+    /// on, the pair's predecessor outside the grace window is reuse, not a lost response.
     ///
     /// # Errors
     /// [`SessionError::InvalidCredential`], [`SessionError::TokenExpired`], the session's status,
@@ -221,9 +254,16 @@ impl SessionService {
         let (claims, _key) = token::verify(&self.inner.keys, policy, TokenKind::Access, token, now)
             .await
             .map_err(token_failure)?;
-        let record = self.token_row(&claims, known).await?;
+        let record = self
+            .token_row(&claims, Accept::TokenSessions, known)
+            .await?;
         self.check_status(&record.session, now)?;
         self.check_binding(&record.session, ctx)?;
+        if let (Some(state), Some(generation)) = (&record.refresh, claims.generation) {
+            if generation == state.generation && !state.used {
+                self.mark_used(&record.session.id, generation).await;
+            }
+        }
         let deadline = record.session.deadline().min(claims.expires_at);
         Ok(Validated {
             session: record.session,
@@ -235,10 +275,22 @@ impl SessionService {
         })
     }
 
-    /// The row a verified token points at, checked to belong to it.
+    /// Records the first use of the current pair. A failed write is logged, not surfaced: the
+    /// credential was checked against a row that was read; what is lost is only that a
+    /// rotated-out predecessor may still be taken for a lost response until the pair is used
+    /// again (and its holder's next refresh then reveals any second party).
+    async fn mark_used(&self, id: &crate::id::SessionId, generation: u64) {
+        if let Err(e) = self.inner.backend.mark_refresh_used(id, generation).await {
+            tracing::warn!(session_id = %id, error = %e, "could not record first use of a token pair");
+        }
+    }
+
+    /// The row a verified token points at, checked to belong to it and to be of a kind
+    /// `accept` allows.
     async fn token_row(
         &self,
         claims: &VerifiedToken,
+        accept: Accept,
         known: &mut Option<Session>,
     ) -> Result<SessionRecord, SessionError> {
         let record = self
@@ -248,10 +300,7 @@ impl SessionService {
             .await?
             .ok_or(SessionError::NotFound)?;
         *known = Some(record.session.clone());
-        if !matches!(
-            record.session.kind,
-            SessionKind::Tokens | SessionKind::Browser
-        ) {
+        if !accept.allows(record.session.kind) {
             return Err(SessionError::InvalidCredential(CredentialError::WrongKind));
         }
         if record.session.user_id.as_str() != claims.subject {
@@ -262,21 +311,50 @@ impl SessionService {
         Ok(record)
     }
 
-    /// Exchanges a refresh token for a new pair, rotating the refresh secret (see the module
-    /// documentation for the concurrency and reuse rules). Refreshing slides the session's idle
-    /// window; it never extends the absolute lifetime.
+    /// Exchanges the refresh token of a `tokens` or `browser` session for a new pair, rotating
+    /// the refresh secret by the rules of the module documentation: concurrent and recent
+    /// refreshes converge on one pair, a lost response is re-issued, reuse revokes the session.
+    /// Refreshing slides the session's idle window; it never extends the absolute lifetime.
     ///
     /// # Errors
     /// [`SessionError::RefreshTokenReused`] (the session is now revoked),
     /// [`SessionError::InvalidCredential`], [`SessionError::TokenExpired`], the session's status,
-    /// binding errors, or [`SessionError::Store`].
+    /// binding errors (a bound session refreshed without the bound facts fails closed),
+    /// [`SessionError::InvalidInput`] for an oversize `ip`/`user_agent`, or
+    /// [`SessionError::Store`]. Every refusal happens before anything is written.
     pub async fn refresh(
         &self,
         refresh_token: &str,
         ctx: &RequestContext<'_>,
     ) -> Result<TokenSession, SessionError> {
+        self.refresh_accepting(refresh_token, ctx, Accept::TokenSessions)
+            .await
+    }
+
+    /// [`SessionService::refresh`] for the browser's refresh endpoint: only `browser` sessions;
+    /// the refresh token of any other kind is refused before anything is written.
+    ///
+    /// # Errors
+    /// As [`SessionService::refresh`].
+    pub async fn refresh_browser(
+        &self,
+        refresh_token: &str,
+        ctx: &RequestContext<'_>,
+    ) -> Result<TokenSession, SessionError> {
+        self.refresh_accepting(refresh_token, ctx, Accept::Browser)
+            .await
+    }
+
+    async fn refresh_accepting(
+        &self,
+        refresh_token: &str,
+        ctx: &RequestContext<'_>,
+        accept: Accept,
+    ) -> Result<TokenSession, SessionError> {
         let mut known: Option<Session> = None;
-        let result = self.refresh_inner(refresh_token, ctx, &mut known).await;
+        let result = self
+            .refresh_inner(refresh_token, ctx, accept, &mut known)
+            .await;
         if let Err(e) = &result {
             self.record_failure(e, known.as_ref(), ctx.ip).await;
         }
@@ -287,9 +365,15 @@ impl SessionService {
         &self,
         refresh_token: &str,
         ctx: &RequestContext<'_>,
+        accept: Accept,
         known: &mut Option<Session>,
     ) -> Result<TokenSession, SessionError> {
+        super::check_context(ctx)?;
         let policy = &self.inner.config.tokens;
+        let rules = Rules {
+            grace: policy.refresh_grace,
+            lost_response_window: policy.lost_response_window,
+        };
         let now = self.inner.clock.now();
         let (claims, signing_key) = token::verify(
             &self.inner.keys,
@@ -300,77 +384,132 @@ impl SessionService {
         )
         .await
         .map_err(token_failure)?;
-        let presented = sha256(claims.jti.expose().as_bytes());
-        // Two passes at most: a lost compare-and-swap re-reads the row and lands in the
-        // "previous secret" branch.
-        for _ in 0..2 {
-            let record = self.token_row(&claims, known).await?;
+        let presented_hash = sha256(claims.jti.expose().as_bytes());
+        let mut first_look = None;
+        // A lost compare-and-swap decides once more against the winner's row, and that second
+        // decision never writes (the token is no longer current, and a step that rotated it
+        // out now exists); the third pass is a margin that is never reached in practice.
+        for _ in 0..3 {
+            let record = self.token_row(&claims, accept, known).await?;
             self.check_status(&record.session, now)?;
             self.check_binding(&record.session, ctx)?;
-            let state = record
-                .refresh
-                .as_ref()
-                .ok_or(SessionError::InvalidCredential(CredentialError::WrongKind))?;
-            let session = &record.session;
-
-            if ct_eq(&presented, &state.hash) {
-                let next = successor(
-                    &signing_key,
-                    session,
-                    state.generation + 1,
-                    claims.jti.expose(),
-                )?;
-                let next_hash = sha256(next.expose().as_bytes());
-                let idle = now.saturating_add(policy.refresh_idle_ttl);
-                let rotation = RefreshRotation {
-                    id: &session.id,
-                    expected_hash: &state.hash,
-                    new_hash: &next_hash,
-                    now,
-                    idle_expires_at: idle,
-                };
-                if self.inner.backend.rotate_refresh(rotation).await? {
-                    let mut session = record.session.clone();
-                    session.last_seen_at = now;
-                    session.idle_expires_at = idle.min(session.absolute_expires_at);
+            let SessionRecord {
+                session, refresh, ..
+            } = record;
+            let state =
+                refresh.ok_or(SessionError::InvalidCredential(CredentialError::WrongKind))?;
+            let is_current = ct_eq(&presented_hash, &state.hash);
+            // A token from before generations were named is recognised only as the current one.
+            let presented = match claims.generation {
+                Some(g) => g,
+                None if is_current => state.generation,
+                None => u64::MAX,
+            };
+            let verdict = rotation::decide(rules, &state, presented, is_current, now, first_look);
+            match verdict {
+                Verdict::Rotate | Verdict::Reissue => {
+                    let reissue = verdict == Verdict::Reissue;
+                    let generation = state.generation.saturating_add(1);
+                    let next = successor(&signing_key, &session, generation, claims.jti.expose())?;
+                    let next_hash = sha256(next.expose().as_bytes());
+                    let step = rotation::step(generation, presented, now, signing_key.id());
+                    let chain = rotation::next_chain(&state.chain, step, reissue, rules.grace, now);
+                    let idle = now.saturating_add(policy.refresh_idle_ttl);
+                    let swap = RefreshRotation {
+                        id: &session.id,
+                        expected_hash: &state.hash,
+                        only_if_unused: reissue,
+                        new_hash: &next_hash,
+                        generation,
+                        chain: &chain,
+                        now,
+                        idle_expires_at: idle,
+                    };
+                    if self.inner.backend.rotate_refresh(swap).await? {
+                        let mut session = session;
+                        session.last_seen_at = now;
+                        session.idle_expires_at = idle.min(session.absolute_expires_at);
+                        let reason = if reissue {
+                            self.inner.metrics.refresh_reissued();
+                            "reissued"
+                        } else {
+                            self.inner.metrics.refresh_rotated();
+                            "rotated"
+                        };
+                        self.audit(
+                            AuditRecord::new(now, AuditEvent::SessionRefreshed, reason)
+                                .about(&session)
+                                .ip(ctx.ip),
+                        )
+                        .await;
+                        self.publish(SessionEvent::refreshed(&session, now)).await;
+                        return self.issue_pair(session, &next, generation, now).await;
+                    }
+                    if first_look.is_none() {
+                        first_look = Some(
+                            rotation::rotated_out_by(&state.chain, presented)
+                                .and_then(|i| state.chain.get(i))
+                                .map(|s| s.generation),
+                        );
+                    }
+                }
+                Verdict::Converge { from } => {
+                    let steps = state.chain.get(from..).unwrap_or_default();
+                    let current = self
+                        .derive_along(&session, claims.jti.expose(), steps)
+                        .await?;
+                    if !ct_eq(&sha256(current.expose().as_bytes()), &state.hash) {
+                        // Signed by us, named a generation on the path, yet does not lead to
+                        // the current secret: not a predecessor we issued.
+                        return Err(self.refresh_reused(&session, Reuse::NotOnChain, now).await);
+                    }
+                    self.inner.metrics.refresh_converged();
                     self.audit(
-                        AuditRecord::new(now, AuditEvent::SessionRefreshed, "rotated")
-                            .about(&session),
+                        AuditRecord::new(now, AuditEvent::SessionRefreshed, "converged")
+                            .about(&session)
+                            .ip(ctx.ip),
                     )
                     .await;
-                    self.publish(SessionEvent::refreshed(&session, now)).await;
-                    return self.issue_pair(session, &next, now).await;
+                    return self
+                        .issue_pair(session, &current, state.generation, now)
+                        .await;
                 }
-                continue;
+                Verdict::Reused(why) => return Err(self.refresh_reused(&session, why, now).await),
             }
+        }
+        Err(SessionError::Store(crate::store::StoreError::Backend(
+            "refresh rotation did not settle after three compare-and-swaps".into(),
+        )))
+    }
 
-            let in_grace = state
-                .previous_hash
-                .as_ref()
-                .is_some_and(|p| ct_eq(&presented, p))
-                && state
-                    .rotated_at
-                    .is_some_and(|at| !is_expired(at.saturating_add(policy.refresh_grace), now));
-            if in_grace {
-                let next = successor(&signing_key, session, state.generation, claims.jti.expose())?;
-                if ct_eq(&sha256(next.expose().as_bytes()), &state.hash) {
-                    return self.issue_pair(record.session, &next, now).await;
-                }
-            }
-            return Err(self.refresh_reused(session, now).await);
+    /// Walks `steps` forward from `secret`, deriving each step's secret under its recorded key.
+    async fn derive_along(
+        &self,
+        session: &Session,
+        secret: &str,
+        steps: &[RefreshStep],
+    ) -> Result<Secret<String>, SessionError> {
+        let mut current = Secret::new(secret.to_owned());
+        for step in steps {
+            let key = self
+                .inner
+                .keys
+                .verifier(&step.key_id, KeyPurpose::Refresh)
+                .await
+                .map_err(|e| match e {
+                    KeyError::Store(s) => SessionError::Store(s),
+                    other => SessionError::Keys(other),
+                })?;
+            current = successor(&key, session, step.generation, current.expose())?;
         }
-        // Two lost swaps in a row: a third party rotated twice within this call. Treat the
-        // presented token as an old generation.
-        match known.clone() {
-            Some(session) => Err(self.refresh_reused(&session, now).await),
-            None => Err(SessionError::NotFound),
-        }
+        Ok(current)
     }
 
     async fn issue_pair(
         &self,
         session: Session,
         secret: &Secret<String>,
+        generation: u64,
         now: Timestamp,
     ) -> Result<TokenSession, SessionError> {
         let access_key = self
@@ -385,12 +524,12 @@ impl SessionService {
             .active(KeyPurpose::Refresh)
             .await
             .map_err(SessionError::Keys)?;
-        let tokens = self.pair(&session, &access_key, &refresh_key, secret, now)?;
+        let tokens = self.pair(&session, &access_key, &refresh_key, secret, generation, now)?;
         Ok(TokenSession { session, tokens })
     }
 
-    /// Revokes the session of a presented old refresh token and reports the reuse.
-    async fn refresh_reused(&self, session: &Session, now: Timestamp) -> SessionError {
+    /// Revokes the session of a presented refresh token that counts as reuse, and reports it.
+    async fn refresh_reused(&self, session: &Session, why: Reuse, now: Timestamp) -> SessionError {
         let reason = RevokeReason::refresh_token_reused();
         match self
             .inner
@@ -401,10 +540,9 @@ impl SessionService {
             Ok(RevokeOutcome::Revoked) => {
                 self.inner.metrics.sessions_revoked(1);
                 self.inner.metrics.refresh_reuse();
-                tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reused: session revoked");
+                tracing::warn!(session_id = %session.id, user_id = %session.user_id, why = why.as_str(), "refresh token reused: session revoked");
                 self.audit(
-                    AuditRecord::new(now, AuditEvent::RefreshReused, reason.as_str())
-                        .about(session),
+                    AuditRecord::new(now, AuditEvent::RefreshReused, why.as_str()).about(session),
                 )
                 .await;
                 self.audit(
@@ -436,14 +574,36 @@ impl SessionService {
         Ok(validated.session)
     }
 
-    /// Logs out with a refresh token (the browser's logout): verifies it (signature, type,
-    /// issuer, audience, time) and revokes its session. Any generation of the session's refresh
-    /// token is accepted here: revoking is always the safe direction.
+    /// The browser's logout with its refresh cookie: verifies the token (signature, type,
+    /// issuer, audience, time) and revokes its session, which must be a `browser` session (any
+    /// other kind is refused and nothing changes). Any generation of the session's refresh token
+    /// is accepted, and so is a request whose IP or User-Agent no longer matches a bound session
+    /// (a person logging out from a new network must be logged out); the mismatch is audited.
     ///
     /// # Errors
     /// [`SessionError::InvalidCredential`], [`SessionError::TokenExpired`],
     /// [`SessionError::NotFound`], [`SessionError::Store`].
-    pub async fn logout_refresh_token(&self, refresh_token: &str) -> Result<Session, SessionError> {
+    pub async fn logout_browser(
+        &self,
+        refresh_token: &str,
+        ctx: &RequestContext<'_>,
+    ) -> Result<Session, SessionError> {
+        let mut known = None;
+        let result = self
+            .logout_browser_inner(refresh_token, ctx, &mut known)
+            .await;
+        if let Err(e) = &result {
+            self.record_failure(e, known.as_ref(), ctx.ip).await;
+        }
+        result
+    }
+
+    async fn logout_browser_inner(
+        &self,
+        refresh_token: &str,
+        ctx: &RequestContext<'_>,
+        known: &mut Option<Session>,
+    ) -> Result<Session, SessionError> {
         let now = self.inner.clock.now();
         let policy = &self.inner.config.tokens;
         let (claims, _key) = token::verify(
@@ -455,8 +615,15 @@ impl SessionService {
         )
         .await
         .map_err(token_failure)?;
-        let mut known = None;
-        let record = self.token_row(&claims, &mut known).await?;
+        let record = self.token_row(&claims, Accept::Browser, known).await?;
+        if let Err(mismatch) = self.check_binding(&record.session, ctx) {
+            self.audit(
+                AuditRecord::new(now, AuditEvent::ValidationFailed, mismatch.reason())
+                    .about(&record.session)
+                    .ip(ctx.ip),
+            )
+            .await;
+        }
         self.revoke(&record.session.id, &RevokeReason::logout())
             .await?;
         Ok(record.session)

@@ -22,7 +22,7 @@ use crate::audit::{AuditQuery, AuditRecord};
 use crate::clock::Timestamp;
 use crate::id::{ApiKeyId, SessionId, Tenant, UserId};
 use crate::keys::KeyRecord;
-use crate::session::{RevokeReason, Session, SessionRecord};
+use crate::session::{RefreshStep, RevokeReason, Session, SessionRecord};
 
 /// A boxed backend error, kept as the source of a [`StoreError`].
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -70,15 +70,22 @@ pub enum ClaimOutcome {
     Expired,
 }
 
-/// The expected and the new refresh state of a rotation (compare-and-swap).
+/// The expected and the new refresh state of a rotation or a lost-response re-issue
+/// (compare-and-swap on the current hash).
 #[derive(Debug, Clone, Copy)]
 pub struct RefreshRotation<'a> {
     /// The session.
     pub id: &'a SessionId,
     /// The hash the row must still hold for the swap to happen.
     pub expected_hash: &'a [u8; 32],
+    /// Swap only if the current pair is still unused (a re-issue must lose to a first use).
+    pub only_if_unused: bool,
     /// The successor's hash.
     pub new_hash: &'a [u8; 32],
+    /// The successor's generation.
+    pub generation: u64,
+    /// The new chain (ends with the step that produced `generation`).
+    pub chain: &'a [RefreshStep],
     /// When (also the new `last_seen_at`).
     pub now: Timestamp,
     /// The new idle expiry (capped by the backend at the absolute expiry).
@@ -156,10 +163,16 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     async fn delete_expired_sessions(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError>;
 
     /// Rotates a token session's refresh secret if and only if the row still holds
-    /// `expected_hash` and is active at `now`: the current hash becomes the previous one, the
-    /// generation increases by one, and activity is recorded. Exactly one of any number of
-    /// concurrent rotations from the same expected hash succeeds. Returns whether this one did.
+    /// `expected_hash` (and, with `only_if_unused`, its current pair is unused) and is active at
+    /// `now`: hash, generation and chain become the rotation's, the new pair is unused, and
+    /// activity is recorded. Exactly one of any number of concurrent rotations from the same
+    /// expected hash succeeds. Returns whether this one did.
     async fn rotate_refresh(&self, rotation: RefreshRotation<'_>) -> Result<bool, StoreError>;
+
+    /// Records the first use of a token session's current pair: sets `used` if the row's
+    /// generation is still `generation` and `used` is not set yet (one write per pair, not
+    /// per validation). Returns whether a row changed.
+    async fn mark_refresh_used(&self, id: &SessionId, generation: u64) -> Result<bool, StoreError>;
 }
 
 /// One-time claims.

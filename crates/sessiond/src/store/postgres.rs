@@ -48,7 +48,9 @@ use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
 use crate::clock::Timestamp;
 use crate::id::{ApiKeyId, KeyId, SessionId, Tenant, UserId};
 use crate::keys::{KeyAlgorithm, KeyPurpose, KeyRecord};
-use crate::session::{RefreshState, RevokeReason, Session, SessionKind, SessionRecord};
+use crate::session::{
+    RefreshState, RefreshStep, RevokeReason, Session, SessionKind, SessionRecord,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -266,10 +268,14 @@ fn session_from_row(row: &PgRow) -> Result<SessionRecord, StoreError> {
     let refresh = match hash(row, "refresh_hash")? {
         Some(h) => Some(RefreshState {
             hash: h,
-            previous_hash: hash(row, "refresh_prev_hash")?,
-            rotated_at: opt_ts(row, "refresh_rotated_at")?,
             generation: u64::try_from(get::<i64>(row, "refresh_generation")?)
                 .map_err(corrupt("refresh generation"))?,
+            used: get::<bool>(row, "refresh_used")?,
+            chain: RefreshStep::decode_chain(&text(row, "refresh_chain")?).ok_or(
+                StoreError::Corrupt {
+                    what: "refresh chain",
+                },
+            )?,
         }),
         None => None,
     };
@@ -490,7 +496,7 @@ macro_rules! session_columns {
     () => {
         "id, user_id, tenant, kind, created_at, last_seen_at, idle_expires_at, \
          absolute_expires_at, revoked_at, revoke_reason, key_id, csrf_hash, refresh_hash, \
-         refresh_prev_hash, refresh_rotated_at, refresh_generation, ip, user_agent, claims"
+         refresh_generation, refresh_used, refresh_chain, ip, user_agent, claims"
     };
 }
 
@@ -510,7 +516,7 @@ impl SessionStore for PgStore {
         let insert = sqlx::query(
             "INSERT INTO sessions (id, user_id, tenant, kind, created_at, last_seen_at, \
              idle_expires_at, absolute_expires_at, revoked_at, revoke_reason, key_id, csrf_hash, \
-             refresh_hash, refresh_prev_hash, refresh_rotated_at, refresh_generation, ip, \
+             refresh_hash, refresh_generation, refresh_used, refresh_chain, ip, \
              user_agent, claims) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
              $18, $19)",
@@ -528,13 +534,11 @@ impl SessionStore for PgStore {
         .bind(record.key_id.as_str())
         .bind(record.csrf_hash.as_ref().map(|h| h.as_slice()))
         .bind(refresh.map(|r| r.hash.as_slice()))
-        .bind(
-            refresh
-                .and_then(|r| r.previous_hash.as_ref())
-                .map(|h| h.as_slice()),
-        )
-        .bind(refresh.and_then(|r| r.rotated_at).map(millis))
         .bind(generation)
+        .bind(refresh.is_some_and(|r| r.used))
+        .bind(RefreshStep::encode_chain(
+            refresh.map_or(&[][..], |r| r.chain.as_slice()),
+        ))
         .bind(s.ip.as_deref())
         .bind(s.user_agent.as_deref())
         .bind(claims);
@@ -740,17 +744,33 @@ impl SessionStore for PgStore {
         // Compare-and-swap: a concurrent rotation of the same row waits for the row lock, then
         // re-checks `refresh_hash = expected` against the winner's committed row and fails.
         let done = sqlx::query(
-            "UPDATE sessions SET refresh_prev_hash = refresh_hash, refresh_hash = $1, \
-               refresh_rotated_at = $2, refresh_generation = refresh_generation + 1, \
-               last_seen_at = $2, idle_expires_at = LEAST($3, absolute_expires_at) \
-             WHERE id = $4 AND refresh_hash = $5 AND revoked_at IS NULL \
-               AND idle_expires_at > $2 AND absolute_expires_at > $2",
+            "UPDATE sessions SET refresh_hash = $1, refresh_generation = $2, \
+               refresh_used = FALSE, refresh_chain = $3, last_seen_at = $4, \
+               idle_expires_at = LEAST($5, absolute_expires_at) \
+             WHERE id = $6 AND refresh_hash = $7 AND (NOT $8 OR NOT refresh_used) \
+               AND revoked_at IS NULL AND idle_expires_at > $4 AND absolute_expires_at > $4",
         )
         .bind(r.new_hash.as_slice())
+        .bind(i64::try_from(r.generation).map_err(corrupt("refresh generation"))?)
+        .bind(RefreshStep::encode_chain(r.chain))
         .bind(millis(r.now))
         .bind(millis(r.idle_expires_at))
         .bind(r.id.as_str())
         .bind(r.expected_hash.as_slice())
+        .bind(r.only_if_unused)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn mark_refresh_used(&self, id: &SessionId, generation: u64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET refresh_used = TRUE \
+             WHERE id = $1 AND refresh_generation = $2 AND NOT refresh_used",
+        )
+        .bind(id.as_str())
+        .bind(i64::try_from(generation).map_err(corrupt("refresh generation"))?)
         .execute(&self.pool)
         .await
         .map_err(map_err)?;

@@ -24,7 +24,9 @@ use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
 use crate::clock::Timestamp;
 use crate::id::{ApiKeyId, KeyId, SessionId, Tenant, UserId};
 use crate::keys::{KeyAlgorithm, KeyPurpose, KeyRecord};
-use crate::session::{RefreshState, RevokeReason, Session, SessionKind, SessionRecord};
+use crate::session::{
+    RefreshState, RefreshStep, RevokeReason, Session, SessionKind, SessionRecord,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -127,13 +129,17 @@ fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
     let refresh = match hash(row, "refresh_hash")? {
         Some(h) => Some(RefreshState {
             hash: h,
-            previous_hash: hash(row, "refresh_prev_hash")?,
-            rotated_at: opt_ts(row, "refresh_rotated_at")?,
             generation: u64::try_from(
                 row.try_get::<i64, _>("refresh_generation")
                     .map_err(map_err)?,
             )
             .map_err(corrupt("refresh generation"))?,
+            used: row.try_get::<bool, _>("refresh_used").map_err(map_err)?,
+            chain: RefreshStep::decode_chain(&text(row, "refresh_chain")?).ok_or(
+                StoreError::Corrupt {
+                    what: "refresh chain",
+                },
+            )?,
         }),
         None => None,
     };
@@ -284,7 +290,7 @@ macro_rules! session_columns {
     () => {
         "id, user_id, tenant, kind, created_at, last_seen_at, idle_expires_at, \
          absolute_expires_at, revoked_at, revoke_reason, key_id, csrf_hash, refresh_hash, \
-         refresh_prev_hash, refresh_rotated_at, refresh_generation, ip, user_agent, claims"
+         refresh_generation, refresh_used, refresh_chain, ip, user_agent, claims"
     };
 }
 
@@ -305,7 +311,7 @@ impl SessionStore for SqliteStore {
         sqlx::query(
             "INSERT INTO sessions (id, user_id, tenant, kind, created_at, last_seen_at, \
              idle_expires_at, absolute_expires_at, revoked_at, revoke_reason, key_id, csrf_hash, \
-             refresh_hash, refresh_prev_hash, refresh_rotated_at, refresh_generation, ip, \
+             refresh_hash, refresh_generation, refresh_used, refresh_chain, ip, \
              user_agent, claims) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.id.as_str())
@@ -321,13 +327,11 @@ impl SessionStore for SqliteStore {
         .bind(record.key_id.as_str())
         .bind(record.csrf_hash.as_ref().map(|h| h.as_slice()))
         .bind(refresh.map(|r| r.hash.as_slice()))
-        .bind(
-            refresh
-                .and_then(|r| r.previous_hash.as_ref())
-                .map(|h| h.as_slice()),
-        )
-        .bind(refresh.and_then(|r| r.rotated_at).map(millis))
         .bind(generation)
+        .bind(refresh.is_some_and(|r| r.used))
+        .bind(RefreshStep::encode_chain(
+            refresh.map_or(&[][..], |r| r.chain.as_slice()),
+        ))
         .bind(s.ip.as_deref())
         .bind(s.user_agent.as_deref())
         .bind(claims)
@@ -518,17 +522,33 @@ impl SessionStore for SqliteStore {
 
     async fn rotate_refresh(&self, r: RefreshRotation<'_>) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE sessions SET refresh_prev_hash = refresh_hash, refresh_hash = ?1, \
-               refresh_rotated_at = ?2, refresh_generation = refresh_generation + 1, \
-               last_seen_at = ?2, idle_expires_at = MIN(?3, absolute_expires_at) \
-             WHERE id = ?4 AND refresh_hash = ?5 AND revoked_at IS NULL \
-               AND idle_expires_at > ?2 AND absolute_expires_at > ?2",
+            "UPDATE sessions SET refresh_hash = ?1, refresh_generation = ?2, refresh_used = 0, \
+               refresh_chain = ?3, last_seen_at = ?4, \
+               idle_expires_at = MIN(?5, absolute_expires_at) \
+             WHERE id = ?6 AND refresh_hash = ?7 AND (?8 = 0 OR refresh_used = 0) \
+               AND revoked_at IS NULL AND idle_expires_at > ?4 AND absolute_expires_at > ?4",
         )
         .bind(r.new_hash.as_slice())
+        .bind(i64::try_from(r.generation).map_err(corrupt("refresh generation"))?)
+        .bind(RefreshStep::encode_chain(r.chain))
         .bind(millis(r.now))
         .bind(millis(r.idle_expires_at))
         .bind(r.id.as_str())
         .bind(r.expected_hash.as_slice())
+        .bind(r.only_if_unused)
+        .execute(&self.write)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn mark_refresh_used(&self, id: &SessionId, generation: u64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET refresh_used = 1 \
+             WHERE id = ?1 AND refresh_generation = ?2 AND refresh_used = 0",
+        )
+        .bind(id.as_str())
+        .bind(i64::try_from(generation).map_err(corrupt("refresh generation"))?)
         .execute(&self.write)
         .await
         .map_err(map_err)?;

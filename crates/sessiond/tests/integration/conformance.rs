@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sessiond::audit::{AuditEvent, AuditQuery, AuditRecord};
 use sessiond::keys::{KeyAlgorithm, KeyPurpose, KeyRecord};
-use sessiond::session::{RefreshState, Session, SessionKind, SessionRecord};
+use sessiond::session::{RefreshState, RefreshStep, Session, SessionKind, SessionRecord};
 use sessiond::store::{
     ApiKeyRecord, Backend, ClaimOutcome, ClaimStore, RefreshRotation, RevokeOutcome,
 };
@@ -39,6 +39,7 @@ macro_rules! conformance_suite {
             audit_appends_and_filters,
             expired_claims_are_collected,
             refresh_rotation_is_compare_and_swap,
+            refresh_use_is_recorded_once_per_pair,
             concurrent_refresh_rotations_have_one_winner,
             api_keys_are_stored_by_hash_and_revoked_once,
             concurrent_revokes_have_one_winner,
@@ -140,9 +141,18 @@ pub async fn session_round_trip_keeps_every_field(store: Arc<dyn Backend>) {
 fn test_refresh_state() -> RefreshState {
     RefreshState {
         hash: [9u8; 32],
-        previous_hash: Some([8u8; 32]),
-        rotated_at: Some(t(1)),
         generation: 3,
+        used: false,
+        chain: vec![step(2, 1, 0), step(3, 2, 1)],
+    }
+}
+
+fn step(generation: u64, parent: u64, at: i64) -> RefreshStep {
+    RefreshStep {
+        generation,
+        parent,
+        at: Timestamp::from_unix_millis(t(at).unix_millis() + 7), // milliseconds survive
+        key_id: key_id(),
     }
 }
 
@@ -711,9 +721,9 @@ fn token_record(hash: [u8; 32]) -> SessionRecord {
     rec.csrf_hash = None;
     rec.refresh = Some(RefreshState {
         hash,
-        previous_hash: None,
-        rotated_at: None,
         generation: 0,
+        used: false,
+        chain: Vec::new(),
     });
     rec
 }
@@ -722,23 +732,36 @@ pub async fn refresh_rotation_is_compare_and_swap(store: Arc<dyn Backend>) {
     let rec = token_record([1; 32]);
     let id = &rec.session.id;
     store.create_session(&rec, None, t(0)).await.unwrap();
-    let rotation =
-        |expected: &'static [u8; 32], new: &'static [u8; 32], now: i64| RefreshRotation {
+    let chain1: &[RefreshStep] = &[step(1, 0, 10)];
+    let chain2: &[RefreshStep] = &[step(1, 0, 10), step(2, 1, 11)];
+    fn rotation<'a>(
+        id: &'a SessionId,
+        expected_hash: &'a [u8; 32],
+        new_hash: &'a [u8; 32],
+        generation: u64,
+        chain: &'a [RefreshStep],
+        now: i64,
+    ) -> RefreshRotation<'a> {
+        RefreshRotation {
             id,
-            expected_hash: expected,
-            new_hash: new,
+            expected_hash,
+            only_if_unused: false,
+            new_hash,
+            generation,
+            chain,
             now: t(now),
             idle_expires_at: t(now + 1000),
-        };
+        }
+    }
     assert!(
         !store
-            .rotate_refresh(rotation(&[9; 32], &[2; 32], 10))
+            .rotate_refresh(rotation(id, &[9; 32], &[2; 32], 1, chain1, 10))
             .await
             .unwrap(),
         "wrong expected hash"
     );
     assert!(store
-        .rotate_refresh(rotation(&[1; 32], &[2; 32], 10))
+        .rotate_refresh(rotation(id, &[1; 32], &[2; 32], 1, chain1, 10))
         .await
         .unwrap());
     let back = store.session(id).await.unwrap().unwrap();
@@ -746,39 +769,37 @@ pub async fn refresh_rotation_is_compare_and_swap(store: Arc<dyn Backend>) {
     assert_eq!(
         (
             refresh.hash,
-            refresh.previous_hash,
-            refresh.rotated_at,
-            refresh.generation
+            refresh.generation,
+            refresh.used,
+            refresh.chain
         ),
-        ([2; 32], Some([1; 32]), Some(t(10)), 1)
+        ([2; 32], 1, false, chain1.to_vec())
     );
     assert_eq!(back.session.last_seen_at, t(10));
     assert_eq!(back.session.idle_expires_at, t(1010));
     assert!(
         !store
-            .rotate_refresh(rotation(&[1; 32], &[3; 32], 11))
+            .rotate_refresh(rotation(id, &[1; 32], &[3; 32], 2, chain2, 11))
             .await
             .unwrap(),
         "the old hash no longer swaps"
     );
     // The idle expiry is capped at the absolute one.
     let capped = RefreshRotation {
-        id,
-        expected_hash: &[2; 32],
-        new_hash: &[3; 32],
-        now: t(900),
         idle_expires_at: t(5000),
+        ..rotation(id, &[2; 32], &[3; 32], 2, chain2, 900)
     };
     assert!(store.rotate_refresh(capped).await.unwrap());
-    let s = store.session(id).await.unwrap().unwrap().session;
-    assert_eq!(s.idle_expires_at, t(2000));
+    let s = store.session(id).await.unwrap().unwrap();
+    assert_eq!(s.session.idle_expires_at, t(2000));
+    assert_eq!(s.refresh.unwrap().chain, chain2.to_vec());
     store
         .revoke_session(id, t(1600), &RevokeReason::refresh_token_reused())
         .await
         .unwrap();
     assert!(
         !store
-            .rotate_refresh(rotation(&[3; 32], &[4; 32], 1700))
+            .rotate_refresh(rotation(id, &[3; 32], &[4; 32], 3, chain2, 1700))
             .await
             .unwrap(),
         "revoked"
@@ -788,11 +809,72 @@ pub async fn refresh_rotation_is_compare_and_swap(store: Arc<dyn Backend>) {
     let late = RefreshRotation {
         id: &expired.session.id,
         expected_hash: &[5; 32],
+        only_if_unused: false,
         new_hash: &[6; 32],
+        generation: 1,
+        chain: chain1,
         now: t(2000),
         idle_expires_at: t(3000),
     };
     assert!(!store.rotate_refresh(late).await.unwrap(), "expired");
+}
+
+/// The first use of a pair is recorded once, only for the current generation; a rotation
+/// resets it; a re-issue (`only_if_unused`) loses to a recorded use.
+pub async fn refresh_use_is_recorded_once_per_pair(store: Arc<dyn Backend>) {
+    let rec = token_record([1; 32]);
+    let id = &rec.session.id;
+    store.create_session(&rec, None, t(0)).await.unwrap();
+    assert!(
+        !store.mark_refresh_used(id, 1).await.unwrap(),
+        "not current"
+    );
+    assert!(store.mark_refresh_used(id, 0).await.unwrap());
+    assert!(!store.mark_refresh_used(id, 0).await.unwrap(), "once");
+    let used = |store: Arc<dyn Backend>| async move {
+        store
+            .session(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .refresh
+            .unwrap()
+            .used
+    };
+    assert!(used(store.clone()).await);
+    let chain = [step(1, 0, 5)];
+    let reissue = RefreshRotation {
+        id,
+        expected_hash: &[1; 32],
+        only_if_unused: true,
+        new_hash: &[2; 32],
+        generation: 1,
+        chain: &chain,
+        now: t(5),
+        idle_expires_at: t(900),
+    };
+    assert!(
+        !store.rotate_refresh(reissue).await.unwrap(),
+        "a re-issue loses to a used pair"
+    );
+    let rotate = RefreshRotation {
+        only_if_unused: false,
+        ..reissue
+    };
+    assert!(store.rotate_refresh(rotate).await.unwrap());
+    assert!(!used(store.clone()).await, "a new pair starts unused");
+    let chain2 = [step(2, 0, 6)];
+    let reissue = RefreshRotation {
+        expected_hash: &[2; 32],
+        new_hash: &[3; 32],
+        generation: 2,
+        chain: &chain2,
+        now: t(6),
+        ..reissue
+    };
+    assert!(store.rotate_refresh(reissue).await.unwrap());
+    assert!(!store.mark_refresh_used(id, 1).await.unwrap(), "abandoned");
+    assert!(store.mark_refresh_used(id, 2).await.unwrap());
 }
 
 pub async fn concurrent_refresh_rotations_have_one_winner(store: Arc<dyn Backend>) {
@@ -804,10 +886,14 @@ pub async fn concurrent_refresh_rotations_have_one_winner(store: Arc<dyn Backend
         let id = rec.session.id.clone();
         tasks.push(tokio::spawn(async move {
             let new = [i.wrapping_add(100); 32];
+            let chain = [step(1, 0, 5)];
             let r = RefreshRotation {
                 id: &id,
                 expected_hash: &[1; 32],
+                only_if_unused: i % 2 == 0,
                 new_hash: &new,
+                generation: 1,
+                chain: &chain,
                 now: t(5),
                 idle_expires_at: t(900),
             };

@@ -21,6 +21,7 @@ mod races;
 mod redis;
 #[cfg(feature = "redis")]
 mod redis_bus;
+mod rotation;
 mod sqlite;
 mod tokens;
 mod watch;

@@ -3,6 +3,7 @@
 //! heal without a restart.
 
 crate::conformance_suite!(crate::common::postgres_backend);
+crate::rotation_suite!(crate::common::postgres_backend);
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -580,8 +580,17 @@ async fn every_revocation_path_and_refresh_publish_an_event() {
         .await
         .unwrap();
     env.clock.advance(secs(5));
-    env.service
+    let next = env
+        .service
         .refresh(t.tokens.refresh_token.expose(), &RequestContext::default())
+        .await
+        .unwrap();
+    // The new pair is used, so the old token below is reuse (not a lost response).
+    env.service
+        .validate_access_token(
+            next.tokens.access_token.expose(),
+            &RequestContext::default(),
+        )
         .await
         .unwrap();
     let events = drain(&mut sub).await;
