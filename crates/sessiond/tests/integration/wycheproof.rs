@@ -1,5 +1,6 @@
-//! Wycheproof's JWS and JWK vectors, the foreign-issuer verifier's external test suite (DESIGN
-//! §3.4). Every test case of `json_web_signature_test.json` and `json_web_key_test.json` runs.
+//! Wycheproof's JWS and JWK vectors, the foreign-issuer verifier's external test suite
+//! (docs/DESIGN.md §3.5), vendored in `tests/data/wycheproof/`. Every test case of
+//! `json_web_signature_test.json` and `json_web_key_test.json` runs.
 //!
 //! **Foreign lane** (every case): the group's public JWK (or JWK Set; the private one when the
 //! group has no public one) is loaded with [`TrustedIssuer::from_jwks_json`], and the token goes
@@ -181,12 +182,13 @@ struct Tally {
 fn vectors(file: &str) -> Value {
     let dir = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/testdata/wycheproof/"
+        "/tests/data/wycheproof/"
     ));
     let path = dir.join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "Wycheproof vectors missing at {} ({e}): shared/ must sit beside the repository",
+            "Wycheproof vectors missing at {} ({e}): they are vendored in the repository \
+             (crates/sessiond/tests/data/wycheproof/, see its README.md)",
             path.display()
         )
     });
