@@ -1,5 +1,6 @@
 //! The application: shared state and the router.
 
+use sessiond::error::ErrorCode;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -56,7 +57,7 @@ impl AppState {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::NotFound("not_found")
+    ApiError::NotFound(ErrorCode::NotFound)
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -5,6 +5,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use sessiond::error::ErrorCode;
 use sessiond::SessionError;
 
 /// The body of every error response.
@@ -30,8 +31,8 @@ pub enum ApiError {
     BadRequest(&'static str),
     /// 401 `unauthorized`: missing or wrong API key, or any browser-route failure.
     Unauthorized,
-    /// 404 with a code.
-    NotFound(&'static str),
+    /// 404: `not_found` (no such route) or `session_not_found` (an id names no session).
+    NotFound(ErrorCode),
     /// 405 `method_not_allowed`.
     MethodNotAllowed,
     /// 413 `payload_too_large`.
@@ -48,49 +49,15 @@ impl From<SessionError> for ApiError {
     }
 }
 
-fn status_of(e: &SessionError) -> StatusCode {
-    match e.code() {
-        "csrf_missing" | "csrf_mismatch" => StatusCode::FORBIDDEN,
-        "invalid_request" => StatusCode::BAD_REQUEST,
-        "token_already_used" => StatusCode::CONFLICT,
-        "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-        "session_not_found" => StatusCode::UNAUTHORIZED,
-        _ => StatusCode::UNAUTHORIZED,
-    }
-}
-
-fn title_of(code: &str) -> &'static str {
-    match code {
-        "invalid_credential" => "The credential is malformed, forged or signed by an unusable key",
-        "session_not_found" => "No such session",
-        "session_expired" => "The session has expired",
-        "session_revoked" => "The session was revoked",
-        "token_expired" => "The token has expired",
-        "refresh_token_reused" => "A rotated-out refresh token was reused; the session is revoked",
-        "binding_mismatch" => "The request does not match the session's binding",
-        "csrf_missing" => "CSRF token required",
-        "csrf_mismatch" => "CSRF token does not match",
-        "token_already_used" => "The token was already used",
-        "invalid_request" => "The request is malformed",
-        "unauthorized" => "Unauthorized",
-        "not_found" => "Not found",
-        "method_not_allowed" => "Method not allowed",
-        "payload_too_large" => "Request body larger than 64 KiB",
-        "unsupported_media_type" => "Expected application/json",
-        "too_many_streams" => "Too many open streams",
-        "unavailable" => "Storage or keys are unavailable; retry",
-        _ => "Error",
-    }
-}
-
-/// Builds a problem response.
-pub fn problem(status: StatusCode, code: &str) -> Response {
+/// Builds a problem response: status and title come with the code (`sessiond::ErrorCode`).
+pub fn problem(code: ErrorCode) -> Response {
     let body = Problem {
         kind: format!("urn:sessiond:problem:{code}"),
-        title: title_of(code).to_owned(),
-        status: status.as_u16(),
-        code: code.to_owned(),
+        title: code.title().to_owned(),
+        status: code.status(),
+        code: code.as_str().to_owned(),
     };
+    let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, axum::Json(body)).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -103,27 +70,21 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             ApiError::Session(e) => {
-                if e.code() == "unavailable" {
+                if e.is_outage() {
                     tracing::warn!(error = %e, "request failed: backend unavailable");
                 }
-                problem(status_of(&e), e.code())
+                problem(e.code())
             }
             ApiError::BadRequest(reason) => {
                 tracing::debug!(reason, "bad request");
-                problem(StatusCode::BAD_REQUEST, "invalid_request")
+                problem(ErrorCode::InvalidRequest)
             }
-            ApiError::Unauthorized => problem(StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::NotFound(code) => problem(StatusCode::NOT_FOUND, code),
-            ApiError::MethodNotAllowed => {
-                problem(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
-            }
-            ApiError::PayloadTooLarge => {
-                problem(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-            }
-            ApiError::UnsupportedMediaType => {
-                problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-            }
-            ApiError::TooManyStreams => problem(StatusCode::TOO_MANY_REQUESTS, "too_many_streams"),
+            ApiError::Unauthorized => problem(ErrorCode::Unauthorized),
+            ApiError::NotFound(code) => problem(code),
+            ApiError::MethodNotAllowed => problem(ErrorCode::MethodNotAllowed),
+            ApiError::PayloadTooLarge => problem(ErrorCode::PayloadTooLarge),
+            ApiError::UnsupportedMediaType => problem(ErrorCode::UnsupportedMediaType),
+            ApiError::TooManyStreams => problem(ErrorCode::TooManyStreams),
         }
     }
 }

@@ -7,9 +7,151 @@
 
 use crate::cookie::CookieError;
 use crate::id::IdError;
-use crate::keys::KeyError;
+use crate::keys::{KeyError, KeyRefusal};
 use crate::store::StoreError;
 use crate::token::TokenError;
+
+/// Every wire code of the HTTP API (docs/DESIGN.md §6), with its HTTP status and title: a code
+/// cannot exist without them. Exhaustive on purpose, so that the server's mapping is checked by
+/// the compiler (a new code is a breaking change that every `match` must handle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// 401: the credential is malformed, forged, or signed by an unusable key.
+    InvalidCredential,
+    /// 401: the credential verified but names no stored session.
+    SessionNotFound,
+    /// 401: the session's idle or absolute window has passed.
+    SessionExpired,
+    /// 401: the token's `exp` (plus leeway) has passed.
+    TokenExpired,
+    /// 401: the session was revoked.
+    SessionRevoked,
+    /// 401: a rotated-out refresh token was reused; the session is now revoked.
+    RefreshTokenReused,
+    /// 401: the request does not match the session's IP/User-Agent binding.
+    BindingMismatch,
+    /// 401: missing or wrong API key, or any failure of the browser routes.
+    Unauthorized,
+    /// 403: CSRF protection was required and no token came.
+    CsrfMissing,
+    /// 403: the CSRF token does not match the session's.
+    CsrfMismatch,
+    /// 400: the request is malformed.
+    InvalidRequest,
+    /// 404: no such route or object.
+    NotFound,
+    /// 404: an id in the path names no session (`session_not_found` on the wire).
+    UnknownSession,
+    /// 405: the route does not take this method.
+    MethodNotAllowed,
+    /// 409: the one-time token was already used.
+    TokenAlreadyUsed,
+    /// 413: the body is larger than 64 KiB.
+    PayloadTooLarge,
+    /// 415: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// 429: the API key has its most event streams open.
+    TooManyStreams,
+    /// 503: storage or keys could not be reached; nothing was decided.
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The code on the wire (`code` of the problem body, last segment of its `type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidCredential => "invalid_credential",
+            ErrorCode::SessionNotFound | ErrorCode::UnknownSession => "session_not_found",
+            ErrorCode::SessionExpired => "session_expired",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::SessionRevoked => "session_revoked",
+            ErrorCode::RefreshTokenReused => "refresh_token_reused",
+            ErrorCode::BindingMismatch => "binding_mismatch",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::CsrfMissing => "csrf_missing",
+            ErrorCode::CsrfMismatch => "csrf_mismatch",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::TokenAlreadyUsed => "token_already_used",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::TooManyStreams => "too_many_streams",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+
+    /// The HTTP status it is served with.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidCredential
+            | ErrorCode::SessionNotFound
+            | ErrorCode::SessionExpired
+            | ErrorCode::TokenExpired
+            | ErrorCode::SessionRevoked
+            | ErrorCode::RefreshTokenReused
+            | ErrorCode::BindingMismatch
+            | ErrorCode::Unauthorized => 401,
+            ErrorCode::CsrfMissing | ErrorCode::CsrfMismatch => 403,
+            ErrorCode::InvalidRequest => 400,
+            ErrorCode::NotFound | ErrorCode::UnknownSession => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::TokenAlreadyUsed => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::TooManyStreams => 429,
+            ErrorCode::Unavailable => 503,
+        }
+    }
+
+    /// A short human-readable summary (the problem body's `title`).
+    pub fn title(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidCredential => {
+                "The credential is malformed, forged or signed by an unusable key"
+            }
+            ErrorCode::SessionNotFound | ErrorCode::UnknownSession => "No such session",
+            ErrorCode::SessionExpired => "The session has expired",
+            ErrorCode::TokenExpired => "The token has expired",
+            ErrorCode::SessionRevoked => "The session was revoked",
+            ErrorCode::RefreshTokenReused => {
+                "A rotated-out refresh token was reused; the session is revoked"
+            }
+            ErrorCode::BindingMismatch => "The request does not match the session's binding",
+            ErrorCode::Unauthorized => "Unauthorized",
+            ErrorCode::CsrfMissing => "CSRF token required",
+            ErrorCode::CsrfMismatch => "CSRF token does not match",
+            ErrorCode::InvalidRequest => "The request is malformed",
+            ErrorCode::NotFound => "Not found",
+            ErrorCode::MethodNotAllowed => "Method not allowed",
+            ErrorCode::TokenAlreadyUsed => "The token was already used",
+            ErrorCode::PayloadTooLarge => "Request body larger than 64 KiB",
+            ErrorCode::UnsupportedMediaType => "Expected application/json",
+            ErrorCode::TooManyStreams => "Too many open streams",
+            ErrorCode::Unavailable => "Storage or keys are unavailable; retry",
+        }
+    }
+
+    /// Whether the code reports an outage (storage or keys), as opposed to a verdict or bad
+    /// input.
+    pub fn is_outage(self) -> bool {
+        self == ErrorCode::Unavailable
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Compares with the wire text, for tests and clients that hold the text; code that decides
+/// matches on the variants.
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
 
 /// Why a credential is not acceptable on its face (before the session row is consulted).
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +162,7 @@ pub enum CredentialError {
     Cookie(#[from] CookieError),
     /// The signing key is unknown, retired past retention, or of another purpose.
     #[error("signing key not usable: {0}")]
-    Key(#[source] KeyError),
+    Key(#[source] KeyRefusal),
     /// The credential was signed by a different key than the one that issued the session.
     #[error("credential key does not match the session")]
     KeyMismatch,
@@ -113,22 +255,27 @@ pub enum SessionError {
 }
 
 impl SessionError {
-    /// The machine-readable wire code of DESIGN §6.
-    pub fn code(&self) -> &'static str {
+    /// The wire code (docs/DESIGN.md §6).
+    pub fn code(&self) -> ErrorCode {
         match self {
-            SessionError::InvalidCredential(_) => "invalid_credential",
-            SessionError::NotFound => "session_not_found",
-            SessionError::Expired(_) => "session_expired",
-            SessionError::TokenExpired => "token_expired",
-            SessionError::TokenAlreadyUsed => "token_already_used",
-            SessionError::Revoked => "session_revoked",
-            SessionError::RefreshTokenReused => "refresh_token_reused",
-            SessionError::BindingMismatch(_) => "binding_mismatch",
-            SessionError::CsrfMissing => "csrf_missing",
-            SessionError::CsrfMismatch => "csrf_mismatch",
-            SessionError::InvalidInput(_) | SessionError::InvalidId(_) => "invalid_request",
-            SessionError::Keys(_) | SessionError::Store(_) => "unavailable",
+            SessionError::InvalidCredential(_) => ErrorCode::InvalidCredential,
+            SessionError::NotFound => ErrorCode::SessionNotFound,
+            SessionError::Expired(_) => ErrorCode::SessionExpired,
+            SessionError::TokenExpired => ErrorCode::TokenExpired,
+            SessionError::TokenAlreadyUsed => ErrorCode::TokenAlreadyUsed,
+            SessionError::Revoked => ErrorCode::SessionRevoked,
+            SessionError::RefreshTokenReused => ErrorCode::RefreshTokenReused,
+            SessionError::BindingMismatch(_) => ErrorCode::BindingMismatch,
+            SessionError::CsrfMissing => ErrorCode::CsrfMissing,
+            SessionError::CsrfMismatch => ErrorCode::CsrfMismatch,
+            SessionError::InvalidInput(_) | SessionError::InvalidId(_) => ErrorCode::InvalidRequest,
+            SessionError::Keys(_) | SessionError::Store(_) => ErrorCode::Unavailable,
         }
+    }
+
+    /// Whether nothing was decided because storage or keys could not be reached (503).
+    pub fn is_outage(&self) -> bool {
+        matches!(self, SessionError::Keys(_) | SessionError::Store(_))
     }
 
     /// A finer reason code for audit records, metrics and logs (never contains input).
@@ -147,8 +294,7 @@ impl SessionError {
                     }
                     CookieError::BadMac | CookieError::KeyNotHmac => "bad_mac",
                 },
-                CredentialError::Key(KeyError::Retired) => "key_retired",
-                CredentialError::Key(_) => "unknown_key",
+                CredentialError::Key(k) => k.reason(),
                 CredentialError::KeyMismatch => "key_mismatch",
                 CredentialError::WrongKind => "wrong_kind",
                 CredentialError::Token(t) => t.reason(),
@@ -160,7 +306,7 @@ impl SessionError {
             SessionError::Expired(Expiry::Absolute) => "absolute_expired",
             SessionError::BindingMismatch(Binding::Ip) => "ip_mismatch",
             SessionError::BindingMismatch(Binding::UserAgent) => "user_agent_mismatch",
-            other => other.code(),
+            other => other.code().as_str(),
         }
     }
 
@@ -174,5 +320,16 @@ impl SessionError {
                 | SessionError::Keys(_)
                 | SessionError::Store(_)
         )
+    }
+}
+
+/// A key ring that could not answer: its store's outage stays a store outage, anything else is
+/// a keys outage. Both are 503, never a verdict about a credential.
+impl From<KeyError> for SessionError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::Store(s) => SessionError::Store(s),
+            other => SessionError::Keys(other),
+        }
     }
 }

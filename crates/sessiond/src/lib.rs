@@ -69,7 +69,7 @@ pub mod token;
 mod leak_tests;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use error::SessionError;
+pub use error::{ErrorCode, SessionError};
 pub use events::{EventBus, EventKind, InProcessBus, SessionEvent};
 pub use id::{ApiKeyId, KeyId, SessionId, Tenant, UserId};
 pub use keys::{KeyPurpose, KeyRing, MasterKey};

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::clock::Timestamp;
 use crate::id::{KeyId, SessionId};
 use crate::jose::{self, JwsError};
-use crate::keys::{Key, KeyError, KeyPurpose, KeyRing};
+use crate::keys::{Key, KeyError, KeyPurpose, KeyRefusal, KeyRing};
 use crate::secret::Secret;
 use crate::session::Session;
 
@@ -122,7 +122,7 @@ pub enum TokenError {
     MalformedKid,
     /// The key named by `kid` is unknown, retired past retention, or of another purpose.
     #[error("token key not usable: {0}")]
-    Key(#[source] KeyError),
+    Key(#[source] KeyRefusal),
     /// The payload is not a JSON object with unique member names.
     #[error("token claims are not a JSON object")]
     ClaimsNotObject,
@@ -144,8 +144,7 @@ impl TokenError {
             TokenError::Jws(e) => e.reason(),
             TokenError::WrongType => "token_wrong_type",
             TokenError::MissingKid | TokenError::MalformedKid => "token_kid",
-            TokenError::Key(KeyError::Retired) => "key_retired",
-            TokenError::Key(_) => "unknown_key",
+            TokenError::Key(k) => k.reason(),
             TokenError::ClaimsNotObject | TokenError::Claim(_) => "token_claims",
             TokenError::WrongIssuer => "token_wrong_issuer",
             TokenError::WrongAudience => "token_wrong_audience",
@@ -167,25 +166,47 @@ pub(crate) struct VerifiedToken {
 }
 
 /// Verifies one of our tokens of `kind` with the key its `kid` names, returning the key too
-/// (refresh derives the successor with it).
+/// (refresh derives the successor with it). The outer result is the key ring's ability to answer
+/// (an outage: 503), the inner one the verdict about the token.
 pub(crate) async fn verify(
     keys: &KeyRing,
     policy: &TokenPolicy,
     kind: TokenKind,
     token: &str,
     now: Timestamp,
-) -> Result<(VerifiedToken, std::sync::Arc<Key>), TokenError> {
-    let compact = jose::parse_compact(token)?;
+) -> Result<Result<(VerifiedToken, std::sync::Arc<Key>), TokenError>, KeyError> {
+    let compact = match jose::parse_compact(token) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    let key = match kid_of(&compact, kind) {
+        Ok(kid) => match keys.verifier(&kid, kind.purpose()).await? {
+            Ok(key) => key,
+            Err(refusal) => return Ok(Err(TokenError::Key(refusal))),
+        },
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(check(policy, kind, &compact, key, now))
+}
+
+/// `typ` and `kid` of a parsed token: the key id to look up.
+fn kid_of(compact: &jose::Compact, kind: TokenKind) -> Result<KeyId, TokenError> {
     if !compact.typ().is_some_and(|t| kind.accepts_typ(t)) {
         return Err(TokenError::WrongType);
     }
     let kid = compact.kid().ok_or(TokenError::MissingKid)?;
-    let kid = KeyId::parse(kid).map_err(|_| TokenError::MalformedKid)?;
-    let key = keys
-        .verifier(&kid, kind.purpose())
-        .await
-        .map_err(TokenError::Key)?;
-    jose::verify(&key, &compact)?;
+    KeyId::parse(kid).map_err(|_| TokenError::MalformedKid)
+}
+
+/// Signature under `key`, then the claims.
+fn check(
+    policy: &TokenPolicy,
+    kind: TokenKind,
+    compact: &jose::Compact,
+    key: std::sync::Arc<Key>,
+    now: Timestamp,
+) -> Result<(VerifiedToken, std::sync::Arc<Key>), TokenError> {
+    jose::verify(&key, compact)?;
 
     let claims = match serde_json::from_slice::<jose::JsonObject>(compact.payload()) {
         Ok(jose::JsonObject::Object(map)) => map,
@@ -209,7 +230,7 @@ pub(crate) async fn verify(
     let sid =
         SessionId::parse(string_claim(&claims, "sid")?).map_err(|_| TokenError::Claim("sid"))?;
     let verified = VerifiedToken {
-        key_id: kid,
+        key_id: key.id().clone(),
         session_id: sid,
         subject: string_claim(&claims, "sub")?.to_owned(),
         expires_at: Timestamp::from_unix_seconds(exp),

@@ -6,6 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::de::DeserializeOwned;
+use sessiond::error::ErrorCode;
+use sessiond::SessionError;
 use sessiond::{
     NewSession, RequestContext, RevokeOutcome, RevokeReason, SessionId, SessionKind, Tenant,
     Timestamp, UserId,
@@ -25,7 +27,7 @@ fn optional_json<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiEr
 }
 
 fn session_id(text: &str) -> Result<SessionId, ApiError> {
-    SessionId::parse(text).map_err(|_| ApiError::NotFound("session_not_found"))
+    SessionId::parse(text).map_err(|_| ApiError::NotFound(ErrorCode::UnknownSession))
 }
 
 fn user_id(text: &str) -> Result<UserId, ApiError> {
@@ -192,7 +194,7 @@ pub async fn get_session(
         .service
         .session(&id)
         .await?
-        .ok_or(ApiError::NotFound("session_not_found"))?;
+        .ok_or(ApiError::NotFound(ErrorCode::UnknownSession))?;
     Ok(Json(SessionResponse {
         session: SessionView::from(&session),
     }))
@@ -217,7 +219,7 @@ pub async fn revoke_session(
         None => RevokeReason::logout(),
     };
     match state.service.revoke(&id, &reason).await? {
-        RevokeOutcome::NotFound => Err(ApiError::NotFound("session_not_found")),
+        RevokeOutcome::NotFound => Err(ApiError::NotFound(ErrorCode::UnknownSession)),
         _ => Ok(StatusCode::NO_CONTENT),
     }
 }
@@ -232,14 +234,10 @@ pub async fn rotate_csrf(
     Path(id): Path<String>,
 ) -> Result<Json<CsrfResponse>, ApiError> {
     let id = session_id(&id)?;
-    let token = state
-        .service
-        .rotate_csrf(&id)
-        .await
-        .map_err(|e| match e.code() {
-            "session_not_found" => ApiError::NotFound("session_not_found"),
-            _ => ApiError::Session(e),
-        })?;
+    let token = state.service.rotate_csrf(&id).await.map_err(|e| match e {
+        SessionError::NotFound => ApiError::NotFound(ErrorCode::UnknownSession),
+        other => ApiError::Session(other),
+    })?;
     let now = state.service.now();
     let until = state
         .service

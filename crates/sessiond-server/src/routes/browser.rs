@@ -96,7 +96,7 @@ fn uniform(reason: &'static str) -> ApiError {
 }
 
 fn fail(e: SessionError) -> ApiError {
-    if e.code() == "unavailable" {
+    if e.is_outage() {
         return ApiError::Session(e);
     }
     uniform(e.reason())
@@ -169,7 +169,7 @@ pub async fn logout(
     };
     let mut response = match outcome {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) if e.code() == "unavailable" => return Err(ApiError::Session(e)),
+        Err(e) if e.is_outage() => return Err(ApiError::Session(e)),
         Err(e) => {
             tracing::info!(
                 reason = e.reason(),

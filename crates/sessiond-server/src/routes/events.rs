@@ -34,6 +34,7 @@
 //! `too_many_streams`. A key is counted by its public id (the authenticated caller), so spelling
 //! the `Authorization` header differently does not open more.
 
+use sessiond::error::ErrorCode;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -391,7 +392,7 @@ pub async fn session_events(
     client_cert: Option<Extension<ClientCertificate>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = SessionId::parse(&id).map_err(|_| ApiError::NotFound("session_not_found"))?;
+    let id = SessionId::parse(&id).map_err(|_| ApiError::NotFound(ErrorCode::UnknownSession))?;
     let hub = state.events.clone();
     let slot = hub.acquire(caller)?;
     hub.ensure_started(&state.service);
@@ -402,7 +403,7 @@ pub async fn session_events(
     let extra = client_cert.map(|Extension(c)| ExtraDeadline::certificate(c.not_after));
     let watch = match state.service.watch(&id, extra).await {
         Ok(w) => w,
-        Err(SessionError::NotFound) => return Err(ApiError::NotFound("session_not_found")),
+        Err(SessionError::NotFound) => return Err(ApiError::NotFound(ErrorCode::UnknownSession)),
         Err(e) => return Err(e.into()),
     };
     let (tx, rx) = mpsc::channel(CLIENT_QUEUE);

@@ -1,9 +1,10 @@
 //! Operations endpoints: health, readiness, metrics, OpenAPI, JWKS.
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use sessiond::error::ErrorCode;
 use sessiond::keys::KeyPurpose;
 use sessiond::SessionId;
 use utoipa::OpenApi as _;
@@ -34,7 +35,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Json(serde_json::json!({"status": "ready"})).into_response()
     } else {
         tracing::warn!(db_ok, keys_ok, "not ready");
-        problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        problem(ErrorCode::Unavailable)
     }
 }
 

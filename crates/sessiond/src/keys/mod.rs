@@ -137,10 +137,13 @@ impl fmt::Debug for KeyRecord {
     }
 }
 
-/// Failures of the key ring.
-#[derive(Debug, thiserror::Error)]
+/// Why a key may not verify a credential: a verdict about the credential, never an outage. The
+/// key ring's lookups return it *inside* their outage result
+/// (`Result<Result<Arc<Key>, KeyRefusal>, KeyError>`), so `?` on the outer result sends an
+/// outage to 503 and the compiler keeps the two apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum KeyError {
+pub enum KeyRefusal {
     /// No key with this id is known (never existed, or garbage-collected).
     #[error("unknown key id")]
     UnknownKey,
@@ -150,6 +153,23 @@ pub enum KeyError {
     /// The key was retired and its retention window has passed.
     #[error("key is retired past its retention window")]
     Retired,
+}
+
+impl KeyRefusal {
+    /// A stable reason code for audit records and metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            KeyRefusal::Retired => "key_retired",
+            KeyRefusal::UnknownKey | KeyRefusal::WrongPurpose => "unknown_key",
+        }
+    }
+}
+
+/// Failures of the key ring: it could not be consulted or could not provide a key. Each one is
+/// an outage for a caller that checks a credential (503), never a verdict about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
     /// There is no active key for the purpose (the ring was not bootstrapped).
     #[error("no active {0} key")]
     NoActiveKey(KeyPurpose),

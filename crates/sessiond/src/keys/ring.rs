@@ -16,7 +16,7 @@ use serde::Serialize;
 use sha2::Sha256;
 
 use super::seal;
-use super::{KeyAlgorithm, KeyError, KeyPurpose, KeyRecord, MasterKey};
+use super::{KeyAlgorithm, KeyError, KeyPurpose, KeyRecord, KeyRefusal, MasterKey};
 use crate::clock::{is_expired, Clock, Timestamp};
 use crate::id::KeyId;
 use crate::random::{self, RandomSource};
@@ -97,9 +97,9 @@ impl KeyInfo {
         self.retired_at.is_none()
     }
 
-    fn check_usable(&self, now: Timestamp) -> Result<(), KeyError> {
+    fn check_usable(&self, now: Timestamp) -> Result<(), KeyRefusal> {
         match self.verify_until {
-            Some(until) if is_expired(until, now) => Err(KeyError::Retired),
+            Some(until) if is_expired(until, now) => Err(KeyRefusal::Retired),
             _ => Ok(()),
         }
     }
@@ -380,7 +380,11 @@ impl KeyRing {
             .rotate_key(&record, now, verify_until)
             .await?;
         let set = self.reload_set().await?;
-        let key = set.by_id.get(&record.id).ok_or(KeyError::UnknownKey)?;
+        // Just stored: a reload that misses it found another active key committed after ours.
+        let key = set
+            .by_id
+            .get(&record.id)
+            .ok_or(KeyError::NoActiveKey(purpose))?;
         Ok(key.info.clone())
     }
 
@@ -425,7 +429,11 @@ impl KeyRing {
             .rotate_key(&record, now, verify_until)
             .await?;
         let set = self.reload_set().await?;
-        let key = set.by_id.get(&record.id).ok_or(KeyError::UnknownKey)?;
+        // Just stored: a reload that misses it found another active key committed after ours.
+        let key = set
+            .by_id
+            .get(&record.id)
+            .ok_or(KeyError::NoActiveKey(purpose))?;
         tracing::info!(purpose = purpose.as_str(), key_id = %record.id, "adopted operator-supplied key material");
         Ok(key.info.clone())
     }
@@ -442,26 +450,35 @@ impl KeyRing {
             .ok_or(KeyError::NoActiveKey(purpose))
     }
 
-    /// The key named `id`, if it may verify a credential of `purpose` now.
+    /// The key named `id`, if it may verify a credential of `purpose` now. The outer result
+    /// is the ring's ability to answer (an unknown id forces a reload from the store, at most
+    /// once a second); the inner one is the verdict.
     ///
     /// # Errors
-    /// [`KeyError::UnknownKey`], [`KeyError::WrongPurpose`], [`KeyError::Retired`].
-    pub async fn verifier(&self, id: &KeyId, purpose: KeyPurpose) -> Result<Arc<Key>, KeyError> {
+    /// Outer: [`KeyError::Store`] (or an unsealing error) when a reload was needed and failed.
+    /// Inner: [`KeyRefusal::UnknownKey`], [`KeyRefusal::WrongPurpose`], [`KeyRefusal::Retired`].
+    pub async fn verifier(
+        &self,
+        id: &KeyId,
+        purpose: KeyPurpose,
+    ) -> Result<Result<Arc<Key>, KeyRefusal>, KeyError> {
         let now = self.inner.clock.now();
         let set = self.current().await;
         let key = match set.by_id.get(id) {
             Some(key) => key.clone(),
             None if self.may_force_reload(now) => {
                 let set = self.reload_set().await?;
-                set.by_id.get(id).cloned().ok_or(KeyError::UnknownKey)?
+                match set.by_id.get(id) {
+                    Some(key) => key.clone(),
+                    None => return Ok(Err(KeyRefusal::UnknownKey)),
+                }
             }
-            None => return Err(KeyError::UnknownKey),
+            None => return Ok(Err(KeyRefusal::UnknownKey)),
         };
         if key.info.purpose != purpose {
-            return Err(KeyError::WrongPurpose);
+            return Ok(Err(KeyRefusal::WrongPurpose));
         }
-        key.info.check_usable(now)?;
-        Ok(key)
+        Ok(key.info.check_usable(now).map(|()| key))
     }
 
     /// Every key the store holds (active, and retired until garbage-collected), fresh from the

@@ -17,7 +17,7 @@ use crate::error::{CredentialError, SessionError};
 use crate::jose::foreign::{self, ForeignError, TrustedIssuer};
 use crate::jose::{self, JwsError};
 use crate::store::ClaimOutcome;
-use crate::token::{self, TokenError, TokenKind};
+use crate::token::{self, TokenKind};
 
 /// The longest raw claim id accepted.
 pub const MAX_CLAIM_ID_BYTES: usize = 256;
@@ -127,12 +127,8 @@ impl SessionService {
             let policy = &self.inner.config.tokens;
             let (verified, _key) =
                 token::verify(&self.inner.keys, policy, TokenKind::Access, token, now)
-                    .await
-                    .map_err(|e| match e {
-                        TokenError::Jws(JwsError::Expired) => SessionError::TokenExpired,
-                        TokenError::Key(crate::keys::KeyError::Store(s)) => SessionError::Store(s),
-                        other => SessionError::InvalidCredential(CredentialError::Token(other)),
-                    })?;
+                    .await?
+                    .map_err(super::tokens::token_failure)?;
             let claims: Map<String, Value> =
                 serde_json::from_slice(compact.payload()).unwrap_or_default();
             let id = foreign::claim_id(&iss, Some(verified.jti.expose()), compact.payload());

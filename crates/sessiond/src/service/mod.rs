@@ -484,11 +484,8 @@ impl SessionService {
             .inner
             .keys
             .verifier(parsed.key_id(), KeyPurpose::Cookie)
-            .await
-            .map_err(|e| match e {
-                KeyError::Store(s) => SessionError::Store(s),
-                other => invalid(CredentialError::Key(other)),
-            })?;
+            .await?
+            .map_err(|refusal| invalid(CredentialError::Key(refusal)))?;
         parsed.verify(&key).map_err(|e| invalid(e.into()))?;
 
         let record = self
@@ -581,7 +578,7 @@ impl SessionService {
 
     async fn record_failure(&self, e: &SessionError, session: Option<&Session>, ip: Option<&str>) {
         if !e.is_credential_failure() {
-            tracing::warn!(code = e.code(), error = %e, "validation could not be decided");
+            tracing::warn!(code = e.code().as_str(), error = %e, "validation could not be decided");
             return;
         }
         let reason = e.reason();

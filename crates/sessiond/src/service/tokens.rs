@@ -87,10 +87,10 @@ fn successor(
     ))
 }
 
-fn token_failure(e: TokenError) -> SessionError {
+/// The verdict about one of our tokens as the service reports it: expiry is its own code.
+pub(super) fn token_failure(e: TokenError) -> SessionError {
     match e {
         TokenError::Jws(JwsError::Expired) => SessionError::TokenExpired,
-        TokenError::Key(KeyError::Store(s)) => SessionError::Store(s),
         other => SessionError::InvalidCredential(CredentialError::Token(other)),
     }
 }
@@ -252,7 +252,7 @@ impl SessionService {
         let now = self.inner.clock.now();
         let policy = &self.inner.config.tokens;
         let (claims, _key) = token::verify(&self.inner.keys, policy, TokenKind::Access, token, now)
-            .await
+            .await?
             .map_err(token_failure)?;
         let record = self
             .token_row(&claims, Accept::TokenSessions, known)
@@ -382,7 +382,7 @@ impl SessionService {
             refresh_token,
             now,
         )
-        .await
+        .await?
         .map_err(token_failure)?;
         let presented_hash = sha256(claims.jti.expose().as_bytes());
         let mut first_look = None;
@@ -491,15 +491,13 @@ impl SessionService {
     ) -> Result<Secret<String>, SessionError> {
         let mut current = Secret::new(secret.to_owned());
         for step in steps {
+            // A step inside the grace window was derived moments ago: its key must still verify.
             let key = self
                 .inner
                 .keys
                 .verifier(&step.key_id, KeyPurpose::Refresh)
-                .await
-                .map_err(|e| match e {
-                    KeyError::Store(s) => SessionError::Store(s),
-                    other => SessionError::Keys(other),
-                })?;
+                .await?
+                .map_err(|_| SessionError::Keys(KeyError::NoActiveKey(KeyPurpose::Refresh)))?;
             current = successor(&key, session, step.generation, current.expose())?;
         }
         Ok(current)
@@ -613,7 +611,7 @@ impl SessionService {
             refresh_token,
             now,
         )
-        .await
+        .await?
         .map_err(token_failure)?;
         let record = self.token_row(&claims, Accept::Browser, known).await?;
         if let Err(mismatch) = self.check_binding(&record.session, ctx) {

@@ -92,7 +92,7 @@ async fn a_trusted_issuers_token_works_once() {
     );
     let err = env.service.claim_token(&token).await.unwrap_err();
     assert_eq!(
-        (format!("{err:?}").as_str(), err.code()),
+        (format!("{err:?}").as_str(), err.code().as_str()),
         ("TokenAlreadyUsed", "token_already_used")
     );
     // The claim is kept for exp + leeway, then collected.

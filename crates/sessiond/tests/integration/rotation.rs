@@ -624,7 +624,7 @@ pub async fn theft_in_every_interleaving_ends_both_chains(backend: TestBackend) 
                     };
                     if let Err(e) = result {
                         assert!(
-                            matches!(e.code(), "refresh_token_reused" | "session_revoked"),
+                            matches!(e.code().as_str(), "refresh_token_reused" | "session_revoked"),
                             "{prefix:?}: {m:?} failed with {}",
                             e.code()
                         );
@@ -659,7 +659,7 @@ pub async fn theft_in_every_interleaving_ends_both_chains(backend: TestBackend) 
                     for refresh in [true, false] {
                         let e = step(holder, refresh).await.unwrap_err();
                         assert!(
-                            matches!(e.code(), "session_revoked" | "token_expired"),
+                            matches!(e.code().as_str(), "session_revoked" | "token_expired"),
                             "{prefix:?}: {}",
                             e.code()
                         );

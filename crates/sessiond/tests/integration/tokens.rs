@@ -627,7 +627,7 @@ async fn refresh_slides_idle_but_never_extends_the_absolute_lifetime() {
     env.clock.advance(secs(4 * 86_400));
     let err = env.service.refresh(&refresh, &ctx).await.unwrap_err();
     assert!(
-        matches!(err.code(), "token_expired" | "session_expired"),
+        matches!(err.code().as_str(), "token_expired" | "session_expired"),
         "{err:?}"
     );
     // Idle: 14 days without a refresh end a fresh session.
@@ -643,7 +643,7 @@ async fn refresh_slides_idle_but_never_extends_the_absolute_lifetime() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err.code(), "token_expired" | "session_expired"),
+        matches!(err.code().as_str(), "token_expired" | "session_expired"),
         "{err:?}"
     );
 }
