@@ -1,4 +1,4 @@
-//! Certificate expiry: a client certificate's `notAfter` is a credential deadline (DESIGN §5).
+//! Certificate expiry: a client certificate's `notAfter` is a credential deadline (docs/DESIGN.md §6.4).
 //!
 //! The server feeds each mTLS connection's verified chain through [`chain_expiry`]; a relay that
 //! terminates TLS itself hands the PEM or DER it received to [`certificate_expiry`] and passes the

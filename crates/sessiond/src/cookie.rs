@@ -1,4 +1,4 @@
-//! The session cookie, wire format version 1 (DESIGN §3.1).
+//! The session cookie, wire format version 1 (docs/DESIGN.md §3.1).
 //!
 //! ```text
 //! v1.<session_id>.<key_id>.<mac>

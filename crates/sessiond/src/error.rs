@@ -1,6 +1,6 @@
 //! The service's error: what a caller of [`crate::SessionService`] can get back.
 //!
-//! Each variant has a stable wire [`code`](SessionError::code) (DESIGN §6) and a finer
+//! Each variant has a stable wire [`code`](SessionError::code) (docs/DESIGN.md §8.1) and a finer
 //! [`reason`](SessionError::reason) for the audit trail, metrics and logs. Expected failures
 //! (a bad credential) and unexpected ones (a store outage) are different variants, so a
 //! database outage can never be reported as "invalid credential" nor accepted.
@@ -11,7 +11,7 @@ use crate::keys::{KeyError, KeyRefusal};
 use crate::store::StoreError;
 use crate::token::TokenError;
 
-/// Every wire code of the HTTP API (docs/DESIGN.md §6), with its HTTP status and title: a code
+/// Every wire code of the HTTP API (docs/DESIGN.md §8.1), with its HTTP status and title: a code
 /// cannot exist without them. Exhaustive on purpose, so that the server's mapping is checked by
 /// the compiler (a new code is a breaking change that every `match` must handle).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -255,7 +255,7 @@ pub enum SessionError {
 }
 
 impl SessionError {
-    /// The wire code (docs/DESIGN.md §6).
+    /// The wire code (docs/DESIGN.md §8.1).
     pub fn code(&self) -> ErrorCode {
         match self {
             SessionError::InvalidCredential(_) => ErrorCode::InvalidCredential,

@@ -71,7 +71,7 @@ impl fmt::Display for EventKind {
 
 /// One lifecycle change of one session.
 ///
-/// Serializes as the SSE `data` of DESIGN §6, `{session_id, reason?, at}`, plus `kind` (the
+/// Serializes as the SSE `data` of docs/DESIGN.md §9.6, `{session_id, reason?, at}`, plus `kind` (the
 /// SSE event name, so a cross-node bus can carry the event as one JSON message), `user_id` and
 /// `tenant` (so a stream can be filtered per user and tenant). It never carries a secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

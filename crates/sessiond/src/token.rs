@@ -1,4 +1,4 @@
-//! Our own tokens (DESIGN §3.2): the access JWT (`typ: at+jwt`) and the refresh JWT
+//! Our own tokens (docs/DESIGN.md §3.2): the access JWT (`typ: at+jwt`) and the refresh JWT
 //! (`typ: refresh+jwt`), issued and verified over the key ring.
 //!
 //! The policy is ours, the signature math is jsonwebtoken's (through [`crate::jose`]): a token is
@@ -19,7 +19,7 @@ use crate::keys::{Key, KeyError, KeyPurpose, KeyRefusal, KeyRing};
 use crate::secret::Secret;
 use crate::session::Session;
 
-/// Lifetimes and names of token sessions; `Default` is DESIGN §7's.
+/// Lifetimes and names of token sessions; `Default` is docs/DESIGN.md §10.3's.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TokenPolicy {

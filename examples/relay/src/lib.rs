@@ -1,6 +1,6 @@
 //! A WebSocket relay that enforces sessiond sessions live.
 //!
-//! The pattern (DESIGN §5), for anyone writing their own relay:
+//! The pattern (docs/DESIGN.md §6.3, §9.6), for anyone writing their own relay:
 //! 1. **Validate** the upgrade request through sessiond (`POST /v1/sessions/validate` with the
 //!    request's `Cookie` header, or an access token from `?access_token=` or
 //!    `Authorization: Bearer`). A failure is a 401 before the upgrade.

@@ -1,4 +1,4 @@
-//! Refresh rotation over HTTP (docs/DESIGN.md, "Refresh rotation"): randomized multi-tab
+//! Refresh rotation over HTTP (docs/DESIGN.md §3.3): randomized multi-tab
 //! schedules across three nodes that must never revoke a session, and the refusals of the
 //! refresh routes that must change nothing.
 

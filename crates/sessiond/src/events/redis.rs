@@ -1,4 +1,4 @@
-//! [`RedisEventBus`]: session events across nodes over Redis pub/sub (DESIGN §5).
+//! [`RedisEventBus`]: session events across nodes over Redis pub/sub (docs/DESIGN.md §6.2).
 //!
 //! Every node publishes its events as JSON (the [`SessionEvent`] serialization) on one channel
 //! (default [`DEFAULT_CHANNEL`]) and subscribes to it. Local watchers never talk to Redis: the

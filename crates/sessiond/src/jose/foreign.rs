@@ -1,4 +1,4 @@
-//! Trusted foreign issuers (DESIGN §3.4): JWTs signed by an identity provider we trust, verified
+//! Trusted foreign issuers (docs/DESIGN.md §3.5): JWTs signed by an identity provider we trust, verified
 //! against that issuer's JWK Set before a one-time claim is recorded.
 //!
 //! # Keys: each pinned to exactly one algorithm
@@ -373,7 +373,7 @@ impl VerifiedForeign {
         self.expires_at
     }
 
-    /// The identity to claim the token under, once (DESIGN §3.4); see [`claim_id`].
+    /// The identity to claim the token under, once (docs/DESIGN.md §3.4); see [`claim_id`].
     pub fn claim_id(&self) -> &str {
         &self.claim_id
     }

@@ -37,7 +37,7 @@ use crate::clock::{is_expired, Timestamp};
 use crate::keys::{Key, KeyAlgorithm};
 use crate::secret::Secret;
 
-/// The largest token accepted, in bytes (DESIGN §3.2). Larger input is refused before decoding.
+/// The largest token accepted, in bytes (docs/DESIGN.md §3.2). Larger input is refused before decoding.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// Which part of a compact JWS.
@@ -582,7 +582,7 @@ pub fn check_time(
     Ok(())
 }
 
-/// The JWK Set published at `/.well-known/jwks.json` (DESIGN §3.2): one public JWK
+/// The JWK Set published at `/.well-known/jwks.json` (docs/DESIGN.md §3.6): one public JWK
 /// (`kty: OKP`, `crv: Ed25519`, `x`, `kid`, `alg: EdDSA`, `use: sig`) per EdDSA key in `keys`,
 /// in the given order. HS256 keys are never published (their only material is the secret). Pass
 /// the keys that verify now, e.g. [`crate::KeyRing::verifying_keys`] of the access purpose, so

@@ -1,4 +1,4 @@
-//! One-time claims on [`SessionService`] (DESIGN §3.4): an id, or a JWT from a trusted issuer
+//! One-time claims on [`SessionService`] (docs/DESIGN.md §3.4): an id, or a JWT from a trusted issuer
 //! (or from us), that works exactly once across every node.
 //!
 //! For a token, the claim is recorded only after every other check passed (signature, issuer,

@@ -50,7 +50,7 @@ pub const MAX_CLAIMS_BYTES: usize = 4096;
 const MAX_IP_BYTES: usize = 64;
 const MAX_USER_AGENT_BYTES: usize = 1024;
 
-/// Every policy of the service; `Default` is DESIGN §7's defaults.
+/// Every policy of the service; `Default` is docs/DESIGN.md §10.3's defaults.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServiceConfig {

@@ -1,4 +1,4 @@
-//! The refresh rotation rules (docs/DESIGN.md, "Refresh rotation") as a pure decision over the
+//! The refresh rotation rules (docs/DESIGN.md §3.3) as a pure decision over the
 //! row's [`RefreshState`], so that every rule is a unit test and the service only carries out
 //! the verdict.
 //!

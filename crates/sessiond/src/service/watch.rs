@@ -1,4 +1,4 @@
-//! Live enforcement (DESIGN §5): [`SessionService::watch`] resolves when a session's connection
+//! Live enforcement (docs/DESIGN.md §6.3): [`SessionService::watch`] resolves when a session's connection
 //! must end — revoked, idle or absolute window passed, or the credential's own deadline (access
 //! token `exp`, certificate `notAfter`) passed — whichever comes first.
 //!

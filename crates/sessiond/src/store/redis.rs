@@ -1,9 +1,9 @@
-//! Redis as the one-time claim store (DESIGN §3.4): the fast path for claims when several
+//! Redis as the one-time claim store (docs/DESIGN.md §7.4): the fast path for claims when several
 //! sessiond nodes share one deployment. Sessions, keys and the audit trail stay in the main
 //! backend; plug this in with [`ServiceBuilder::claim_store`](crate::service::ServiceBuilder::claim_store).
 //!
 //! # Why a script and not `SET key 1 NX PXAT exp`
-//! DESIGN sketches a claim as `SET key 1 NX PXAT exp`. That lets Redis's own clock decide the
+//! The original contract sketched a claim as `SET key 1 NX PXAT exp`. That lets Redis's own clock decide the
 //! outcome, and [`ClaimStore::claim`] must not: "now" is injected (a manual clock in tests, the
 //! service's clock in production), and a leftover record whose own expiry is at or before that
 //! `now` must count as absent whether or not Redis has collected it yet. With `PXAT` a claim

@@ -1,4 +1,4 @@
-//! The attack matrix of the v1 session cookie (issue "Foundation", DESIGN §3.1): every row is a
+//! The attack matrix of the v1 session cookie (issue "Foundation", docs/DESIGN.md §3.1): every row is a
 //! fresh database, one manipulation, and the exact error it must produce.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,4 +1,4 @@
-//! Refresh rotation rules (docs/DESIGN.md, "Refresh rotation") on the manual clock: randomized
+//! Refresh rotation rules (docs/DESIGN.md §3.3) on the manual clock: randomized
 //! multi-tab schedules that must never revoke a session, the deterministic cases behind them,
 //! theft in every interleaving of an owner and a thief, and refusals that change nothing.
 //!
