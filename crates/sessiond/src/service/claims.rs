@@ -94,11 +94,10 @@ impl SessionService {
     /// [`SessionError::InvalidCredential`] for any other verification failure (unknown issuer
     /// included), [`SessionError::Store`] when the claim store fails.
     pub async fn claim_token(&self, token: &str) -> Result<ClaimedToken, SessionError> {
-        let result = self.claim_token_inner(token).await;
-        if let Err(e) = &result {
-            self.record_failure(e, None, None).await;
+        match self.claim_token_inner(token).await {
+            Ok(claimed) => Ok(claimed),
+            Err(e) => Err(self.refused(e.into(), None).await),
         }
-        result
     }
 
     async fn claim_token_inner(&self, token: &str) -> Result<ClaimedToken, SessionError> {
@@ -170,7 +169,10 @@ impl SessionService {
                     .subject
                     .as_deref()
                     .and_then(|s| crate::UserId::new(s).ok());
-                self.audit(record).await;
+                let effect = super::effects::Effect::TokenClaimed {
+                    record: Box::new(record),
+                };
+                self.apply(now, vec![effect]).await;
                 Ok(claimed)
             }
             ClaimOutcome::AlreadyUsed => Err(SessionError::TokenAlreadyUsed),

@@ -13,7 +13,6 @@ use super::SessionService;
 use crate::clock::Timestamp;
 use crate::events::{EventBus, SessionEvent};
 use crate::id::{SessionId, Tenant, UserId};
-use crate::session::{RevokeReason, Session};
 use crate::store::StoreError;
 
 /// The tenants of sessions about to be revoked together, for their events.
@@ -45,23 +44,6 @@ impl SessionService {
         }
     }
 
-    /// Publishes a `revoked` event for `session`.
-    pub(crate) async fn publish_session_revoked(
-        &self,
-        session: &Session,
-        reason: &RevokeReason,
-        at: Timestamp,
-    ) {
-        self.publish(SessionEvent::revoked(
-            session.id.clone(),
-            session.user_id.clone(),
-            Some(session.tenant.clone()),
-            reason,
-            at,
-        ))
-        .await;
-    }
-
     /// The tenants of `user`'s sessions a user-wide revocation is about to revoke: `tenant`
     /// when given, else the active sessions' tenants read now (before the revocation, so a
     /// failure leaves nothing changed).
@@ -80,36 +62,8 @@ impl SessionService {
         ))
     }
 
-    /// Publishes a `revoked` event for each of `ids`, all sessions of `user`.
-    pub(crate) async fn publish_revoked(
-        &self,
-        ids: &[SessionId],
-        user: &UserId,
-        tenants: &Tenants,
-        reason: &RevokeReason,
-        at: Timestamp,
-    ) {
-        for id in ids {
-            let tenant = match tenants {
-                Tenants::One(t) => Some(t.clone()),
-                Tenants::ById(map) => match map.get(id) {
-                    Some(t) => Some(t.clone()),
-                    // Created between the lookup and the revocation: read it back.
-                    None => self.tenant_of(id).await,
-                },
-            };
-            self.publish(SessionEvent::revoked(
-                id.clone(),
-                user.clone(),
-                tenant,
-                reason,
-                at,
-            ))
-            .await;
-        }
-    }
-
-    async fn tenant_of(&self, id: &SessionId) -> Option<Tenant> {
+    /// The tenant of a session that was just revoked, read back for its event.
+    pub(crate) async fn tenant_of(&self, id: &SessionId) -> Option<Tenant> {
         match self.inner.backend.session(id).await {
             Ok(row) => row.map(|r| r.session.tenant),
             Err(e) => {

@@ -14,18 +14,17 @@
 use std::sync::Arc;
 
 use hmac::Mac;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
+use super::checks::{check_context, check_status, sha256};
+use super::effects::{Effect, Owner, Refresh, Rejection};
 use super::rotation::{self, Reuse, Rules, Verdict};
 use super::{Credential, NewSession, RequestContext, SessionService, Validated};
-use crate::audit::{AuditEvent, AuditRecord};
 use crate::clock::Timestamp;
 use crate::error::{CredentialError, SessionError};
-use crate::events::SessionEvent;
 use crate::jose::JwsError;
 use crate::keys::{Key, KeyError, KeyPurpose};
 use crate::secret::Secret;
@@ -57,10 +56,6 @@ pub struct TokenSession {
     pub session: Session,
     /// The pair.
     pub tokens: TokenPair,
-}
-
-fn sha256(data: &[u8]) -> [u8; 32] {
-    Sha256::digest(data).into()
 }
 
 fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
@@ -235,30 +230,26 @@ impl SessionService {
         token: &str,
         ctx: &RequestContext<'_>,
     ) -> Result<Validated, SessionError> {
-        let mut known: Option<Session> = None;
-        let result = self.validate_access_inner(token, ctx, &mut known).await;
-        if let Err(e) = &result {
-            self.record_failure(e, known.as_ref(), ctx.ip).await;
+        match self.validate_access_inner(token, ctx).await {
+            Ok(v) => Ok(v),
+            Err(rejection) => Err(self.refused(rejection, ctx.ip).await),
         }
-        result
     }
 
     async fn validate_access_inner(
         &self,
         token: &str,
         ctx: &RequestContext<'_>,
-        known: &mut Option<Session>,
-    ) -> Result<Validated, SessionError> {
+    ) -> Result<Validated, Rejection> {
         let now = self.inner.clock.now();
         let policy = &self.inner.config.tokens;
         let (claims, _key) = token::verify(&self.inner.keys, policy, TokenKind::Access, token, now)
             .await?
             .map_err(token_failure)?;
-        let record = self
-            .token_row(&claims, Accept::TokenSessions, known)
-            .await?;
-        self.check_status(&record.session, now)?;
-        self.check_binding(&record.session, ctx)?;
+        let record = self.token_row(&claims, Accept::TokenSessions).await?;
+        check_status(&record.session, now)
+            .and_then(|()| self.check_binding(&record.session, ctx))
+            .map_err(|e| Rejection::about(e, &record.session))?;
         if let (Some(state), Some(generation)) = (&record.refresh, claims.generation) {
             if generation == state.generation && !state.used {
                 self.mark_used(&record.session.id, generation).await;
@@ -291,24 +282,24 @@ impl SessionService {
         &self,
         claims: &VerifiedToken,
         accept: Accept,
-        known: &mut Option<Session>,
-    ) -> Result<SessionRecord, SessionError> {
+    ) -> Result<SessionRecord, Rejection> {
         let record = self
             .inner
             .backend
             .session(&claims.session_id)
             .await?
             .ok_or(SessionError::NotFound)?;
-        *known = Some(record.session.clone());
-        if !accept.allows(record.session.kind) {
-            return Err(SessionError::InvalidCredential(CredentialError::WrongKind));
-        }
-        if record.session.user_id.as_str() != claims.subject {
-            return Err(SessionError::InvalidCredential(
-                CredentialError::SubjectMismatch,
-            ));
-        }
-        Ok(record)
+        let refusal = if !accept.allows(record.session.kind) {
+            CredentialError::WrongKind
+        } else if record.session.user_id.as_str() != claims.subject {
+            CredentialError::SubjectMismatch
+        } else {
+            return Ok(record);
+        };
+        Err(Rejection::about(
+            SessionError::InvalidCredential(refusal),
+            &record.session,
+        ))
     }
 
     /// Exchanges the refresh token of a `tokens` or `browser` session for a new pair, rotating
@@ -351,14 +342,10 @@ impl SessionService {
         ctx: &RequestContext<'_>,
         accept: Accept,
     ) -> Result<TokenSession, SessionError> {
-        let mut known: Option<Session> = None;
-        let result = self
-            .refresh_inner(refresh_token, ctx, accept, &mut known)
-            .await;
-        if let Err(e) = &result {
-            self.record_failure(e, known.as_ref(), ctx.ip).await;
+        match self.refresh_inner(refresh_token, ctx, accept).await {
+            Ok(refreshed) => Ok(refreshed),
+            Err(rejection) => Err(self.refused(rejection, ctx.ip).await),
         }
-        result
     }
 
     async fn refresh_inner(
@@ -366,9 +353,8 @@ impl SessionService {
         refresh_token: &str,
         ctx: &RequestContext<'_>,
         accept: Accept,
-        known: &mut Option<Session>,
-    ) -> Result<TokenSession, SessionError> {
-        super::check_context(ctx)?;
+    ) -> Result<TokenSession, Rejection> {
+        check_context(ctx)?;
         let policy = &self.inner.config.tokens;
         let rules = Rules {
             grace: policy.refresh_grace,
@@ -390,14 +376,17 @@ impl SessionService {
         // decision never writes (the token is no longer current, and a step that rotated it
         // out now exists); the third pass is a margin that is never reached in practice.
         for _ in 0..3 {
-            let record = self.token_row(&claims, accept, known).await?;
-            self.check_status(&record.session, now)?;
-            self.check_binding(&record.session, ctx)?;
+            let record = self.token_row(&claims, accept).await?;
+            check_status(&record.session, now)
+                .and_then(|()| self.check_binding(&record.session, ctx))
+                .map_err(|e| Rejection::about(e, &record.session))?;
             let SessionRecord {
                 session, refresh, ..
             } = record;
-            let state =
-                refresh.ok_or(SessionError::InvalidCredential(CredentialError::WrongKind))?;
+            let Some(state) = refresh else {
+                let wrong = SessionError::InvalidCredential(CredentialError::WrongKind);
+                return Err(Rejection::about(wrong, &session));
+            };
             let is_current = ct_eq(&presented_hash, &state.hash);
             // A token from before generations were named is recognised only as the current one.
             let presented = match claims.generation {
@@ -429,21 +418,14 @@ impl SessionService {
                         let mut session = session;
                         session.last_seen_at = now;
                         session.idle_expires_at = idle.min(session.absolute_expires_at);
-                        let reason = if reissue {
-                            self.inner.metrics.refresh_reissued();
-                            "reissued"
+                        let how = if reissue {
+                            Refresh::Reissued
                         } else {
-                            self.inner.metrics.refresh_rotated();
-                            "rotated"
+                            Refresh::Rotated
                         };
-                        self.audit(
-                            AuditRecord::new(now, AuditEvent::SessionRefreshed, reason)
-                                .about(&session)
-                                .ip(ctx.ip),
-                        )
-                        .await;
-                        self.publish(SessionEvent::refreshed(&session, now)).await;
-                        return self.issue_pair(session, &next, generation, now).await;
+                        return Ok(self
+                            .refreshed(session, how, ctx, &next, generation, now)
+                            .await?);
                     }
                     if first_look.is_none() {
                         first_look = Some(
@@ -461,25 +443,39 @@ impl SessionService {
                     if !ct_eq(&sha256(current.expose().as_bytes()), &state.hash) {
                         // Signed by us, named a generation on the path, yet does not lead to
                         // the current secret: not a predecessor we issued.
-                        return Err(self.refresh_reused(&session, Reuse::NotOnChain, now).await);
+                        return Err(self.refresh_reused(session, Reuse::NotOnChain, now).await);
                     }
-                    self.inner.metrics.refresh_converged();
-                    self.audit(
-                        AuditRecord::new(now, AuditEvent::SessionRefreshed, "converged")
-                            .about(&session)
-                            .ip(ctx.ip),
-                    )
-                    .await;
-                    return self
-                        .issue_pair(session, &current, state.generation, now)
-                        .await;
+                    let generation = state.generation;
+                    return Ok(self
+                        .refreshed(session, Refresh::Converged, ctx, &current, generation, now)
+                        .await?);
                 }
-                Verdict::Reused(why) => return Err(self.refresh_reused(&session, why, now).await),
+                Verdict::Reused(why) => return Err(self.refresh_reused(session, why, now).await),
             }
         }
         Err(SessionError::Store(crate::store::StoreError::Backend(
             "refresh rotation did not settle after three compare-and-swaps".into(),
-        )))
+        ))
+        .into())
+    }
+
+    /// Answers a refresh with the pair of `secret` and applies its effects.
+    async fn refreshed(
+        &self,
+        session: Session,
+        how: Refresh,
+        ctx: &RequestContext<'_>,
+        secret: &Secret<String>,
+        generation: u64,
+        now: Timestamp,
+    ) -> Result<TokenSession, SessionError> {
+        let effect = Effect::Refreshed {
+            session: session.clone(),
+            how,
+            ip: ctx.ip.map(str::to_owned),
+        };
+        self.apply(now, vec![effect]).await;
+        self.issue_pair(session, secret, generation, now).await
     }
 
     /// Walks `steps` forward from `secret`, deriving each step's secret under its recorded key.
@@ -527,7 +523,7 @@ impl SessionService {
     }
 
     /// Revokes the session of a presented refresh token that counts as reuse, and reports it.
-    async fn refresh_reused(&self, session: &Session, why: Reuse, now: Timestamp) -> SessionError {
+    async fn refresh_reused(&self, session: Session, why: Reuse, now: Timestamp) -> Rejection {
         let reason = RevokeReason::refresh_token_reused();
         match self
             .inner
@@ -536,23 +532,21 @@ impl SessionService {
             .await
         {
             Ok(RevokeOutcome::Revoked) => {
-                self.inner.metrics.sessions_revoked(1);
-                self.inner.metrics.refresh_reuse();
-                tracing::warn!(session_id = %session.id, user_id = %session.user_id, why = why.as_str(), "refresh token reused: session revoked");
-                self.audit(
-                    AuditRecord::new(now, AuditEvent::RefreshReused, why.as_str()).about(session),
-                )
-                .await;
-                self.audit(
-                    AuditRecord::new(now, AuditEvent::SessionRevoked, reason.as_str())
-                        .about(session),
-                )
-                .await;
-                self.publish_session_revoked(session, &reason, now).await;
-                SessionError::RefreshTokenReused
+                let effects = vec![
+                    Effect::ReuseDetected {
+                        session: session.clone(),
+                        why: why.as_str(),
+                    },
+                    Effect::Revoked {
+                        owner: Owner::of(&session),
+                        reason,
+                    },
+                ];
+                self.apply(now, effects).await;
+                Rejection::about(SessionError::RefreshTokenReused, &session)
             }
-            Ok(_) => SessionError::RefreshTokenReused,
-            Err(e) => SessionError::Store(e),
+            Ok(_) => Rejection::about(SessionError::RefreshTokenReused, &session),
+            Err(e) => Rejection::from(e),
         }
     }
 
@@ -586,22 +580,17 @@ impl SessionService {
         refresh_token: &str,
         ctx: &RequestContext<'_>,
     ) -> Result<Session, SessionError> {
-        let mut known = None;
-        let result = self
-            .logout_browser_inner(refresh_token, ctx, &mut known)
-            .await;
-        if let Err(e) = &result {
-            self.record_failure(e, known.as_ref(), ctx.ip).await;
+        match self.logout_browser_inner(refresh_token, ctx).await {
+            Ok(session) => Ok(session),
+            Err(rejection) => Err(self.refused(rejection, ctx.ip).await),
         }
-        result
     }
 
     async fn logout_browser_inner(
         &self,
         refresh_token: &str,
         ctx: &RequestContext<'_>,
-        known: &mut Option<Session>,
-    ) -> Result<Session, SessionError> {
+    ) -> Result<Session, Rejection> {
         let now = self.inner.clock.now();
         let policy = &self.inner.config.tokens;
         let (claims, _key) = token::verify(
@@ -613,14 +602,14 @@ impl SessionService {
         )
         .await?
         .map_err(token_failure)?;
-        let record = self.token_row(&claims, Accept::Browser, known).await?;
+        let record = self.token_row(&claims, Accept::Browser).await?;
         if let Err(mismatch) = self.check_binding(&record.session, ctx) {
-            self.audit(
-                AuditRecord::new(now, AuditEvent::ValidationFailed, mismatch.reason())
-                    .about(&record.session)
-                    .ip(ctx.ip),
-            )
-            .await;
+            let effect = Effect::CheckOverridden {
+                reason: mismatch.reason(),
+                session: record.session.clone(),
+                ip: ctx.ip.map(str::to_owned),
+            };
+            self.apply(now, vec![effect]).await;
         }
         self.revoke(&record.session.id, &RevokeReason::logout())
             .await?;

@@ -1,0 +1,269 @@
+//! What every session kind shares on [`SessionService`]: new rows, revocation (one, all, all but
+//! one), reads, key rotation, garbage collection (docs/DESIGN.md §5.3, §5.7, §5.8).
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+
+use super::checks::check_client;
+use super::effects::{Effect, Owner};
+use super::events::Tenants;
+use super::types::{MAX_CLAIMS_BYTES, RESERVED_CLAIMS};
+use super::{GcReport, NewSession, SessionService};
+use crate::audit::AuditQuery;
+use crate::audit::AuditRecord;
+use crate::error::SessionError;
+use crate::id::{SessionId, Tenant, UserId};
+use crate::keys::{KeyInfo, KeyPurpose};
+use crate::random;
+use crate::secret::Secret;
+use crate::session::{RevokeReason, Session, SessionKind, SessionRecord};
+use crate::store::RevokeOutcome;
+
+impl SessionService {
+    /// Revokes one session. Idempotent: revoking a revoked session changes nothing.
+    ///
+    /// # Errors
+    /// [`SessionError::Store`].
+    pub async fn revoke(
+        &self,
+        id: &SessionId,
+        reason: &RevokeReason,
+    ) -> Result<RevokeOutcome, SessionError> {
+        let now = self.inner.clock.now();
+        // Whose session it is, for the event; read first so a failure changes nothing.
+        let owner = self.inner.backend.session(id).await?.map(|r| r.session);
+        let outcome = self.inner.backend.revoke_session(id, now, reason).await?;
+        if outcome == RevokeOutcome::Revoked {
+            if let Some(session) = &owner {
+                let effect = Effect::Revoked {
+                    owner: Owner::of(session),
+                    reason: reason.clone(),
+                };
+                self.apply(now, vec![effect]).await;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Revokes every active session of `user` (in `tenant`, or all tenants), except `except`
+    /// ("log out other devices"). Returns the revoked ids.
+    ///
+    /// # Errors
+    /// [`SessionError::Store`].
+    pub async fn revoke_user(
+        &self,
+        user: &UserId,
+        tenant: Option<&Tenant>,
+        except: Option<&SessionId>,
+        reason: &RevokeReason,
+    ) -> Result<Vec<SessionId>, SessionError> {
+        let now = self.inner.clock.now();
+        let tenants = self.tenants_before_revoke(user, tenant, now).await?;
+        let ids = self
+            .inner
+            .backend
+            .revoke_user_sessions(user, tenant, except, now, reason)
+            .await?;
+        let mut effects = Vec::with_capacity(ids.len());
+        for id in &ids {
+            effects.push(Effect::Revoked {
+                owner: Owner {
+                    id: id.clone(),
+                    user_id: user.clone(),
+                    tenant: self.tenant_in(&tenants, id).await,
+                },
+                reason: reason.clone(),
+            });
+        }
+        self.apply(now, effects).await;
+        Ok(ids)
+    }
+
+    /// The active sessions of `user`, oldest first.
+    ///
+    /// # Errors
+    /// [`SessionError::Store`].
+    pub async fn user_sessions(
+        &self,
+        user: &UserId,
+        tenant: Option<&Tenant>,
+    ) -> Result<Vec<Session>, SessionError> {
+        Ok(self
+            .inner
+            .backend
+            .user_sessions(user, tenant, self.inner.clock.now())
+            .await?)
+    }
+
+    /// A session by id, revoked and expired ones included.
+    ///
+    /// # Errors
+    /// [`SessionError::Store`].
+    pub async fn session(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
+        Ok(self.inner.backend.session(id).await?.map(|r| r.session))
+    }
+
+    /// Rotates the key of `purpose` and audits it.
+    ///
+    /// # Errors
+    /// [`SessionError::Keys`].
+    pub async fn rotate_key(&self, purpose: KeyPurpose) -> Result<KeyInfo, SessionError> {
+        let info = self
+            .inner
+            .keys
+            .rotate(purpose)
+            .await
+            .map_err(SessionError::Keys)?;
+        let effect = Effect::KeyRotated {
+            key_id: info.id.clone(),
+            purpose,
+        };
+        self.apply(self.now(), vec![effect]).await;
+        Ok(info)
+    }
+
+    /// Deletes expired sessions and retired keys past retention, in batches of
+    /// [`super::ServiceConfig::gc_batch`], yielding between batches so validations are never
+    /// stalled.
+    ///
+    /// # Errors
+    /// [`SessionError::Store`]; what was deleted before the failure stays deleted.
+    pub async fn gc(&self) -> Result<GcReport, SessionError> {
+        let batch = self.inner.config.gc_batch.max(1);
+        let now = self.inner.clock.now();
+        let mut report = GcReport::default();
+        loop {
+            let n = self
+                .inner
+                .backend
+                .delete_expired_sessions(now, batch)
+                .await?;
+            report.sessions += n;
+            tokio::task::yield_now().await;
+            if n < u64::from(batch) {
+                break;
+            }
+        }
+        loop {
+            let n = self.inner.backend.delete_expired_keys(now, batch).await?;
+            report.keys += n;
+            tokio::task::yield_now().await;
+            if n < u64::from(batch) {
+                break;
+            }
+        }
+        loop {
+            let n = self.inner.claims.delete_expired_claims(now, batch).await?;
+            report.claims += n;
+            tokio::task::yield_now().await;
+            if n < u64::from(batch) {
+                break;
+            }
+        }
+        if report != GcReport::default() {
+            tracing::info!(
+                sessions = report.sessions,
+                keys = report.keys,
+                "garbage collected"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Audit records matching `query`, newest first.
+    ///
+    /// # Errors
+    /// [`SessionError::Store`].
+    pub async fn audit_records(
+        &self,
+        query: &AuditQuery,
+    ) -> Result<Vec<AuditRecord>, SessionError> {
+        Ok(self.inner.backend.audit_records(query).await?)
+    }
+
+    pub(crate) fn new_token_secret(&self) -> Secret<String> {
+        let bytes: [u8; 32] = random::bytes(self.inner.rng.as_ref());
+        Secret::new(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    pub(crate) fn new_session_row(
+        &self,
+        new: NewSession,
+        kind: SessionKind,
+        idle_ttl: Duration,
+        absolute_ttl: Duration,
+    ) -> Result<Session, SessionError> {
+        check_client(new.ip.as_deref(), new.user_agent.as_deref())?;
+        if new
+            .claims
+            .keys()
+            .any(|k| RESERVED_CLAIMS.contains(&k.as_str()))
+        {
+            return Err(SessionError::InvalidInput(
+                "claims may not use a reserved claim name",
+            ));
+        }
+        let claims_len = serde_json::to_vec(&new.claims)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if claims_len > MAX_CLAIMS_BYTES {
+            return Err(SessionError::InvalidInput("claims exceed 4096 bytes"));
+        }
+        let now = self.inner.clock.now();
+        let absolute = now.saturating_add(absolute_ttl);
+        Ok(Session {
+            id: SessionId::generate(self.inner.rng.as_ref()),
+            user_id: new.user_id,
+            tenant: new.tenant,
+            kind,
+            created_at: now,
+            last_seen_at: now,
+            idle_expires_at: now.saturating_add(idle_ttl).min(absolute),
+            absolute_expires_at: absolute,
+            revoked_at: None,
+            revoke_reason: None,
+            ip: new.ip,
+            user_agent: new.user_agent,
+            claims: new.claims,
+        })
+    }
+
+    /// Stores a new session (evicting the user's oldest beyond `max_per_user` in the same step)
+    /// and applies its effects.
+    pub(crate) async fn insert(&self, record: &SessionRecord) -> Result<(), SessionError> {
+        let max = match self.inner.config.sessions.max_per_user {
+            0 => None,
+            n => Some(n),
+        };
+        let now = record.session.created_at;
+        let evicted = self.inner.backend.create_session(record, max, now).await?;
+        let mut effects = vec![Effect::Created {
+            session: record.session.clone(),
+            key_id: record.key_id.clone(),
+        }];
+        effects.extend(evicted.into_iter().map(|id| Effect::Revoked {
+            owner: Owner {
+                id,
+                user_id: record.session.user_id.clone(),
+                tenant: Some(record.session.tenant.clone()),
+            },
+            reason: RevokeReason::evicted(),
+        }));
+        self.apply(now, effects).await;
+        Ok(())
+    }
+
+    /// The tenant of `id` among `tenants` (read back from the store when it was created between
+    /// the lookup and the revocation).
+    async fn tenant_in(&self, tenants: &Tenants, id: &SessionId) -> Option<Tenant> {
+        match tenants {
+            Tenants::One(t) => Some(t.clone()),
+            Tenants::ById(map) => match map.get(id) {
+                Some(t) => Some(t.clone()),
+                None => self.tenant_of(id).await,
+            },
+        }
+    }
+}
