@@ -10,6 +10,7 @@ mod claims;
 mod common;
 mod conformance;
 mod cookie_negative;
+mod effects;
 mod jose_vectors;
 mod lifecycle;
 #[cfg(feature = "postgres")]
