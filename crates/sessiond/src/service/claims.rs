@@ -87,7 +87,8 @@ impl SessionService {
             .await?)
     }
 
-    /// Verifies a JWT from a trusted issuer (or one of our access tokens) and claims it once.
+    /// Verifies a JWT from a trusted issuer (or one of our access tokens, whose session must be
+    /// active, as for validation) and claims it once.
     ///
     /// # Errors
     /// [`SessionError::TokenAlreadyUsed`] when it was claimed before, [`SessionError::TokenExpired`],
@@ -128,6 +129,13 @@ impl SessionService {
                 token::verify(&self.inner.keys, policy, TokenKind::Access, token, now)
                     .await?
                     .map_err(super::tokens::token_failure)?;
+            // Our own token is only as good as its session: a revoked or expired session's
+            // tokens claim nothing, as they validate nothing.
+            let record = self
+                .token_row(&verified, super::tokens::Accept::TokenSessions)
+                .await
+                .map_err(|rejection| rejection.error)?;
+            super::checks::check_status(&record.session, now)?;
             let claims: Map<String, Value> =
                 serde_json::from_slice(compact.payload()).unwrap_or_default();
             let id = foreign::claim_id(&iss, Some(verified.jti.expose()), compact.payload());

@@ -1,7 +1,7 @@
 //! Cookie sessions on [`SessionService`]: creation, validation with the sliding idle window, and
 //! CSRF (docs/DESIGN.md §3.1, §5.4, §5.5).
 
-use super::checks::{check_csrf, check_status, sha256};
+use super::checks::{check_context, check_csrf, check_status, sha256};
 use super::effects::{Effect, Rejection};
 use super::{CookieSession, Credential, NewSession, RequestContext, SessionService, Validated};
 use crate::clock::Timestamp;
@@ -68,6 +68,7 @@ impl SessionService {
         value: &str,
         ctx: &RequestContext<'_>,
     ) -> Result<Validated, Rejection> {
+        check_context(ctx)?;
         let invalid = |e: CredentialError| SessionError::InvalidCredential(e);
         let parsed = cookie::parse(value).map_err(|e| invalid(e.into()))?;
         let key = self

@@ -93,7 +93,7 @@ pub(super) fn token_failure(e: TokenError) -> SessionError {
 /// Which session kinds a refresh-token operation accepts. Checked on the row before anything is
 /// written, so a refusal changes nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Accept {
+pub(super) enum Accept {
     /// Token and browser sessions (`POST /v1/tokens/refresh`: a backend may proxy the browser
     /// flow and hold the browser session's refresh token itself).
     TokenSessions,
@@ -241,6 +241,7 @@ impl SessionService {
         token: &str,
         ctx: &RequestContext<'_>,
     ) -> Result<Validated, Rejection> {
+        check_context(ctx)?;
         let now = self.inner.clock.now();
         let policy = &self.inner.config.tokens;
         let (claims, _key) = token::verify(&self.inner.keys, policy, TokenKind::Access, token, now)
@@ -278,7 +279,7 @@ impl SessionService {
 
     /// The row a verified token points at, checked to belong to it and to be of a kind
     /// `accept` allows.
-    async fn token_row(
+    pub(super) async fn token_row(
         &self,
         claims: &VerifiedToken,
         accept: Accept,

@@ -198,3 +198,33 @@ async fn concurrent_claims_of_one_token_have_one_winner() {
     }
     assert_eq!(ok, 1);
 }
+
+/// Hardening: our own access token claims nothing once its session is revoked (it used to be
+/// claimable until its `exp`), and nothing is recorded for it.
+#[tokio::test]
+async fn a_revoked_sessions_access_token_cannot_be_claimed() {
+    let env = env().await;
+    let created = env
+        .service
+        .create_token_session(user("gone"), SessionKind::Tokens)
+        .await
+        .unwrap();
+    env.service
+        .revoke(&created.session.id, &sessiond::RevokeReason::logout())
+        .await
+        .unwrap();
+    let err = env
+        .service
+        .claim_token(created.tokens.access_token.expose())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "session_revoked");
+    let trail = env
+        .service
+        .audit_records(&sessiond::audit::AuditQuery::latest(100))
+        .await
+        .unwrap();
+    assert!(!trail
+        .iter()
+        .any(|r| r.event == sessiond::audit::AuditEvent::TokenClaimed));
+}

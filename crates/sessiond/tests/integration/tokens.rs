@@ -753,3 +753,54 @@ async fn hs256_access_keys_work_and_are_never_published() {
     );
     assert!(short.is_err());
 }
+
+/// Hardening: validation applies the session-creation rules to the request's `ip` and
+/// `user_agent` (a 60 KB value with a newline used to reach the audit trail), before anything
+/// is read or written.
+#[tokio::test]
+async fn validation_refuses_oversize_client_facts_before_auditing_them() {
+    let env = env().await;
+    let cookie = env.service.create_cookie_session(user("ua")).await.unwrap();
+    let tokens = env
+        .service
+        .create_token_session(user("ua"), SessionKind::Tokens)
+        .await
+        .unwrap();
+    let huge = format!("{}\nforged-line", "1".repeat(60 * 1024));
+    let before = env
+        .service
+        .audit_records(&sessiond::audit::AuditQuery::latest(1000))
+        .await
+        .unwrap()
+        .len();
+    for ctx in [
+        RequestContext::default().ip(&huge),
+        RequestContext::default().user_agent(&huge),
+    ] {
+        let e = env
+            .service
+            .validate_cookie(cookie.cookie.expose(), &ctx)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "invalid_request");
+        let e = env
+            .service
+            .validate_access_token(tokens.tokens.access_token.expose(), &ctx)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "invalid_request");
+        // A forged credential with the same facts: still the input error, nothing audited.
+        let e = env
+            .service
+            .validate_cookie("v1.garbage", &ctx)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "invalid_request");
+    }
+    let after = env
+        .service
+        .audit_records(&sessiond::audit::AuditQuery::latest(1000))
+        .await
+        .unwrap();
+    assert_eq!(after.len(), before, "{after:?}");
+}
