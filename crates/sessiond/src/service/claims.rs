@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::effects::Rejection;
 use super::SessionService;
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::clock::Timestamp;
@@ -17,7 +18,7 @@ use crate::error::{CredentialError, SessionError};
 use crate::jose::foreign::{self, ForeignError, TrustedIssuer};
 use crate::jose::{self, JwsError};
 use crate::store::ClaimOutcome;
-use crate::token::{self, TokenKind};
+use crate::token::TokenKind;
 
 /// The longest raw claim id accepted.
 pub const MAX_CLAIM_ID_BYTES: usize = 256;
@@ -95,10 +96,8 @@ impl SessionService {
     /// [`SessionError::InvalidCredential`] for any other verification failure (unknown issuer
     /// included), [`SessionError::Store`] when the claim store fails.
     pub async fn claim_token(&self, token: &str) -> Result<ClaimedToken, SessionError> {
-        match self.claim_token_inner(token).await {
-            Ok(claimed) => Ok(claimed),
-            Err(e) => Err(self.refused(e.into(), None).await),
-        }
+        let result = self.claim_token_inner(token).await.map_err(Rejection::from);
+        self.settle(result, None).await
     }
 
     async fn claim_token_inner(&self, token: &str) -> Result<ClaimedToken, SessionError> {
@@ -125,10 +124,7 @@ impl SessionService {
 
         let claimed = if iss == self.inner.config.tokens.issuer {
             let policy = &self.inner.config.tokens;
-            let (verified, _key) =
-                token::verify(&self.inner.keys, policy, TokenKind::Access, token, now)
-                    .await?
-                    .map_err(super::tokens::token_failure)?;
+            let (verified, _key) = self.verify_token(TokenKind::Access, token, now).await?;
             // Our own token is only as good as its session: a revoked or expired session's
             // tokens claim nothing, as they validate nothing.
             let record = self

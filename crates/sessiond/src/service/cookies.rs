@@ -57,10 +57,8 @@ impl SessionService {
         value: &str,
         ctx: &RequestContext<'_>,
     ) -> Result<Validated, SessionError> {
-        match self.validate_cookie_inner(value, ctx).await {
-            Ok(v) => Ok(v),
-            Err(rejection) => Err(self.refused(rejection, ctx.ip).await),
-        }
+        self.settle(self.validate_cookie_inner(value, ctx).await, ctx.ip)
+            .await
     }
 
     async fn validate_cookie_inner(
@@ -144,12 +142,7 @@ impl SessionService {
         id: &SessionId,
         token: Option<&str>,
     ) -> Result<(), SessionError> {
-        let record = self
-            .inner
-            .backend
-            .session(id)
-            .await?
-            .ok_or(SessionError::NotFound)?;
+        let record = self.row(id).await?;
         check_status(&record.session, self.inner.clock.now())?;
         let ctx = RequestContext {
             csrf_token: token,
@@ -174,12 +167,7 @@ impl SessionService {
         let hash = sha256(token.expose().as_bytes());
         let now = self.inner.clock.now();
         if !self.inner.backend.set_csrf_hash(id, &hash, now).await? {
-            let record = self
-                .inner
-                .backend
-                .session(id)
-                .await?
-                .ok_or(SessionError::NotFound)?;
+            let record = self.row(id).await?;
             check_status(&record.session, now)?;
             // Active by status yet not updated: it became inactive between the two reads.
             return Err(SessionError::Revoked);

@@ -237,6 +237,19 @@ impl SessionService {
         }
     }
 
+    /// The answer of an operation whose refusals are audited: `result`, with a rejection's
+    /// effects applied and its error returned.
+    pub(crate) async fn settle<T>(
+        &self,
+        result: Result<T, Rejection>,
+        ip: Option<&str>,
+    ) -> Result<T, SessionError> {
+        match result {
+            Ok(value) => Ok(value),
+            Err(rejection) => Err(self.refused(rejection, ip).await),
+        }
+    }
+
     /// The effects of a refused operation: a verdict about the credential is counted and
     /// (rate-bounded) audited; an outage or bad input is only logged. Returns the error.
     pub(crate) async fn refused(&self, rejection: Rejection, ip: Option<&str>) -> SessionError {

@@ -97,6 +97,15 @@ impl SessionService {
             .await?)
     }
 
+    /// The stored row of `id`, or [`SessionError::NotFound`].
+    pub(crate) async fn row(&self, id: &SessionId) -> Result<SessionRecord, SessionError> {
+        self.inner
+            .backend
+            .session(id)
+            .await?
+            .ok_or(SessionError::NotFound)
+    }
+
     /// A session by id, revoked and expired ones included.
     ///
     /// # Errors

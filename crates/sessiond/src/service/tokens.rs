@@ -83,7 +83,7 @@ fn successor(
 }
 
 /// The verdict about one of our tokens as the service reports it: expiry is its own code.
-pub(super) fn token_failure(e: TokenError) -> SessionError {
+fn token_failure(e: TokenError) -> SessionError {
     match e {
         TokenError::Jws(JwsError::Expired) => SessionError::TokenExpired,
         other => SessionError::InvalidCredential(CredentialError::Token(other)),
@@ -112,6 +112,20 @@ impl Accept {
 }
 
 impl SessionService {
+    /// Verifies one of our tokens of `kind` (signature under its `kid`'s key, claims, time); an
+    /// outage of the key ring is an outage, a refusal a verdict.
+    pub(super) async fn verify_token(
+        &self,
+        kind: TokenKind,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<(VerifiedToken, Arc<Key>), SessionError> {
+        let policy = &self.inner.config.tokens;
+        token::verify(&self.inner.keys, policy, kind, token, now)
+            .await?
+            .map_err(token_failure)
+    }
+
     /// Creates a token session (`kind` [`SessionKind::Tokens`] or [`SessionKind::Browser`]) and
     /// its first pair. The row keeps only SHA-256 of the refresh secret.
     ///
@@ -230,10 +244,8 @@ impl SessionService {
         token: &str,
         ctx: &RequestContext<'_>,
     ) -> Result<Validated, SessionError> {
-        match self.validate_access_inner(token, ctx).await {
-            Ok(v) => Ok(v),
-            Err(rejection) => Err(self.refused(rejection, ctx.ip).await),
-        }
+        self.settle(self.validate_access_inner(token, ctx).await, ctx.ip)
+            .await
     }
 
     async fn validate_access_inner(
@@ -243,10 +255,7 @@ impl SessionService {
     ) -> Result<Validated, Rejection> {
         check_context(ctx)?;
         let now = self.inner.clock.now();
-        let policy = &self.inner.config.tokens;
-        let (claims, _key) = token::verify(&self.inner.keys, policy, TokenKind::Access, token, now)
-            .await?
-            .map_err(token_failure)?;
+        let (claims, _key) = self.verify_token(TokenKind::Access, token, now).await?;
         let record = self.token_row(&claims, Accept::TokenSessions).await?;
         check_status(&record.session, now)
             .and_then(|()| self.check_binding(&record.session, ctx))
@@ -284,12 +293,7 @@ impl SessionService {
         claims: &VerifiedToken,
         accept: Accept,
     ) -> Result<SessionRecord, Rejection> {
-        let record = self
-            .inner
-            .backend
-            .session(&claims.session_id)
-            .await?
-            .ok_or(SessionError::NotFound)?;
+        let record = self.row(&claims.session_id).await?;
         let refusal = if !accept.allows(record.session.kind) {
             CredentialError::WrongKind
         } else if record.session.user_id.as_str() != claims.subject {
@@ -343,10 +347,8 @@ impl SessionService {
         ctx: &RequestContext<'_>,
         accept: Accept,
     ) -> Result<TokenSession, SessionError> {
-        match self.refresh_inner(refresh_token, ctx, accept).await {
-            Ok(refreshed) => Ok(refreshed),
-            Err(rejection) => Err(self.refused(rejection, ctx.ip).await),
-        }
+        self.settle(self.refresh_inner(refresh_token, ctx, accept).await, ctx.ip)
+            .await
     }
 
     async fn refresh_inner(
@@ -362,15 +364,9 @@ impl SessionService {
             lost_response_window: policy.lost_response_window,
         };
         let now = self.inner.clock.now();
-        let (claims, signing_key) = token::verify(
-            &self.inner.keys,
-            policy,
-            TokenKind::Refresh,
-            refresh_token,
-            now,
-        )
-        .await?
-        .map_err(token_failure)?;
+        let (claims, signing_key) = self
+            .verify_token(TokenKind::Refresh, refresh_token, now)
+            .await?;
         let presented_hash = sha256(claims.jti.expose().as_bytes());
         let mut first_look = None;
         // A lost compare-and-swap decides once more against the winner's row, and that second
@@ -581,10 +577,8 @@ impl SessionService {
         refresh_token: &str,
         ctx: &RequestContext<'_>,
     ) -> Result<Session, SessionError> {
-        match self.logout_browser_inner(refresh_token, ctx).await {
-            Ok(session) => Ok(session),
-            Err(rejection) => Err(self.refused(rejection, ctx.ip).await),
-        }
+        self.settle(self.logout_browser_inner(refresh_token, ctx).await, ctx.ip)
+            .await
     }
 
     async fn logout_browser_inner(
@@ -593,16 +587,9 @@ impl SessionService {
         ctx: &RequestContext<'_>,
     ) -> Result<Session, Rejection> {
         let now = self.inner.clock.now();
-        let policy = &self.inner.config.tokens;
-        let (claims, _key) = token::verify(
-            &self.inner.keys,
-            policy,
-            TokenKind::Refresh,
-            refresh_token,
-            now,
-        )
-        .await?
-        .map_err(token_failure)?;
+        let (claims, _key) = self
+            .verify_token(TokenKind::Refresh, refresh_token, now)
+            .await?;
         let record = self.token_row(&claims, Accept::Browser).await?;
         if let Err(mismatch) = self.check_binding(&record.session, ctx) {
             let effect = Effect::CheckOverridden {
