@@ -233,32 +233,44 @@ pub struct RefreshStep {
 }
 
 impl RefreshStep {
-    /// The stored form of a chain: a JSON array of `[generation, parent, at_ms, key_id]`.
+    /// The stored form of a chain: a JSON array of `[generation, parent, at_ms, "key_id"]`.
+    /// Written directly (key ids are `[A-Za-z0-9_-]` with a prefix, so nothing needs escaping):
+    /// it is on the refresh path.
     pub fn encode_chain(chain: &[RefreshStep]) -> String {
-        let rows: Vec<serde_json::Value> = chain
-            .iter()
-            .map(|s| {
-                serde_json::json!([
-                    s.generation,
-                    s.parent,
-                    s.at.unix_millis(),
-                    s.key_id.as_str()
-                ])
-            })
-            .collect();
-        serde_json::Value::Array(rows).to_string()
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(2 + chain.len() * 64);
+        out.push('[');
+        for (i, s) in chain.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            // Writing to a String cannot fail.
+            let _ = write!(
+                out,
+                "[{},{},{},\"{}\"]",
+                s.generation,
+                s.parent,
+                s.at.unix_millis(),
+                s.key_id.as_str()
+            );
+        }
+        out.push(']');
+        out
     }
 
     /// Parses [`RefreshStep::encode_chain`]'s form; `None` for anything else.
     pub fn decode_chain(text: &str) -> Option<Vec<RefreshStep>> {
-        let rows: Vec<(u64, u64, i64, String)> = serde_json::from_str(text).ok()?;
+        if text == "[]" {
+            return Some(Vec::new());
+        }
+        let rows: Vec<(u64, u64, i64, &str)> = serde_json::from_str(text).ok()?;
         rows.into_iter()
             .map(|(generation, parent, at, key_id)| {
                 Some(RefreshStep {
                     generation,
                     parent,
                     at: Timestamp::from_unix_millis(at),
-                    key_id: KeyId::parse(&key_id).ok()?,
+                    key_id: KeyId::parse(key_id).ok()?,
                 })
             })
             .collect()
@@ -389,6 +401,33 @@ mod tests {
         );
         assert_eq!(session(100, 200, false).deadline(), t(100));
         assert_eq!(session(300, 200, false).deadline(), t(200));
+    }
+
+    #[test]
+    fn refresh_chains_round_trip_and_refuse_anything_else() {
+        use crate::random::SeededRandom;
+        let key = KeyId::generate(&SeededRandom::new(3));
+        let chain: Vec<RefreshStep> = (1..=3)
+            .map(|g| RefreshStep {
+                generation: g,
+                parent: g - 1,
+                at: Timestamp::from_unix_millis(1_700_000_000_123 + g as i64),
+                key_id: key.clone(),
+            })
+            .collect();
+        let text = RefreshStep::encode_chain(&chain);
+        assert_eq!(RefreshStep::decode_chain(&text), Some(chain));
+        assert_eq!(RefreshStep::decode_chain("[]"), Some(Vec::new()));
+        assert_eq!(RefreshStep::encode_chain(&[]), "[]");
+        for bad in [
+            "",
+            "{}",
+            "[[1,0,5]]",
+            "[[1,0,5,\"not-a-key\"]]",
+            "[[-1,0,5,\"k\"]]",
+        ] {
+            assert_eq!(RefreshStep::decode_chain(bad), None, "{bad}");
+        }
     }
 
     #[test]
