@@ -26,7 +26,7 @@ use crate::secret::Secret;
 use crate::session::{
     CookiePolicy, RevokeReason, Session, SessionKind, SessionPolicy, SessionRecord, SessionStatus,
 };
-use crate::store::{Backend, ClaimStore, RevokeOutcome};
+use crate::store::{Backend, ClaimStore, Revocation, RevokeOutcome};
 use crate::token::TokenPolicy;
 
 mod api_keys;
@@ -638,7 +638,7 @@ impl SessionService {
         let token = self.new_token_secret();
         let hash = sha256(token.expose().as_bytes());
         let now = self.inner.clock.now();
-        if !self.inner.backend.set_csrf_hash(id, &hash, now).await? {
+        let Some(owner) = self.inner.backend.set_csrf_hash(id, &hash, now).await? else {
             let record = self
                 .inner
                 .backend
@@ -648,8 +648,8 @@ impl SessionService {
             self.check_status(&record.session, now)?;
             // Active by status yet not updated: it became inactive between the two reads.
             return Err(SessionError::Revoked);
-        }
-        self.audit(AuditRecord::new(now, AuditEvent::CsrfRotated, "rotated").session(id))
+        };
+        self.audit(AuditRecord::new(now, AuditEvent::CsrfRotated, "rotated").owner(&owner))
             .await;
         Ok(token)
     }
@@ -664,20 +664,18 @@ impl SessionService {
         reason: &RevokeReason,
     ) -> Result<RevokeOutcome, SessionError> {
         let now = self.inner.clock.now();
-        // Whose session it is, for the event; read first so a failure changes nothing.
-        let owner = self.inner.backend.session(id).await?.map(|r| r.session);
-        let outcome = self.inner.backend.revoke_session(id, now, reason).await?;
-        if outcome == RevokeOutcome::Revoked {
+        // One round trip: the revoking statement returns whose session it was.
+        let revocation = self.inner.backend.revoke_session(id, now, reason).await?;
+        if let Revocation::Revoked(owner) = &revocation {
             self.inner.metrics.sessions_revoked(1);
             self.audit(
-                AuditRecord::new(now, AuditEvent::SessionRevoked, reason.as_str()).session(id),
+                AuditRecord::new(now, AuditEvent::SessionRevoked, reason.as_str()).owner(owner),
             )
             .await;
-            if let Some(s) = &owner {
-                self.publish_session_revoked(s, reason, now).await;
-            }
+            self.publish_revoked(std::slice::from_ref(owner), reason, now)
+                .await;
         }
-        Ok(outcome)
+        Ok(revocation.outcome())
     }
 
     /// Revokes every active session of `user` (in `tenant`, or all tenants), except `except`
@@ -693,22 +691,20 @@ impl SessionService {
         reason: &RevokeReason,
     ) -> Result<Vec<SessionId>, SessionError> {
         let now = self.inner.clock.now();
-        let tenants = self.tenants_before_revoke(user, tenant, now).await?;
-        let ids = self
+        let revoked = self
             .inner
             .backend
             .revoke_user_sessions(user, tenant, except, now, reason)
             .await?;
-        self.inner.metrics.sessions_revoked(ids.len() as u64);
-        for id in &ids {
-            let mut record =
-                AuditRecord::new(now, AuditEvent::SessionRevoked, reason.as_str()).session(id);
-            record.user_id = Some(user.clone());
-            self.audit(record).await;
-        }
-        self.publish_revoked(&ids, user, &tenants, reason, now)
+        self.inner.metrics.sessions_revoked(revoked.len() as u64);
+        for owner in &revoked {
+            self.audit(
+                AuditRecord::new(now, AuditEvent::SessionRevoked, reason.as_str()).owner(owner),
+            )
             .await;
-        Ok(ids)
+        }
+        self.publish_revoked(&revoked, reason, now).await;
+        Ok(revoked.into_iter().map(|owner| owner.id).collect())
     }
 
     /// The active sessions of `user`, oldest first.
@@ -877,21 +873,14 @@ impl SessionService {
         .ip(record.session.ip.as_deref());
         self.audit(created).await;
         self.inner.metrics.sessions_revoked(evicted.len() as u64);
-        for id in &evicted {
-            let mut rec = AuditRecord::new(now, AuditEvent::SessionRevoked, "evicted").session(id);
-            rec.user_id = Some(record.session.user_id.clone());
-            rec.tenant = Some(record.session.tenant.clone());
-            self.audit(rec).await;
+        let reason = RevokeReason::evicted();
+        for owner in &evicted {
+            self.audit(
+                AuditRecord::new(now, AuditEvent::SessionRevoked, reason.as_str()).owner(owner),
+            )
+            .await;
         }
-        let tenants = events::Tenants::One(record.session.tenant.clone());
-        self.publish_revoked(
-            &evicted,
-            &record.session.user_id,
-            &tenants,
-            &RevokeReason::evicted(),
-            now,
-        )
-        .await;
+        self.publish_revoked(&evicted, &reason, now).await;
         Ok(())
     }
 

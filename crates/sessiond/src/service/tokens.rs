@@ -32,7 +32,7 @@ use crate::secret::Secret;
 use crate::session::{
     RefreshState, RefreshStep, RevokeReason, Session, SessionKind, SessionRecord,
 };
-use crate::store::{RefreshRotation, RevokeOutcome};
+use crate::store::{RefreshRotation, Revocation};
 use crate::token::{self, Issue, TokenError, TokenKind, VerifiedToken};
 
 /// An access + refresh pair. Both values are bearer credentials.
@@ -535,7 +535,7 @@ impl SessionService {
             .revoke_session(&session.id, now, &reason)
             .await
         {
-            Ok(RevokeOutcome::Revoked) => {
+            Ok(Revocation::Revoked(_)) => {
                 self.inner.metrics.sessions_revoked(1);
                 self.inner.metrics.refresh_reuse();
                 tracing::warn!(session_id = %session.id, user_id = %session.user_id, why = why.as_str(), "refresh token reused: session revoked");

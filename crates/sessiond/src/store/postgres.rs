@@ -42,7 +42,7 @@ use sqlx::Row;
 
 use super::{
     ApiKeyRecord, ApiKeyStore, AuditStore, ClaimOutcome, ClaimStore, KeyStore, RefreshRotation,
-    RevokeOutcome, SessionStore, StoreError,
+    Revocation, SessionOwner, SessionStore, StoreError,
 };
 use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
 use crate::clock::Timestamp;
@@ -287,6 +287,14 @@ fn session_from_row(row: &PgRow) -> Result<SessionRecord, StoreError> {
     })
 }
 
+fn owner_from_row(row: &PgRow) -> Result<SessionOwner, StoreError> {
+    Ok(SessionOwner {
+        id: session_id(row)?,
+        user_id: UserId::new(text(row, "user_id")?).map_err(corrupt("user id"))?,
+        tenant: Tenant::new(text(row, "tenant")?).map_err(corrupt("tenant"))?,
+    })
+}
+
 fn key_from_row(row: &PgRow) -> Result<KeyRecord, StoreError> {
     Ok(KeyRecord {
         id: KeyId::parse(&text(row, "id")?).map_err(corrupt("key id"))?,
@@ -507,7 +515,7 @@ impl SessionStore for PgStore {
         record: &SessionRecord,
         max_active: Option<u32>,
         now: Timestamp,
-    ) -> Result<Vec<SessionId>, StoreError> {
+    ) -> Result<Vec<SessionOwner>, StoreError> {
         let s = &record.session;
         let claims =
             serde_json::to_string(&s.claims).map_err(|_| StoreError::Corrupt { what: "claims" })?;
@@ -571,7 +579,7 @@ impl SessionStore for PgStore {
                    AND idle_expires_at > $1 AND absolute_expires_at > $1 \
                  ORDER BY (id = $4) DESC, created_at DESC, id DESC OFFSET $5) \
                ORDER BY id FOR UPDATE) \
-             RETURNING id",
+             RETURNING id, user_id, tenant",
         )
         .bind(millis(now))
         .bind(s.user_id.as_str())
@@ -581,7 +589,10 @@ impl SessionStore for PgStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(map_err)?;
-        let evicted = rows.iter().map(session_id).collect::<Result<Vec<_>, _>>()?;
+        let evicted = rows
+            .iter()
+            .map(owner_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         tx.commit().await.map_err(map_err)?;
         Ok(evicted)
     }
@@ -626,28 +637,30 @@ impl SessionStore for PgStore {
         id: &SessionId,
         at: Timestamp,
         reason: &RevokeReason,
-    ) -> Result<RevokeOutcome, StoreError> {
-        // One statement: the conditional update, and whether the row exists at all.
-        let row = sqlx::query(
-            "WITH revoked AS ( \
-               UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
-               WHERE id = $3 AND revoked_at IS NULL RETURNING id) \
-             SELECT EXISTS (SELECT 1 FROM revoked) AS revoked, \
-                    EXISTS (SELECT 1 FROM sessions WHERE id = $3) AS found",
+    ) -> Result<Revocation, StoreError> {
+        let revoked = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
+             WHERE id = $3 AND revoked_at IS NULL RETURNING id, user_id, tenant",
         )
         .bind(millis(at))
         .bind(reason.as_str())
         .bind(id.as_str())
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
-        Ok(
-            match (get::<bool>(&row, "revoked")?, get::<bool>(&row, "found")?) {
-                (true, _) => RevokeOutcome::Revoked,
-                (false, true) => RevokeOutcome::AlreadyRevoked,
-                (false, false) => RevokeOutcome::NotFound,
-            },
-        )
+        if let Some(row) = revoked {
+            return Ok(Revocation::Revoked(owner_from_row(&row)?));
+        }
+        let exists = sqlx::query("SELECT 1 FROM sessions WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(if exists.is_some() {
+            Revocation::AlreadyRevoked
+        } else {
+            Revocation::NotFound
+        })
     }
 
     async fn revoke_user_sessions(
@@ -657,7 +670,7 @@ impl SessionStore for PgStore {
         except: Option<&SessionId>,
         at: Timestamp,
         reason: &RevokeReason,
-    ) -> Result<Vec<SessionId>, StoreError> {
+    ) -> Result<Vec<SessionOwner>, StoreError> {
         // Rows are locked in id order (as eviction does), so concurrent multi-row revocations
         // cannot deadlock.
         let rows = sqlx::query(
@@ -668,7 +681,7 @@ impl SessionStore for PgStore {
                  AND ($5::text IS NULL OR id <> $5) \
                  AND revoked_at IS NULL AND idle_expires_at > $1 AND absolute_expires_at > $1 \
                ORDER BY id FOR UPDATE) \
-             RETURNING id",
+             RETURNING id, user_id, tenant",
         )
         .bind(millis(at))
         .bind(reason.as_str())
@@ -678,7 +691,7 @@ impl SessionStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
-        rows.iter().map(session_id).collect()
+        rows.iter().map(owner_from_row).collect()
     }
 
     async fn user_sessions(
@@ -710,18 +723,18 @@ impl SessionStore for PgStore {
         id: &SessionId,
         hash: &[u8; 32],
         now: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+    ) -> Result<Option<SessionOwner>, StoreError> {
+        let row = sqlx::query(
             "UPDATE sessions SET csrf_hash = $1 WHERE id = $2 AND revoked_at IS NULL \
-             AND idle_expires_at > $3 AND absolute_expires_at > $3",
+             AND idle_expires_at > $3 AND absolute_expires_at > $3 RETURNING id, user_id, tenant",
         )
         .bind(hash.as_slice())
         .bind(id.as_str())
         .bind(millis(now))
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
+        row.as_ref().map(owner_from_row).transpose()
     }
 
     async fn delete_expired_sessions(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {

@@ -18,7 +18,7 @@ use sqlx::Row;
 
 use super::{
     ApiKeyRecord, ApiKeyStore, AuditStore, ClaimOutcome, ClaimStore, KeyStore, RefreshRotation,
-    RevokeOutcome, SessionStore, StoreError,
+    Revocation, SessionOwner, SessionStore, StoreError,
 };
 use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
 use crate::clock::Timestamp;
@@ -148,6 +148,14 @@ fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
         key_id: KeyId::parse(&text(row, "key_id")?).map_err(corrupt("key id"))?,
         csrf_hash: hash(row, "csrf_hash")?,
         refresh,
+    })
+}
+
+fn owner_from_row(row: &SqliteRow) -> Result<SessionOwner, StoreError> {
+    Ok(SessionOwner {
+        id: SessionId::parse(&text(row, "id")?).map_err(corrupt("session id"))?,
+        user_id: UserId::new(text(row, "user_id")?).map_err(corrupt("user id"))?,
+        tenant: Tenant::new(text(row, "tenant")?).map_err(corrupt("tenant"))?,
     })
 }
 
@@ -301,7 +309,7 @@ impl SessionStore for SqliteStore {
         record: &SessionRecord,
         max_active: Option<u32>,
         now: Timestamp,
-    ) -> Result<Vec<SessionId>, StoreError> {
+    ) -> Result<Vec<SessionOwner>, StoreError> {
         let s = &record.session;
         let claims =
             serde_json::to_string(&s.claims).map_err(|_| StoreError::Corrupt { what: "claims" })?;
@@ -346,7 +354,7 @@ impl SessionStore for SqliteStore {
                    WHERE user_id = ?2 AND tenant = ?3 AND revoked_at IS NULL \
                      AND idle_expires_at > ?1 AND absolute_expires_at > ?1 \
                    ORDER BY (id = ?4) DESC, created_at DESC, id DESC LIMIT -1 OFFSET ?5) \
-                 RETURNING id",
+                 RETURNING id, user_id, tenant",
             )
             .bind(millis(now))
             .bind(s.user_id.as_str())
@@ -356,13 +364,7 @@ impl SessionStore for SqliteStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(map_err)?;
-            for row in rows {
-                let id = text(&row, "id")?;
-                evicted.push(
-                    SessionId::parse(&id)
-                        .map_err(|_| StoreError::Corrupt { what: "session id" })?,
-                );
-            }
+            evicted = rows.iter().map(owner_from_row).collect::<Result<_, _>>()?;
         }
         tx.commit().await.map_err(map_err)?;
         Ok(evicted)
@@ -408,19 +410,19 @@ impl SessionStore for SqliteStore {
         id: &SessionId,
         at: Timestamp,
         reason: &RevokeReason,
-    ) -> Result<RevokeOutcome, StoreError> {
-        let done = sqlx::query(
+    ) -> Result<Revocation, StoreError> {
+        let revoked = sqlx::query(
             "UPDATE sessions SET revoked_at = ?, revoke_reason = ? \
-             WHERE id = ? AND revoked_at IS NULL",
+             WHERE id = ? AND revoked_at IS NULL RETURNING id, user_id, tenant",
         )
         .bind(millis(at))
         .bind(reason.as_str())
         .bind(id.as_str())
-        .execute(&self.write)
+        .fetch_optional(&self.write)
         .await
         .map_err(map_err)?;
-        if done.rows_affected() == 1 {
-            return Ok(RevokeOutcome::Revoked);
+        if let Some(row) = revoked {
+            return Ok(Revocation::Revoked(owner_from_row(&row)?));
         }
         let exists = sqlx::query("SELECT 1 FROM sessions WHERE id = ?")
             .bind(id.as_str())
@@ -428,9 +430,9 @@ impl SessionStore for SqliteStore {
             .await
             .map_err(map_err)?;
         Ok(if exists.is_some() {
-            RevokeOutcome::AlreadyRevoked
+            Revocation::AlreadyRevoked
         } else {
-            RevokeOutcome::NotFound
+            Revocation::NotFound
         })
     }
 
@@ -441,12 +443,12 @@ impl SessionStore for SqliteStore {
         except: Option<&SessionId>,
         at: Timestamp,
         reason: &RevokeReason,
-    ) -> Result<Vec<SessionId>, StoreError> {
+    ) -> Result<Vec<SessionOwner>, StoreError> {
         let rows = sqlx::query(
             "UPDATE sessions SET revoked_at = ?1, revoke_reason = ?2 \
              WHERE user_id = ?3 AND (?4 IS NULL OR tenant = ?4) AND (?5 IS NULL OR id <> ?5) \
                AND revoked_at IS NULL AND idle_expires_at > ?1 AND absolute_expires_at > ?1 \
-             RETURNING id",
+             RETURNING id, user_id, tenant",
         )
         .bind(millis(at))
         .bind(reason.as_str())
@@ -456,12 +458,7 @@ impl SessionStore for SqliteStore {
         .fetch_all(&self.write)
         .await
         .map_err(map_err)?;
-        rows.iter()
-            .map(|row| {
-                SessionId::parse(&text(row, "id")?)
-                    .map_err(|_| StoreError::Corrupt { what: "session id" })
-            })
-            .collect()
+        rows.iter().map(owner_from_row).collect()
     }
 
     async fn user_sessions(
@@ -493,18 +490,18 @@ impl SessionStore for SqliteStore {
         id: &SessionId,
         hash: &[u8; 32],
         now: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+    ) -> Result<Option<SessionOwner>, StoreError> {
+        let row = sqlx::query(
             "UPDATE sessions SET csrf_hash = ?1 WHERE id = ?2 AND revoked_at IS NULL \
-             AND idle_expires_at > ?3 AND absolute_expires_at > ?3",
+             AND idle_expires_at > ?3 AND absolute_expires_at > ?3 RETURNING id, user_id, tenant",
         )
         .bind(hash.as_slice())
         .bind(id.as_str())
         .bind(millis(now))
-        .execute(&self.write)
+        .fetch_optional(&self.write)
         .await
         .map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
+        row.as_ref().map(owner_from_row).transpose()
     }
 
     async fn delete_expired_sessions(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {

@@ -624,7 +624,10 @@ pub async fn theft_in_every_interleaving_ends_both_chains(backend: TestBackend) 
                     };
                     if let Err(e) = result {
                         assert!(
-                            matches!(e.code().as_str(), "refresh_token_reused" | "session_revoked"),
+                            matches!(
+                                e.code().as_str(),
+                                "refresh_token_reused" | "session_revoked"
+                            ),
                             "{prefix:?}: {m:?} failed with {}",
                             e.code()
                         );
