@@ -9,6 +9,7 @@ use sessiond::keys::{KeyAlgorithm, KeyPurpose, KeyRecord};
 use sessiond::session::{RefreshState, RefreshStep, Session, SessionKind, SessionRecord};
 use sessiond::store::{
     ApiKeyRecord, Backend, ClaimOutcome, ClaimStore, RefreshRotation, Revocation, SessionOwner,
+    StoreError,
 };
 use sessiond::{KeyId, RevokeReason, SeededRandom, SessionId, Tenant, Timestamp, UserId};
 
@@ -1185,4 +1186,104 @@ pub async fn concurrent_reclaims_of_an_expired_claim_have_one_winner(store: Arc<
         }
     }
     assert_eq!(claimed, 1, "the expired leftover is replaced exactly once");
+}
+
+/// Stored defects and how every SQL backend must report them: `StoreError::Corrupt` naming the
+/// `table.column`, whatever the kind of defect. Each statement (raw SQL valid in both dialects,
+/// for defects both schemas admit) is applied to a fresh row; the row's id replaces `{id}`.
+pub const CORRUPT_ROWS: &[(&str, &str)] = &[
+    (
+        "UPDATE sessions SET user_id = '' WHERE id = '{id}'",
+        "sessions.user_id",
+    ),
+    (
+        "UPDATE sessions SET tenant = '' WHERE id = '{id}'",
+        "sessions.tenant",
+    ),
+    (
+        "UPDATE sessions SET key_id = 'not a key' WHERE id = '{id}'",
+        "sessions.key_id",
+    ),
+    (
+        "UPDATE sessions SET claims = 'not json' WHERE id = '{id}'",
+        "sessions.claims",
+    ),
+    (
+        "UPDATE sessions SET revoke_reason = 'Not A Code' WHERE id = '{id}'",
+        "sessions.revoke_reason",
+    ),
+    (
+        "UPDATE sessions SET refresh_hash = csrf_hash, refresh_generation = -1 WHERE id = '{id}'",
+        "sessions.refresh_generation",
+    ),
+    (
+        "UPDATE sessions SET refresh_hash = csrf_hash, refresh_chain = 'garbage' \
+         WHERE id = '{id}'",
+        "sessions.refresh_chain",
+    ),
+    (
+        "UPDATE signing_keys SET algorithm = 'nope' WHERE id = '{id}'",
+        "signing_keys.algorithm",
+    ),
+    (
+        "UPDATE audit_log SET event = 'nope' WHERE session_id = '{id}'",
+        "audit_log.event",
+    ),
+    (
+        "UPDATE api_keys SET id = 'not an id' WHERE id = '{id}'",
+        "api_keys.id",
+    ),
+];
+
+/// Applies each of `defects` (see [`CORRUPT_ROWS`]) to a fresh row with `corrupt` and checks
+/// that reading it back reports the defect's column as corrupt.
+pub async fn corrupt_rows_are_reported_by_column<F, Fut>(
+    store: Arc<dyn Backend>,
+    defects: &[(&str, &str)],
+    mut corrupt: F,
+) where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for (i, (sql, what)) in defects.iter().enumerate() {
+        let rec = record("corrupt", "default", 0, 1000, 2000);
+        let id = rec.session.id.clone();
+        store.create_session(&rec, None, t(0)).await.unwrap();
+        let key = key_record(KeyPurpose::Access, 0);
+        store.rotate_key(&key, t(0), t(100)).await.unwrap();
+        let audit = AuditRecord::new(t(0), AuditEvent::SessionCreated, "cookie").session(&id);
+        store.append_audit(&audit).await.unwrap();
+        let api_key = ApiKeyRecord {
+            id: sessiond::ApiKeyId::generate(&rng()),
+            name: "corrupt".into(),
+            hash: [u8::try_from(i).unwrap(); 32],
+            created_at: t(0),
+            revoked_at: None,
+        };
+        store.insert_api_key(&api_key).await.unwrap();
+        let target = match sql.split_whitespace().nth(1) {
+            Some("signing_keys") => key.id.as_str().to_owned(),
+            Some("api_keys") => api_key.id.as_str().to_owned(),
+            _ => id.as_str().to_owned(),
+        };
+        corrupt(sql.replace("{id}", &target)).await;
+        let err = match sql.split_whitespace().nth(1) {
+            Some("signing_keys") => store.keys().await.map(drop),
+            Some("audit_log") => store
+                .audit_records(&AuditQuery::session(&id))
+                .await
+                .map(drop),
+            Some("api_keys") => store.api_keys().await.map(drop),
+            _ => store.session(&id).await.map(drop),
+        }
+        .expect_err(sql);
+        assert!(
+            matches!(err, StoreError::Corrupt { what: w } if w == *what),
+            "{sql}: {err:?}"
+        );
+        // Leave no corrupt row behind for the next case's listings.
+        for table in ["sessions", "signing_keys", "audit_log", "api_keys"] {
+            corrupt(format!("DELETE FROM {table}")).await;
+        }
+    }
 }
