@@ -121,6 +121,14 @@ impl AuditRecord {
         self
     }
 
+    /// Sets the session, user and tenant from the owner a store change returned.
+    pub fn owner(mut self, owner: &crate::store::SessionOwner) -> Self {
+        self.session_id = Some(owner.id.clone());
+        self.user_id = Some(owner.user_id.clone());
+        self.tenant = Some(owner.tenant.clone());
+        self
+    }
+
     /// Sets the session id alone.
     pub fn session(mut self, id: &SessionId) -> Self {
         self.session_id = Some(id.clone());

@@ -166,14 +166,13 @@ impl SessionService {
         let token = self.new_token_secret();
         let hash = sha256(token.expose().as_bytes());
         let now = self.inner.clock.now();
-        if !self.inner.backend.set_csrf_hash(id, &hash, now).await? {
+        let Some(owner) = self.inner.backend.set_csrf_hash(id, &hash, now).await? else {
             let record = self.row(id).await?;
             check_status(&record.session, now)?;
             // Active by status yet not updated: it became inactive between the two reads.
             return Err(SessionError::Revoked);
-        }
-        self.apply(now, vec![Effect::CsrfRotated { id: id.clone() }])
-            .await;
+        };
+        self.apply(now, vec![Effect::CsrfRotated { owner }]).await;
         Ok(token)
     }
 }

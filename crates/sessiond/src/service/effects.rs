@@ -13,32 +13,12 @@ use crate::audit::{AuditEvent, AuditRecord};
 use crate::clock::Timestamp;
 use crate::error::SessionError;
 use crate::events::SessionEvent;
-use crate::id::{KeyId, SessionId, Tenant, UserId};
+use crate::id::KeyId;
 use crate::keys::{KeyError, KeyPurpose};
 use crate::session::{RevokeReason, Session};
-use crate::store::StoreError;
+use crate::store::{SessionOwner, StoreError};
 
 use super::SessionService;
-
-/// Whose session a change concerns, as far as the path that made it knows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Owner {
-    pub(crate) id: SessionId,
-    pub(crate) user_id: UserId,
-    /// `None` only when a revocation could not learn it; a per-tenant event filter lets such
-    /// an event through rather than hide a revocation.
-    pub(crate) tenant: Option<Tenant>,
-}
-
-impl Owner {
-    pub(crate) fn of(session: &Session) -> Owner {
-        Owner {
-            id: session.id.clone(),
-            user_id: session.user_id.clone(),
-            tenant: Some(session.tenant.clone()),
-        }
-    }
-}
 
 /// How a refresh was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +47,10 @@ pub(crate) enum Effect {
     /// A session was created, its credential signed by `key_id`.
     Created { session: Session, key_id: KeyId },
     /// A session was revoked (logout, admin, eviction, reuse detection, ...).
-    Revoked { owner: Owner, reason: RevokeReason },
+    Revoked {
+        owner: SessionOwner,
+        reason: RevokeReason,
+    },
     /// A refresh was answered.
     Refreshed {
         session: Session,
@@ -77,7 +60,7 @@ pub(crate) enum Effect {
     /// A refresh token counted as reuse (a [`Effect::Revoked`] follows when it revoked).
     ReuseDetected { session: Session, why: &'static str },
     /// A session's CSRF token was replaced.
-    CsrfRotated { id: SessionId },
+    CsrfRotated { owner: SessionOwner },
     /// A signing key was rotated in.
     KeyRotated { key_id: KeyId, purpose: KeyPurpose },
     /// A one-time token was claimed.
@@ -156,15 +139,13 @@ impl SessionService {
             }
             Effect::Revoked { owner, reason } => {
                 metrics.sessions_revoked(1);
-                let mut record = AuditRecord::new(at, AuditEvent::SessionRevoked, reason.as_str())
-                    .session(&owner.id);
-                record.user_id = Some(owner.user_id.clone());
-                record.tenant = owner.tenant.clone();
+                let record =
+                    AuditRecord::new(at, AuditEvent::SessionRevoked, reason.as_str()).owner(&owner);
                 self.audit(record).await;
                 self.publish(SessionEvent::revoked(
                     owner.id,
                     owner.user_id,
-                    owner.tenant,
+                    Some(owner.tenant),
                     &reason,
                     at,
                 ))
@@ -191,8 +172,8 @@ impl SessionService {
                 self.audit(AuditRecord::new(at, AuditEvent::RefreshReused, why).about(&session))
                     .await;
             }
-            Effect::CsrfRotated { id } => {
-                self.audit(AuditRecord::new(at, AuditEvent::CsrfRotated, "rotated").session(&id))
+            Effect::CsrfRotated { owner } => {
+                self.audit(AuditRecord::new(at, AuditEvent::CsrfRotated, "rotated").owner(&owner))
                     .await;
             }
             Effect::KeyRotated { key_id, purpose } => {

@@ -7,8 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
 use super::checks::check_client;
-use super::effects::{Effect, Owner};
-use super::events::Tenants;
+use super::effects::Effect;
 use super::types::{MAX_CLAIMS_BYTES, RESERVED_CLAIMS};
 use super::{GcReport, NewSession, SessionService};
 use crate::audit::AuditQuery;
@@ -19,7 +18,7 @@ use crate::keys::{KeyInfo, KeyPurpose};
 use crate::random;
 use crate::secret::Secret;
 use crate::session::{RevokeReason, Session, SessionKind, SessionRecord};
-use crate::store::RevokeOutcome;
+use crate::store::{Revocation, RevokeOutcome};
 
 impl SessionService {
     /// Revokes one session. Idempotent: revoking a revoked session changes nothing.
@@ -32,19 +31,22 @@ impl SessionService {
         reason: &RevokeReason,
     ) -> Result<RevokeOutcome, SessionError> {
         let now = self.inner.clock.now();
-        // Whose session it is, for the event; read first so a failure changes nothing.
-        let owner = self.inner.backend.session(id).await?.map(|r| r.session);
-        let outcome = self.inner.backend.revoke_session(id, now, reason).await?;
-        if outcome == RevokeOutcome::Revoked {
-            if let Some(session) = &owner {
-                let effect = Effect::Revoked {
-                    owner: Owner::of(session),
-                    reason: reason.clone(),
-                };
-                self.apply(now, vec![effect]).await;
-            }
-        }
-        Ok(outcome)
+        // One round trip: the revoking statement returns whose session it was.
+        Ok(
+            match self.inner.backend.revoke_session(id, now, reason).await? {
+                Revocation::Revoked(owner) => {
+                    let effect = Effect::Revoked {
+                        owner,
+                        reason: reason.clone(),
+                    };
+                    self.apply(now, vec![effect]).await;
+                    RevokeOutcome::Revoked
+                }
+                Revocation::AlreadyRevoked => RevokeOutcome::AlreadyRevoked,
+                // `Revocation` is non-exhaustive: anything else changed nothing we know of.
+                _ => RevokeOutcome::NotFound,
+            },
+        )
     }
 
     /// Revokes every active session of `user` (in `tenant`, or all tenants), except `except`
@@ -60,23 +62,19 @@ impl SessionService {
         reason: &RevokeReason,
     ) -> Result<Vec<SessionId>, SessionError> {
         let now = self.inner.clock.now();
-        let tenants = self.tenants_before_revoke(user, tenant, now).await?;
-        let ids = self
+        let revoked = self
             .inner
             .backend
             .revoke_user_sessions(user, tenant, except, now, reason)
             .await?;
-        let mut effects = Vec::with_capacity(ids.len());
-        for id in &ids {
-            effects.push(Effect::Revoked {
-                owner: Owner {
-                    id: id.clone(),
-                    user_id: user.clone(),
-                    tenant: self.tenant_in(&tenants, id).await,
-                },
+        let ids = revoked.iter().map(|o| o.id.clone()).collect();
+        let effects = revoked
+            .into_iter()
+            .map(|owner| Effect::Revoked {
+                owner,
                 reason: reason.clone(),
-            });
-        }
+            })
+            .collect();
         self.apply(now, effects).await;
         Ok(ids)
     }
@@ -252,27 +250,11 @@ impl SessionService {
             session: record.session.clone(),
             key_id: record.key_id.clone(),
         }];
-        effects.extend(evicted.into_iter().map(|id| Effect::Revoked {
-            owner: Owner {
-                id,
-                user_id: record.session.user_id.clone(),
-                tenant: Some(record.session.tenant.clone()),
-            },
+        effects.extend(evicted.into_iter().map(|owner| Effect::Revoked {
+            owner,
             reason: RevokeReason::evicted(),
         }));
         self.apply(now, effects).await;
         Ok(())
-    }
-
-    /// The tenant of `id` among `tenants` (read back from the store when it was created between
-    /// the lookup and the revocation).
-    async fn tenant_in(&self, tenants: &Tenants, id: &SessionId) -> Option<Tenant> {
-        match tenants {
-            Tenants::One(t) => Some(t.clone()),
-            Tenants::ById(map) => match map.get(id) {
-                Some(t) => Some(t.clone()),
-                None => self.tenant_of(id).await,
-            },
-        }
     }
 }

@@ -20,7 +20,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
 use super::checks::{check_context, check_status, sha256};
-use super::effects::{Effect, Owner, Refresh, Rejection};
+use super::effects::{Effect, Refresh, Rejection};
 use super::rotation::{self, Reuse, Rules, Verdict};
 use super::{Credential, NewSession, RequestContext, SessionService, Validated};
 use crate::clock::Timestamp;
@@ -31,7 +31,7 @@ use crate::secret::Secret;
 use crate::session::{
     RefreshState, RefreshStep, RevokeReason, Session, SessionKind, SessionRecord,
 };
-use crate::store::{RefreshRotation, RevokeOutcome};
+use crate::store::{RefreshRotation, Revocation};
 use crate::token::{self, Issue, TokenError, TokenKind, VerifiedToken};
 
 /// An access + refresh pair. Both values are bearer credentials.
@@ -528,16 +528,13 @@ impl SessionService {
             .revoke_session(&session.id, now, &reason)
             .await
         {
-            Ok(RevokeOutcome::Revoked) => {
+            Ok(Revocation::Revoked(owner)) => {
                 let effects = vec![
                     Effect::ReuseDetected {
                         session: session.clone(),
                         why: why.as_str(),
                     },
-                    Effect::Revoked {
-                        owner: Owner::of(&session),
-                        reason,
-                    },
+                    Effect::Revoked { owner, reason },
                 ];
                 self.apply(now, effects).await;
                 Rejection::about(SessionError::RefreshTokenReused, &session)

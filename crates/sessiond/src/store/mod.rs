@@ -10,6 +10,8 @@
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod rows;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -58,6 +60,41 @@ pub enum RevokeOutcome {
     NotFound,
 }
 
+/// Whose a session is: what a lifecycle change needs to report it (event, audit), returned by
+/// the statement that made the change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionOwner {
+    /// The session.
+    pub id: SessionId,
+    /// Its user.
+    pub user_id: UserId,
+    /// Its tenant.
+    pub tenant: Tenant,
+}
+
+/// What a revoke did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Revocation {
+    /// This call revoked the session, whose owner the revoking statement returned.
+    Revoked(SessionOwner),
+    /// The session was already revoked; nothing changed.
+    AlreadyRevoked,
+    /// No such session.
+    NotFound,
+}
+
+impl Revocation {
+    /// The outcome without the owner (the service's public answer).
+    pub fn outcome(&self) -> RevokeOutcome {
+        match self {
+            Revocation::Revoked(_) => RevokeOutcome::Revoked,
+            Revocation::AlreadyRevoked => RevokeOutcome::AlreadyRevoked,
+            Revocation::NotFound => RevokeOutcome::NotFound,
+        }
+    }
+}
+
 /// What a one-time claim found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -99,13 +136,13 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// oldest active sessions of the same user and tenant beyond that many, in one atomic step.
     /// The new session counts as the newest and is never evicted unless `max_active` is
     /// `Some(0)`, which callers must not pass (the service maps a limit of 0 to `None`).
-    /// Returns the evicted ids.
+    /// Returns the evicted sessions, as the evicting statement returned them (in no order).
     async fn create_session(
         &self,
         record: &SessionRecord,
         max_active: Option<u32>,
         now: Timestamp,
-    ) -> Result<Vec<SessionId>, StoreError>;
+    ) -> Result<Vec<SessionOwner>, StoreError>;
 
     /// The row with this id, revoked and expired ones included.
     async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
@@ -123,16 +160,19 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     ) -> Result<bool, StoreError>;
 
     /// Revokes one session if it is not revoked yet (an expired but unrevoked row is revoked
-    /// too, so the reason is recorded).
+    /// too, so the reason is recorded). The revoking statement returns the owner, so a revoke
+    /// is one round trip; only when nothing changed does a second read tell an already
+    /// revoked session from a missing one.
     async fn revoke_session(
         &self,
         id: &SessionId,
         at: Timestamp,
         reason: &RevokeReason,
-    ) -> Result<RevokeOutcome, StoreError>;
+    ) -> Result<Revocation, StoreError>;
 
     /// Revokes every active session of `user` (in `tenant`, or in all tenants when `None`),
-    /// except `except`; expired rows are left as they are. Returns the ids it revoked.
+    /// except `except`; expired rows are left as they are. Returns the sessions it revoked (in
+    /// no order), as the revoking statement returned them.
     async fn revoke_user_sessions(
         &self,
         user: &UserId,
@@ -140,7 +180,7 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
         except: Option<&SessionId>,
         at: Timestamp,
         reason: &RevokeReason,
-    ) -> Result<Vec<SessionId>, StoreError>;
+    ) -> Result<Vec<SessionOwner>, StoreError>;
 
     /// The active sessions of `user` at `now`, oldest first.
     async fn user_sessions(
@@ -150,13 +190,14 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
         now: Timestamp,
     ) -> Result<Vec<Session>, StoreError>;
 
-    /// Replaces the CSRF hash of a session that is active at `now`. Returns whether it did.
+    /// Replaces the CSRF hash of a session that is active at `now`. Returns its owner when it
+    /// did, `None` when the session is missing or not active.
     async fn set_csrf_hash(
         &self,
         id: &SessionId,
         hash: &[u8; 32],
         now: Timestamp,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<SessionOwner>, StoreError>;
 
     /// Deletes up to `limit` sessions whose idle or absolute expiry is at or before `now`.
     /// Returns how many it deleted.

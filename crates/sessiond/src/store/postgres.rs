@@ -37,20 +37,22 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use sqlx::migrate::MigrateError;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
+use super::rows::{
+    self, api_key_columns, api_key_from_row, audit_columns, audit_from_row, generation,
+    key_columns, key_from_row, millis, owner_columns, owner_from_row, session_columns,
+    session_from_row, Bind, Columns, SessionParams,
+};
 use super::{
     ApiKeyRecord, ApiKeyStore, AuditStore, ClaimOutcome, ClaimStore, KeyStore, RefreshRotation,
-    RevokeOutcome, SessionStore, StoreError,
+    Revocation, SessionOwner, SessionStore, StoreError,
 };
-use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
+use crate::audit::{AuditQuery, AuditRecord};
 use crate::clock::Timestamp;
-use crate::id::{ApiKeyId, KeyId, SessionId, Tenant, UserId};
-use crate::keys::{KeyAlgorithm, KeyPurpose, KeyRecord};
-use crate::session::{
-    RefreshState, RefreshStep, RevokeReason, Session, SessionKind, SessionRecord,
-};
+use crate::id::{ApiKeyId, SessionId, Tenant, UserId};
+use crate::keys::{KeyPurpose, KeyRecord};
+use crate::session::{RefreshStep, RevokeReason, Session, SessionRecord};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -153,22 +155,15 @@ pub struct PgStore {
 /// Whether `e` means "the database could not be reached or cannot serve now" rather than "the
 /// database refused this statement". Shared with the PostgreSQL event bus.
 pub(crate) fn is_unavailable(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| unavailable_code(&c)),
-        _ => false,
-    }
+    rows::is_unavailable(e, unavailable_code)
 }
 
-/// SQLSTATEs that say nothing about the statement, only about the server's state right now:
-/// class 08 (connection exception), class 53 (insufficient resources), 57P01..57P03 (admin,
-/// crash or start-up shutdown), 57P05 (idle session timeout), 57014 (statement timeout or
-/// cancel), 40001/40P01 (serialization failure, deadlock: the transaction was rolled back and
-/// may be retried), 55P03 (lock timeout) and 25006 (read-only: a standby after a fail-over).
+/// PostgreSQL's table of SQLSTATEs that mean "cannot serve now": they say nothing about the
+/// statement, only about the server's state right now: class 08 (connection exception), class
+/// 53 (insufficient resources), 57P01..57P03 (admin, crash or start-up shutdown), 57P05 (idle
+/// session timeout), 57014 (statement timeout or cancel), 40001/40P01 (serialization failure,
+/// deadlock: the transaction was rolled back and may be retried), 55P03 (lock timeout) and
+/// 25006 (read-only: a standby after a fail-over). Every other SQLSTATE refused the statement.
 fn unavailable_code(code: &str) -> bool {
     code.starts_with("08")
         || code.starts_with("53")
@@ -179,11 +174,7 @@ fn unavailable_code(code: &str) -> bool {
 }
 
 fn map_err(e: sqlx::Error) -> StoreError {
-    if is_unavailable(&e) {
-        StoreError::Unavailable(Box::new(e))
-    } else {
-        StoreError::Backend(Box::new(e))
-    }
+    rows::classify(e, unavailable_code)
 }
 
 fn map_migrate_err(e: MigrateError) -> StoreError {
@@ -198,144 +189,6 @@ fn map_migrate_err(e: MigrateError) -> StoreError {
     } else {
         StoreError::Backend(Box::new(e))
     }
-}
-
-/// Reads column `col`; a missing column or a value of the wrong type is a corrupt row.
-fn get<'r, T>(row: &'r PgRow, col: &'static str) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-{
-    row.try_get(col).map_err(corrupt(col))
-}
-
-fn ts(row: &PgRow, col: &'static str) -> Result<Timestamp, StoreError> {
-    get::<i64>(row, col).map(Timestamp::from_unix_millis)
-}
-
-fn opt_ts(row: &PgRow, col: &'static str) -> Result<Option<Timestamp>, StoreError> {
-    get::<Option<i64>>(row, col).map(|v| v.map(Timestamp::from_unix_millis))
-}
-
-fn hash(row: &PgRow, col: &'static str) -> Result<Option<[u8; 32]>, StoreError> {
-    get::<Option<Vec<u8>>>(row, col)?
-        .map(|b| b.as_slice().try_into().map_err(corrupt(col)))
-        .transpose()
-}
-
-fn text(row: &PgRow, col: &'static str) -> Result<String, StoreError> {
-    get::<String>(row, col)
-}
-
-fn opt_text(row: &PgRow, col: &'static str) -> Result<Option<String>, StoreError> {
-    get::<Option<String>>(row, col)
-}
-
-/// Maps any decoding failure of a stored field to [`StoreError::Corrupt`] naming the field.
-fn corrupt<E>(what: &'static str) -> impl FnOnce(E) -> StoreError {
-    move |_| StoreError::Corrupt { what }
-}
-
-fn millis(t: Timestamp) -> i64 {
-    t.unix_millis()
-}
-
-fn session_id(row: &PgRow) -> Result<SessionId, StoreError> {
-    SessionId::parse(&text(row, "id")?).map_err(corrupt("session id"))
-}
-
-fn session_from_row(row: &PgRow) -> Result<SessionRecord, StoreError> {
-    let kind = text(row, "kind")?;
-    let claims = text(row, "claims")?;
-    let session = Session {
-        id: session_id(row)?,
-        user_id: UserId::new(text(row, "user_id")?).map_err(corrupt("user id"))?,
-        tenant: Tenant::new(text(row, "tenant")?).map_err(corrupt("tenant"))?,
-        kind: SessionKind::parse(&kind).ok_or(StoreError::Corrupt {
-            what: "session kind",
-        })?,
-        created_at: ts(row, "created_at")?,
-        last_seen_at: ts(row, "last_seen_at")?,
-        idle_expires_at: ts(row, "idle_expires_at")?,
-        absolute_expires_at: ts(row, "absolute_expires_at")?,
-        revoked_at: opt_ts(row, "revoked_at")?,
-        revoke_reason: opt_text(row, "revoke_reason")?
-            .map(|r| RevokeReason::new(&r).map_err(corrupt("revoke reason")))
-            .transpose()?,
-        ip: opt_text(row, "ip")?,
-        user_agent: opt_text(row, "user_agent")?,
-        claims: serde_json::from_str(&claims).map_err(corrupt("claims"))?,
-    };
-    let refresh = match hash(row, "refresh_hash")? {
-        Some(h) => Some(RefreshState {
-            hash: h,
-            generation: u64::try_from(get::<i64>(row, "refresh_generation")?)
-                .map_err(corrupt("refresh generation"))?,
-            used: get::<bool>(row, "refresh_used")?,
-            chain: RefreshStep::decode_chain(&text(row, "refresh_chain")?).ok_or(
-                StoreError::Corrupt {
-                    what: "refresh chain",
-                },
-            )?,
-        }),
-        None => None,
-    };
-    Ok(SessionRecord {
-        session,
-        key_id: KeyId::parse(&text(row, "key_id")?).map_err(corrupt("key id"))?,
-        csrf_hash: hash(row, "csrf_hash")?,
-        refresh,
-    })
-}
-
-fn key_from_row(row: &PgRow) -> Result<KeyRecord, StoreError> {
-    Ok(KeyRecord {
-        id: KeyId::parse(&text(row, "id")?).map_err(corrupt("key id"))?,
-        purpose: KeyPurpose::parse(&text(row, "purpose")?).map_err(corrupt("key purpose"))?,
-        algorithm: KeyAlgorithm::parse(&text(row, "algorithm")?)
-            .map_err(corrupt("key algorithm"))?,
-        created_at: ts(row, "created_at")?,
-        retired_at: opt_ts(row, "retired_at")?,
-        verify_until: opt_ts(row, "verify_until")?,
-        public_key: get(row, "public_key")?,
-        sealed: get(row, "sealed")?,
-    })
-}
-
-fn audit_from_row(row: &PgRow) -> Result<AuditRecord, StoreError> {
-    let event = text(row, "event")?;
-    let mut record = AuditRecord::new(
-        ts(row, "at")?,
-        AuditEvent::parse(&event).ok_or(StoreError::Corrupt {
-            what: "audit event",
-        })?,
-        text(row, "reason")?,
-    );
-    record.session_id = opt_text(row, "session_id")?
-        .map(|s| SessionId::parse(&s).map_err(corrupt("audit session id")))
-        .transpose()?;
-    record.user_id = opt_text(row, "user_id")?
-        .map(|u| UserId::new(u).map_err(corrupt("audit user id")))
-        .transpose()?;
-    record.tenant = opt_text(row, "tenant")?
-        .map(|t| Tenant::new(t).map_err(corrupt("audit tenant")))
-        .transpose()?;
-    record.key_id = opt_text(row, "key_id")?
-        .map(|k| KeyId::parse(&k).map_err(corrupt("audit key id")))
-        .transpose()?;
-    record.ip = opt_text(row, "ip")?;
-    Ok(record)
-}
-
-fn api_key_from_row(row: &PgRow) -> Result<ApiKeyRecord, StoreError> {
-    Ok(ApiKeyRecord {
-        id: ApiKeyId::parse(&text(row, "id")?).map_err(corrupt("api key id"))?,
-        name: text(row, "name")?,
-        hash: hash(row, "hash")?.ok_or(StoreError::Corrupt {
-            what: "api key hash",
-        })?,
-        created_at: ts(row, "created_at")?,
-        revoked_at: opt_ts(row, "revoked_at")?,
-    })
 }
 
 /// What every new pooled connection runs before its first use: the schema's `search_path` and
@@ -492,14 +345,6 @@ fn lock_key(schema: Option<&PgSchema>, parts: &[&str]) -> i64 {
         .map_or(0, |b| i64::from_be_bytes(*b))
 }
 
-macro_rules! session_columns {
-    () => {
-        "id, user_id, tenant, kind, created_at, last_seen_at, idle_expires_at, \
-         absolute_expires_at, revoked_at, revoke_reason, key_id, csrf_hash, refresh_hash, \
-         refresh_generation, refresh_used, refresh_chain, ip, user_agent, claims"
-    };
-}
-
 #[async_trait]
 impl SessionStore for PgStore {
     async fn create_session(
@@ -507,41 +352,16 @@ impl SessionStore for PgStore {
         record: &SessionRecord,
         max_active: Option<u32>,
         now: Timestamp,
-    ) -> Result<Vec<SessionId>, StoreError> {
+    ) -> Result<Vec<SessionOwner>, StoreError> {
         let s = &record.session;
-        let claims =
-            serde_json::to_string(&s.claims).map_err(|_| StoreError::Corrupt { what: "claims" })?;
-        let refresh = record.refresh.as_ref();
-        let generation = refresh.map_or(0, |r| i64::try_from(r.generation).unwrap_or(i64::MAX));
-        let insert = sqlx::query(
-            "INSERT INTO sessions (id, user_id, tenant, kind, created_at, last_seen_at, \
-             idle_expires_at, absolute_expires_at, revoked_at, revoke_reason, key_id, csrf_hash, \
-             refresh_hash, refresh_generation, refresh_used, refresh_chain, ip, \
-             user_agent, claims) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19)",
-        )
-        .bind(s.id.as_str())
-        .bind(s.user_id.as_str())
-        .bind(s.tenant.as_str())
-        .bind(s.kind.as_str())
-        .bind(millis(s.created_at))
-        .bind(millis(s.last_seen_at))
-        .bind(millis(s.idle_expires_at))
-        .bind(millis(s.absolute_expires_at))
-        .bind(s.revoked_at.map(millis))
-        .bind(s.revoke_reason.as_ref().map(RevokeReason::as_str))
-        .bind(record.key_id.as_str())
-        .bind(record.csrf_hash.as_ref().map(|h| h.as_slice()))
-        .bind(refresh.map(|r| r.hash.as_slice()))
-        .bind(generation)
-        .bind(refresh.is_some_and(|r| r.used))
-        .bind(RefreshStep::encode_chain(
-            refresh.map_or(&[][..], |r| r.chain.as_slice()),
+        let params = SessionParams::new(record)?;
+        let insert = sqlx::query(concat!(
+            "INSERT INTO sessions (",
+            session_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+             $17, $18, $19)"
         ))
-        .bind(s.ip.as_deref())
-        .bind(s.user_agent.as_deref())
-        .bind(claims);
+        .session(&params);
         let Some(max) = max_active else {
             // No limit, nothing to count: one statement.
             insert.execute(&self.pool).await.map_err(map_err)?;
@@ -562,7 +382,7 @@ impl SessionStore for PgStore {
         // Everything active beyond the newest `max` (the new session always counts as newest)
         // is evicted. The victims are row-locked in id order, the order revoke-all uses too,
         // so the two cannot deadlock; one revoked meanwhile by someone else is skipped.
-        let rows = sqlx::query(
+        let evicted = sqlx::query(concat!(
             "UPDATE sessions SET revoked_at = $1, revoke_reason = 'evicted' \
              WHERE revoked_at IS NULL AND id IN ( \
                SELECT id FROM sessions WHERE revoked_at IS NULL AND id IN ( \
@@ -571,8 +391,9 @@ impl SessionStore for PgStore {
                    AND idle_expires_at > $1 AND absolute_expires_at > $1 \
                  ORDER BY (id = $4) DESC, created_at DESC, id DESC OFFSET $5) \
                ORDER BY id FOR UPDATE) \
-             RETURNING id",
-        )
+             RETURNING ",
+            owner_columns!()
+        ))
         .bind(millis(now))
         .bind(s.user_id.as_str())
         .bind(s.tenant.as_str())
@@ -581,9 +402,8 @@ impl SessionStore for PgStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(map_err)?;
-        let evicted = rows.iter().map(session_id).collect::<Result<Vec<_>, _>>()?;
         tx.commit().await.map_err(map_err)?;
-        Ok(evicted)
+        evicted.iter().map(owner_from_row).collect()
     }
 
     async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
@@ -626,14 +446,17 @@ impl SessionStore for PgStore {
         id: &SessionId,
         at: Timestamp,
         reason: &RevokeReason,
-    ) -> Result<RevokeOutcome, StoreError> {
-        // One statement: the conditional update, and whether the row exists at all.
+    ) -> Result<Revocation, StoreError> {
+        // One statement, one round trip whatever the outcome: the conditional update returns
+        // the owner, and the same statement says whether the row exists at all (its snapshot
+        // predates the update, so a row revoked here is found too).
         let row = sqlx::query(
             "WITH revoked AS ( \
                UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
-               WHERE id = $3 AND revoked_at IS NULL RETURNING id) \
-             SELECT EXISTS (SELECT 1 FROM revoked) AS revoked, \
-                    EXISTS (SELECT 1 FROM sessions WHERE id = $3) AS found",
+               WHERE id = $3 AND revoked_at IS NULL RETURNING id, user_id, tenant) \
+             SELECT revoked.id, revoked.user_id, revoked.tenant, \
+                    EXISTS (SELECT 1 FROM sessions WHERE id = $3) AS found \
+             FROM (SELECT 1) AS one LEFT JOIN revoked ON TRUE",
         )
         .bind(millis(at))
         .bind(reason.as_str())
@@ -641,13 +464,8 @@ impl SessionStore for PgStore {
         .fetch_one(&self.pool)
         .await
         .map_err(map_err)?;
-        Ok(
-            match (get::<bool>(&row, "revoked")?, get::<bool>(&row, "found")?) {
-                (true, _) => RevokeOutcome::Revoked,
-                (false, true) => RevokeOutcome::AlreadyRevoked,
-                (false, false) => RevokeOutcome::NotFound,
-            },
-        )
+        let revoked = row.opt_text("sessions.id")?.is_some();
+        rows::revocation(revoked.then_some(&row), row.boolean("found")?)
     }
 
     async fn revoke_user_sessions(
@@ -657,10 +475,10 @@ impl SessionStore for PgStore {
         except: Option<&SessionId>,
         at: Timestamp,
         reason: &RevokeReason,
-    ) -> Result<Vec<SessionId>, StoreError> {
+    ) -> Result<Vec<SessionOwner>, StoreError> {
         // Rows are locked in id order (as eviction does), so concurrent multi-row revocations
         // cannot deadlock.
-        let rows = sqlx::query(
+        let rows = sqlx::query(concat!(
             "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
              WHERE revoked_at IS NULL AND id IN ( \
                SELECT id FROM sessions \
@@ -668,8 +486,9 @@ impl SessionStore for PgStore {
                  AND ($5::text IS NULL OR id <> $5) \
                  AND revoked_at IS NULL AND idle_expires_at > $1 AND absolute_expires_at > $1 \
                ORDER BY id FOR UPDATE) \
-             RETURNING id",
-        )
+             RETURNING ",
+            owner_columns!()
+        ))
         .bind(millis(at))
         .bind(reason.as_str())
         .bind(user.as_str())
@@ -678,7 +497,7 @@ impl SessionStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
-        rows.iter().map(session_id).collect()
+        rows.iter().map(owner_from_row).collect()
     }
 
     async fn user_sessions(
@@ -700,9 +519,7 @@ impl SessionStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
-        rows.iter()
-            .map(|r| session_from_row(r).map(|rec| rec.session))
-            .collect()
+        rows::sessions_from_rows(&rows)
     }
 
     async fn set_csrf_hash(
@@ -710,18 +527,19 @@ impl SessionStore for PgStore {
         id: &SessionId,
         hash: &[u8; 32],
         now: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+    ) -> Result<Option<SessionOwner>, StoreError> {
+        let row = sqlx::query(concat!(
             "UPDATE sessions SET csrf_hash = $1 WHERE id = $2 AND revoked_at IS NULL \
-             AND idle_expires_at > $3 AND absolute_expires_at > $3",
-        )
+             AND idle_expires_at > $3 AND absolute_expires_at > $3 RETURNING ",
+            owner_columns!()
+        ))
         .bind(hash.as_slice())
         .bind(id.as_str())
         .bind(millis(now))
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
+        row.as_ref().map(owner_from_row).transpose()
     }
 
     async fn delete_expired_sessions(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
@@ -751,7 +569,7 @@ impl SessionStore for PgStore {
                AND revoked_at IS NULL AND idle_expires_at > $4 AND absolute_expires_at > $4",
         )
         .bind(r.new_hash.as_slice())
-        .bind(i64::try_from(r.generation).map_err(corrupt("refresh generation"))?)
+        .bind(generation(r.generation)?)
         .bind(RefreshStep::encode_chain(r.chain))
         .bind(millis(r.now))
         .bind(millis(r.idle_expires_at))
@@ -770,7 +588,7 @@ impl SessionStore for PgStore {
              WHERE id = $1 AND refresh_generation = $2 AND NOT refresh_used",
         )
         .bind(id.as_str())
-        .bind(i64::try_from(generation).map_err(corrupt("refresh generation"))?)
+        .bind(rows::generation(generation)?)
         .execute(&self.pool)
         .await
         .map_err(map_err)?;
@@ -804,11 +622,7 @@ impl ClaimStore for PgStore {
         .execute(&self.pool)
         .await
         .map_err(map_err)?;
-        Ok(if done.rows_affected() == 1 {
-            ClaimOutcome::Claimed
-        } else {
-            ClaimOutcome::AlreadyUsed
-        })
+        Ok(rows::claim_outcome(done.rows_affected()))
     }
 
     async fn delete_expired_claims(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
@@ -825,18 +639,12 @@ impl ClaimStore for PgStore {
     }
 }
 
-fn insert_key<'q>(
-    key: &'q KeyRecord,
-    sql: &'q str,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    sqlx::query(sql)
-        .bind(key.id.as_str())
-        .bind(key.purpose.as_str())
-        .bind(key.algorithm.as_str())
-        .bind(millis(key.created_at))
-        .bind(key.public_key.as_deref())
-        .bind(key.sealed.as_slice())
-}
+/// Inserts a key as the active one of its purpose; every insert of a key is one.
+const INSERT_KEY: &str = concat!(
+    "INSERT INTO signing_keys (",
+    key_columns!(),
+    ") VALUES ($1, $2, $3, $4, NULL, NULL, $5, $6)"
+);
 
 impl PgStore {
     /// Begins a transaction holding the advisory lock of `purpose`'s active key. Every change
@@ -859,10 +667,11 @@ impl PgStore {
 #[async_trait]
 impl KeyStore for PgStore {
     async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, purpose, algorithm, created_at, retired_at, verify_until, public_key, \
-             sealed FROM signing_keys ORDER BY created_at, id",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM signing_keys ORDER BY created_at, id"
+        ))
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
@@ -873,13 +682,13 @@ impl KeyStore for PgStore {
         let mut tx = self.lock_purpose(key.purpose).await?;
         // The conflict target is the partial unique index, so only "this purpose already has
         // an active key" answers `false`; any other conflict (a duplicate id) is an error.
-        let done = insert_key(
-            key,
-            "INSERT INTO signing_keys (id, purpose, algorithm, created_at, \
-             retired_at, verify_until, public_key, sealed) \
-             VALUES ($1, $2, $3, $4, NULL, NULL, $5, $6) \
-             ON CONFLICT (purpose) WHERE retired_at IS NULL DO NOTHING",
-        )
+        let done = sqlx::query(concat!(
+            "INSERT INTO signing_keys (",
+            key_columns!(),
+            ") VALUES ($1, $2, $3, $4, NULL, NULL, $5, $6) \
+             ON CONFLICT (purpose) WHERE retired_at IS NULL DO NOTHING"
+        ))
+        .new_key(key)
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -907,15 +716,11 @@ impl KeyStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        insert_key(
-            key,
-            "INSERT INTO signing_keys (id, purpose, algorithm, created_at, \
-             retired_at, verify_until, public_key, sealed) \
-             VALUES ($1, $2, $3, $4, NULL, NULL, $5, $6)",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        sqlx::query(INSERT_KEY)
+            .new_key(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -937,18 +742,12 @@ impl KeyStore for PgStore {
 #[async_trait]
 impl AuditStore for PgStore {
     async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit_log (at, event, reason, session_id, user_id, tenant, key_id, ip) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(millis(record.at))
-        .bind(record.event.as_str())
-        .bind(record.reason.as_str())
-        .bind(record.session_id.as_ref().map(SessionId::as_str))
-        .bind(record.user_id.as_ref().map(UserId::as_str))
-        .bind(record.tenant.as_ref().map(Tenant::as_str))
-        .bind(record.key_id.as_ref().map(KeyId::as_str))
-        .bind(record.ip.as_deref())
+        sqlx::query(concat!(
+            "INSERT INTO audit_log (",
+            audit_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .audit(record)
         .execute(&self.pool)
         .await
         .map_err(map_err)?;
@@ -956,15 +755,15 @@ impl AuditStore for PgStore {
     }
 
     async fn audit_records(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        let limit = if query.limit == 0 { 100 } else { query.limit };
-        let rows = sqlx::query(
-            "SELECT at, event, reason, session_id, user_id, tenant, key_id, ip FROM audit_log \
-             WHERE ($1::text IS NULL OR session_id = $1) AND ($2::text IS NULL OR user_id = $2) \
-             ORDER BY seq DESC LIMIT $3",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM audit_log WHERE ($1::text IS NULL OR session_id = $1) \
+              AND ($2::text IS NULL OR user_id = $2) ORDER BY seq DESC LIMIT $3"
+        ))
         .bind(query.session_id.as_ref().map(SessionId::as_str))
         .bind(query.user_id.as_ref().map(UserId::as_str))
-        .bind(i64::from(limit))
+        .bind(rows::audit_limit(query))
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
@@ -975,15 +774,12 @@ impl AuditStore for PgStore {
 #[async_trait]
 impl ApiKeyStore for PgStore {
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO api_keys (id, name, hash, created_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(key.id.as_str())
-        .bind(key.name.as_str())
-        .bind(key.hash.as_slice())
-        .bind(millis(key.created_at))
-        .bind(key.revoked_at.map(millis))
+        sqlx::query(concat!(
+            "INSERT INTO api_keys (",
+            api_key_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5)"
+        ))
+        .api_key(key)
         .execute(&self.pool)
         .await
         .map_err(map_err)?;
@@ -991,9 +787,11 @@ impl ApiKeyStore for PgStore {
     }
 
     async fn api_key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, name, hash, created_at, revoked_at FROM api_keys WHERE hash = $1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            api_key_columns!(),
+            " FROM api_keys WHERE hash = $1"
+        ))
         .bind(hash.as_slice())
         .fetch_optional(&self.pool)
         .await
@@ -1002,9 +800,11 @@ impl ApiKeyStore for PgStore {
     }
 
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, name, hash, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            api_key_columns!(),
+            " FROM api_keys ORDER BY created_at, id"
+        ))
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;

@@ -11,22 +11,23 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::Row;
 
+use super::rows::{
+    self, api_key_columns, api_key_from_row, audit_columns, audit_from_row, generation,
+    key_columns, key_from_row, millis, owner_columns, owner_from_row, session_columns,
+    session_from_row, Bind, SessionParams,
+};
 use super::{
     ApiKeyRecord, ApiKeyStore, AuditStore, ClaimOutcome, ClaimStore, KeyStore, RefreshRotation,
-    RevokeOutcome, SessionStore, StoreError,
+    Revocation, SessionOwner, SessionStore, StoreError,
 };
-use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
+use crate::audit::{AuditQuery, AuditRecord};
 use crate::clock::Timestamp;
-use crate::id::{ApiKeyId, KeyId, SessionId, Tenant, UserId};
-use crate::keys::{KeyAlgorithm, KeyPurpose, KeyRecord};
-use crate::session::{
-    RefreshState, RefreshStep, RevokeReason, Session, SessionKind, SessionRecord,
-};
+use crate::id::{ApiKeyId, SessionId, Tenant, UserId};
+use crate::keys::KeyRecord;
+use crate::session::{RefreshStep, RevokeReason, Session, SessionRecord};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -60,147 +61,16 @@ pub struct SqliteStore {
     write: SqlitePool,
 }
 
+/// SQLite's table of error codes that mean "cannot serve now": the primary result codes
+/// `SQLITE_BUSY` (5) and `SQLITE_LOCKED` (6), with every extended code of theirs
+/// (`SQLITE_BUSY_SNAPSHOT` 517, `SQLITE_BUSY_TIMEOUT` 773, …; the primary code is the low byte):
+/// another writer held the lock past `busy_timeout`. Every other code refused the statement.
+fn unavailable_code(code: &str) -> bool {
+    code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+}
+
 fn map_err(e: sqlx::Error) -> StoreError {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(Box::new(e)),
-        sqlx::Error::Database(ref db)
-            if matches!(db.code().as_deref(), Some("5") | Some("6") | Some("517")) =>
-        {
-            // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_BUSY_SNAPSHOT: another writer held the lock.
-            StoreError::Unavailable(Box::new(e))
-        }
-        other => StoreError::Backend(Box::new(other)),
-    }
-}
-
-fn ts(row: &SqliteRow, col: &str) -> Result<Timestamp, StoreError> {
-    row.try_get::<i64, _>(col)
-        .map(Timestamp::from_unix_millis)
-        .map_err(map_err)
-}
-
-fn opt_ts(row: &SqliteRow, col: &str) -> Result<Option<Timestamp>, StoreError> {
-    row.try_get::<Option<i64>, _>(col)
-        .map(|v| v.map(Timestamp::from_unix_millis))
-        .map_err(map_err)
-}
-
-fn hash(row: &SqliteRow, col: &'static str) -> Result<Option<[u8; 32]>, StoreError> {
-    let bytes: Option<Vec<u8>> = row.try_get(col).map_err(map_err)?;
-    bytes
-        .map(|b| {
-            b.as_slice()
-                .try_into()
-                .map_err(|_| StoreError::Corrupt { what: col })
-        })
-        .transpose()
-}
-
-fn text(row: &SqliteRow, col: &str) -> Result<String, StoreError> {
-    row.try_get::<String, _>(col).map_err(map_err)
-}
-
-fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
-    let kind = text(row, "kind")?;
-    let claims: String = text(row, "claims")?;
-    let reason: Option<String> = row.try_get("revoke_reason").map_err(map_err)?;
-    let session = Session {
-        id: SessionId::parse(&text(row, "id")?).map_err(corrupt("session id"))?,
-        user_id: UserId::new(text(row, "user_id")?).map_err(corrupt("user id"))?,
-        tenant: Tenant::new(text(row, "tenant")?).map_err(corrupt("tenant"))?,
-        kind: SessionKind::parse(&kind).ok_or(StoreError::Corrupt {
-            what: "session kind",
-        })?,
-        created_at: ts(row, "created_at")?,
-        last_seen_at: ts(row, "last_seen_at")?,
-        idle_expires_at: ts(row, "idle_expires_at")?,
-        absolute_expires_at: ts(row, "absolute_expires_at")?,
-        revoked_at: opt_ts(row, "revoked_at")?,
-        revoke_reason: reason
-            .map(|r| RevokeReason::new(&r).map_err(corrupt("revoke reason")))
-            .transpose()?,
-        ip: row.try_get("ip").map_err(map_err)?,
-        user_agent: row.try_get("user_agent").map_err(map_err)?,
-        claims: serde_json::from_str(&claims).map_err(corrupt("claims"))?,
-    };
-    let refresh = match hash(row, "refresh_hash")? {
-        Some(h) => Some(RefreshState {
-            hash: h,
-            generation: u64::try_from(
-                row.try_get::<i64, _>("refresh_generation")
-                    .map_err(map_err)?,
-            )
-            .map_err(corrupt("refresh generation"))?,
-            used: row.try_get::<bool, _>("refresh_used").map_err(map_err)?,
-            chain: RefreshStep::decode_chain(&text(row, "refresh_chain")?).ok_or(
-                StoreError::Corrupt {
-                    what: "refresh chain",
-                },
-            )?,
-        }),
-        None => None,
-    };
-    Ok(SessionRecord {
-        session,
-        key_id: KeyId::parse(&text(row, "key_id")?).map_err(corrupt("key id"))?,
-        csrf_hash: hash(row, "csrf_hash")?,
-        refresh,
-    })
-}
-
-fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
-    Ok(KeyRecord {
-        id: KeyId::parse(&text(row, "id")?).map_err(corrupt("key id"))?,
-        purpose: KeyPurpose::parse(&text(row, "purpose")?).map_err(corrupt("key purpose"))?,
-        algorithm: KeyAlgorithm::parse(&text(row, "algorithm")?)
-            .map_err(corrupt("key algorithm"))?,
-        created_at: ts(row, "created_at")?,
-        retired_at: opt_ts(row, "retired_at")?,
-        verify_until: opt_ts(row, "verify_until")?,
-        public_key: row.try_get("public_key").map_err(map_err)?,
-        sealed: row.try_get("sealed").map_err(map_err)?,
-    })
-}
-
-fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
-    let event = text(row, "event")?;
-    let mut record = AuditRecord::new(
-        ts(row, "at")?,
-        AuditEvent::parse(&event).ok_or(StoreError::Corrupt {
-            what: "audit event",
-        })?,
-        text(row, "reason")?,
-    );
-    let sid: Option<String> = row.try_get("session_id").map_err(map_err)?;
-    let uid: Option<String> = row.try_get("user_id").map_err(map_err)?;
-    let tenant: Option<String> = row.try_get("tenant").map_err(map_err)?;
-    let kid: Option<String> = row.try_get("key_id").map_err(map_err)?;
-    record.session_id = sid
-        .map(|s| SessionId::parse(&s).map_err(corrupt("audit session id")))
-        .transpose()?;
-    record.user_id = uid
-        .map(|u| UserId::new(u).map_err(corrupt("audit user id")))
-        .transpose()?;
-    record.tenant = tenant
-        .map(|t| Tenant::new(t).map_err(corrupt("audit tenant")))
-        .transpose()?;
-    record.key_id = kid
-        .map(|k| KeyId::parse(&k).map_err(corrupt("audit key id")))
-        .transpose()?;
-    record.ip = row.try_get("ip").map_err(map_err)?;
-    Ok(record)
-}
-
-/// Maps any decoding failure of a stored field to [`StoreError::Corrupt`] naming the field.
-fn corrupt<E>(what: &'static str) -> impl FnOnce(E) -> StoreError {
-    move |_| StoreError::Corrupt { what }
-}
-
-fn millis(t: Timestamp) -> i64 {
-    t.unix_millis()
+    rows::classify(e, unavailable_code)
 }
 
 impl SqliteStore {
@@ -286,14 +156,6 @@ impl SqliteStore {
     }
 }
 
-macro_rules! session_columns {
-    () => {
-        "id, user_id, tenant, kind, created_at, last_seen_at, idle_expires_at, \
-         absolute_expires_at, revoked_at, revoke_reason, key_id, csrf_hash, refresh_hash, \
-         refresh_generation, refresh_used, refresh_chain, ip, user_agent, claims"
-    };
-}
-
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn create_session(
@@ -301,53 +163,30 @@ impl SessionStore for SqliteStore {
         record: &SessionRecord,
         max_active: Option<u32>,
         now: Timestamp,
-    ) -> Result<Vec<SessionId>, StoreError> {
+    ) -> Result<Vec<SessionOwner>, StoreError> {
         let s = &record.session;
-        let claims =
-            serde_json::to_string(&s.claims).map_err(|_| StoreError::Corrupt { what: "claims" })?;
-        let refresh = record.refresh.as_ref();
-        let generation = refresh.map_or(0, |r| i64::try_from(r.generation).unwrap_or(i64::MAX));
+        let params = SessionParams::new(record)?;
         let mut tx = self.write.begin().await.map_err(map_err)?;
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, tenant, kind, created_at, last_seen_at, \
-             idle_expires_at, absolute_expires_at, revoked_at, revoke_reason, key_id, csrf_hash, \
-             refresh_hash, refresh_generation, refresh_used, refresh_chain, ip, \
-             user_agent, claims) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(s.id.as_str())
-        .bind(s.user_id.as_str())
-        .bind(s.tenant.as_str())
-        .bind(s.kind.as_str())
-        .bind(millis(s.created_at))
-        .bind(millis(s.last_seen_at))
-        .bind(millis(s.idle_expires_at))
-        .bind(millis(s.absolute_expires_at))
-        .bind(s.revoked_at.map(millis))
-        .bind(s.revoke_reason.as_ref().map(RevokeReason::as_str))
-        .bind(record.key_id.as_str())
-        .bind(record.csrf_hash.as_ref().map(|h| h.as_slice()))
-        .bind(refresh.map(|r| r.hash.as_slice()))
-        .bind(generation)
-        .bind(refresh.is_some_and(|r| r.used))
-        .bind(RefreshStep::encode_chain(
-            refresh.map_or(&[][..], |r| r.chain.as_slice()),
+        sqlx::query(concat!(
+            "INSERT INTO sessions (",
+            session_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
-        .bind(s.ip.as_deref())
-        .bind(s.user_agent.as_deref())
-        .bind(claims)
+        .session(&params)
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        let mut evicted = Vec::new();
-        if let Some(max) = max_active {
-            let rows = sqlx::query(
+        let evicted = match max_active {
+            None => Vec::new(),
+            Some(max) => sqlx::query(concat!(
                 "UPDATE sessions SET revoked_at = ?1, revoke_reason = 'evicted' \
                  WHERE id IN (SELECT id FROM sessions \
                    WHERE user_id = ?2 AND tenant = ?3 AND revoked_at IS NULL \
                      AND idle_expires_at > ?1 AND absolute_expires_at > ?1 \
                    ORDER BY (id = ?4) DESC, created_at DESC, id DESC LIMIT -1 OFFSET ?5) \
-                 RETURNING id",
-            )
+                 RETURNING ",
+                owner_columns!()
+            ))
             .bind(millis(now))
             .bind(s.user_id.as_str())
             .bind(s.tenant.as_str())
@@ -355,17 +194,10 @@ impl SessionStore for SqliteStore {
             .bind(i64::from(max))
             .fetch_all(&mut *tx)
             .await
-            .map_err(map_err)?;
-            for row in rows {
-                let id = text(&row, "id")?;
-                evicted.push(
-                    SessionId::parse(&id)
-                        .map_err(|_| StoreError::Corrupt { what: "session id" })?,
-                );
-            }
-        }
+            .map_err(map_err)?,
+        };
         tx.commit().await.map_err(map_err)?;
-        Ok(evicted)
+        evicted.iter().map(owner_from_row).collect()
     }
 
     async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
@@ -408,30 +240,30 @@ impl SessionStore for SqliteStore {
         id: &SessionId,
         at: Timestamp,
         reason: &RevokeReason,
-    ) -> Result<RevokeOutcome, StoreError> {
-        let done = sqlx::query(
+    ) -> Result<Revocation, StoreError> {
+        // SQLite has no RETURNING inside a WITH clause: when nothing was revoked, a second read
+        // tells an already revoked session from a missing one.
+        let revoked = sqlx::query(concat!(
             "UPDATE sessions SET revoked_at = ?, revoke_reason = ? \
-             WHERE id = ? AND revoked_at IS NULL",
-        )
+             WHERE id = ? AND revoked_at IS NULL RETURNING ",
+            owner_columns!()
+        ))
         .bind(millis(at))
         .bind(reason.as_str())
         .bind(id.as_str())
-        .execute(&self.write)
+        .fetch_optional(&self.write)
         .await
         .map_err(map_err)?;
-        if done.rows_affected() == 1 {
-            return Ok(RevokeOutcome::Revoked);
-        }
-        let exists = sqlx::query("SELECT 1 FROM sessions WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(&self.write)
-            .await
-            .map_err(map_err)?;
-        Ok(if exists.is_some() {
-            RevokeOutcome::AlreadyRevoked
-        } else {
-            RevokeOutcome::NotFound
-        })
+        let found = match &revoked {
+            Some(_) => true,
+            None => sqlx::query("SELECT 1 FROM sessions WHERE id = ?")
+                .bind(id.as_str())
+                .fetch_optional(&self.write)
+                .await
+                .map_err(map_err)?
+                .is_some(),
+        };
+        rows::revocation(revoked.as_ref(), found)
     }
 
     async fn revoke_user_sessions(
@@ -441,13 +273,14 @@ impl SessionStore for SqliteStore {
         except: Option<&SessionId>,
         at: Timestamp,
         reason: &RevokeReason,
-    ) -> Result<Vec<SessionId>, StoreError> {
-        let rows = sqlx::query(
+    ) -> Result<Vec<SessionOwner>, StoreError> {
+        let rows = sqlx::query(concat!(
             "UPDATE sessions SET revoked_at = ?1, revoke_reason = ?2 \
              WHERE user_id = ?3 AND (?4 IS NULL OR tenant = ?4) AND (?5 IS NULL OR id <> ?5) \
                AND revoked_at IS NULL AND idle_expires_at > ?1 AND absolute_expires_at > ?1 \
-             RETURNING id",
-        )
+             RETURNING ",
+            owner_columns!()
+        ))
         .bind(millis(at))
         .bind(reason.as_str())
         .bind(user.as_str())
@@ -456,12 +289,7 @@ impl SessionStore for SqliteStore {
         .fetch_all(&self.write)
         .await
         .map_err(map_err)?;
-        rows.iter()
-            .map(|row| {
-                SessionId::parse(&text(row, "id")?)
-                    .map_err(|_| StoreError::Corrupt { what: "session id" })
-            })
-            .collect()
+        rows.iter().map(owner_from_row).collect()
     }
 
     async fn user_sessions(
@@ -483,9 +311,7 @@ impl SessionStore for SqliteStore {
         .fetch_all(&self.read)
         .await
         .map_err(map_err)?;
-        rows.iter()
-            .map(|r| session_from_row(r).map(|rec| rec.session))
-            .collect()
+        rows::sessions_from_rows(&rows)
     }
 
     async fn set_csrf_hash(
@@ -493,18 +319,19 @@ impl SessionStore for SqliteStore {
         id: &SessionId,
         hash: &[u8; 32],
         now: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+    ) -> Result<Option<SessionOwner>, StoreError> {
+        let row = sqlx::query(concat!(
             "UPDATE sessions SET csrf_hash = ?1 WHERE id = ?2 AND revoked_at IS NULL \
-             AND idle_expires_at > ?3 AND absolute_expires_at > ?3",
-        )
+             AND idle_expires_at > ?3 AND absolute_expires_at > ?3 RETURNING ",
+            owner_columns!()
+        ))
         .bind(hash.as_slice())
         .bind(id.as_str())
         .bind(millis(now))
-        .execute(&self.write)
+        .fetch_optional(&self.write)
         .await
         .map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
+        row.as_ref().map(owner_from_row).transpose()
     }
 
     async fn delete_expired_sessions(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
@@ -529,7 +356,7 @@ impl SessionStore for SqliteStore {
                AND revoked_at IS NULL AND idle_expires_at > ?4 AND absolute_expires_at > ?4",
         )
         .bind(r.new_hash.as_slice())
-        .bind(i64::try_from(r.generation).map_err(corrupt("refresh generation"))?)
+        .bind(generation(r.generation)?)
         .bind(RefreshStep::encode_chain(r.chain))
         .bind(millis(r.now))
         .bind(millis(r.idle_expires_at))
@@ -548,7 +375,7 @@ impl SessionStore for SqliteStore {
              WHERE id = ?1 AND refresh_generation = ?2 AND refresh_used = 0",
         )
         .bind(id.as_str())
-        .bind(i64::try_from(generation).map_err(corrupt("refresh generation"))?)
+        .bind(rows::generation(generation)?)
         .execute(&self.write)
         .await
         .map_err(map_err)?;
@@ -580,11 +407,7 @@ impl ClaimStore for SqliteStore {
         .execute(&self.write)
         .await
         .map_err(map_err)?;
-        Ok(if done.rows_affected() == 1 {
-            ClaimOutcome::Claimed
-        } else {
-            ClaimOutcome::AlreadyUsed
-        })
+        Ok(rows::claim_outcome(done.rows_affected()))
     }
 
     async fn delete_expired_claims(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
@@ -603,10 +426,11 @@ impl ClaimStore for SqliteStore {
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, purpose, algorithm, created_at, retired_at, verify_until, public_key, \
-             sealed FROM signing_keys ORDER BY created_at, id",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM signing_keys ORDER BY created_at, id"
+        ))
         .fetch_all(&self.read)
         .await
         .map_err(map_err)?;
@@ -614,12 +438,12 @@ impl KeyStore for SqliteStore {
     }
 
     async fn insert_first_active_key(&self, key: &KeyRecord) -> Result<bool, StoreError> {
-        let done = insert_key(
-            key,
-            "INSERT INTO signing_keys (id, purpose, algorithm, created_at, \
-             retired_at, verify_until, public_key, sealed) VALUES (?, ?, ?, ?, NULL, NULL, ?, ?) \
-             ON CONFLICT DO NOTHING",
-        )
+        let done = sqlx::query(concat!(
+            "INSERT INTO signing_keys (",
+            key_columns!(),
+            ") VALUES (?, ?, ?, ?, NULL, NULL, ?, ?) ON CONFLICT DO NOTHING"
+        ))
+        .new_key(key)
         .execute(&self.write)
         .await
         .map_err(map_err)?;
@@ -643,11 +467,12 @@ impl KeyStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        insert_key(
-            key,
-            "INSERT INTO signing_keys (id, purpose, algorithm, created_at, \
-             retired_at, verify_until, public_key, sealed) VALUES (?, ?, ?, ?, NULL, NULL, ?, ?)",
-        )
+        sqlx::query(concat!(
+            "INSERT INTO signing_keys (",
+            key_columns!(),
+            ") VALUES (?, ?, ?, ?, NULL, NULL, ?, ?)"
+        ))
+        .new_key(key)
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -668,34 +493,15 @@ impl KeyStore for SqliteStore {
     }
 }
 
-fn insert_key<'q>(
-    key: &'q KeyRecord,
-    sql: &'q str,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-    sqlx::query(sql)
-        .bind(key.id.as_str())
-        .bind(key.purpose.as_str())
-        .bind(key.algorithm.as_str())
-        .bind(millis(key.created_at))
-        .bind(key.public_key.as_deref())
-        .bind(key.sealed.as_slice())
-}
-
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit_log (at, event, reason, session_id, user_id, tenant, key_id, ip) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(millis(record.at))
-        .bind(record.event.as_str())
-        .bind(record.reason.as_str())
-        .bind(record.session_id.as_ref().map(SessionId::as_str))
-        .bind(record.user_id.as_ref().map(UserId::as_str))
-        .bind(record.tenant.as_ref().map(Tenant::as_str))
-        .bind(record.key_id.as_ref().map(KeyId::as_str))
-        .bind(record.ip.as_deref())
+        sqlx::query(concat!(
+            "INSERT INTO audit_log (",
+            audit_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .audit(record)
         .execute(&self.write)
         .await
         .map_err(map_err)?;
@@ -703,15 +509,15 @@ impl AuditStore for SqliteStore {
     }
 
     async fn audit_records(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        let limit = if query.limit == 0 { 100 } else { query.limit };
-        let rows = sqlx::query(
-            "SELECT at, event, reason, session_id, user_id, tenant, key_id, ip FROM audit_log \
-             WHERE (?1 IS NULL OR session_id = ?1) AND (?2 IS NULL OR user_id = ?2) \
-             ORDER BY seq DESC LIMIT ?3",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM audit_log WHERE (?1 IS NULL OR session_id = ?1) \
+              AND (?2 IS NULL OR user_id = ?2) ORDER BY seq DESC LIMIT ?3"
+        ))
         .bind(query.session_id.as_ref().map(SessionId::as_str))
         .bind(query.user_id.as_ref().map(UserId::as_str))
-        .bind(i64::from(limit))
+        .bind(rows::audit_limit(query))
         .fetch_all(&self.read)
         .await
         .map_err(map_err)?;
@@ -719,29 +525,15 @@ impl AuditStore for SqliteStore {
     }
 }
 
-fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
-    Ok(ApiKeyRecord {
-        id: ApiKeyId::parse(&text(row, "id")?).map_err(corrupt("api key id"))?,
-        name: text(row, "name")?,
-        hash: hash(row, "hash")?.ok_or(StoreError::Corrupt {
-            what: "api key hash",
-        })?,
-        created_at: ts(row, "created_at")?,
-        revoked_at: opt_ts(row, "revoked_at")?,
-    })
-}
-
 #[async_trait]
 impl ApiKeyStore for SqliteStore {
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO api_keys (id, name, hash, created_at, revoked_at) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(key.id.as_str())
-        .bind(key.name.as_str())
-        .bind(key.hash.as_slice())
-        .bind(millis(key.created_at))
-        .bind(key.revoked_at.map(millis))
+        sqlx::query(concat!(
+            "INSERT INTO api_keys (",
+            api_key_columns!(),
+            ") VALUES (?, ?, ?, ?, ?)"
+        ))
+        .api_key(key)
         .execute(&self.write)
         .await
         .map_err(map_err)?;
@@ -749,9 +541,11 @@ impl ApiKeyStore for SqliteStore {
     }
 
     async fn api_key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, name, hash, created_at, revoked_at FROM api_keys WHERE hash = ?",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            api_key_columns!(),
+            " FROM api_keys WHERE hash = ?"
+        ))
         .bind(hash.as_slice())
         .fetch_optional(&self.read)
         .await
@@ -760,9 +554,11 @@ impl ApiKeyStore for SqliteStore {
     }
 
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, name, hash, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            api_key_columns!(),
+            " FROM api_keys ORDER BY created_at, id"
+        ))
         .fetch_all(&self.read)
         .await
         .map_err(map_err)?;
@@ -778,5 +574,31 @@ impl ApiKeyStore for SqliteStore {
                 .await
                 .map_err(map_err)?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_codes_are_classified() {
+        let table: &[(&str, bool)] = &[
+            ("5", true),     // SQLITE_BUSY
+            ("261", true),   // SQLITE_BUSY_RECOVERY
+            ("517", true),   // SQLITE_BUSY_SNAPSHOT
+            ("773", true),   // SQLITE_BUSY_TIMEOUT
+            ("6", true),     // SQLITE_LOCKED
+            ("262", true),   // SQLITE_LOCKED_SHAREDCACHE
+            ("1", false),    // SQLITE_ERROR
+            ("19", false),   // SQLITE_CONSTRAINT
+            ("2067", false), // SQLITE_CONSTRAINT_UNIQUE
+            ("11", false),   // SQLITE_CORRUPT
+            ("", false),
+            ("busy", false),
+        ];
+        for (code, unavailable) in table {
+            assert_eq!(unavailable_code(code), *unavailable, "{code}");
+        }
     }
 }

@@ -8,7 +8,8 @@ use sessiond::audit::{AuditEvent, AuditQuery, AuditRecord};
 use sessiond::keys::{KeyAlgorithm, KeyPurpose, KeyRecord};
 use sessiond::session::{RefreshState, RefreshStep, Session, SessionKind, SessionRecord};
 use sessiond::store::{
-    ApiKeyRecord, Backend, ClaimOutcome, ClaimStore, RefreshRotation, RevokeOutcome,
+    ApiKeyRecord, Backend, ClaimOutcome, ClaimStore, RefreshRotation, Revocation, SessionOwner,
+    StoreError,
 };
 use sessiond::{KeyId, RevokeReason, SeededRandom, SessionId, Tenant, Timestamp, UserId};
 
@@ -113,6 +114,21 @@ pub fn record(user: &str, tenant: &str, created: i64, idle: i64, abs: i64) -> Se
     SessionRecord::new(session, key_id(), Some([3u8; 32]), None)
 }
 
+/// Whose `rec` is, as a store change reports it.
+fn owner(rec: &SessionRecord) -> SessionOwner {
+    SessionOwner {
+        id: rec.session.id.clone(),
+        user_id: rec.session.user_id.clone(),
+        tenant: rec.session.tenant.clone(),
+    }
+}
+
+/// `owners` in id order (a statement returns the rows it changed in no particular order).
+fn sorted(mut owners: Vec<SessionOwner>) -> Vec<SessionOwner> {
+    owners.sort_by(|a, b| a.id.cmp(&b.id));
+    owners
+}
+
 pub async fn session_round_trip_keeps_every_field(store: Arc<dyn Backend>) {
     let mut rec = record("alice", "acme", 0, 3600, 28_800);
     rec.session.kind = SessionKind::Tokens;
@@ -206,14 +222,15 @@ pub async fn revoke_is_idempotent(store: Arc<dyn Backend>) {
             .revoke_session(&rec.session.id, t(10), &reason)
             .await
             .unwrap(),
-        RevokeOutcome::Revoked
+        Revocation::Revoked(owner(&rec)),
+        "the revoking statement returns the owner"
     );
     assert_eq!(
         store
             .revoke_session(&rec.session.id, t(20), &RevokeReason::logout())
             .await
             .unwrap(),
-        RevokeOutcome::AlreadyRevoked
+        Revocation::AlreadyRevoked
     );
     let s = store
         .session(&rec.session.id)
@@ -235,7 +252,17 @@ pub async fn revoke_is_idempotent(store: Arc<dyn Backend>) {
             .revoke_session(&SessionId::generate(&rng()), t(10), &reason)
             .await
             .unwrap(),
-        RevokeOutcome::NotFound
+        Revocation::NotFound
+    );
+    // An expired but unrevoked row is revoked too, and reports its owner.
+    let expired = record("dave", "globex", 0, 5, 200);
+    store.create_session(&expired, None, t(0)).await.unwrap();
+    assert_eq!(
+        store
+            .revoke_session(&expired.session.id, t(10), &reason)
+            .await
+            .unwrap(),
+        Revocation::Revoked(owner(&expired))
     );
 }
 
@@ -251,23 +278,29 @@ pub async fn revoke_user_scopes_by_tenant_and_except(store: Arc<dyn Backend>) {
     let reason = RevokeReason::revoked_all();
     let erin = UserId::new("erin").unwrap();
     let acme = Tenant::new("acme").unwrap();
-    let ids = store
+    let revoked = store
         .revoke_user_sessions(&erin, Some(&acme), Some(&a2.session.id), t(10), &reason)
         .await
         .unwrap();
     assert_eq!(
-        ids,
-        vec![a1.session.id.clone()],
+        revoked,
+        vec![owner(&a1)],
         "only active, in-tenant, not excepted"
     );
-    let mut ids = store
+    let revoked = store
         .revoke_user_sessions(&erin, None, None, t(11), &reason)
         .await
         .unwrap();
-    ids.sort();
-    let mut want = vec![a2.session.id.clone(), b1.session.id.clone()];
-    want.sort();
-    assert_eq!(ids, want);
+    assert_eq!(
+        sorted(revoked),
+        sorted(vec![owner(&a2), owner(&b1)]),
+        "across tenants, each with its own tenant"
+    );
+    assert!(store
+        .revoke_user_sessions(&erin, None, None, t(12), &reason)
+        .await
+        .unwrap()
+        .is_empty());
     assert!(store
         .session(&other.session.id)
         .await
@@ -324,10 +357,13 @@ pub async fn user_sessions_lists_only_active_oldest_first(store: Arc<dyn Backend
 pub async fn csrf_hash_only_changes_on_active_sessions(store: Arc<dyn Backend>) {
     let rec = record("hank", "default", 0, 100, 200);
     store.create_session(&rec, None, t(0)).await.unwrap();
-    assert!(store
-        .set_csrf_hash(&rec.session.id, &[5u8; 32], t(10))
-        .await
-        .unwrap());
+    assert_eq!(
+        store
+            .set_csrf_hash(&rec.session.id, &[5u8; 32], t(10))
+            .await
+            .unwrap(),
+        Some(owner(&rec))
+    );
     assert_eq!(
         store
             .session(&rec.session.id)
@@ -337,23 +373,33 @@ pub async fn csrf_hash_only_changes_on_active_sessions(store: Arc<dyn Backend>) 
             .csrf_hash,
         Some([5u8; 32])
     );
-    assert!(
-        !store
+    assert_eq!(
+        store
             .set_csrf_hash(&rec.session.id, &[6u8; 32], t(100))
             .await
             .unwrap(),
+        None,
         "idle-expired"
     );
     store
         .revoke_session(&rec.session.id, t(20), &RevokeReason::logout())
         .await
         .unwrap();
-    assert!(
-        !store
+    assert_eq!(
+        store
             .set_csrf_hash(&rec.session.id, &[6u8; 32], t(30))
             .await
             .unwrap(),
+        None,
         "revoked"
+    );
+    assert_eq!(
+        store
+            .set_csrf_hash(&SessionId::generate(&rng()), &[6u8; 32], t(30))
+            .await
+            .unwrap(),
+        None,
+        "missing"
     );
     assert_eq!(
         store
@@ -368,6 +414,7 @@ pub async fn csrf_hash_only_changes_on_active_sessions(store: Arc<dyn Backend>) 
 
 pub async fn eviction_keeps_the_newest(store: Arc<dyn Backend>) {
     let mut made: Vec<SessionId> = Vec::new();
+    let mut owners: Vec<SessionOwner> = Vec::new();
     for i in 0..4 {
         let rec = record("ivy", "default", i, 1000, 2000);
         let evicted = store.create_session(&rec, Some(2), t(i)).await.unwrap();
@@ -375,11 +422,12 @@ pub async fn eviction_keeps_the_newest(store: Arc<dyn Backend>) {
             0 | 1 => assert!(evicted.is_empty()),
             _ => assert_eq!(
                 evicted,
-                vec![made[(i - 2) as usize].clone()],
+                vec![owners[(i - 2) as usize].clone()],
                 "the oldest goes first"
             ),
         }
         made.push(rec.session.id.clone());
+        owners.push(owner(&rec));
     }
     let evicted = store.session(&made[0]).await.unwrap().unwrap().session;
     assert_eq!(
@@ -395,11 +443,21 @@ pub async fn eviction_keeps_the_newest(store: Arc<dyn Backend>) {
         .map(|s| s.id)
         .collect();
     assert_eq!(active, made[2..].to_vec());
+    // Another tenant of the same user counts apart and is never evicted for this one.
+    let elsewhere = record("ivy", "globex", 0, 1000, 2000);
+    assert!(store
+        .create_session(&elsewhere, Some(1), t(3))
+        .await
+        .unwrap()
+        .is_empty());
     // Same instant: the new session is never the one evicted.
     let same = record("ivy", "default", 3, 1000, 2000);
     let evicted = store.create_session(&same, Some(1), t(3)).await.unwrap();
-    assert_eq!(evicted.len(), 2);
-    assert!(!evicted.contains(&same.session.id));
+    assert_eq!(
+        sorted(evicted),
+        sorted(owners[2..].to_vec()),
+        "the new session is kept; both others go"
+    );
 }
 
 pub async fn concurrent_creates_respect_the_limit(store: Arc<dyn Backend>) {
@@ -974,8 +1032,11 @@ pub async fn concurrent_revokes_have_one_winner(store: Arc<dyn Backend>) {
     let mut winners = Vec::new();
     for task in tasks {
         match task.await.unwrap() {
-            (i, RevokeOutcome::Revoked) => winners.push(i),
-            (_, RevokeOutcome::AlreadyRevoked) => {}
+            (i, Revocation::Revoked(o)) => {
+                assert_eq!(o, owner(&rec));
+                winners.push(i);
+            }
+            (_, Revocation::AlreadyRevoked) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -1041,11 +1102,11 @@ pub async fn concurrent_evictions_and_revocations_settle_every_session_once(
         }
     }
     let mut settled = Vec::new();
-    for task in creates {
-        settled.extend(task.await.unwrap());
-    }
-    for task in revokes {
-        settled.extend(task.await.unwrap());
+    for task in creates.into_iter().chain(revokes) {
+        for owner in task.await.unwrap() {
+            assert_eq!((&owner.user_id, owner.tenant.as_str()), (&user, "default"));
+            settled.push(owner.id);
+        }
     }
     settled.extend(
         store
@@ -1125,4 +1186,104 @@ pub async fn concurrent_reclaims_of_an_expired_claim_have_one_winner(store: Arc<
         }
     }
     assert_eq!(claimed, 1, "the expired leftover is replaced exactly once");
+}
+
+/// Stored defects and how every SQL backend must report them: `StoreError::Corrupt` naming the
+/// `table.column`, whatever the kind of defect. Each statement (raw SQL valid in both dialects,
+/// for defects both schemas admit) is applied to a fresh row; the row's id replaces `{id}`.
+pub const CORRUPT_ROWS: &[(&str, &str)] = &[
+    (
+        "UPDATE sessions SET user_id = '' WHERE id = '{id}'",
+        "sessions.user_id",
+    ),
+    (
+        "UPDATE sessions SET tenant = '' WHERE id = '{id}'",
+        "sessions.tenant",
+    ),
+    (
+        "UPDATE sessions SET key_id = 'not a key' WHERE id = '{id}'",
+        "sessions.key_id",
+    ),
+    (
+        "UPDATE sessions SET claims = 'not json' WHERE id = '{id}'",
+        "sessions.claims",
+    ),
+    (
+        "UPDATE sessions SET revoke_reason = 'Not A Code' WHERE id = '{id}'",
+        "sessions.revoke_reason",
+    ),
+    (
+        "UPDATE sessions SET refresh_hash = csrf_hash, refresh_generation = -1 WHERE id = '{id}'",
+        "sessions.refresh_generation",
+    ),
+    (
+        "UPDATE sessions SET refresh_hash = csrf_hash, refresh_chain = 'garbage' \
+         WHERE id = '{id}'",
+        "sessions.refresh_chain",
+    ),
+    (
+        "UPDATE signing_keys SET algorithm = 'nope' WHERE id = '{id}'",
+        "signing_keys.algorithm",
+    ),
+    (
+        "UPDATE audit_log SET event = 'nope' WHERE session_id = '{id}'",
+        "audit_log.event",
+    ),
+    (
+        "UPDATE api_keys SET id = 'not an id' WHERE id = '{id}'",
+        "api_keys.id",
+    ),
+];
+
+/// Applies each of `defects` (see [`CORRUPT_ROWS`]) to a fresh row with `corrupt` and checks
+/// that reading it back reports the defect's column as corrupt.
+pub async fn corrupt_rows_are_reported_by_column<F, Fut>(
+    store: Arc<dyn Backend>,
+    defects: &[(&str, &str)],
+    mut corrupt: F,
+) where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for (i, (sql, what)) in defects.iter().enumerate() {
+        let rec = record("corrupt", "default", 0, 1000, 2000);
+        let id = rec.session.id.clone();
+        store.create_session(&rec, None, t(0)).await.unwrap();
+        let key = key_record(KeyPurpose::Access, 0);
+        store.rotate_key(&key, t(0), t(100)).await.unwrap();
+        let audit = AuditRecord::new(t(0), AuditEvent::SessionCreated, "cookie").session(&id);
+        store.append_audit(&audit).await.unwrap();
+        let api_key = ApiKeyRecord {
+            id: sessiond::ApiKeyId::generate(&rng()),
+            name: "corrupt".into(),
+            hash: [u8::try_from(i).unwrap(); 32],
+            created_at: t(0),
+            revoked_at: None,
+        };
+        store.insert_api_key(&api_key).await.unwrap();
+        let target = match sql.split_whitespace().nth(1) {
+            Some("signing_keys") => key.id.as_str().to_owned(),
+            Some("api_keys") => api_key.id.as_str().to_owned(),
+            _ => id.as_str().to_owned(),
+        };
+        corrupt(sql.replace("{id}", &target)).await;
+        let err = match sql.split_whitespace().nth(1) {
+            Some("signing_keys") => store.keys().await.map(drop),
+            Some("audit_log") => store
+                .audit_records(&AuditQuery::session(&id))
+                .await
+                .map(drop),
+            Some("api_keys") => store.api_keys().await.map(drop),
+            _ => store.session(&id).await.map(drop),
+        }
+        .expect_err(sql);
+        assert!(
+            matches!(err, StoreError::Corrupt { what: w } if w == *what),
+            "{sql}: {err:?}"
+        );
+        // Leave no corrupt row behind for the next case's listings.
+        for table in ["sessions", "signing_keys", "audit_log", "api_keys"] {
+            corrupt(format!("DELETE FROM {table}")).await;
+        }
+    }
 }

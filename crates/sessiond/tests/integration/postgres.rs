@@ -300,3 +300,30 @@ async fn connections_the_server_terminates_are_replaced() {
     }
     store.close().await;
 }
+
+/// Every stored defect both schemas admit is `Corrupt` naming its column, as on SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_rows_are_reported_by_column_as_on_sqlite() {
+    let url = postgres_url().await;
+    let schema = fresh_schema();
+    let _guard = SchemaGuard::new(&url, &schema);
+    let store = PgStore::open(&url, options_in(&schema)).await.unwrap();
+    let mut raw = PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(&format!("SET search_path TO \"{schema}\""))
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let raw = Arc::new(tokio::sync::Mutex::new(raw));
+    crate::conformance::corrupt_rows_are_reported_by_column(
+        Arc::new(store),
+        crate::conformance::CORRUPT_ROWS,
+        |sql| {
+            let raw = Arc::clone(&raw);
+            async move {
+                let mut conn = raw.lock().await;
+                sqlx::raw_sql(&sql).execute(&mut *conn).await.unwrap();
+            }
+        },
+    )
+    .await;
+}

@@ -2,3 +2,46 @@
 
 crate::conformance_suite!(crate::common::sqlite_backend);
 crate::rotation_suite!(crate::common::sqlite_backend);
+
+use std::sync::Arc;
+
+use sessiond::store::sqlite::{SqliteOptions, SqliteStore};
+
+use crate::conformance::{corrupt_rows_are_reported_by_column, CORRUPT_ROWS};
+
+/// Every stored defect is `Corrupt` naming its column, as on PostgreSQL, plus the defects only
+/// SQLite's dynamic typing admits (a text in an integer column, a short hash).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_rows_are_reported_by_column_as_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessiond.db");
+    let path = path.to_str().unwrap();
+    let store = SqliteStore::open(path, SqliteOptions::default())
+        .await
+        .unwrap();
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{path}"))
+        .await
+        .unwrap();
+    let only_sqlite = [
+        (
+            "UPDATE sessions SET created_at = 'yesterday' WHERE id = '{id}'",
+            "sessions.created_at",
+        ),
+        (
+            "UPDATE sessions SET csrf_hash = substr(csrf_hash, 1, 3) WHERE id = '{id}'",
+            "sessions.csrf_hash",
+        ),
+        (
+            "UPDATE api_keys SET hash = substr(hash, 1, 3) WHERE id = '{id}'",
+            "api_keys.hash",
+        ),
+    ];
+    let defects: Vec<_> = CORRUPT_ROWS.iter().copied().chain(only_sqlite).collect();
+    corrupt_rows_are_reported_by_column(Arc::new(store), &defects, |sql| {
+        let raw = raw.clone();
+        async move {
+            sqlx::raw_sql(&sql).execute(&raw).await.unwrap();
+        }
+    })
+    .await;
+}
