@@ -3,17 +3,17 @@
 //!
 //! # Keys: each pinned to exactly one algorithm
 //! A JWK Set is loaded once ([`TrustedIssuer::from_jwks_json`], [`TrustedIssuer::from_jwks_file`])
-//! and every usable key is pinned to one of RS256, PS256, ES256 or EdDSA:
+//! and every usable key is pinned to one of RS256, PS256, ES256, ES384 or EdDSA:
 //! - the JWK's `alg` when present; an `alg` that contradicts the key's `kty`/`crv` (ES256 on a
 //!   P-384 key, RS256 on an EC key, an unknown `ES224`) refuses the whole set;
-//! - otherwise inferred where the key admits one algorithm only: EC P-256 → ES256, OKP Ed25519 →
-//!   EdDSA;
+//! - otherwise inferred where the key admits one algorithm only: EC P-256 → ES256, EC P-384 →
+//!   ES384, OKP Ed25519 → EdDSA;
 //! - an RSA key without `alg` is ambiguous (RS256 and PS256 both fit, and one key serving both is
 //!   what the pinning exists to prevent): the set is refused unless the issuer's configuration
 //!   names the algorithm for such keys ([`JwksOptions::rsa_algorithm`]).
 //!
 //! Keys that cannot verify our tokens are skipped, not trusted: `use` other than `sig`, `key_ops`
-//! without `verify`, and algorithms outside the four (RS384, ES384, RSA-OAEP, P-521, ...). Some
+//! without `verify`, and algorithms outside the five (RS384, ES512, RSA-OAEP, P-521, ...). Some
 //! things refuse the whole set, because they mean the file is not what it should be: private
 //! material (`d`, `p`, `q`, `dp`, `dq`, `qi`, `oth`), symmetric (`oct`) keys (HS256 is never
 //! accepted from a foreign issuer), two keys with one `kid`, RSA moduli outside 2048–4096 bits or
@@ -73,17 +73,20 @@ pub enum ForeignAlgorithm {
     Ps256,
     /// ECDSA on P-256 with SHA-256.
     Es256,
+    /// ECDSA on P-384 with SHA-384.
+    Es384,
     /// Ed25519.
     EdDsa,
 }
 
 impl ForeignAlgorithm {
-    /// The JWS `alg` name: `RS256`, `PS256`, `ES256`, `EdDSA`.
+    /// The JWS `alg` name: `RS256`, `PS256`, `ES256`, `ES384`, `EdDSA`.
     pub fn as_str(self) -> &'static str {
         match self {
             ForeignAlgorithm::Rs256 => "RS256",
             ForeignAlgorithm::Ps256 => "PS256",
             ForeignAlgorithm::Es256 => "ES256",
+            ForeignAlgorithm::Es384 => "ES384",
             ForeignAlgorithm::EdDsa => "EdDSA",
         }
     }
@@ -93,6 +96,7 @@ impl ForeignAlgorithm {
             ForeignAlgorithm::Rs256 => Algorithm::RS256,
             ForeignAlgorithm::Ps256 => Algorithm::PS256,
             ForeignAlgorithm::Es256 => Algorithm::ES256,
+            ForeignAlgorithm::Es384 => Algorithm::ES384,
             ForeignAlgorithm::EdDsa => Algorithm::EdDSA,
         }
     }
@@ -741,8 +745,8 @@ fn classify(
                 }),
                 (_, Some(_)) if key_agreement => Ok(None),
                 (Some("P-256"), None | Some("ES256")) => Ok(Some(ForeignAlgorithm::Es256)),
-                (Some("P-384"), None | Some("ES384"))
-                | (Some("P-521"), None | Some("ES512"))
+                (Some("P-384"), None | Some("ES384")) => Ok(Some(ForeignAlgorithm::Es384)),
+                (Some("P-521"), None | Some("ES512"))
                 | (Some("secp256k1"), None | Some("ES256K")) => Ok(None),
                 (Some("P-256" | "P-384" | "P-521" | "secp256k1"), Some(_)) => contradiction,
                 // A curve we do not know: nothing we could verify with it.
@@ -832,10 +836,18 @@ fn load_key(
             check_rsa(index, &n, &e)?;
             DecodingKey::from_rsa_raw_components(&n, &e)
         }
-        (ForeignAlgorithm::Es256, AlgorithmParameters::EllipticCurve(ec)) => {
+        (
+            ForeignAlgorithm::Es256 | ForeignAlgorithm::Es384,
+            AlgorithmParameters::EllipticCurve(ec),
+        ) => {
             let x = strict_b64(index, &ec.x)?;
             let y = strict_b64(index, &ec.y)?;
-            if x.len() != 32 || y.len() != 32 {
+            let len = if algorithm == ForeignAlgorithm::Es256 {
+                32
+            } else {
+                48
+            };
+            if x.len() != len || y.len() != len {
                 return Err(JwksError::InvalidKey { index });
             }
             DecodingKey::from_jwk(&parsed).map_err(|_| JwksError::InvalidKey { index })?
@@ -955,6 +967,50 @@ mod tests {
     fn issuer_of(keys: &[&Arc<Key>]) -> TrustedIssuer {
         let set = jwks(&keys.iter().map(|k| Arc::clone(k)).collect::<Vec<_>>());
         TrustedIssuer::from_jwks_json(ISS, AUD, &set.to_string()).unwrap()
+    }
+
+    /// An issuer with one P-384 key (ES384, inferred from the curve or named by `alg`) verifies
+    /// ES384 tokens signed by it, and nothing else: another key's, a tampered one, ES256 under
+    /// the same `kid`.
+    #[test]
+    fn es384_keys_verify_es384_tokens() {
+        use jsonwebtoken::{encode, EncodingKey, Header};
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let raw = pair.public_key_raw();
+        assert_eq!(raw.len(), 97, "uncompressed P-384 point");
+        let (x, y) = raw[1..].split_at(48);
+        let claims = json!({"iss": ISS, "aud": AUD, "exp": NOW + 60, "sub": "dev"});
+        let sign = |pair: &rcgen::KeyPair, kid: &str| {
+            let mut header = Header::new(jsonwebtoken::Algorithm::ES384);
+            header.kid = Some(kid.into());
+            let key = EncodingKey::from_ec_der(&pair.serialize_der());
+            encode(&header, &claims, &key).unwrap()
+        };
+        for alg in [None, Some("ES384")] {
+            let mut jwk = json!({"kty":"EC","crv":"P-384","kid":"k384",
+                "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)});
+            if let Some(alg) = alg {
+                jwk["alg"] = json!(alg);
+            }
+            let set = json!({ "keys": [jwk] }).to_string();
+            let issuer = TrustedIssuer::from_jwks_json(ISS, AUD, &set).unwrap();
+            assert_eq!(issuer.keys()[0].algorithm(), ForeignAlgorithm::Es384);
+            let good = sign(&pair, "k384");
+            let verified = issuer.verify(&good, now()).unwrap();
+            assert_eq!(verified.algorithm(), ForeignAlgorithm::Es384);
+            assert!(issuer.verify(&sign(&other, "k384"), now()).is_err());
+            let mut tampered = good.clone();
+            tampered.push('A');
+            assert!(issuer.verify(&tampered, now()).is_err());
+        }
+        // A P-384 point of the wrong length refuses the set.
+        let short = json!({"keys":[{"kty":"EC","crv":"P-384","x":URL_SAFE_NO_PAD.encode(&x[..32]),
+            "y":URL_SAFE_NO_PAD.encode(&y[..32])}]});
+        assert!(matches!(
+            TrustedIssuer::from_jwks_json(ISS, AUD, &short.to_string()),
+            Err(JwksError::InvalidKey { .. })
+        ));
     }
 
     fn token(key: &Key, header: Value, claims: Value) -> String {
@@ -1302,7 +1358,7 @@ mod tests {
                 {"kty":"OKP","crv":"X25519","x":ed_x,"kid":"x"},
                 {"kty":"OKP","crv":"Ed448","x":"AA","kid":"ed448"},
                 ec_jwk(json!({"kid":"ecdh","alg":"ECDH-ES"})),
-                {"kty":"EC","crv":"P-384","x":"AA","y":"AA","kid":"p384"},
+                {"kty":"EC","crv":"P-521","x":"AA","y":"AA","kid":"p521"},
                 ec_jwk(json!({"kid":"ok"})),
             ]))
             .unwrap(),
