@@ -9,7 +9,7 @@ use sessiond::SessionError;
 
 /// The body of every error response.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// A URI naming the problem type: `urn:sessiond:problem:<code>`.
     #[serde(rename = "type")]
     pub kind: String,
@@ -23,7 +23,7 @@ pub struct Problem {
 
 /// An error a handler returns.
 #[derive(Debug)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// A library outcome with its wire code.
     Session(SessionError),
     /// 400 `invalid_request` with a reason (no input echoed).
@@ -84,7 +84,7 @@ fn title_of(code: &str) -> &'static str {
 }
 
 /// Builds a problem response.
-pub fn problem(status: StatusCode, code: &str) -> Response {
+pub(crate) fn problem(status: StatusCode, code: &str) -> Response {
     let body = Problem {
         kind: format!("urn:sessiond:problem:{code}"),
         title: title_of(code).to_owned(),

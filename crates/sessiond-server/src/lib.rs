@@ -1,0 +1,42 @@
+//! The sessiond server as a library: [`Server`] (HTTP API, browser endpoints, JWKS, SSE, TLS)
+//! with one owned lifecycle, the configuration it is built from, and the admin commands. The
+//! `sessiond` binary is the command line around it.
+//!
+//! # Layout
+//! Modules depend one way, from the leaves up:
+//! - [`config`]: layered configuration (file, environment, flags) parsed into types, and the
+//!   environment's [`Secrets`]; `problem`: errors as `application/problem+json`.
+//! - `cookies` (browser cookie attributes), `tls` (HTTPS, client certificates), `issuers`
+//!   (JWK Sets fetched from URLs), `hub` (the event fan-out behind the SSE streams),
+//!   `metrics` (Prometheus).
+//! - `state`: what handlers reach ([`AppState`](crate::state)); `extract`: the JSON extractor;
+//!   `auth`: the API-key layer on `/v1`.
+//! - `routes`: handlers by audience (`api`, `browser`, `events`, `ops`) and the wire types
+//!   (`dto`); `openapi`: the generated API description.
+//! - `app`: the router; `startup`: storage, master key, signing keys; `server`: [`Server`].
+//! - [`cli`] and [`admin`]: the command line and the one-shot admin commands.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+
+mod app;
+mod auth;
+mod cookies;
+mod extract;
+mod hub;
+mod issuers;
+mod metrics;
+mod openapi;
+mod problem;
+mod routes;
+mod server;
+mod startup;
+mod state;
+mod tls;
+
+pub use config::{Config, ConfigError, Overrides, Secrets};
+/// The wire types of the HTTP API (what `/openapi.json` describes).
+pub use routes::dto;
+pub use server::Server;
