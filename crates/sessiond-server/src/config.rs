@@ -14,9 +14,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use sessiond::jose::foreign::RsaAlgorithm;
 use sessiond::keys::{KeyAlgorithm, KeyPolicy};
+use sessiond::session::{CookiePolicy, SessionPolicy};
 use sessiond::store::postgres::PgSchema;
 use sessiond::store::sqlite::SqliteOptions;
-use sessiond::session::{CookiePolicy, SessionPolicy};
 use sessiond::token::TokenPolicy;
 use toml::{Table, Value};
 

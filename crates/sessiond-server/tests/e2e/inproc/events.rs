@@ -148,3 +148,21 @@ async fn user_stream_filters_and_resumes_with_last_event_id() {
         assert!(block.id.is_some());
     }
 }
+
+/// One shutdown ends everything: open streams of both kinds end (without an event) instead of
+/// holding the drain open, and `run` returns once the background tasks are stopped.
+#[tokio::test]
+async fn stop_ends_open_streams_and_returns() {
+    let s = spawn_app(Options::default()).await;
+    let id = create(&s, "alice").await;
+    let mut session = SseClient::connect(&s, &format!("/v1/sessions/{id}/events"), None).await;
+    let mut user = SseClient::connect(&s, "/v1/events?user_id=alice", None).await;
+    tokio::time::timeout(Duration::from_secs(10), s.stop())
+        .await
+        .expect("the server stops with streams open");
+    for stream in [&mut session, &mut user] {
+        while let Some(block) = stream.next(WAIT).await {
+            assert!(block.event.is_none(), "no event at shutdown: {block:?}");
+        }
+    }
+}
