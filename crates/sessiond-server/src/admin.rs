@@ -1,30 +1,22 @@
 //! The admin commands (`migrate`, `keys`, `sessions`, `api-keys`, `gc`): one-shot work on the
-//! same database as the server, also while it runs.
-
-use std::sync::Arc;
+//! same database as the server, also while it runs. Part of the binary: the library gives it
+//! [`sessiond_server::migrate`] and [`sessiond_server::open_service`].
 
 use anyhow::Context as _;
 use sessiond::keys::KeyPurpose;
-use sessiond::{RevokeReason, SessionId, SystemClock, Tenant, UserId};
+use sessiond::{RevokeReason, SessionId, Tenant, UserId};
+use sessiond_server::{Config, Secrets};
 
 use crate::cli::{ApiKeysAction, Command, KeysAction, Purpose, SessionsAction};
-use crate::config::{Config, Secrets};
-use crate::startup;
 
 /// Runs an admin command (every command but `serve`) against the configured database.
-///
-/// # Errors
-/// When the database or the master key cannot be opened, or the command fails.
 pub async fn run(command: Command, config: Config, secrets: &Secrets) -> anyhow::Result<()> {
     if let Command::Migrate = command {
-        startup::open_backend(&config).await?;
+        sessiond_server::migrate(&config).await?;
         println!("migrations applied to {}", config.database.redacted());
         return Ok(());
     }
-    let backend = startup::open_backend(&config).await?;
-    let (master, _) = startup::master_key(&config, secrets, false)?;
-    let (service, _) =
-        startup::build_service(&config, backend, master, Arc::new(SystemClock), None).await?;
+    let service = sessiond_server::open_service(&config, secrets).await?;
     match command {
         Command::Keys {
             action: KeysAction::List,

@@ -72,7 +72,10 @@ impl RemoteIssuers {
     ///
     /// # Errors
     /// When the HTTP client cannot be built (no TLS provider).
-    pub(crate) fn new(service: SessionService, config: &Config) -> anyhow::Result<Option<Self>> {
+    pub(crate) fn new(
+        service: SessionService,
+        config: &Config,
+    ) -> Result<Option<Self>, reqwest::Error> {
         let entries: HashMap<String, Entry> = config
             .issuers
             .iter()

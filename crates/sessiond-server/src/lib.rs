@@ -1,6 +1,7 @@
 //! The sessiond server as a library: [`Server`] (HTTP API, browser endpoints, JWKS, SSE, TLS)
-//! with one owned lifecycle, the configuration it is built from, and the admin commands. The
-//! `sessiond` binary is the command line around it.
+//! with one owned lifecycle, the configuration it is built from, and what the admin commands
+//! need ([`migrate`], [`open_service`]). The `sessiond` binary (`main.rs`, `cli.rs`, `admin.rs`)
+//! is the command line around it.
 //!
 //! # Layout
 //! Modules depend one way, from the leaves up:
@@ -14,11 +15,8 @@
 //! - `routes`: handlers by audience (`api`, `browser`, `events`, `ops`) and the wire types
 //!   (`dto`); `openapi`: the generated API description.
 //! - `app`: the router; `startup`: storage, master key, signing keys; `server`: [`Server`].
-//! - [`cli`] and [`admin`]: the command line and the one-shot admin commands.
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod cli;
 pub mod config;
 
 mod app;
@@ -40,3 +38,4 @@ pub use config::{Config, ConfigError, Overrides, Secrets};
 /// The wire types of the HTTP API (what `/openapi.json` describes).
 pub use routes::dto;
 pub use server::Server;
+pub use startup::{migrate, open_service, StartError};

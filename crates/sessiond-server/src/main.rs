@@ -6,10 +6,15 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use clap::Parser as _;
 use sessiond::SystemClock;
-use sessiond_server::cli::{Cli, Command};
-use sessiond_server::{admin, Config, Overrides, Secrets, Server};
+use sessiond_server::{Config, Overrides, Secrets, Server};
+
+use crate::cli::{Cli, Command};
+
+mod admin;
+mod cli;
 
 fn init_logging() {
     let filter = std::env::var("SESSIOND_LOG")
@@ -68,12 +73,11 @@ fn main() -> ExitCode {
 
 async fn run(command: Command, config: Config, secrets: Secrets) -> anyhow::Result<()> {
     match command {
-        Command::Serve { .. } => {
-            Server::build(config, secrets, Arc::new(SystemClock))
-                .await?
-                .run(shutdown_signal())
-                .await
-        }
+        Command::Serve { .. } => Server::build(config, secrets, Arc::new(SystemClock))
+            .await?
+            .run(shutdown_signal())
+            .await
+            .context("server failed"),
         other => admin::run(other, config, &secrets).await,
     }
 }

@@ -10,7 +10,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use axum::Router;
 use sessiond::{Clock, Secret, SessionService};
 use tokio::net::TcpListener;
@@ -19,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Secrets};
 use crate::issuers::RemoteIssuers;
-use crate::startup::{self, MasterKeySource};
+use crate::startup::{self, MasterKeySource, StartError};
 use crate::state::AppState;
 
 /// A background task, not yet started.
@@ -50,13 +49,13 @@ impl Server {
     /// and no background task runs until [`Server::run`].
     ///
     /// # Errors
-    /// When storage, the master key, the signing keys, TLS or the listener cannot be set up, or
-    /// the bootstrap API key is shorter than 32 characters. Messages never contain secrets.
+    /// [`StartError`]: storage, the master key, the signing keys, TLS or the listener cannot be
+    /// set up, or the bootstrap API key is shorter than 32 characters.
     pub async fn build(
         config: Config,
         secrets: Secrets,
         clock: Arc<dyn Clock>,
-    ) -> anyhow::Result<Server> {
+    ) -> Result<Server, StartError> {
         tracing::info!(data_dir = %config.data_dir.display(), database = %config.database.redacted(), "sessiond starting");
         let (backend, sqlite) = startup::open_backend_and_sqlite(&config).await?;
         let (master, source) = startup::master_key(&config, &secrets, true)?;
@@ -72,17 +71,15 @@ impl Server {
             }
         }
         let (service, external_writes) =
-            startup::build_service(&config, backend, master, clock, sqlite)
-                .await
-                .context("cannot ensure signing keys; refusing to start")?;
-        for key in service.keys().list().await? {
+            startup::build_service(&config, backend, master, clock, sqlite).await?;
+        for key in service.keys().list().await.map_err(StartError::ListKeys)? {
             if key.is_active() {
                 tracing::info!(purpose = key.purpose.as_str(), key_id = %key.id, alg = key.algorithm.as_str(), "active signing key");
             }
         }
         let bootstrap = match secrets.api_key {
             Some(k) if k.expose().len() < 32 => {
-                anyhow::bail!("SESSIOND_API_KEY must be at least 32 characters")
+                return Err(StartError::BootstrapApiKey);
             }
             Some(k) => {
                 tracing::info!("SESSIOND_API_KEY accepted as a bootstrap API key");
@@ -96,17 +93,25 @@ impl Server {
         if config.cookies.allowed_origins.is_empty() {
             tracing::info!("cookies.allowed_origins is empty: /auth/browser/* refuses every request until origins are configured");
         }
-        let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let addr = listener.local_addr()?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::acceptor)
+            .transpose()
+            .map_err(|e| StartError::Tls(Box::new(e)))?;
+        let listen = |source| StartError::Listen {
+            addr: config.listen,
+            source,
+        };
+        let listener = TcpListener::bind(config.listen).await.map_err(listen)?;
+        let addr = listener.local_addr().map_err(listen)?;
         let mut tasks: Vec<Task> = Vec::new();
         tasks.push(Box::pin(gc_loop(service.clone(), config.gc.interval.0)));
         if let Some(poller) = external_writes {
             tasks.push(Box::pin(poller.watch()));
         }
-        let remote = RemoteIssuers::new(service.clone(), &config)?;
+        let remote =
+            RemoteIssuers::new(service.clone(), &config).map_err(StartError::JwksClient)?;
         if let Some(remote) = &remote {
             remote.fetch_all().await;
             tasks.push(Box::pin(remote.clone().refresh_loop()));
@@ -136,11 +141,11 @@ impl Server {
     /// ends the event streams, drains the requests in flight and stops the background tasks.
     ///
     /// # Errors
-    /// When the plain-HTTP server fails.
+    /// When the plain-HTTP server fails (an I/O error of the listener).
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    ) -> std::io::Result<()> {
         let router = self.router();
         let Server {
             listener,
@@ -181,7 +186,6 @@ impl Server {
                 axum::serve(listener, app)
                     .with_graceful_shutdown(shutdown)
                     .await
-                    .context("server failed")
             }
         };
         background.shutdown().await;

@@ -4,15 +4,18 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context as _};
 use sessiond::events::postgres::{PgBusOptions, PgEventBus};
 use sessiond::events::redis::{RedisBusOptions, RedisEventBus};
+use sessiond::events::EventError;
+use sessiond::jose::foreign::JwksError;
 use sessiond::jose::foreign::{JwksOptions, TrustedIssuer};
 use sessiond::keys::{KeyAlgorithm, KeyPurpose};
+use sessiond::keys::{KeyError, MasterKeyError};
 use sessiond::store::postgres::{PgOptions, PgStore};
 use sessiond::store::redis::{RedisClaimStore, RedisOptions};
 use sessiond::store::sqlite::{SqliteOptions, SqliteStore};
 use sessiond::store::Backend;
+use sessiond::store::StoreError;
 use sessiond::{Clock, MasterKey, OsRandom, Secret, ServiceConfig, SessionService};
 use sessiond::{EventBus, InProcessBus};
 
@@ -21,11 +24,152 @@ use crate::config::{Config, Database, JwksSource, Secrets};
 /// How often `serve` on SQLite checks whether another process wrote to the file.
 const EXTERNAL_WRITE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Opens (and migrates) the configured database: what `sessiond migrate` does.
+///
+/// # Errors
+/// [`StartError`] when the database cannot be opened or migrated.
+pub async fn migrate(config: &Config) -> Result<(), StartError> {
+    open_backend(config).await.map(drop)
+}
+
+/// The session service over the configured database, for one-shot admin work (no background
+/// task, the system clock, the master key from `secrets` or the key file, never created).
+///
+/// # Errors
+/// [`StartError`] when the database, the master key or the signing keys cannot be opened.
+pub async fn open_service(
+    config: &Config,
+    secrets: &Secrets,
+) -> Result<SessionService, StartError> {
+    let backend = open_backend(config).await?;
+    let (master, _) = master_key(config, secrets, false)?;
+    let (service, _) = build_service(
+        config,
+        backend,
+        master,
+        Arc::new(sessiond::SystemClock),
+        None,
+    )
+    .await?;
+    Ok(service)
+}
+
+/// Why the server or an admin command could not start. Messages name the file, key or
+/// database at fault (URLs without credentials), never a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A directory could not be created.
+    #[error("cannot create data directory {path}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database could not be opened or migrated.
+    #[error("cannot open {kind} database {url}")]
+    Database {
+        /// `SQLite` or `PostgreSQL`.
+        kind: &'static str,
+        /// The URL without credentials.
+        url: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// The Redis claim store refused its URL.
+    #[error("redis_url {url}")]
+    RedisClaims {
+        /// The URL without credentials.
+        url: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// An event bus refused its URL (`redis_url`, or `database_url` for PostgreSQL).
+    #[error("{key} {url}")]
+    EventBus {
+        /// The configuration key.
+        key: &'static str,
+        /// The URL without credentials.
+        url: String,
+        /// Why.
+        #[source]
+        source: EventError,
+    },
+    /// `SESSIOND_MASTER_KEY` or the master-key file does not hold base64 of 32 bytes.
+    #[error("{origin}")]
+    MasterKey {
+        /// `SESSIOND_MASTER_KEY` or `master key file <path>`.
+        origin: String,
+        /// Why.
+        #[source]
+        source: MasterKeyError,
+    },
+    /// There is no master key and none may be created (admin commands).
+    #[error("no master key: set SESSIOND_MASTER_KEY or run `sessiond serve` once to create {}", path.display())]
+    NoMasterKey {
+        /// Where the key file would be.
+        path: PathBuf,
+    },
+    /// The master-key file could not be read, created or written.
+    #[error("cannot {action} master key file {}", path.display())]
+    MasterKeyFile {
+        /// `read`, `create` or `write`.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An active key per purpose could not be ensured: the server must not start.
+    #[error("cannot ensure signing keys; refusing to start")]
+    SigningKeys(#[source] KeyError),
+    /// The signing keys could not be read.
+    #[error("cannot list signing keys")]
+    ListKeys(#[source] KeyError),
+    /// `token_sessions.hs256_secret` could not be adopted.
+    #[error("token_sessions.hs256_secret")]
+    Hs256Secret(#[source] KeyError),
+    /// A trusted issuer's JWK Set file was refused.
+    #[error("issuers[{index}].jwks_file {}", path.display())]
+    IssuerJwksFile {
+        /// The issuer's position in the configuration.
+        index: usize,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: JwksError,
+    },
+    /// The HTTP client for JWK Sets at URLs could not be built.
+    #[error("cannot build the JWK Set HTTP client")]
+    JwksClient(#[source] reqwest::Error),
+    /// `SESSIOND_API_KEY` is shorter than 32 characters.
+    #[error("SESSIOND_API_KEY must be at least 32 characters")]
+    BootstrapApiKey,
+    /// `[tls]` could not be loaded.
+    #[error(transparent)]
+    Tls(Box<dyn std::error::Error + Send + Sync>),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Opens (and migrates) the configured database.
 ///
 /// # Errors
 /// When the database cannot be opened or migrated.
-pub(crate) async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
+pub(crate) async fn open_backend(config: &Config) -> Result<Arc<dyn Backend>, StartError> {
     open_backend_and_sqlite(config).await.map(|(b, _)| b)
 }
 
@@ -36,31 +180,41 @@ pub(crate) async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Back
 /// As [`open_backend`].
 pub(crate) async fn open_backend_and_sqlite(
     config: &Config,
-) -> anyhow::Result<(Arc<dyn Backend>, Option<SqliteStore>)> {
+) -> Result<(Arc<dyn Backend>, Option<SqliteStore>), StartError> {
     match &config.database {
         Database::Sqlite { url, in_data_dir } => {
             if *in_data_dir {
-                std::fs::create_dir_all(&config.data_dir).with_context(|| {
-                    format!("cannot create data directory {}", config.data_dir.display())
+                std::fs::create_dir_all(&config.data_dir).map_err(|source| {
+                    StartError::DataDir {
+                        path: config.data_dir.clone(),
+                        source,
+                    }
                 })?;
             }
             let mut options = SqliteOptions::default();
             options.acquire_timeout = config.database_acquire_timeout.0;
-            let store = SqliteStore::open(url, options)
-                .await
-                .with_context(|| format!("cannot open SQLite database {url}"))?;
+            let store =
+                SqliteStore::open(url, options)
+                    .await
+                    .map_err(|source| StartError::Database {
+                        kind: "SQLite",
+                        url: url.clone(),
+                        source,
+                    })?;
             Ok((Arc::new(store.clone()), Some(store)))
         }
         Database::Postgres { url, schema } => {
             let mut options = PgOptions::default();
             options.acquire_timeout = config.database_acquire_timeout.0;
             options.schema = schema.clone();
-            let store = PgStore::open(url, options).await.with_context(|| {
-                format!(
-                    "cannot open PostgreSQL database {}",
-                    config.database.redacted()
-                )
-            })?;
+            let store =
+                PgStore::open(url, options)
+                    .await
+                    .map_err(|source| StartError::Database {
+                        kind: "PostgreSQL",
+                        url: config.database.redacted(),
+                        source,
+                    })?;
             Ok((Arc::new(store), None))
         }
     }
@@ -71,12 +225,17 @@ pub(crate) async fn open_backend_and_sqlite(
 ///
 /// # Errors
 /// When the URL is malformed.
-pub(crate) fn open_claims(config: &Config) -> anyhow::Result<Option<Arc<RedisClaimStore>>> {
+pub(crate) fn open_claims(config: &Config) -> Result<Option<Arc<RedisClaimStore>>, StartError> {
     let Some(url) = &config.redis_url else {
         return Ok(None);
     };
-    let store = RedisClaimStore::connect_lazy(url.as_str(), RedisOptions::default())
-        .with_context(|| format!("redis_url {}", url.redacted()))?;
+    let store =
+        RedisClaimStore::connect_lazy(url.as_str(), RedisOptions::default()).map_err(|source| {
+            StartError::RedisClaims {
+                url: url.redacted(),
+                source,
+            }
+        })?;
     Ok(Some(Arc::new(store)))
 }
 
@@ -90,10 +249,15 @@ pub(crate) fn open_claims(config: &Config) -> anyhow::Result<Option<Arc<RedisCla
 ///
 /// # Errors
 /// When the URL is malformed.
-pub(crate) fn open_event_bus(config: &Config) -> anyhow::Result<Option<Arc<dyn EventBus>>> {
+pub(crate) fn open_event_bus(config: &Config) -> Result<Option<Arc<dyn EventBus>>, StartError> {
     if let Some(url) = &config.redis_url {
-        let bus = RedisEventBus::connect_lazy(url.as_str(), RedisBusOptions::default())
-            .with_context(|| format!("redis_url {}", url.redacted()))?;
+        let bus = RedisEventBus::connect_lazy(url.as_str(), RedisBusOptions::default()).map_err(
+            |source| StartError::EventBus {
+                key: "redis_url",
+                url: url.redacted(),
+                source,
+            },
+        )?;
         tracing::debug!(channel = bus.channel(), "event bus: redis pub/sub");
         return Ok(Some(Arc::new(bus)));
     }
@@ -107,8 +271,11 @@ pub(crate) fn open_event_bus(config: &Config) -> anyhow::Result<Option<Arc<dyn E
         options.channel = format!("{}_{}", options.channel, schema.as_str());
         options.channel.truncate(63);
     }
-    let bus = PgEventBus::connect_lazy(url, options)
-        .with_context(|| format!("database_url {}", config.database.redacted()))?;
+    let bus = PgEventBus::connect_lazy(url, options).map_err(|source| StartError::EventBus {
+        key: "database_url",
+        url: config.database.redacted(),
+        source,
+    })?;
     tracing::debug!(channel = bus.channel(), "event bus: postgres LISTEN/NOTIFY");
     Ok(Some(Arc::new(bus)))
 }
@@ -172,17 +339,23 @@ pub(crate) fn master_key(
     config: &Config,
     secrets: &Secrets,
     create: bool,
-) -> anyhow::Result<(MasterKey, MasterKeySource)> {
+) -> Result<(MasterKey, MasterKeySource), StartError> {
     if let Some(text) = &secrets.master_key {
-        let key = MasterKey::from_base64(text.expose()).context("SESSIOND_MASTER_KEY")?;
+        let key =
+            MasterKey::from_base64(text.expose()).map_err(|source| StartError::MasterKey {
+                origin: String::from("SESSIOND_MASTER_KEY"),
+                source,
+            })?;
         return Ok((key, MasterKeySource::Environment));
     }
     let path = master_key_path(config);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             warn_if_readable_by_others(&path);
-            let key = MasterKey::from_base64(&text)
-                .with_context(|| format!("master key file {}", path.display()))?;
+            let key = MasterKey::from_base64(&text).map_err(|source| StartError::MasterKey {
+                origin: format!("master key file {}", path.display()),
+                source,
+            })?;
             Ok((key, MasterKeySource::File(path)))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
@@ -190,18 +363,21 @@ pub(crate) fn master_key(
             write_private_file(&path, key.to_base64().expose().as_bytes())?;
             Ok((key, MasterKeySource::Created(path)))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "no master key: set SESSIOND_MASTER_KEY or run `sessiond serve` once to create {}",
-            path.display()
-        ),
-        Err(e) => Err(e).with_context(|| format!("cannot read master key file {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StartError::NoMasterKey { path }),
+        Err(source) => Err(StartError::MasterKeyFile {
+            action: "read",
+            path,
+            source,
+        }),
     }
 }
 
-fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), StartError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+            path: dir.to_owned(),
+            source,
+        })?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -212,11 +388,19 @@ fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     }
     let mut file = options
         .open(path)
-        .with_context(|| format!("cannot create master key file {}", path.display()))?;
+        .map_err(|source| StartError::MasterKeyFile {
+            action: "create",
+            path: path.to_owned(),
+            source,
+        })?;
     file.write_all(contents)
         .and_then(|()| file.write_all(b"\n"))
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write master key file {}", path.display()))
+        .map_err(|source| StartError::MasterKeyFile {
+            action: "write",
+            path: path.to_owned(),
+            source,
+        })
 }
 
 fn warn_if_readable_by_others(path: &Path) {
@@ -266,7 +450,7 @@ pub(crate) async fn build_service(
     master: MasterKey,
     clock: Arc<dyn Clock>,
     watch_external_writes: Option<SqliteStore>,
-) -> anyhow::Result<(SessionService, Option<ExternalWrites>)> {
+) -> Result<(SessionService, Option<ExternalWrites>), StartError> {
     let mut builder = SessionService::builder(backend, master)
         .config(service_config(config))
         .clock(clock);
@@ -283,14 +467,14 @@ pub(crate) async fn build_service(
         }
         (None, None) => {}
     }
-    let service = builder.start().await.context("signing keys")?;
+    let service = builder.start().await.map_err(StartError::SigningKeys)?;
     if let Some(secret) = &config.token_sessions.hs256_secret {
         let material = Secret::new(secret.expose().as_bytes().to_vec());
         service
             .keys()
             .adopt(KeyPurpose::Access, KeyAlgorithm::Hs256, &material)
             .await
-            .context("token_sessions.hs256_secret")?;
+            .map_err(StartError::Hs256Secret)?;
     }
     for (i, issuer) in config.issuers.iter().enumerate() {
         let JwksSource::File(path) = &issuer.jwks else {
@@ -302,7 +486,11 @@ pub(crate) async fn build_service(
         }
         let trusted =
             TrustedIssuer::from_jwks_file_with(&issuer.issuer, &issuer.audience, path, options)
-                .with_context(|| format!("issuers[{i}].jwks_file {}", path.display()))?
+                .map_err(|source| StartError::IssuerJwksFile {
+                    index: i,
+                    path: path.clone(),
+                    source,
+                })?
                 .with_leeway(config.token_sessions.leeway.0);
         service.set_trusted_issuer(trusted);
     }

@@ -49,7 +49,7 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 /// Starts a server with `options` on 127.0.0.1:0, its data in a fresh temporary directory, its
