@@ -16,6 +16,7 @@
 //!   (`dto`); `openapi`: the generated API description.
 //! - `app`: the router; `startup`: storage, master key, signing keys; `server`: [`Server`].
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod config;
 
