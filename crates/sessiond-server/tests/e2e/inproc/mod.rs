@@ -7,6 +7,7 @@
 mod api;
 mod auth;
 mod browser;
+mod cli;
 mod events;
 mod expiry;
 mod issuers;
@@ -149,7 +150,6 @@ impl TestApp {
     }
 
     /// Runs an admin command of the real binary against this server's database.
-    #[allow(dead_code)]
     pub async fn cli(&self, args: &[&str]) -> std::process::Output {
         cli_in(self.dir.path(), args, &[]).await
     }
