@@ -10,11 +10,12 @@
 //! - `cookies` (browser cookie attributes), `tls` (HTTPS, client certificates), `issuers`
 //!   (JWK Sets fetched from URLs), `hub` (the event fan-out behind the SSE streams),
 //!   `metrics` (Prometheus).
-//! - `state`: what handlers reach ([`AppState`](crate::state)); `extract`: the JSON extractor;
+//! - `state`: what handlers reach (`AppState`); `extract`: the JSON extractor;
 //!   `auth`: the API-key layer on `/v1`.
 //! - `routes`: handlers by audience (`api`, `browser`, `events`, `ops`) and the wire types
 //!   (`dto`); `openapi`: the generated API description.
-//! - `app`: the router; `startup`: storage, master key, signing keys; `server`: [`Server`].
+//! - `app`: the router; `startup`: storage, master key, signing keys ([`StartError`]);
+//!   `server`: [`Server`], which owns the listener and every background task.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
