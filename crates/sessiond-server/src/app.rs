@@ -1,60 +1,16 @@
-//! The application: shared state and the router.
-
-use sessiond::error::ErrorCode;
-use std::sync::Arc;
+//! The router: every route, the `/v1` API-key layer, metrics and the body limit.
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use sessiond::{Secret, SessionService};
+use sessiond::error::ErrorCode;
 
-use crate::config::Config;
-use crate::cookies::CookieSettings;
-use crate::metrics::Metrics;
 use crate::problem::ApiError;
 use crate::routes::{api, browser, events, ops};
+use crate::state::AppState;
 
 /// Request bodies above this are refused with 413.
-pub const BODY_LIMIT: usize = 64 * 1024;
-
-/// What every handler can reach. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// The session engine.
-    pub service: SessionService,
-    /// The configuration in force.
-    pub config: Arc<Config>,
-    /// Cookie names and attributes.
-    pub cookies: Arc<CookieSettings>,
-    /// Prometheus registry.
-    pub metrics: Arc<Metrics>,
-    /// `SESSIOND_API_KEY`, accepted as an API key.
-    pub bootstrap_api_key: Option<Arc<Secret<String>>>,
-    /// Issuers whose JWK Set is fetched from a URL.
-    pub remote_issuers: Option<crate::issuers::RemoteIssuers>,
-    /// The event fan-out behind the SSE streams.
-    pub events: crate::routes::events::EventHub,
-}
-
-impl AppState {
-    /// Assembles the state.
-    pub fn new(
-        service: SessionService,
-        config: Config,
-        bootstrap_api_key: Option<Secret<String>>,
-    ) -> Self {
-        let events = crate::routes::events::EventHub::new(&config.events);
-        AppState {
-            metrics: Arc::new(Metrics::new(service.clone(), events.clone())),
-            cookies: Arc::new(CookieSettings::new(&config)),
-            events,
-            config: Arc::new(config),
-            bootstrap_api_key: bootstrap_api_key.map(Arc::new),
-            remote_issuers: None,
-            service,
-        }
-    }
-}
+const BODY_LIMIT: usize = 64 * 1024;
 
 async fn not_found() -> ApiError {
     ApiError::NotFound(ErrorCode::NotFound)
@@ -64,8 +20,8 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The router with every route of DESIGN §6 (the event streams come with live enforcement).
-pub fn router(state: AppState) -> Router {
+/// The router with every route of docs/DESIGN.md §9.3 (the event streams come with live enforcement).
+pub(crate) fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/sessions", post(api::create_session))
         .route("/sessions/validate", post(api::validate))
@@ -77,7 +33,12 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{user_id}/sessions/revoke", post(api::revoke_user))
         .route("/claims", post(api::claim))
         .route("/sessions/{id}/events", get(events::session_events))
-        .route("/events", get(events::user_events));
+        .route("/events", get(events::user_events))
+        // `route_layer`: an unknown path stays 404 and a wrong method 405, as without a key.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_api_key,
+        ));
     Router::new()
         .nest("/v1", v1)
         .route("/auth/browser/refresh", post(browser::refresh))
@@ -86,11 +47,11 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+        .route("/openapi.json", get(crate::openapi::openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.metrics.clone(),
             crate::metrics::track,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

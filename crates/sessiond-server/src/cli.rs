@@ -1,4 +1,4 @@
-//! The command line (DESIGN §7).
+//! The command line (docs/DESIGN.md §10.1).
 
 use std::path::PathBuf;
 

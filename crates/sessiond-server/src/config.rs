@@ -12,6 +12,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+use sessiond::jose::foreign::RsaAlgorithm;
+use sessiond::keys::{KeyAlgorithm, KeyPolicy};
+use sessiond::session::{CookiePolicy, SessionPolicy};
+use sessiond::store::postgres::PgSchema;
+use sessiond::store::sqlite::SqliteOptions;
+use sessiond::token::TokenPolicy;
 use toml::{Table, Value};
 
 /// Environment variables with the `SESSIOND_` prefix that are not configuration keys.
@@ -49,6 +55,61 @@ pub enum ConfigError {
     },
 }
 
+/// The secrets of the environment, read once at start (`SESSIOND_MASTER_KEY`,
+/// `SESSIOND_API_KEY`); nothing else reads them. `Debug` redacts them.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct Secrets {
+    /// `SESSIOND_MASTER_KEY`: base64 of the 32-byte master key (else the key file).
+    pub master_key: Option<sessiond::Secret<String>>,
+    /// `SESSIOND_API_KEY`: a bootstrap API key for `/v1` (at least 32 characters).
+    pub api_key: Option<sessiond::Secret<String>>,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |s: &Option<sessiond::Secret<String>>| s.as_ref().map(|_| "[redacted]");
+        f.debug_struct("Secrets")
+            .field("master_key", &redact(&self.master_key))
+            .field("api_key", &redact(&self.api_key))
+            .finish()
+    }
+}
+
+impl Secrets {
+    /// These secrets with `key` as the master key (base64 of 32 bytes).
+    pub fn with_master_key(mut self, key: sessiond::Secret<String>) -> Self {
+        self.master_key = Some(key);
+        self
+    }
+
+    /// These secrets with `key` as the bootstrap API key.
+    pub fn with_api_key(mut self, key: sessiond::Secret<String>) -> Self {
+        self.api_key = Some(key);
+        self
+    }
+
+    /// Reads the secrets from the process environment.
+    pub fn from_env() -> Self {
+        let read = |name| std::env::var(name).ok().map(sessiond::Secret::new);
+        Secrets {
+            master_key: read("SESSIOND_MASTER_KEY"),
+            api_key: read("SESSIOND_API_KEY"),
+        }
+    }
+}
+
+/// Strips credentials from a URL for logging.
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let (head, tail) = (url.get(..scheme), url.get(at + 1..));
+            format!("{}://***@{}", head.unwrap_or(""), tail.unwrap_or(""))
+        }
+        _ => url.to_owned(),
+    }
+}
+
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_owned(),
@@ -81,26 +142,24 @@ fn secs(n: u64) -> Dur {
     Dur(Duration::from_secs(n))
 }
 
-/// The whole configuration (DESIGN §7). Every key is optional.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// The whole configuration (docs/DESIGN.md §10.2, defaults §10.3), parsed: every value is valid and every choice made
+/// (which database, which client-certificate mode, which origins), so nothing downstream
+/// re-checks or re-decides. Built by [`Config::load`]; every key is optional there.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Directory for the SQLite database and the master-key file.
     pub data_dir: PathBuf,
-    /// `sqlite://…` or `postgres://…`; default: SQLite in the data directory.
-    pub database_url: Option<String>,
-    /// PostgreSQL only: the schema to keep sessiond's tables in (created if missing; default
-    /// the connection's search path, normally `public`).
-    pub database_schema: Option<String>,
+    /// The database (`database_url`, `database_schema`; default: SQLite in the data directory).
+    pub database: Database,
     /// How long a request waits for a database connection (including opening one) before it is
-    /// answered 503 `unavailable` (default 5 s). During a database outage this is how long each
-    /// request takes to fail.
+    /// answered 503 `unavailable` (default: the store's, 5 s). During a database outage this is
+    /// how long each request takes to fail.
     pub database_acquire_timeout: Dur,
     /// Redis for one-time claims and cross-node events (optional).
-    pub redis_url: Option<String>,
+    pub redis_url: Option<RedisUrl>,
     /// Cookie-session lifetimes.
     pub cookie_sessions: CookieSessions,
     /// Token-session lifetimes and names.
@@ -121,14 +180,36 @@ pub struct Config {
     pub tls: Option<Tls>,
 }
 
-impl Default for Config {
+/// The configuration as written: what the layers deserialize into, before [`Config::parse`]
+/// makes the cross-key choices.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    database_url: Option<String>,
+    database_schema: Option<String>,
+    database_acquire_timeout: Dur,
+    redis_url: Option<RedisUrl>,
+    cookie_sessions: CookieSessions,
+    token_sessions: TokenSessions,
+    sessions: Sessions,
+    cookies: Cookies,
+    keys: Keys,
+    gc: Gc,
+    issuers: Vec<RawIssuer>,
+    events: Events,
+    tls: Option<RawTls>,
+}
+
+impl Default for RawConfig {
     fn default() -> Self {
-        Config {
+        RawConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./sessiond-data"),
             database_url: None,
             database_schema: None,
-            database_acquire_timeout: Dur(Duration::from_secs(5)),
+            database_acquire_timeout: Dur(SqliteOptions::default().acquire_timeout),
             redis_url: None,
             cookie_sessions: CookieSessions::default(),
             token_sessions: TokenSessions::default(),
@@ -139,6 +220,112 @@ impl Default for Config {
             issuers: Vec::new(),
             events: Events::default(),
             tls: None,
+        }
+    }
+}
+
+/// The database, chosen once at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Database {
+    /// SQLite (`sqlite:…`).
+    Sqlite {
+        /// The URL.
+        url: String,
+        /// The default database in the data directory: the directory is created first.
+        in_data_dir: bool,
+    },
+    /// PostgreSQL (`postgres://…` or `postgresql://…`).
+    Postgres {
+        /// The URL (may carry a password: log [`Database::redacted`]).
+        url: String,
+        /// The schema for sessiond's tables (default: the connection's search path).
+        schema: Option<PgSchema>,
+    },
+}
+
+impl Database {
+    fn parse(
+        url: Option<&str>,
+        schema: Option<&str>,
+        data_dir: &Path,
+    ) -> Result<Self, ConfigError> {
+        let schema = schema
+            .map(|s| {
+                PgSchema::new(s).map_err(|_| {
+                    invalid(
+                        "database_schema",
+                        "must match [a-z_][a-z0-9_]{0,62} and not start with pg_",
+                    )
+                })
+            })
+            .transpose()?;
+        match url {
+            None => Ok(Database::Sqlite {
+                url: format!("sqlite://{}", data_dir.join("sessiond.db").display()),
+                in_data_dir: true,
+            }),
+            Some(url) if url.starts_with("sqlite:") => Ok(Database::Sqlite {
+                url: url.to_owned(),
+                in_data_dir: false,
+            }),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Database::Postgres {
+                    url: url.to_owned(),
+                    schema,
+                })
+            }
+            Some(_) => Err(invalid(
+                "database_url",
+                "must start with sqlite:// or postgres://",
+            )),
+        }
+    }
+
+    /// The URL.
+    pub fn url(&self) -> &str {
+        match self {
+            Database::Sqlite { url, .. } | Database::Postgres { url, .. } => url,
+        }
+    }
+
+    /// The URL without credentials, for logs and messages.
+    pub fn redacted(&self) -> String {
+        redact_url(self.url())
+    }
+}
+
+/// A `redis://` or `rediss://` URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// The URL (may carry a password: log [`RedisUrl::redacted`]).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL without credentials.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl<'de> Deserialize<'de> for RedisUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let url = String::deserialize(d)?;
+        if url.starts_with("redis://") || url.starts_with("rediss://") {
+            Ok(RedisUrl(url))
+        } else {
+            Err(serde::de::Error::custom(
+                "must start with redis:// or rediss://",
+            ))
         }
     }
 }
@@ -157,11 +344,13 @@ pub struct CookieSessions {
 }
 
 impl Default for CookieSessions {
+    /// The library's [`CookiePolicy`] defaults.
     fn default() -> Self {
+        let p = CookiePolicy::default();
         CookieSessions {
-            idle_ttl: secs(3600),
-            absolute_ttl: secs(8 * 3600),
-            touch_interval: secs(60),
+            idle_ttl: Dur(p.idle_ttl),
+            absolute_ttl: Dur(p.absolute_ttl),
+            touch_interval: Dur(p.touch_interval),
         }
     }
 }
@@ -186,7 +375,7 @@ pub struct TokenSessions {
     pub access_alg: AccessAlg,
     /// With `access_alg = "HS256"`: a shared secret (at least 32 bytes) for resource servers
     /// that verify tokens themselves. Without it, sessiond generates the key.
-    pub hs256_secret: Option<ConfigSecret>,
+    pub hs256_secret: Option<Hs256Secret>,
     /// `iss` of our tokens.
     pub issuer: String,
     /// `aud` of access tokens.
@@ -196,35 +385,51 @@ pub struct TokenSessions {
 }
 
 impl Default for TokenSessions {
+    /// The library's [`TokenPolicy`] and [`KeyPolicy`] defaults.
     fn default() -> Self {
+        let p = TokenPolicy::default();
         TokenSessions {
-            access_ttl: secs(600),
-            refresh_idle_ttl: secs(14 * 86_400),
-            refresh_absolute_ttl: secs(30 * 86_400),
-            refresh_grace: secs(10),
-            refresh_lost_response_window: secs(3 * 86_400),
-            access_alg: AccessAlg::EdDsa,
+            access_ttl: Dur(p.access_ttl),
+            refresh_idle_ttl: Dur(p.refresh_idle_ttl),
+            refresh_absolute_ttl: Dur(p.refresh_absolute_ttl),
+            refresh_grace: Dur(p.refresh_grace),
+            refresh_lost_response_window: Dur(p.lost_response_window),
+            access_alg: AccessAlg::from_key_algorithm(KeyPolicy::default().access_algorithm),
             hs256_secret: None,
-            issuer: String::from("sessiond"),
-            audience: String::from("sessiond"),
-            leeway: secs(30),
+            issuer: p.issuer,
+            audience: p.access_audience,
+            leeway: Dur(p.leeway),
         }
     }
 }
 
-/// A secret configuration value: redacted in `Debug`.
+/// A shared HS256 secret of at least 32 bytes: redacted in `Debug`, never echoed in an error.
 #[derive(Clone)]
-pub struct ConfigSecret(pub sessiond::Secret<String>);
+pub struct Hs256Secret(sessiond::Secret<String>);
 
-impl fmt::Debug for ConfigSecret {
+impl Hs256Secret {
+    /// The secret's bytes (key material: never log them).
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+}
+
+impl fmt::Debug for Hs256Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
     }
 }
 
-impl<'de> Deserialize<'de> for ConfigSecret {
+impl<'de> Deserialize<'de> for Hs256Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(ConfigSecret(sessiond::Secret::new(String::deserialize(d)?)))
+        let secret = sessiond::Secret::new(String::deserialize(d)?);
+        let len = secret.expose().len();
+        if len < 32 {
+            return Err(serde::de::Error::custom(format!(
+                "must be at least 32 bytes, got {len}"
+            )));
+        }
+        Ok(Hs256Secret(secret))
     }
 }
 
@@ -240,8 +445,25 @@ pub enum AccessAlg {
     Hs256,
 }
 
+impl AccessAlg {
+    /// The library's algorithm.
+    pub fn key_algorithm(self) -> KeyAlgorithm {
+        match self {
+            AccessAlg::EdDsa => KeyAlgorithm::EdDsa,
+            AccessAlg::Hs256 => KeyAlgorithm::Hs256,
+        }
+    }
+
+    fn from_key_algorithm(alg: KeyAlgorithm) -> Self {
+        match alg {
+            KeyAlgorithm::Hs256 => AccessAlg::Hs256,
+            _ => AccessAlg::EdDsa,
+        }
+    }
+}
+
 /// `[sessions]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct Sessions {
@@ -256,6 +478,19 @@ pub struct Sessions {
     /// unless the peer is one of these: then it is the right-most address of `X-Forwarded-For`
     /// that is not.
     pub trusted_proxies: Vec<TrustedProxy>,
+}
+
+impl Default for Sessions {
+    /// The library's [`SessionPolicy`] defaults; no trusted proxies.
+    fn default() -> Self {
+        let p = SessionPolicy::default();
+        Sessions {
+            max_per_user: p.max_per_user,
+            bind_ip: p.bind_ip,
+            bind_user_agent: p.bind_user_agent,
+            trusted_proxies: Vec::new(),
+        }
+    }
 }
 
 /// One entry of `sessions.trusted_proxies`: an address (`10.0.0.1`) or a CIDR range
@@ -315,7 +550,7 @@ pub struct Cookies {
     /// `SameSite` of the session cookie (the refresh cookie is always `Strict`).
     pub same_site: SameSite,
     /// Origins accepted by `/auth/browser/*`.
-    pub allowed_origins: Vec<String>,
+    pub allowed_origins: Vec<Origin>,
 }
 
 impl Default for Cookies {
@@ -325,6 +560,82 @@ impl Default for Cookies {
             same_site: SameSite::Lax,
             allowed_origins: Vec::new(),
         }
+    }
+}
+
+/// A web origin, `scheme://host[:port]` with an `http` or `https` scheme: no path, query,
+/// fragment or user info. Scheme and host are kept in lowercase; two origins are equal when
+/// scheme, host and port are (an `Origin` header is parsed the same way and compared exactly).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    scheme: &'static str,
+    host: String,
+    port: Option<u16>,
+}
+
+impl Origin {
+    /// The origin as a browser writes it.
+    pub fn serialize(&self) -> String {
+        match self.port {
+            Some(port) => format!("{}://{}:{port}", self.scheme, self.host),
+            None => format!("{}://{}", self.scheme, self.host),
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.serialize())
+    }
+}
+
+impl std::str::FromStr for Origin {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const WANTED: &str =
+            "must be an origin like https://app.example (scheme and host, no path)";
+        let (scheme, rest) = s.split_once("://").ok_or(WANTED)?;
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "https" => "https",
+            "http" => "http",
+            _ => return Err(WANTED),
+        };
+        if rest.is_empty() || rest.contains(['/', '?', '#', '@', '\\']) {
+            return Err(WANTED);
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            // An IPv6 literal without a port: `[::1]`.
+            Some((_, tail)) if rest.starts_with('[') && tail.ends_with(']') => (rest, None),
+            Some((host, port)) => {
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0 && port.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or(WANTED)?;
+                (host, Some(port))
+            }
+            None => (rest, None),
+        };
+        let host_ok = !host.is_empty()
+            && host.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':')
+            });
+        if !host_ok {
+            return Err(WANTED);
+        }
+        Ok(Origin {
+            scheme,
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Origin {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -338,9 +649,10 @@ pub struct Keys {
 }
 
 impl Default for Keys {
+    /// The library's [`KeyPolicy`] defaults.
     fn default() -> Self {
         Keys {
-            retention: secs(24 * 3600),
+            retention: Dur(KeyPolicy::default().retention),
         }
     }
 }
@@ -386,42 +698,113 @@ impl Default for Events {
 }
 
 /// `[[issuers]]`: a trusted foreign issuer.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Issuer {
     /// Its `iss`.
     pub issuer: String,
     /// The `aud` its tokens must carry for us.
     pub audience: String,
-    /// Its JWK Set in a file (relative paths: to the config file's directory).
-    pub jwks_file: Option<PathBuf>,
-    /// Its JWK Set at a URL (fetched with a timeout, cached, refetched on an unknown `kid` at
-    /// most once per minute).
-    pub jwks_url: Option<String>,
-    /// `RS256` or `PS256` for RSA keys published without `alg`.
-    pub rsa_alg: Option<String>,
+    /// Where its JWK Set comes from.
+    pub jwks: JwksSource,
+    /// The algorithm of RSA keys published without `alg`.
+    pub rsa_alg: Option<RsaAlg>,
+}
+
+/// Where a trusted issuer's JWK Set comes from: exactly one of `jwks_file` and `jwks_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JwksSource {
+    /// A file (relative paths: to the config file's directory).
+    File(PathBuf),
+    /// An `http(s)` URL (fetched with a timeout, cached, refetched on an unknown `kid` at most
+    /// once per minute).
+    Url(String),
+}
+
+/// `rsa_alg` of an issuer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub enum RsaAlg {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    #[serde(rename = "RS256")]
+    Rs256,
+    /// RSASSA-PSS with SHA-256.
+    #[serde(rename = "PS256")]
+    Ps256,
+}
+
+impl RsaAlg {
+    /// The library's algorithm.
+    pub fn algorithm(self) -> RsaAlgorithm {
+        match self {
+            RsaAlg::Rs256 => RsaAlgorithm::Rs256,
+            RsaAlg::Ps256 => RsaAlgorithm::Ps256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    issuer: String,
+    audience: String,
+    jwks_file: Option<PathBuf>,
+    jwks_url: Option<String>,
+    rsa_alg: Option<RsaAlg>,
 }
 
 /// `[tls]`: serve HTTPS; with `client_ca_file`, verify client certificates (mTLS) and bound
 /// each connection by its certificate's `notAfter`. Relative paths: to the config file's
 /// directory.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Tls {
     /// The server's certificate chain (PEM, leaf first).
     pub cert_file: PathBuf,
     /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key_file: PathBuf,
-    /// CA certificates (PEM) that client certificates must chain to; absent: no client
-    /// certificates are asked for.
+    /// Whether and how client certificates are asked for.
+    pub client_certs: ClientCerts,
+}
+
+/// The client-certificate mode (`client_ca_file`, `require_client_cert`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientCerts {
+    /// None asked for (no `client_ca_file`).
+    None,
+    /// A client may connect without one; one it presents must chain to `ca_file`.
+    Optional {
+        /// CA certificates (PEM) that client certificates must chain to.
+        ca_file: PathBuf,
+    },
+    /// Every client must present one chaining to `ca_file` (`require_client_cert = true`).
+    Required {
+        /// CA certificates (PEM) that client certificates must chain to.
+        ca_file: PathBuf,
+    },
+}
+
+impl ClientCerts {
+    /// The CA file, when client certificates are verified.
+    pub fn ca_file(&self) -> Option<&Path> {
+        match self {
+            ClientCerts::None => None,
+            ClientCerts::Optional { ca_file } | ClientCerts::Required { ca_file } => Some(ca_file),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
     #[serde(default)]
-    pub client_ca_file: Option<PathBuf>,
-    /// Refuse the handshake without a client certificate (needs `client_ca_file`). When false,
-    /// a client may connect without one, but a certificate it presents is still verified.
+    client_ca_file: Option<PathBuf>,
     #[serde(default)]
-    pub require_client_cert: bool,
+    require_client_cert: bool,
 }
 
 /// Command-line overrides (the highest layer).
@@ -537,7 +920,7 @@ impl Config {
         }
         merge(&mut table, flags);
 
-        let mut config: Config =
+        let raw: RawConfig =
             serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
                 let key = e.path().to_string();
                 let key = if key == "." {
@@ -547,155 +930,126 @@ impl Config {
                 };
                 invalid(&key, e.into_inner().to_string())
             })?;
-        if let Some(dir) = file.and_then(Path::parent) {
-            if let Some(tls) = &mut config.tls {
-                for p in [&mut tls.cert_file, &mut tls.key_file] {
-                    if p.is_relative() {
-                        *p = dir.join(&*p);
-                    }
-                }
-                if let Some(p) = &mut tls.client_ca_file {
-                    if p.is_relative() {
-                        *p = dir.join(&*p);
-                    }
-                }
-            }
-            for issuer in &mut config.issuers {
-                if let Some(p) = &issuer.jwks_file {
-                    if p.is_relative() {
-                        issuer.jwks_file = Some(dir.join(p));
-                    }
-                }
-            }
-        }
-        config.validate()?;
-        Ok(config)
+        Config::parse(raw, file.and_then(Path::parent))
     }
 
-    /// The database URL in force: the configured one or SQLite in the data directory.
-    pub fn database_url(&self) -> String {
-        match &self.database_url {
-            Some(url) => url.clone(),
-            None => format!("sqlite://{}", self.data_dir.join("sessiond.db").display()),
-        }
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(tls) = &self.tls {
-            if tls.require_client_cert && tls.client_ca_file.is_none() {
-                return Err(invalid(
-                    "tls.require_client_cert",
-                    "needs tls.client_ca_file (the CA that client certificates must chain to)",
-                ));
-            }
-        }
-        if self.cookies.same_site == SameSite::None && !self.cookies.secure {
+    /// Makes the choices that span keys, refusing the combinations that make no sense;
+    /// relative paths become relative to `dir` (the config file's directory).
+    fn parse(raw: RawConfig, dir: Option<&Path>) -> Result<Config, ConfigError> {
+        let resolve = |p: PathBuf| match dir {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p,
+        };
+        let tls = raw
+            .tls
+            .map(|tls| {
+                let client_certs = match (tls.client_ca_file, tls.require_client_cert) {
+                    (None, false) => ClientCerts::None,
+                    (None, true) => return Err(invalid(
+                        "tls.require_client_cert",
+                        "needs tls.client_ca_file (the CA that client certificates must chain to)",
+                    )),
+                    (Some(ca), false) => ClientCerts::Optional {
+                        ca_file: resolve(ca),
+                    },
+                    (Some(ca), true) => ClientCerts::Required {
+                        ca_file: resolve(ca),
+                    },
+                };
+                Ok(Tls {
+                    cert_file: resolve(tls.cert_file),
+                    key_file: resolve(tls.key_file),
+                    client_certs,
+                })
+            })
+            .transpose()?;
+        if raw.cookies.same_site == SameSite::None && !raw.cookies.secure {
             return Err(invalid(
                 "cookies.same_site",
                 "\"None\" requires cookies.secure = true (browsers reject SameSite=None without Secure)",
             ));
         }
-        if let Some(secret) = &self.token_sessions.hs256_secret {
-            let len = secret.0.expose().len();
-            if len < 32 {
-                return Err(invalid(
-                    "token_sessions.hs256_secret",
-                    format!("must be at least 32 bytes, got {len}"),
-                ));
-            }
-            if self.token_sessions.access_alg != AccessAlg::Hs256 {
-                return Err(invalid(
-                    "token_sessions.hs256_secret",
-                    "only used with access_alg = \"HS256\"",
-                ));
-            }
+        if raw.token_sessions.hs256_secret.is_some()
+            && raw.token_sessions.access_alg != AccessAlg::Hs256
+        {
+            return Err(invalid(
+                "token_sessions.hs256_secret",
+                "only used with access_alg = \"HS256\"",
+            ));
         }
         let positive = [
-            ("cookie_sessions.idle_ttl", self.cookie_sessions.idle_ttl),
+            ("cookie_sessions.idle_ttl", raw.cookie_sessions.idle_ttl),
             (
                 "cookie_sessions.absolute_ttl",
-                self.cookie_sessions.absolute_ttl,
+                raw.cookie_sessions.absolute_ttl,
             ),
-            ("token_sessions.access_ttl", self.token_sessions.access_ttl),
+            ("token_sessions.access_ttl", raw.token_sessions.access_ttl),
             (
                 "token_sessions.refresh_idle_ttl",
-                self.token_sessions.refresh_idle_ttl,
+                raw.token_sessions.refresh_idle_ttl,
             ),
             (
                 "token_sessions.refresh_absolute_ttl",
-                self.token_sessions.refresh_absolute_ttl,
+                raw.token_sessions.refresh_absolute_ttl,
             ),
-            ("gc.interval", self.gc.interval),
-            ("database_acquire_timeout", self.database_acquire_timeout),
+            ("gc.interval", raw.gc.interval),
+            ("database_acquire_timeout", raw.database_acquire_timeout),
         ];
         for (key, d) in positive {
             if d.0.is_zero() {
                 return Err(invalid(key, "must be greater than zero"));
             }
         }
-        for (i, origin) in self.cookies.allowed_origins.iter().enumerate() {
-            let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
-                && !origin.ends_with('/')
-                && origin
-                    .split("://")
-                    .nth(1)
-                    .is_some_and(|h| !h.is_empty() && !h.contains('/'));
-            if !ok {
-                return Err(invalid(
-                    &format!("cookies.allowed_origins[{i}]"),
-                    "must be an origin like https://app.example (scheme and host, no path)",
-                ));
-            }
-        }
-        for (i, issuer) in self.issuers.iter().enumerate() {
-            let key = format!("issuers[{i}]");
-            if issuer.jwks_file.is_some() == issuer.jwks_url.is_some() {
-                return Err(invalid(&key, "give exactly one of jwks_file and jwks_url"));
-            }
-            if let Some(url) = &issuer.jwks_url {
-                if !url.starts_with("https://") && !url.starts_with("http://") {
-                    return Err(invalid(
-                        &format!("{key}.jwks_url"),
-                        "must be an http(s) URL",
-                    ));
-                }
-            }
-            if let Some(alg) = &issuer.rsa_alg {
-                if alg != "RS256" && alg != "PS256" {
-                    return Err(invalid(
-                        &format!("{key}.rsa_alg"),
-                        "must be \"RS256\" or \"PS256\"",
-                    ));
-                }
-            }
-        }
-        if let Some(schema) = &self.database_schema {
-            if sessiond::store::postgres::PgSchema::new(schema.clone()).is_err() {
-                return Err(invalid(
-                    "database_schema",
-                    "must match [a-z_][a-z0-9_]{0,62} and not start with pg_",
-                ));
-            }
-        }
-        if let Some(url) = &self.redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(invalid(
-                    "redis_url",
-                    "must start with redis:// or rediss://",
-                ));
-            }
-        }
-        let url = self.database_url();
-        if !(url.starts_with("sqlite:")
-            || url.starts_with("postgres://")
-            || url.starts_with("postgresql://"))
-        {
-            return Err(invalid(
-                "database_url",
-                "must start with sqlite:// or postgres://",
-            ));
-        }
-        Ok(())
+        let issuers = raw
+            .issuers
+            .into_iter()
+            .enumerate()
+            .map(|(i, issuer)| {
+                let key = format!("issuers[{i}]");
+                let jwks = match (issuer.jwks_file, issuer.jwks_url) {
+                    (Some(path), None) => JwksSource::File(resolve(path)),
+                    (None, Some(url))
+                        if url.starts_with("https://") || url.starts_with("http://") =>
+                    {
+                        JwksSource::Url(url)
+                    }
+                    (None, Some(_)) => {
+                        return Err(invalid(
+                            &format!("{key}.jwks_url"),
+                            "must be an http(s) URL",
+                        ))
+                    }
+                    _ => return Err(invalid(&key, "give exactly one of jwks_file and jwks_url")),
+                };
+                Ok(Issuer {
+                    issuer: issuer.issuer,
+                    audience: issuer.audience,
+                    jwks,
+                    rsa_alg: issuer.rsa_alg,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let database = Database::parse(
+            raw.database_url.as_deref(),
+            raw.database_schema.as_deref(),
+            &raw.data_dir,
+        )?;
+        Ok(Config {
+            listen: raw.listen,
+            data_dir: raw.data_dir,
+            database,
+            database_acquire_timeout: raw.database_acquire_timeout,
+            redis_url: raw.redis_url,
+            cookie_sessions: raw.cookie_sessions,
+            token_sessions: raw.token_sessions,
+            sessions: raw.sessions,
+            cookies: raw.cookies,
+            keys: raw.keys,
+            gc: raw.gc,
+            issuers,
+            events: raw.events,
+            tls,
+        })
     }
 }
 
@@ -721,8 +1075,12 @@ mod tests {
         let tls = c.tls.unwrap();
         assert_eq!(tls.cert_file, dir.path().join("s.pem"));
         assert_eq!(tls.key_file, PathBuf::from("/etc/k.pem"));
-        assert_eq!(tls.client_ca_file, Some(dir.path().join("ca.pem")));
-        assert!(!tls.require_client_cert);
+        assert_eq!(
+            tls.client_certs,
+            ClientCerts::Optional {
+                ca_file: dir.path().join("ca.pem")
+            }
+        );
         assert!(load("", &[]).unwrap().tls.is_none());
 
         let cases = [
@@ -750,7 +1108,13 @@ mod tests {
     fn defaults_match_the_design() {
         let c = Config::load_from(None, std::iter::empty(), &Overrides::default()).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.database_url(), "sqlite://./sessiond-data/sessiond.db");
+        assert_eq!(
+            c.database,
+            Database::Sqlite {
+                url: "sqlite://./sessiond-data/sessiond.db".into(),
+                in_data_dir: true
+            }
+        );
         assert_eq!(c.cookie_sessions.idle_ttl.0, Duration::from_secs(3600));
         assert_eq!(c.token_sessions.refresh_grace.0, Duration::from_secs(10));
         assert!(c.cookies.secure);
@@ -790,7 +1154,7 @@ mod tests {
         assert_eq!(c.sessions.max_per_user, 3);
         assert_eq!(
             c.cookies.allowed_origins,
-            vec!["https://app.example".to_string()]
+            vec!["https://app.example".parse::<Origin>().unwrap()]
         );
     }
 
@@ -873,5 +1237,195 @@ mod tests {
         assert_eq!(c.token_sessions.access_alg, AccessAlg::Hs256);
         let short = load("[token_sessions]\naccess_alg = \"HS256\"\nhs256_secret = \"abcdefghijklmnopqrstuvwxyz\"", &[]).unwrap_err();
         assert!(!short.to_string().contains("abcdefghijklmnop"));
+    }
+
+    #[test]
+    fn defaults_are_the_library_defaults() {
+        let c = load("", &[]).unwrap();
+        let service = crate::startup::service_config(&c);
+        let library = sessiond::ServiceConfig::default();
+        assert_eq!(service.cookie.idle_ttl, library.cookie.idle_ttl);
+        assert_eq!(service.cookie.absolute_ttl, library.cookie.absolute_ttl);
+        assert_eq!(service.cookie.touch_interval, library.cookie.touch_interval);
+        assert_eq!(service.tokens.access_ttl, library.tokens.access_ttl);
+        assert_eq!(
+            service.tokens.refresh_idle_ttl,
+            library.tokens.refresh_idle_ttl
+        );
+        assert_eq!(
+            service.tokens.refresh_absolute_ttl,
+            library.tokens.refresh_absolute_ttl
+        );
+        assert_eq!(service.tokens.refresh_grace, library.tokens.refresh_grace);
+        assert_eq!(
+            service.tokens.lost_response_window,
+            library.tokens.lost_response_window
+        );
+        assert_eq!(service.tokens.issuer, library.tokens.issuer);
+        assert_eq!(
+            service.tokens.access_audience,
+            library.tokens.access_audience
+        );
+        assert_eq!(service.tokens.leeway, library.tokens.leeway);
+        assert_eq!(service.keys.retention, library.keys.retention);
+        assert_eq!(service.keys.access_algorithm, library.keys.access_algorithm);
+        assert_eq!(service.sessions.max_per_user, library.sessions.max_per_user);
+        assert_eq!(service.sessions.bind_ip, library.sessions.bind_ip);
+        assert_eq!(
+            service.sessions.bind_user_agent,
+            library.sessions.bind_user_agent
+        );
+    }
+
+    #[test]
+    fn choices_are_made_once_at_load() {
+        let pg = load(
+            "database_url = \"postgresql://u:pw@db/x\"\ndatabase_schema = \"app\"",
+            &[],
+        )
+        .unwrap();
+        match &pg.database {
+            Database::Postgres { url, schema } => {
+                assert_eq!(url, "postgresql://u:pw@db/x");
+                assert_eq!(schema.as_ref().map(PgSchema::as_str), Some("app"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(pg.database.redacted(), "postgresql://***@db/x");
+        let file = load("database_url = \"sqlite:///tmp/x.db\"", &[]).unwrap();
+        assert_eq!(
+            file.database,
+            Database::Sqlite {
+                url: "sqlite:///tmp/x.db".into(),
+                in_data_dir: false
+            }
+        );
+        let tls = load(
+            "[tls]\ncert_file = \"/c\"\nkey_file = \"/k\"\nclient_ca_file = \"/ca\"\nrequire_client_cert = true",
+            &[],
+        )
+        .unwrap()
+        .tls
+        .unwrap();
+        assert_eq!(
+            tls.client_certs,
+            ClientCerts::Required {
+                ca_file: PathBuf::from("/ca")
+            }
+        );
+        let plain = load("[tls]\ncert_file = \"/c\"\nkey_file = \"/k\"", &[]).unwrap();
+        assert_eq!(plain.tls.unwrap().client_certs, ClientCerts::None);
+        let issuers = load(
+            "[[issuers]]\nissuer = \"a\"\naudience = \"b\"\njwks_url = \"https://idp.example/jwks\"\nrsa_alg = \"PS256\"\n\
+             [[issuers]]\nissuer = \"c\"\naudience = \"d\"\njwks_file = \"/j.json\"",
+            &[],
+        )
+        .unwrap()
+        .issuers;
+        assert_eq!(
+            issuers[0].jwks,
+            JwksSource::Url("https://idp.example/jwks".into())
+        );
+        assert_eq!(issuers[0].rsa_alg, Some(RsaAlg::Ps256));
+        assert_eq!(issuers[1].jwks, JwksSource::File(PathBuf::from("/j.json")));
+        assert_eq!(issuers[1].rsa_alg, None);
+        let redis = load("redis_url = \"rediss://:pw@cache:6380\"", &[]).unwrap();
+        let redis = redis.redis_url.unwrap();
+        assert_eq!(redis.as_str(), "rediss://:pw@cache:6380");
+        assert!(!format!("{redis:?}").contains("pw"));
+    }
+
+    #[test]
+    fn origins_parse_and_compare_exactly() {
+        let origin = |s: &str| s.parse::<Origin>();
+        for (text, canonical) in [
+            ("https://app.example", "https://app.example"),
+            ("http://localhost:3000", "http://localhost:3000"),
+            ("HTTPS://App.Example", "https://app.example"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("http://[::1]", "http://[::1]"),
+            ("http://[::1]:8080", "http://[::1]:8080"),
+        ] {
+            assert_eq!(
+                origin(text).map(|o| o.to_string()),
+                Ok(canonical.to_owned()),
+                "{text}"
+            );
+        }
+        for bad in [
+            "app.example",
+            "https://",
+            "https://app.example/",
+            "https://app.example/path",
+            "https://app.example?q",
+            "https://app.example#f",
+            "https://user@app.example",
+            "https://app.example:",
+            "https://app.example:0",
+            "https://app.example:65536",
+            "https://app.example:+80",
+            "ftp://app.example",
+            "null",
+            "https://app example",
+        ] {
+            assert!(origin(bad).is_err(), "{bad:?}");
+        }
+        // Exact: another scheme or port is another origin.
+        assert_ne!(origin("https://app.example"), origin("http://app.example"));
+        assert_ne!(
+            origin("https://app.example"),
+            origin("https://app.example:443")
+        );
+    }
+
+    #[test]
+    fn new_parse_errors_name_the_key() {
+        let cases: &[RefusalCase<'_>] = &[
+            (
+                "[cookies]\nallowed_origins = [\"https://a.example\", \"app.example\"]",
+                &[],
+                "cookies.allowed_origins[1]",
+            ),
+            (
+                "[cookies]\nallowed_origins = [\"https://a.example:99999\"]",
+                &[],
+                "cookies.allowed_origins[0]",
+            ),
+            (
+                "[[issuers]]\nissuer = \"x\"\naudience = \"y\"\njwks_url = \"https://i/j\"\nrsa_alg = \"RS384\"",
+                &[],
+                "issuers[0].rsa_alg",
+            ),
+            (
+                "[[issuers]]\nissuer = \"x\"\naudience = \"y\"\njwks_url = \"ftp://i/j\"",
+                &[],
+                "issuers[0].jwks_url",
+            ),
+            (
+                "[[issuers]]\nissuer = \"x\"\naudience = \"y\"\njwks_url = \"https://i/j\"\njwks_file = \"j\"",
+                &[],
+                "issuers[0]",
+            ),
+            ("redis_url = \"http://cache\"", &[], "redis_url"),
+            ("", &[("SESSIOND_REDIS_URL", "cache:6379")], "redis_url"),
+            (
+                "database_url = \"postgres://db/x\"\ndatabase_schema = \"pg_x\"",
+                &[],
+                "database_schema",
+            ),
+            (
+                "[token_sessions]\nhs256_secret = \"0123456789abcdef0123456789abcdef\"",
+                &[],
+                "token_sessions.hs256_secret",
+            ),
+        ];
+        for (text, env, key) in cases {
+            let err = load(text, env).unwrap_err();
+            match &err {
+                ConfigError::Invalid { key: k, .. } => assert_eq!(k, key, "{text:?}: {err}"),
+                other => panic!("{text:?}: {other:?}"),
+            }
+            assert!(!err.to_string().contains("0123456789abcdef"), "{err}");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! The browser cookies (DESIGN §6): names, attributes, and parsing.
+//! The browser cookies (docs/DESIGN.md §9.5): names, attributes, and parsing.
 
 use cookie::time::Duration as CookieDuration;
 use cookie::{Cookie, SameSite as CookieSameSite};
@@ -8,7 +8,7 @@ use crate::config::{Config, SameSite};
 
 /// Cookie names and attributes in force.
 #[derive(Debug, Clone)]
-pub struct CookieSettings {
+pub(crate) struct CookieSettings {
     /// `Secure` and the `__Host-` prefix.
     pub secure: bool,
     /// `SameSite` of the session and CSRF cookies.
@@ -24,7 +24,7 @@ pub struct CookieSettings {
 impl CookieSettings {
     /// From the configuration: `__Host-sessiond*` when secure, plain `sessiond*` for plain-http
     /// development.
-    pub fn new(config: &Config) -> Self {
+    pub(crate) fn new(config: &Config) -> Self {
         let prefix = if config.cookies.secure { "__Host-" } else { "" };
         CookieSettings {
             secure: config.cookies.secure,
@@ -62,25 +62,25 @@ impl CookieSettings {
     }
 
     /// `Set-Cookie` for the session cookie, living until `until`.
-    pub fn session_cookie(&self, value: &str, now: Timestamp, until: Timestamp) -> String {
+    pub(crate) fn session_cookie(&self, value: &str, now: Timestamp, until: Timestamp) -> String {
         let age = i64::try_from(until.duration_since(now).as_secs()).unwrap_or(i64::MAX);
         self.build(&self.session, value, true, self.same_site(), age)
     }
 
     /// `Set-Cookie` for the JS-readable CSRF cookie.
-    pub fn csrf_cookie(&self, value: &str, now: Timestamp, until: Timestamp) -> String {
+    pub(crate) fn csrf_cookie(&self, value: &str, now: Timestamp, until: Timestamp) -> String {
         let age = i64::try_from(until.duration_since(now).as_secs()).unwrap_or(i64::MAX);
         self.build(&self.csrf, value, false, self.same_site(), age)
     }
 
     /// `Set-Cookie` for the refresh cookie: always `HttpOnly` and `SameSite=Strict`.
-    pub fn refresh_cookie(&self, value: &str, now: Timestamp, until: Timestamp) -> String {
+    pub(crate) fn refresh_cookie(&self, value: &str, now: Timestamp, until: Timestamp) -> String {
         let age = i64::try_from(until.duration_since(now).as_secs()).unwrap_or(i64::MAX);
         self.build(&self.refresh, value, true, CookieSameSite::Strict, age)
     }
 
     /// `Set-Cookie` values that delete all three cookies.
-    pub fn clear_all(&self) -> [String; 3] {
+    pub(crate) fn clear_all(&self) -> [String; 3] {
         [
             self.build(&self.session, "", true, self.same_site(), 0),
             self.build(&self.refresh, "", true, CookieSameSite::Strict, 0),
@@ -95,7 +95,13 @@ mod tests {
 
     #[test]
     fn attributes_follow_the_design() {
-        let c = CookieSettings::new(&Config::default());
+        let config = Config::load_from(
+            None,
+            std::iter::empty(),
+            &crate::config::Overrides::default(),
+        )
+        .unwrap();
+        let c = CookieSettings::new(&config);
         let now = Timestamp::from_unix_seconds(1_000);
         let later = Timestamp::from_unix_seconds(4_600);
         let s = c.session_cookie("v1.x", now, later);

@@ -11,19 +11,19 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sessiond::jose::foreign::{JwksOptions, RsaAlgorithm, TrustedIssuer};
+use sessiond::jose::foreign::{JwksOptions, TrustedIssuer};
 use sessiond::SessionService;
 
-use crate::config::{Config, Issuer};
+use crate::config::{Config, Issuer, JwksSource};
 
 /// Timeout of one JWK Set request.
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Background refresh period.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(600);
+pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(600);
 /// The least time between two fetches of one issuer's set triggered by unknown `kid`s.
-pub const REFETCH_MIN_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const REFETCH_MIN_INTERVAL: Duration = Duration::from_secs(60);
 /// The largest JWK Set accepted.
-pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 struct Entry {
     config: Issuer,
@@ -42,7 +42,7 @@ struct Inner {
 
 /// The URL-backed issuers of one server.
 #[derive(Clone)]
-pub struct RemoteIssuers {
+pub(crate) struct RemoteIssuers {
     inner: Arc<Inner>,
 }
 
@@ -72,12 +72,18 @@ impl RemoteIssuers {
     ///
     /// # Errors
     /// When the HTTP client cannot be built (no TLS provider).
-    pub fn new(service: SessionService, config: &Config) -> anyhow::Result<Option<Self>> {
+    pub(crate) fn new(
+        service: SessionService,
+        config: &Config,
+    ) -> Result<Option<Self>, reqwest::Error> {
         let entries: HashMap<String, Entry> = config
             .issuers
             .iter()
             .filter_map(|i| {
-                let url = i.jwks_url.clone()?;
+                let JwksSource::Url(url) = &i.jwks else {
+                    return None;
+                };
+                let url = url.clone();
                 Some((
                     i.issuer.clone(),
                     Entry {
@@ -107,37 +113,39 @@ impl RemoteIssuers {
         }))
     }
 
-    /// Fetches every issuer's set once (failures are logged), then keeps them fresh in the
-    /// background.
-    pub async fn start(&self) {
+    /// Fetches every issuer's set once; a failure is logged (the issuer's tokens are refused
+    /// until a fetch succeeds), never fatal.
+    pub(crate) async fn fetch_all(&self) {
         for iss in self.inner.entries.keys() {
             self.fetch(iss).await;
         }
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
+    }
+
+    /// Keeps the sets fresh: every minute, fetches the sets not loaded yet, and every
+    /// [`REFRESH_EVERY`] all of them. Runs until dropped (a background task of the server).
+    pub(crate) async fn refresh_loop(self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        let mut since_refresh = Duration::ZERO;
+        loop {
             tick.tick().await;
-            let mut since_refresh = Duration::ZERO;
-            loop {
-                tick.tick().await;
-                since_refresh += Duration::from_secs(60);
-                let refresh_all = since_refresh >= REFRESH_EVERY;
-                if refresh_all {
-                    since_refresh = Duration::ZERO;
-                }
-                for (iss, entry) in &this.inner.entries {
-                    let loaded = entry.loaded.lock().map(|g| *g).unwrap_or(false);
-                    if refresh_all || !loaded {
-                        this.fetch(iss).await;
-                    }
+            since_refresh += Duration::from_secs(60);
+            let refresh_all = since_refresh >= REFRESH_EVERY;
+            if refresh_all {
+                since_refresh = Duration::ZERO;
+            }
+            for (iss, entry) in &self.inner.entries {
+                let loaded = entry.loaded.lock().map(|g| *g).unwrap_or(false);
+                if refresh_all || !loaded {
+                    self.fetch(iss).await;
                 }
             }
-        });
+        }
     }
 
     /// Refetches `iss`'s set if it is URL-backed and was not fetched within the last minute.
     /// Returns whether a fetch succeeded (so the caller may retry once).
-    pub async fn refetch_for_unknown_kid(&self, iss: &str) -> bool {
+    pub(crate) async fn refetch_for_unknown_kid(&self, iss: &str) -> bool {
         let Some(entry) = self.inner.entries.get(iss) else {
             return false;
         };
@@ -194,12 +202,8 @@ impl RemoteIssuers {
         }
         let text = String::from_utf8_lossy(&body);
         let mut options = JwksOptions::new();
-        if let Some(alg) = &entry.config.rsa_alg {
-            options = options.rsa_algorithm(if alg == "PS256" {
-                RsaAlgorithm::Ps256
-            } else {
-                RsaAlgorithm::Rs256
-            });
+        if let Some(alg) = entry.config.rsa_alg {
+            options = options.rsa_algorithm(alg.algorithm());
         }
         Ok(TrustedIssuer::from_jwks_json_with(
             &entry.config.issuer,
@@ -212,7 +216,7 @@ impl RemoteIssuers {
 }
 
 /// The `iss` of a token, read without verification (only to choose whose keys to refetch).
-pub fn unverified_issuer(token: &str) -> Option<String> {
+pub(crate) fn unverified_issuer(token: &str) -> Option<String> {
     let compact = sessiond::jose::parse_compact(token).ok()?;
     let claims: serde_json::Value = serde_json::from_slice(compact.payload()).ok()?;
     claims.get("iss")?.as_str().map(str::to_owned)

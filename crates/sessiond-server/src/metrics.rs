@@ -18,8 +18,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use sessiond::SessionService;
 
-use crate::app::AppState;
-use crate::routes::events::EventHub;
+use crate::hub::EventHub;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -34,7 +33,7 @@ struct RouteLabels {
 }
 
 /// The server's metrics registry.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
@@ -151,7 +150,7 @@ impl prometheus_client::collector::Collector for LibraryCollector {
 
 impl Metrics {
     /// A registry with the HTTP metrics, `service`'s counters and `events`' open streams.
-    pub fn new(service: SessionService, events: EventHub) -> Self {
+    pub(crate) fn new(service: SessionService, events: EventHub) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
@@ -177,7 +176,7 @@ impl Metrics {
     }
 
     /// The exposition text.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "cannot encode metrics");
@@ -188,7 +187,11 @@ impl Metrics {
 
 /// Middleware: counts and times every request by its route template (never the raw path, which
 /// may carry ids).
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn track(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -198,7 +201,6 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     let response = next.run(request).await;
     let elapsed = started.elapsed().as_secs_f64();
     let status = response.status().as_u16();
-    let metrics: &Arc<Metrics> = &state.metrics;
     metrics
         .requests
         .get_or_create(&RequestLabels {

@@ -1,6 +1,7 @@
 //! The OpenAPI document, assembled from the `#[utoipa::path]` annotations on the handlers and
 //! the `ToSchema` wire types: it cannot drift from the code.
 
+use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -28,7 +29,7 @@ impl Modify for ApiKeyAuth {
         api::rotate_csrf, api::user_sessions, api::revoke_user, api::claim,
         events::session_events, events::user_events,
         browser::refresh, browser::logout,
-        ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::jwks,
+        ops::healthz, ops::readyz, ops::metrics, openapi, ops::jwks,
     ),
     components(schemas(
         Problem, dto::SessionView, dto::KindParam, dto::CreateSessionRequest, dto::TokensView,
@@ -39,4 +40,10 @@ impl Modify for ApiKeyAuth {
     )),
     modifiers(&ApiKeyAuth)
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
+
+/// This API's OpenAPI document, generated from the handlers and wire types.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200)))]
+pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,5 +1,5 @@
 //! The one place errors become HTTP responses: `application/problem+json` (RFC 9457) with a
-//! machine-readable `code` (DESIGN §6). Expected failures (a bad credential) and unexpected ones
+//! machine-readable `code` (docs/DESIGN.md §9.2; codes and statuses §8.1). Expected failures (a bad credential) and unexpected ones
 //! (storage down) map to different statuses: an outage is a 503 `unavailable`, never a 401.
 
 use axum::http::{header, HeaderValue, StatusCode};
@@ -10,7 +10,7 @@ use sessiond::SessionError;
 
 /// The body of every error response.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// A URI naming the problem type: `urn:sessiond:problem:<code>`.
     #[serde(rename = "type")]
     pub kind: String,
@@ -24,7 +24,7 @@ pub struct Problem {
 
 /// An error a handler returns.
 #[derive(Debug)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// A library outcome with its wire code.
     Session(SessionError),
     /// 400 `invalid_request` with a reason (no input echoed).
@@ -50,7 +50,7 @@ impl From<SessionError> for ApiError {
 }
 
 /// Builds a problem response: status and title come with the code (`sessiond::ErrorCode`).
-pub fn problem(code: ErrorCode) -> Response {
+pub(crate) fn problem(code: ErrorCode) -> Response {
     let body = Problem {
         kind: format!("urn:sessiond:problem:{code}"),
         title: code.title().to_owned(),

@@ -4,28 +4,172 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context as _};
 use sessiond::events::postgres::{PgBusOptions, PgEventBus};
 use sessiond::events::redis::{RedisBusOptions, RedisEventBus};
-use sessiond::jose::foreign::{JwksOptions, RsaAlgorithm, TrustedIssuer};
+use sessiond::events::EventError;
+use sessiond::jose::foreign::JwksError;
+use sessiond::jose::foreign::{JwksOptions, TrustedIssuer};
 use sessiond::keys::{KeyAlgorithm, KeyPurpose};
-use sessiond::store::postgres::{PgOptions, PgSchema, PgStore};
+use sessiond::keys::{KeyError, MasterKeyError};
+use sessiond::store::postgres::{PgOptions, PgStore};
 use sessiond::store::redis::{RedisClaimStore, RedisOptions};
 use sessiond::store::sqlite::{SqliteOptions, SqliteStore};
 use sessiond::store::Backend;
+use sessiond::store::StoreError;
+use sessiond::{Clock, MasterKey, OsRandom, Secret, ServiceConfig, SessionService};
 use sessiond::{EventBus, InProcessBus};
-use sessiond::{MasterKey, OsRandom, Secret, ServiceConfig, SessionService};
 
-use crate::config::{AccessAlg, Config};
+use crate::config::{Config, Database, JwksSource, Secrets};
 
 /// How often `serve` on SQLite checks whether another process wrote to the file.
 const EXTERNAL_WRITE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Opens (and migrates) the backend named by the configuration's database URL.
+/// Opens (and migrates) the configured database: what `sessiond migrate` does.
+///
+/// # Errors
+/// [`StartError`] when the database cannot be opened or migrated.
+pub async fn migrate(config: &Config) -> Result<(), StartError> {
+    open_backend(config).await.map(drop)
+}
+
+/// The session service over the configured database, for one-shot admin work (no background
+/// task, the system clock, the master key from `secrets` or the key file, never created).
+///
+/// # Errors
+/// [`StartError`] when the database, the master key or the signing keys cannot be opened.
+pub async fn open_service(
+    config: &Config,
+    secrets: &Secrets,
+) -> Result<SessionService, StartError> {
+    let backend = open_backend(config).await?;
+    let (master, _) = master_key(config, secrets, false)?;
+    let (service, _) = build_service(
+        config,
+        backend,
+        master,
+        Arc::new(sessiond::SystemClock),
+        None,
+    )
+    .await?;
+    Ok(service)
+}
+
+/// Why the server or an admin command could not start. Messages name the file, key or
+/// database at fault (URLs without credentials), never a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A directory could not be created.
+    #[error("cannot create data directory {path}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database could not be opened or migrated.
+    #[error("cannot open {kind} database {url}")]
+    Database {
+        /// `SQLite` or `PostgreSQL`.
+        kind: &'static str,
+        /// The URL without credentials.
+        url: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// The Redis claim store refused its URL.
+    #[error("redis_url {url}")]
+    RedisClaims {
+        /// The URL without credentials.
+        url: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// An event bus refused its URL (`redis_url`, or `database_url` for PostgreSQL).
+    #[error("{key} {url}")]
+    EventBus {
+        /// The configuration key.
+        key: &'static str,
+        /// The URL without credentials.
+        url: String,
+        /// Why.
+        #[source]
+        source: EventError,
+    },
+    /// `SESSIOND_MASTER_KEY` or the master-key file does not hold base64 of 32 bytes.
+    #[error("{origin}")]
+    MasterKey {
+        /// `SESSIOND_MASTER_KEY` or `master key file <path>`.
+        origin: String,
+        /// Why.
+        #[source]
+        source: MasterKeyError,
+    },
+    /// There is no master key and none may be created (admin commands).
+    #[error("no master key: set SESSIOND_MASTER_KEY or run `sessiond serve` once to create {}", path.display())]
+    NoMasterKey {
+        /// Where the key file would be.
+        path: PathBuf,
+    },
+    /// The master-key file could not be read, created or written.
+    #[error("cannot {action} master key file {}", path.display())]
+    MasterKeyFile {
+        /// `read`, `create` or `write`.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An active key per purpose could not be ensured: the server must not start.
+    #[error("cannot ensure signing keys; refusing to start")]
+    SigningKeys(#[source] KeyError),
+    /// The signing keys could not be read.
+    #[error("cannot list signing keys")]
+    ListKeys(#[source] KeyError),
+    /// `token_sessions.hs256_secret` could not be adopted.
+    #[error("token_sessions.hs256_secret")]
+    Hs256Secret(#[source] KeyError),
+    /// A trusted issuer's JWK Set file was refused.
+    #[error("issuers[{index}].jwks_file {}", path.display())]
+    IssuerJwksFile {
+        /// The issuer's position in the configuration.
+        index: usize,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: JwksError,
+    },
+    /// The HTTP client for JWK Sets at URLs could not be built.
+    #[error("cannot build the JWK Set HTTP client")]
+    JwksClient(#[source] reqwest::Error),
+    /// `SESSIOND_API_KEY` is shorter than 32 characters.
+    #[error("SESSIOND_API_KEY must be at least 32 characters")]
+    BootstrapApiKey,
+    /// `[tls]` could not be loaded.
+    #[error(transparent)]
+    Tls(Box<dyn std::error::Error + Send + Sync>),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Opens (and migrates) the configured database.
 ///
 /// # Errors
 /// When the database cannot be opened or migrated.
-pub async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
+pub(crate) async fn open_backend(config: &Config) -> Result<Arc<dyn Backend>, StartError> {
     open_backend_and_sqlite(config).await.map(|(b, _)| b)
 }
 
@@ -34,38 +178,46 @@ pub async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
 ///
 /// # Errors
 /// As [`open_backend`].
-pub async fn open_backend_and_sqlite(
+pub(crate) async fn open_backend_and_sqlite(
     config: &Config,
-) -> anyhow::Result<(Arc<dyn Backend>, Option<SqliteStore>)> {
-    let url = config.database_url();
-    if url.starts_with("sqlite:") {
-        if config.database_url.is_none() {
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
-                format!("cannot create data directory {}", config.data_dir.display())
-            })?;
+) -> Result<(Arc<dyn Backend>, Option<SqliteStore>), StartError> {
+    match &config.database {
+        Database::Sqlite { url, in_data_dir } => {
+            if *in_data_dir {
+                std::fs::create_dir_all(&config.data_dir).map_err(|source| {
+                    StartError::DataDir {
+                        path: config.data_dir.clone(),
+                        source,
+                    }
+                })?;
+            }
+            let mut options = SqliteOptions::default();
+            options.acquire_timeout = config.database_acquire_timeout.0;
+            let store =
+                SqliteStore::open(url, options)
+                    .await
+                    .map_err(|source| StartError::Database {
+                        kind: "SQLite",
+                        url: url.clone(),
+                        source,
+                    })?;
+            Ok((Arc::new(store.clone()), Some(store)))
         }
-        let mut options = SqliteOptions::default();
-        options.acquire_timeout = config.database_acquire_timeout.0;
-        let store = SqliteStore::open(&url, options)
-            .await
-            .with_context(|| format!("cannot open SQLite database {url}"))?;
-        return Ok((Arc::new(store.clone()), Some(store)));
-    }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let mut options = PgOptions::default();
-        options.acquire_timeout = config.database_acquire_timeout.0;
-        if let Some(schema) = &config.database_schema {
-            options.schema = Some(PgSchema::new(schema.clone()).context("database_schema")?);
+        Database::Postgres { url, schema } => {
+            let mut options = PgOptions::default();
+            options.acquire_timeout = config.database_acquire_timeout.0;
+            options.schema = schema.clone();
+            let store =
+                PgStore::open(url, options)
+                    .await
+                    .map_err(|source| StartError::Database {
+                        kind: "PostgreSQL",
+                        url: config.database.redacted(),
+                        source,
+                    })?;
+            Ok((Arc::new(store), None))
         }
-        let store = PgStore::open(&url, options).await.with_context(|| {
-            format!(
-                "cannot open PostgreSQL database {}",
-                crate::redact_url(&url)
-            )
-        })?;
-        return Ok((Arc::new(store), None));
     }
-    bail!("database_url: must start with sqlite:// or postgres://")
 }
 
 /// The Redis claim store, when `redis_url` is set. Connected lazily: a node starts (and serves
@@ -73,12 +225,17 @@ pub async fn open_backend_and_sqlite(
 ///
 /// # Errors
 /// When the URL is malformed.
-pub fn open_claims(config: &Config) -> anyhow::Result<Option<Arc<RedisClaimStore>>> {
+pub(crate) fn open_claims(config: &Config) -> Result<Option<Arc<RedisClaimStore>>, StartError> {
     let Some(url) = &config.redis_url else {
         return Ok(None);
     };
-    let store = RedisClaimStore::connect_lazy(url, RedisOptions::default())
-        .with_context(|| format!("redis_url {}", crate::redact_url(url)))?;
+    let store =
+        RedisClaimStore::connect_lazy(url.as_str(), RedisOptions::default()).map_err(|source| {
+            StartError::RedisClaims {
+                url: url.redacted(),
+                source,
+            }
+        })?;
     Ok(Some(Arc::new(store)))
 }
 
@@ -92,27 +249,33 @@ pub fn open_claims(config: &Config) -> anyhow::Result<Option<Arc<RedisClaimStore
 ///
 /// # Errors
 /// When the URL is malformed.
-pub fn open_event_bus(config: &Config) -> anyhow::Result<Option<Arc<dyn EventBus>>> {
+pub(crate) fn open_event_bus(config: &Config) -> Result<Option<Arc<dyn EventBus>>, StartError> {
     if let Some(url) = &config.redis_url {
-        let bus = RedisEventBus::connect_lazy(url, RedisBusOptions::default())
-            .with_context(|| format!("redis_url {}", crate::redact_url(url)))?;
+        let bus = RedisEventBus::connect_lazy(url.as_str(), RedisBusOptions::default()).map_err(
+            |source| StartError::EventBus {
+                key: "redis_url",
+                url: url.redacted(),
+                source,
+            },
+        )?;
         tracing::debug!(channel = bus.channel(), "event bus: redis pub/sub");
         return Ok(Some(Arc::new(bus)));
     }
-    let url = config.database_url();
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+    let Database::Postgres { url, schema } = &config.database else {
         tracing::debug!("event bus: in-process (one node)");
         return Ok(None);
-    }
+    };
     let mut options = PgBusOptions::default();
-    if let Some(schema) = &config.database_schema {
+    if let Some(schema) = schema {
         // `PgSchema` admits ASCII names only, so any byte is a char boundary for the cut.
-        let schema = PgSchema::new(schema.clone()).context("database_schema")?;
         options.channel = format!("{}_{}", options.channel, schema.as_str());
         options.channel.truncate(63);
     }
-    let bus = PgEventBus::connect_lazy(&url, options)
-        .with_context(|| format!("database_url {}", crate::redact_url(&url)))?;
+    let bus = PgEventBus::connect_lazy(url, options).map_err(|source| StartError::EventBus {
+        key: "database_url",
+        url: config.database.redacted(),
+        source,
+    })?;
     tracing::debug!(channel = bus.channel(), "event bus: postgres LISTEN/NOTIFY");
     Ok(Some(Arc::new(bus)))
 }
@@ -121,28 +284,38 @@ pub fn open_event_bus(config: &Config) -> anyhow::Result<Option<Arc<dyn EventBus
 /// in-process bus cannot hear it: when the file's `data_version` (as the server's writer sees
 /// it) moves, tell every subscription it may have missed events, so watches and SSE streams
 /// re-read their sessions (a per-user stream sends `resync`).
-async fn watch_external_writes_task(store: SqliteStore, bus: InProcessBus) {
-    let mut last = store.external_commits().await.ok();
-    let mut tick = tokio::time::interval(EXTERNAL_WRITE_POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match store.external_commits().await {
-            Ok(now) => {
-                if last.is_some_and(|seen| seen != now) {
-                    tracing::debug!("another process wrote to the database; watchers re-read");
-                    bus.report_gap();
+#[derive(Debug)]
+pub(crate) struct ExternalWrites {
+    store: SqliteStore,
+    bus: InProcessBus,
+}
+
+impl ExternalWrites {
+    /// Polls every [`EXTERNAL_WRITE_POLL`] until dropped (a background task of the server).
+    pub(crate) async fn watch(self) {
+        let ExternalWrites { store, bus } = self;
+        let mut last = store.external_commits().await.ok();
+        let mut tick = tokio::time::interval(EXTERNAL_WRITE_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match store.external_commits().await {
+                Ok(now) => {
+                    if last.is_some_and(|seen| seen != now) {
+                        tracing::debug!("another process wrote to the database; watchers re-read");
+                        bus.report_gap();
+                    }
+                    last = Some(now);
                 }
-                last = Some(now);
+                Err(e) => tracing::debug!(error = %e, "cannot read the database's data_version"),
             }
-            Err(e) => tracing::debug!(error = %e, "cannot read the database's data_version"),
         }
     }
 }
 
 /// Where the master key came from, for the start-up log.
 #[derive(Debug)]
-pub enum MasterKeySource {
+pub(crate) enum MasterKeySource {
     /// `SESSIOND_MASTER_KEY`.
     Environment,
     /// An existing key file.
@@ -152,7 +325,7 @@ pub enum MasterKeySource {
 }
 
 /// The master-key file inside the data directory.
-pub fn master_key_path(config: &Config) -> PathBuf {
+pub(crate) fn master_key_path(config: &Config) -> PathBuf {
     config.data_dir.join("master.key")
 }
 
@@ -162,17 +335,27 @@ pub fn master_key_path(config: &Config) -> PathBuf {
 /// # Errors
 /// When the variable or the file does not hold base64 of 32 bytes, or the file cannot be
 /// read or written. Messages never contain key material.
-pub fn master_key(config: &Config, create: bool) -> anyhow::Result<(MasterKey, MasterKeySource)> {
-    if let Ok(text) = std::env::var("SESSIOND_MASTER_KEY") {
-        let key = MasterKey::from_base64(&text).context("SESSIOND_MASTER_KEY")?;
+pub(crate) fn master_key(
+    config: &Config,
+    secrets: &Secrets,
+    create: bool,
+) -> Result<(MasterKey, MasterKeySource), StartError> {
+    if let Some(text) = &secrets.master_key {
+        let key =
+            MasterKey::from_base64(text.expose()).map_err(|source| StartError::MasterKey {
+                origin: String::from("SESSIOND_MASTER_KEY"),
+                source,
+            })?;
         return Ok((key, MasterKeySource::Environment));
     }
     let path = master_key_path(config);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             warn_if_readable_by_others(&path);
-            let key = MasterKey::from_base64(&text)
-                .with_context(|| format!("master key file {}", path.display()))?;
+            let key = MasterKey::from_base64(&text).map_err(|source| StartError::MasterKey {
+                origin: format!("master key file {}", path.display()),
+                source,
+            })?;
             Ok((key, MasterKeySource::File(path)))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
@@ -180,18 +363,21 @@ pub fn master_key(config: &Config, create: bool) -> anyhow::Result<(MasterKey, M
             write_private_file(&path, key.to_base64().expose().as_bytes())?;
             Ok((key, MasterKeySource::Created(path)))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "no master key: set SESSIOND_MASTER_KEY or run `sessiond serve` once to create {}",
-            path.display()
-        ),
-        Err(e) => Err(e).with_context(|| format!("cannot read master key file {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StartError::NoMasterKey { path }),
+        Err(source) => Err(StartError::MasterKeyFile {
+            action: "read",
+            path,
+            source,
+        }),
     }
 }
 
-fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), StartError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+            path: dir.to_owned(),
+            source,
+        })?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -202,11 +388,19 @@ fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     }
     let mut file = options
         .open(path)
-        .with_context(|| format!("cannot create master key file {}", path.display()))?;
+        .map_err(|source| StartError::MasterKeyFile {
+            action: "create",
+            path: path.to_owned(),
+            source,
+        })?;
     file.write_all(contents)
         .and_then(|()| file.write_all(b"\n"))
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write master key file {}", path.display()))
+        .map_err(|source| StartError::MasterKeyFile {
+            action: "write",
+            path: path.to_owned(),
+            source,
+        })
 }
 
 fn warn_if_readable_by_others(path: &Path) {
@@ -222,7 +416,7 @@ fn warn_if_readable_by_others(path: &Path) {
 }
 
 /// The library's policies from the configuration.
-pub fn service_config(config: &Config) -> ServiceConfig {
+pub(crate) fn service_config(config: &Config) -> ServiceConfig {
     let mut s = ServiceConfig::default();
     s.cookie.idle_ttl = config.cookie_sessions.idle_ttl.0;
     s.cookie.absolute_ttl = config.cookie_sessions.absolute_ttl.0;
@@ -239,25 +433,28 @@ pub fn service_config(config: &Config) -> ServiceConfig {
     s.sessions.bind_ip = config.sessions.bind_ip;
     s.sessions.bind_user_agent = config.sessions.bind_user_agent;
     s.keys.retention = config.keys.retention.0;
-    s.keys.access_algorithm = match config.token_sessions.access_alg {
-        AccessAlg::Hs256 => KeyAlgorithm::Hs256,
-        AccessAlg::EdDsa => KeyAlgorithm::EdDsa,
-    };
+    s.keys.access_algorithm = config.token_sessions.access_alg.key_algorithm();
     s
 }
 
 /// Builds the service: ensures an active key per purpose (or fails: the server must not start),
-/// adopts a configured HS256 secret, loads trusted issuers from files.
+/// adopts a configured HS256 secret, loads trusted issuers from files. On SQLite with
+/// `watch_external_writes`, also returns the poller that notices writes by other processes
+/// (for the server to run).
 ///
 /// # Errors
 /// When keys cannot be ensured or an issuer's JWK Set cannot be loaded.
-pub async fn build_service(
+pub(crate) async fn build_service(
     config: &Config,
     backend: Arc<dyn Backend>,
     master: MasterKey,
+    clock: Arc<dyn Clock>,
     watch_external_writes: Option<SqliteStore>,
-) -> anyhow::Result<SessionService> {
-    let mut builder = SessionService::builder(backend, master).config(service_config(config));
+) -> Result<(SessionService, Option<ExternalWrites>), StartError> {
+    let mut builder = SessionService::builder(backend, master)
+        .config(service_config(config))
+        .clock(clock);
+    let mut external_writes = None;
     if let Some(claims) = open_claims(config)? {
         builder = builder.claim_store(claims);
     }
@@ -266,36 +463,36 @@ pub async fn build_service(
         (None, Some(store)) => {
             let bus = InProcessBus::default();
             builder = builder.event_bus(Arc::new(bus.clone()));
-            tokio::spawn(watch_external_writes_task(store, bus));
+            external_writes = Some(ExternalWrites { store, bus });
         }
         (None, None) => {}
     }
-    let service = builder.start().await.context("signing keys")?;
+    let service = builder.start().await.map_err(StartError::SigningKeys)?;
     if let Some(secret) = &config.token_sessions.hs256_secret {
-        let material = Secret::new(secret.0.expose().as_bytes().to_vec());
+        let material = Secret::new(secret.expose().as_bytes().to_vec());
         service
             .keys()
             .adopt(KeyPurpose::Access, KeyAlgorithm::Hs256, &material)
             .await
-            .context("token_sessions.hs256_secret")?;
+            .map_err(StartError::Hs256Secret)?;
     }
     for (i, issuer) in config.issuers.iter().enumerate() {
-        let Some(path) = &issuer.jwks_file else {
+        let JwksSource::File(path) = &issuer.jwks else {
             continue;
         };
         let mut options = JwksOptions::new();
-        if let Some(alg) = &issuer.rsa_alg {
-            options = options.rsa_algorithm(if alg == "PS256" {
-                RsaAlgorithm::Ps256
-            } else {
-                RsaAlgorithm::Rs256
-            });
+        if let Some(alg) = issuer.rsa_alg {
+            options = options.rsa_algorithm(alg.algorithm());
         }
         let trusted =
             TrustedIssuer::from_jwks_file_with(&issuer.issuer, &issuer.audience, path, options)
-                .with_context(|| format!("issuers[{i}].jwks_file {}", path.display()))?
+                .map_err(|source| StartError::IssuerJwksFile {
+                    index: i,
+                    path: path.clone(),
+                    source,
+                })?
                 .with_leeway(config.token_sessions.leeway.0);
         service.set_trusted_issuer(trusted);
     }
-    Ok(service)
+    Ok((service, external_writes))
 }

@@ -1,4 +1,4 @@
-//! HTTPS and client certificates (DESIGN §5, "mTLS").
+//! HTTPS and client certificates (docs/DESIGN.md §6.4).
 //!
 //! With `[tls]` configured, [`serve`] replaces `axum::serve`: a tokio-rustls accept loop that
 //! serves each connection with hyper's HTTP/1.1 server. With `client_ca_file`, rustls's
@@ -20,7 +20,7 @@
 //!   TCP connection close.
 //!
 //! The timer re-reads the service's clock at least every [`RECHECK`] instead of trusting one long
-//! sleep, so a wall-clock jump is noticed (DESIGN §2); the boundary is
+//! sleep, so a wall-clock jump is noticed (docs/DESIGN.md §2.2); the boundary is
 //! [`sessiond::clock::is_expired`].
 
 use std::future::Future;
@@ -44,7 +44,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
-use crate::config;
+use crate::config::{self, ClientCerts};
 
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,11 +52,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const RECHECK: Duration = Duration::from_secs(5);
 /// How long a connection whose client certificate expired may take to finish the response in
 /// flight (an SSE stream writing its terminal `expired` event) before it is dropped.
-pub const EXPIRY_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const EXPIRY_GRACE: Duration = Duration::from_secs(1);
 
 /// A verified client certificate on the request's connection: its chain's earliest `notAfter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientCertificate {
+pub(crate) struct ClientCertificate {
     /// The earliest `notAfter` of the presented chain; the connection closes then.
     pub not_after: Timestamp,
 }
@@ -64,7 +64,7 @@ pub struct ClientCertificate {
 /// `[tls]` that cannot be loaded. Messages name files, never their contents.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum TlsError {
+pub(crate) enum TlsError {
     /// A PEM file could not be read or parsed.
     #[error("tls.{key}: cannot read {path}")]
     Pem {
@@ -125,7 +125,7 @@ fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'st
 ///
 /// # Errors
 /// [`TlsError`] naming the file or key at fault.
-pub fn acceptor(tls: &config::Tls) -> Result<(TlsAcceptor, bool), TlsError> {
+pub(crate) fn acceptor(tls: &config::Tls) -> Result<(TlsAcceptor, bool), TlsError> {
     let chain = certificates("cert_file", &tls.cert_file)?;
     let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(|source| TlsError::Pem {
         key: "key_file",
@@ -133,20 +133,19 @@ pub fn acceptor(tls: &config::Tls) -> Result<(TlsAcceptor, bool), TlsError> {
         source,
     })?;
     let builder = rustls::ServerConfig::builder();
-    let builder = match &tls.client_ca_file {
+    let builder = match tls.client_certs.ca_file() {
         Some(path) => {
             let mut roots = RootCertStore::empty();
             for ca in certificates("client_ca_file", path)? {
                 roots.add(ca).map_err(|source| TlsError::TrustAnchor {
-                    path: path.clone(),
+                    path: path.to_owned(),
                     source,
                 })?;
             }
             let verifier = WebPkiClientVerifier::builder(Arc::new(roots));
-            let verifier = if tls.require_client_cert {
-                verifier
-            } else {
-                verifier.allow_unauthenticated()
+            let verifier = match tls.client_certs {
+                ClientCerts::Required { .. } => verifier,
+                _ => verifier.allow_unauthenticated(),
             };
             builder.with_client_cert_verifier(verifier.build().map_err(TlsError::Verifier)?)
         }
@@ -158,13 +157,13 @@ pub fn acceptor(tls: &config::Tls) -> Result<(TlsAcceptor, bool), TlsError> {
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok((
         TlsAcceptor::from(Arc::new(server)),
-        tls.client_ca_file.is_some(),
+        tls.client_certs.ca_file().is_some(),
     ))
 }
 
 /// Serves `router` over TLS until `shutdown` resolves, then stops accepting, asks every
 /// connection to finish its in-flight request, and waits for them.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     router: Router,
@@ -312,11 +311,17 @@ mod tests {
     }
 
     fn tls(dir: &Path, client_ca: bool) -> config::Tls {
+        let client_certs = if client_ca {
+            ClientCerts::Required {
+                ca_file: dir.join("ca.pem"),
+            }
+        } else {
+            ClientCerts::None
+        };
         config::Tls {
             cert_file: dir.join("cert.pem"),
             key_file: dir.join("key.pem"),
-            client_ca_file: client_ca.then(|| dir.join("ca.pem")),
-            require_client_cert: client_ca,
+            client_certs,
         }
     }
 

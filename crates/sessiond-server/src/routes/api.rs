@@ -1,4 +1,5 @@
-//! The server-to-server API under `/v1` (API key required).
+//! The server-to-server API under `/v1` (API key required: [`crate::auth`] is a layer on the
+//! whole `/v1` router, so these handlers only ever see authenticated requests).
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -14,9 +15,9 @@ use sessiond::{
 };
 
 use super::dto::*;
-use crate::app::AppState;
-use crate::extract::{ApiCaller, ApiJson};
+use crate::extract::ApiJson;
 use crate::problem::{ApiError, Problem};
+use crate::state::AppState;
 use crate::tls::ClientCertificate;
 
 fn optional_json<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
@@ -45,9 +46,8 @@ fn tenant(text: Option<&str>) -> Result<Option<Tenant>, ApiError> {
 #[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = CreateSessionRequest,
     responses((status = 201, body = CreateSessionResponse), (status = 400, body = Problem), (status = 401, body = Problem), (status = 503, body = Problem)),
     security(("api_key" = [])))]
-pub async fn create_session(
+pub(crate) async fn create_session(
     State(state): State<AppState>,
-    _caller: ApiCaller,
     ApiJson(req): ApiJson<CreateSessionRequest>,
 ) -> Result<Response, ApiError> {
     let mut new = NewSession::new(user_id(&req.user_id)?);
@@ -109,10 +109,9 @@ pub async fn create_session(
 #[utoipa::path(post, path = "/v1/sessions/validate", tag = "sessions", request_body = ValidateRequest,
     responses((status = 200, body = ValidateResponse), (status = 401, body = Problem), (status = 403, body = Problem), (status = 503, body = Problem)),
     security(("api_key" = [])))]
-pub async fn validate(
+pub(crate) async fn validate(
     State(state): State<AppState>,
     client_cert: Option<Extension<ClientCertificate>>,
-    _caller: ApiCaller,
     ApiJson(req): ApiJson<ValidateRequest>,
 ) -> Result<Json<ValidateResponse>, ApiError> {
     let ctx = RequestContext {
@@ -143,7 +142,7 @@ pub async fn validate(
         };
         state.service.validate_cookie(&value, &ctx).await?
     };
-    // DESIGN §4: the deadline is the earliest of every expiry, the mTLS client certificate's
+    // docs/DESIGN.md §5.4: the deadline is the earliest of every expiry, the mTLS client certificate's
     // `notAfter` included (the connection also closes then, see `tls`).
     let deadline = match client_cert {
         Some(Extension(cert)) => validated.deadline.min(cert.not_after),
@@ -160,9 +159,8 @@ pub async fn validate(
 #[utoipa::path(post, path = "/v1/tokens/refresh", tag = "tokens", request_body = RefreshRequest,
     responses((status = 200, body = RefreshResponse), (status = 401, body = Problem), (status = 503, body = Problem)),
     security(("api_key" = [])))]
-pub async fn refresh(
+pub(crate) async fn refresh(
     State(state): State<AppState>,
-    _caller: ApiCaller,
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> Result<Json<RefreshResponse>, ApiError> {
     let now = state.service.now();
@@ -184,9 +182,8 @@ pub async fn refresh(
 #[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "ses-…")),
     responses((status = 200, body = SessionResponse), (status = 404, body = Problem)),
     security(("api_key" = [])))]
-pub async fn get_session(
+pub(crate) async fn get_session(
     State(state): State<AppState>,
-    _caller: ApiCaller,
     Path(id): Path<String>,
 ) -> Result<Json<SessionResponse>, ApiError> {
     let id = session_id(&id)?;
@@ -205,9 +202,8 @@ pub async fn get_session(
     request_body(content = RevokeRequest, description = "optional"),
     responses((status = 204), (status = 404, body = Problem)),
     security(("api_key" = [])))]
-pub async fn revoke_session(
+pub(crate) async fn revoke_session(
     State(state): State<AppState>,
-    _caller: ApiCaller,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
@@ -228,9 +224,8 @@ pub async fn revoke_session(
 #[utoipa::path(post, path = "/v1/sessions/{id}/csrf", tag = "sessions", params(("id" = String, Path, description = "ses-…")),
     responses((status = 200, body = CsrfResponse), (status = 401, body = Problem), (status = 404, body = Problem)),
     security(("api_key" = [])))]
-pub async fn rotate_csrf(
+pub(crate) async fn rotate_csrf(
     State(state): State<AppState>,
-    _caller: ApiCaller,
     Path(id): Path<String>,
 ) -> Result<Json<CsrfResponse>, ApiError> {
     let id = session_id(&id)?;
@@ -254,9 +249,8 @@ pub async fn rotate_csrf(
 #[utoipa::path(get, path = "/v1/users/{user_id}/sessions", tag = "users", params(("user_id" = String, Path), TenantQuery),
     responses((status = 200, body = SessionsResponse)),
     security(("api_key" = [])))]
-pub async fn user_sessions(
+pub(crate) async fn user_sessions(
     State(state): State<AppState>,
-    _caller: ApiCaller,
     Path(user): Path<String>,
     Query(q): Query<TenantQuery>,
 ) -> Result<Json<SessionsResponse>, ApiError> {
@@ -273,9 +267,8 @@ pub async fn user_sessions(
     request_body(content = RevokeUserRequest, description = "optional"),
     responses((status = 200, body = RevokeUserResponse)),
     security(("api_key" = [])))]
-pub async fn revoke_user(
+pub(crate) async fn revoke_user(
     State(state): State<AppState>,
-    _caller: ApiCaller,
     Path(user): Path<String>,
     body: Bytes,
 ) -> Result<Json<RevokeUserResponse>, ApiError> {
@@ -305,9 +298,8 @@ pub async fn revoke_user(
 #[utoipa::path(post, path = "/v1/claims", tag = "claims", request_body = ClaimRequest,
     responses((status = 201, body = ClaimResponse), (status = 401, body = Problem), (status = 409, body = Problem), (status = 503, body = Problem)),
     security(("api_key" = [])))]
-pub async fn claim(
+pub(crate) async fn claim(
     State(state): State<AppState>,
-    _caller: ApiCaller,
     ApiJson(req): ApiJson<ClaimRequest>,
 ) -> Result<Response, ApiError> {
     let response = match req {

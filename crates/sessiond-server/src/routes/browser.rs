@@ -11,23 +11,18 @@ use axum::{Extension, Json};
 use sessiond::{RequestContext, SessionError};
 
 use super::dto::BrowserRefreshResponse;
-use crate::app::AppState;
-use crate::config::TrustedProxy;
+use crate::config::{Origin, TrustedProxy};
 use crate::problem::{ApiError, Problem};
+use crate::state::AppState;
 
-/// The request's `Origin` must be one of `cookies.allowed_origins`.
+/// The request's `Origin` must be one of `cookies.allowed_origins` (parsed like them, then
+/// compared exactly: scheme, host and port).
 fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
     headers
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|origin| {
-            state
-                .config
-                .cookies
-                .allowed_origins
-                .iter()
-                .any(|o| o == origin)
-        })
+        .and_then(|v| v.parse::<Origin>().ok())
+        .is_some_and(|origin| state.config.cookies.allowed_origins.contains(&origin))
 }
 
 fn refresh_cookie(state: &AppState, headers: &HeaderMap) -> Option<String> {
@@ -106,7 +101,7 @@ fn fail(e: SessionError) -> ApiError {
 /// in the cookie.
 #[utoipa::path(post, path = "/auth/browser/refresh", tag = "browser",
     responses((status = 200, body = BrowserRefreshResponse), (status = 401, body = Problem), (status = 503, body = Problem)))]
-pub async fn refresh(
+pub(crate) async fn refresh(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
@@ -147,7 +142,7 @@ pub async fn refresh(
 /// Log out: revoke the session of the refresh cookie, clear the cookies and site data.
 #[utoipa::path(post, path = "/auth/browser/logout", tag = "browser",
     responses((status = 204), (status = 401, body = Problem), (status = 503, body = Problem)))]
-pub async fn logout(
+pub(crate) async fn logout(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,

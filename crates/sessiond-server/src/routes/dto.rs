@@ -1,4 +1,4 @@
-//! Wire types of the HTTP API (DESIGN §6). They are what the server sends and accepts, and what
+//! Wire types of the HTTP API (docs/DESIGN.md §9.3). They are what the server sends and accepts, and what
 //! `/openapi.json` documents (derived from these definitions).
 
 use serde::{Deserialize, Serialize};
@@ -7,7 +7,7 @@ use sessiond::{Credential, Session, SessionKind, TokenPair};
 use utoipa::ToSchema;
 
 /// A session as the API shows it: never a secret or a hash. Times are RFC 3339 UTC.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SessionView {
     /// `ses-…`
     pub id: String,
@@ -59,7 +59,7 @@ impl From<&Session> for SessionView {
 }
 
 /// The credential shape to create.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KindParam {
     /// Signed cookie + CSRF token.
@@ -81,7 +81,7 @@ impl From<KindParam> for SessionKind {
 }
 
 /// `POST /v1/sessions`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSessionRequest {
     /// Whose session.
@@ -100,7 +100,7 @@ pub struct CreateSessionRequest {
 }
 
 /// A token pair as the API returns it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TokensView {
     /// The access JWT.
     pub access_token: String,
@@ -108,7 +108,7 @@ pub struct TokensView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
     /// Always `Bearer`.
-    pub token_type: &'static str,
+    pub token_type: String,
     /// Seconds until the access token expires.
     pub expires_in: i64,
     /// The access token's `exp`.
@@ -123,7 +123,7 @@ impl TokensView {
         TokensView {
             access_token: pair.access_token.expose().clone(),
             refresh_token: with_refresh.then(|| pair.refresh_token.expose().clone()),
-            token_type: "Bearer",
+            token_type: String::from("Bearer"),
             expires_in: pair.access_expires_at.unix_seconds() - now.unix_seconds(),
             access_expires_at: pair.access_expires_at.to_rfc3339(),
             refresh_expires_at: pair.refresh_expires_at.to_rfc3339(),
@@ -132,7 +132,7 @@ impl TokensView {
 }
 
 /// `201` of `POST /v1/sessions`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreateSessionResponse {
     /// The new session.
     pub session: SessionView,
@@ -151,7 +151,7 @@ pub struct CreateSessionResponse {
 }
 
 /// `POST /v1/sessions/validate`: exactly one of `cookie`, `cookie_header`, `access_token`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
     /// The session cookie's value.
@@ -172,11 +172,11 @@ pub struct ValidateRequest {
 }
 
 /// What was presented.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CredentialView {
     /// `cookie` or `access_token`.
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: String,
     /// The key that signed it.
     pub key_id: String,
     /// The token's `exp` (access tokens).
@@ -188,17 +188,17 @@ impl From<&Credential> for CredentialView {
     fn from(c: &Credential) -> Self {
         match c {
             Credential::Cookie { key_id } => CredentialView {
-                kind: "cookie",
+                kind: String::from("cookie"),
                 key_id: key_id.to_string(),
                 expires_at: None,
             },
             Credential::AccessToken { key_id, expires_at } => CredentialView {
-                kind: "access_token",
+                kind: String::from("access_token"),
                 key_id: key_id.to_string(),
                 expires_at: Some(expires_at.to_rfc3339()),
             },
             _ => CredentialView {
-                kind: "other",
+                kind: String::from("other"),
                 key_id: String::new(),
                 expires_at: None,
             },
@@ -207,7 +207,7 @@ impl From<&Credential> for CredentialView {
 }
 
 /// `200` of `POST /v1/sessions/validate`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ValidateResponse {
     /// The session.
     pub session: SessionView,
@@ -218,7 +218,7 @@ pub struct ValidateResponse {
 }
 
 /// `POST /v1/tokens/refresh`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     /// The refresh JWT.
@@ -233,7 +233,7 @@ pub struct RefreshRequest {
 }
 
 /// `200` of `POST /v1/tokens/refresh`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RefreshResponse {
     /// The session.
     pub session: SessionView,
@@ -242,7 +242,7 @@ pub struct RefreshResponse {
 }
 
 /// `POST /v1/sessions/{id}/revoke` (body optional).
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
     /// Reason code (`[a-z0-9_]{1,64}`, default `logout`).
@@ -250,7 +250,7 @@ pub struct RevokeRequest {
 }
 
 /// `200` of `POST /v1/sessions/{id}/csrf`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CsrfResponse {
     /// The new CSRF token.
     pub csrf_token: String,
@@ -259,14 +259,14 @@ pub struct CsrfResponse {
 }
 
 /// `200` of `GET /v1/sessions/{id}`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SessionResponse {
     /// The session.
     pub session: SessionView,
 }
 
 /// `200` of `GET /v1/users/{user_id}/sessions`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SessionsResponse {
     /// Active sessions, oldest first.
     pub sessions: Vec<SessionView>,
@@ -281,7 +281,7 @@ pub struct TenantQuery {
 }
 
 /// `POST /v1/users/{user_id}/sessions/revoke` (body optional).
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeUserRequest {
     /// Keep this session ("log out other devices").
@@ -291,14 +291,14 @@ pub struct RevokeUserRequest {
 }
 
 /// `200` of `POST /v1/users/{user_id}/sessions/revoke`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RevokeUserResponse {
     /// How many sessions were revoked.
     pub revoked: usize,
 }
 
 /// `POST /v1/claims`: a token, or an id with its expiry.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum ClaimRequest {
     /// A JWT from a trusted issuer (or one of our access tokens).
@@ -316,7 +316,7 @@ pub enum ClaimRequest {
 }
 
 /// `201` of `POST /v1/claims`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ClaimResponse {
     /// Always true.
     pub claimed: bool,
@@ -335,7 +335,7 @@ pub struct ClaimResponse {
 }
 
 /// `200` of `POST /auth/browser/refresh`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BrowserRefreshResponse {
     /// The new access JWT (keep it in memory only).
     pub access_token: String,

@@ -1,4 +1,4 @@
-//! Server-Sent Event streams (DESIGN §5, §6): `GET /v1/sessions/{id}/events` and
+//! Server-Sent Event streams (docs/DESIGN.md §6.3, §9.6): `GET /v1/sessions/{id}/events` and
 //! `GET /v1/events?user_id=&tenant=`.
 //!
 //! # Wire format
@@ -35,11 +35,8 @@
 //! the `Authorization` header differently does not open more.
 
 use sessiond::error::ErrorCode;
-use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -47,265 +44,30 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde::{Deserialize, Serialize};
-use sessiond::events::RecvError;
 use sessiond::{
     EndReason, EventKind, ExtraDeadline, SessionError, SessionEvent, SessionId, SessionService,
     Tenant, Timestamp, UserId,
 };
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-use crate::app::AppState;
-use crate::config::Events as EventsConfig;
-use crate::extract::ApiCaller;
+use crate::auth::ApiCaller;
+use crate::hub::{EventHub, Item};
 use crate::problem::{ApiError, Problem};
+use crate::state::AppState;
 use crate::tls::ClientCertificate;
 
-/// Buffer of the node-wide fan-out to live per-user streams.
-const FANOUT_CAPACITY: usize = 4096;
 /// Events a slow client may have queued before its stream stops reading the fan-out.
 const CLIENT_QUEUE: usize = 64;
 
-/// A bus event with its node-local sequence number.
-#[derive(Debug, Clone)]
-struct Stamped {
-    seq: u64,
-    event: Arc<SessionEvent>,
-}
-
-/// What the fan-out carries.
-#[derive(Debug, Clone)]
-enum Item {
-    Event(Stamped),
-    /// The node lagged behind the bus: events were lost for every stream.
-    Gap,
-}
-
-#[derive(Debug, Default)]
-struct Ring {
-    events: VecDeque<Stamped>,
-    /// Events with `seq <= floor` can no longer be replayed (evicted or lost in a lag).
-    floor: u64,
-}
-
-#[derive(Debug)]
-struct HubInner {
-    boot: u64,
-    next: AtomicU64,
-    started: AtomicBool,
-    capacity: usize,
-    max_per_key: u32,
-    ring: Mutex<Ring>,
-    fanout: broadcast::Sender<Item>,
-    /// Set by [`EventHub::shut_down`] (SIGTERM/Ctrl-C): streams end so the graceful shutdown is
-    /// not held open by them.
-    shutdown: watch::Sender<bool>,
-    /// Open streams per caller.
-    streams: Mutex<HashMap<ApiCaller, u32>>,
-}
-
-/// The node's event fan-out: one bus subscription feeding a bounded replay ring and every
-/// per-user stream, plus the per-key stream counts. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct EventHub {
-    inner: Arc<HubInner>,
-}
-
-/// One open stream of one API key; dropping it releases the slot.
-#[derive(Debug)]
-struct StreamSlot {
-    hub: EventHub,
-    key: ApiCaller,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut streams = self
-            .hub
-            .inner
-            .streams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = streams.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                streams.remove(&self.key);
-            }
-        }
-    }
-}
-
-/// The SSE `data` of DESIGN §6.
+/// The SSE `data` of docs/DESIGN.md §9.6.
 #[derive(Debug, Serialize)]
 struct EventData<'a> {
     session_id: &'a SessionId,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
     at: Timestamp,
-}
-
-impl EventHub {
-    /// A hub with the limits of `config`; it subscribes to the bus on first use.
-    pub fn new(config: &EventsConfig) -> Self {
-        let boot = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
-        EventHub {
-            inner: Arc::new(HubInner {
-                boot,
-                next: AtomicU64::new(1),
-                started: AtomicBool::new(false),
-                capacity: config.replay_buffer.max(1),
-                max_per_key: config.max_streams_per_key,
-                ring: Mutex::new(Ring::default()),
-                fanout,
-                shutdown: watch::Sender::new(false),
-                streams: Mutex::new(HashMap::new()),
-            }),
-        }
-    }
-
-    fn next_seq(&self) -> u64 {
-        self.inner.next.fetch_add(1, Ordering::Relaxed)
-    }
-
-    fn id(&self, seq: u64) -> String {
-        format!("{}-{seq}", self.inner.boot)
-    }
-
-    /// Starts the pump from the bus into the ring and the fan-out, once.
-    fn ensure_started(&self, service: &SessionService) {
-        if self.inner.started.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let hub = self.clone();
-        let mut subscription = service.events().subscribe();
-        tokio::spawn(async move {
-            loop {
-                match subscription.recv().await {
-                    Ok(event) => hub.record(event),
-                    Err(RecvError::Lagged { missed }) => {
-                        tracing::warn!(missed, "event streams lagged behind the event bus");
-                        hub.gap();
-                    }
-                    Err(_closed) => {
-                        tracing::warn!("event bus closed; event streams get no further events");
-                        let _ = hub.inner.fanout.send(Item::Gap);
-                        break;
-                    }
-                }
-            }
-        });
-    }
-
-    /// Stamps `event`, keeps it in the ring and fans it out.
-    fn record(&self, event: SessionEvent) {
-        let stamped = {
-            let mut ring = self.ring();
-            let stamped = Stamped {
-                seq: self.next_seq(),
-                event: Arc::new(event),
-            };
-            ring.events.push_back(stamped.clone());
-            while ring.events.len() > self.inner.capacity {
-                if let Some(old) = ring.events.pop_front() {
-                    ring.floor = old.seq;
-                }
-            }
-            stamped
-        };
-        let _ = self.inner.fanout.send(Item::Event(stamped));
-    }
-
-    /// Events were lost upstream: nothing before now can be replayed.
-    fn gap(&self) {
-        {
-            let mut ring = self.ring();
-            ring.events.clear();
-            ring.floor = self.next_seq();
-        }
-        let _ = self.inner.fanout.send(Item::Gap);
-    }
-
-    /// Ends every open stream: the server is shutting down, and a graceful shutdown must not
-    /// wait for streams that never end by themselves.
-    pub fn shut_down(&self) {
-        tracing::info!("closing event streams for shutdown");
-        self.inner.shutdown.send_replace(true);
-    }
-
-    /// Resolves when the server is shutting down.
-    async fn shutting_down(&self) {
-        let mut rx = self.inner.shutdown.subscribe();
-        let _ = rx.wait_for(|down| *down).await;
-    }
-
-    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
-        self.inner
-            .ring
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Streams open on this node, over every API key.
-    pub fn open_streams(&self) -> u64 {
-        self.inner
-            .streams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .map(|&n| u64::from(n))
-            .sum()
-    }
-
-    /// Takes a stream slot for `caller`'s API key.
-    fn acquire(&self, caller: ApiCaller) -> Result<StreamSlot, ApiError> {
-        let key = caller;
-        let mut streams = self
-            .inner
-            .streams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let open = streams.entry(key.clone()).or_insert(0);
-        if self.inner.max_per_key != 0 && *open >= self.inner.max_per_key {
-            return Err(ApiError::TooManyStreams);
-        }
-        *open += 1;
-        Ok(StreamSlot {
-            hub: self.clone(),
-            key,
-        })
-    }
-
-    /// The events after `last` (a `Last-Event-ID`) still in the ring, and the newest sequence
-    /// number seen; `None` when they cannot be replayed.
-    fn replay_after(&self, last: &str) -> (Option<Vec<Stamped>>, u64) {
-        let ring = self.ring();
-        let newest = ring.events.back().map_or(ring.floor, |s| s.seq);
-        let seq = last
-            .trim()
-            .split_once('-')
-            .filter(|(boot, _)| boot.parse::<u64>().ok() == Some(self.inner.boot))
-            .and_then(|(_, seq)| seq.parse::<u64>().ok());
-        let replay = match seq {
-            Some(seq) if seq >= ring.floor && seq <= newest => Some(
-                ring.events
-                    .iter()
-                    .filter(|s| s.seq > seq)
-                    .cloned()
-                    .collect(),
-            ),
-            _ => None,
-        };
-        (replay, newest)
-    }
-
-    fn newest(&self) -> u64 {
-        let ring = self.ring();
-        ring.events.back().map_or(ring.floor, |s| s.seq)
-    }
 }
 
 fn sse_event(id: String, kind: EventKind, event: &SessionEvent) -> Event {
@@ -386,18 +148,17 @@ fn terminal(
     responses((status = 200, content_type = "text/event-stream", description = "SSE: refreshed, then revoked or expired; closes after the terminal event"),
         (status = 401, body = Problem), (status = 404, body = Problem), (status = 429, body = Problem), (status = 503, body = Problem)),
     security(("api_key" = [])))]
-pub async fn session_events(
+pub(crate) async fn session_events(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    Extension(caller): Extension<ApiCaller>,
     client_cert: Option<Extension<ClientCertificate>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = SessionId::parse(&id).map_err(|_| ApiError::NotFound(ErrorCode::UnknownSession))?;
     let hub = state.events.clone();
-    let slot = hub.acquire(caller)?;
-    hub.ensure_started(&state.service);
+    let slot = hub.acquire(caller.key_id().cloned())?;
     // Subscribe to the fan-out before the watch reads the row: no `refreshed` is lost between.
-    let mut fanout = hub.inner.fanout.subscribe();
+    let mut fanout = hub.subscribe();
     // On an mTLS connection the certificate bounds the stream like it bounds validate's
     // deadline: `expired` (`certificate_expired`) is sent before the connection is closed.
     let extra = client_cert.map(|Extension(c)| ExtraDeadline::certificate(c.not_after));
@@ -455,7 +216,7 @@ pub async fn session_events(
 
 /// `?user_id=&tenant=` of the per-user stream.
 #[derive(Debug, Deserialize)]
-pub struct UserEventsQuery {
+pub(crate) struct UserEventsQuery {
     /// The user whose sessions to follow.
     pub user_id: Option<String>,
     /// Only this tenant (events of unknown tenant pass).
@@ -477,9 +238,9 @@ fn wanted(event: &SessionEvent, user: &UserId, tenant: Option<&Tenant>) -> bool 
     responses((status = 200, content_type = "text/event-stream", description = "SSE: revoked and refreshed events of the user; resync when a resume cannot be replayed"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 429, body = Problem)),
     security(("api_key" = [])))]
-pub async fn user_events(
+pub(crate) async fn user_events(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    Extension(caller): Extension<ApiCaller>,
     client_cert: Option<Extension<ClientCertificate>>,
     headers: HeaderMap,
     Query(query): Query<UserEventsQuery>,
@@ -503,9 +264,8 @@ pub async fn user_events(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let hub = state.events.clone();
-    let slot = hub.acquire(caller)?;
-    hub.ensure_started(&state.service);
-    let mut fanout = hub.inner.fanout.subscribe();
+    let slot = hub.acquire(caller.key_id().cloned())?;
+    let mut fanout = hub.subscribe();
     let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
     let service = state.service.clone();
     tokio::spawn(async move {
@@ -598,6 +358,8 @@ pub async fn user_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Events as EventsConfig;
+    use crate::hub::Stamped;
     use sessiond::{OsRandom, RevokeReason};
 
     fn hub(capacity: usize) -> EventHub {

@@ -1,8 +1,8 @@
 //! HTTP handlers, by audience: `api` (server to server, `/v1`), `browser` (`/auth/browser`),
 //! `events` (Server-Sent Event streams), `ops` (health, metrics, OpenAPI, JWKS); `dto` holds the wire types.
 
-pub mod api;
-pub mod browser;
+pub(crate) mod api;
+pub(crate) mod browser;
 pub mod dto;
-pub mod events;
-pub mod ops;
+pub(crate) mod events;
+pub(crate) mod ops;

@@ -1,4 +1,5 @@
-//! Operations endpoints: health, readiness, metrics, OpenAPI, JWKS.
+//! Operations endpoints: health, readiness, metrics, JWKS (the OpenAPI document is served by
+//! `openapi`, which describes these).
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
@@ -7,20 +8,19 @@ use axum::Json;
 use sessiond::error::ErrorCode;
 use sessiond::keys::KeyPurpose;
 use sessiond::SessionId;
-use utoipa::OpenApi as _;
 
-use crate::app::AppState;
 use crate::problem::problem;
+use crate::state::AppState;
 
 /// Liveness: the process serves requests.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200)))]
-pub async fn healthz() -> Json<serde_json::Value> {
+pub(crate) async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
 /// Readiness: the database answers and an active key exists for every purpose.
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200), (status = 503)))]
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     // A read of a session that cannot exist: a round trip to the database, nothing else.
     let probe = SessionId::parse("ses-AAAAAAAAAAAAAAAAAAAAAA").map_err(|_| ());
     let db_ok = match probe {
@@ -41,7 +41,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -50,15 +50,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     response
 }
 
-/// This API's OpenAPI document, generated from the handlers and wire types.
-#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200)))]
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(crate::openapi::ApiDoc::openapi())
-}
-
 /// The public keys of the active and retained access-token keys (JWK Set).
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "ops", responses((status = 200)))]
-pub async fn jwks(State(state): State<AppState>) -> Response {
+pub(crate) async fn jwks(State(state): State<AppState>) -> Response {
     let mut response = Json(state.service.jwks().await).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,

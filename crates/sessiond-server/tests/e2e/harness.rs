@@ -18,6 +18,30 @@ pub fn api_key() -> String {
     format!("test-api-key-{}-0123456789abcdefghij", std::process::id())
 }
 
+/// A running server the test helpers can reach, in process or not.
+pub trait Target {
+    /// `http://host:port`.
+    fn base(&self) -> &str;
+    /// The bootstrap API key.
+    fn api_key(&self) -> &str;
+    /// A client with the API key.
+    fn handle(&self) -> Handle;
+}
+
+impl Target for Server {
+    fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
+    fn handle(&self) -> Handle {
+        Server::handle(self)
+    }
+}
+
 pub struct Server {
     child: Option<Child>,
     pub base: String,
@@ -27,6 +51,7 @@ pub struct Server {
     client: reqwest::Client,
 }
 
+#[derive(Debug)]
 pub struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
@@ -212,24 +237,6 @@ impl Server {
 
     pub async fn get(&self, path: &str) -> Reply {
         self.request(Method::GET, path, None, &[], true).await
-    }
-
-    pub async fn raw(
-        &self,
-        method: Method,
-        path: &str,
-        body: Vec<u8>,
-        headers: &[(&str, &str)],
-    ) -> Reply {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.api_key)
-            .body(body);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        Reply::read(req.send().await.unwrap()).await
     }
 
     /// Runs an admin command of the same binary against this server's database.
@@ -552,6 +559,15 @@ impl Server {
 }
 
 impl Handle {
+    /// A client of the server at `base` (`http://host:port`) with `api_key`.
+    pub fn new(base: &str, api_key: &str, client: reqwest::Client) -> Handle {
+        Handle {
+            base: base.to_owned(),
+            api_key: api_key.to_owned(),
+            client,
+        }
+    }
+
     /// A request with the API key; a transport failure or a 20 s stall is a panic.
     pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
         self.send_with(method, path, body, &[], true).await

@@ -1,5 +1,6 @@
-//! End-to-end tests: the real `sessiond` binary on port 0 with a temporary SQLite database,
-//! driven over HTTP.
+//! End-to-end tests over HTTP: [`inproc`] runs the library's `Server` in this process (manual
+//! clock, temporary SQLite); the other modules start the real `sessiond` binary on port 0 for
+//! what needs a process (exit codes, signals, logs, TLS, outages, several nodes).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -8,8 +9,9 @@
 )]
 
 mod harness;
+mod inproc;
+mod sse;
 
-mod api;
 mod browser;
 mod cli;
 mod events;

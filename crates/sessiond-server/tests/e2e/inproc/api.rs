@@ -1,9 +1,9 @@
-//! Every `/v1` route over HTTP, plus the operations endpoints and error shapes.
+//! Every `/v1` route over HTTP, plus the operations endpoints and error shapes (in process).
 
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::{spawn, Options};
+use super::{spawn_app, Options};
 
 fn assert_cookie_attrs(set_cookie: &str, name: &str, http_only: bool, same_site: &str) {
     assert!(set_cookie.starts_with(&format!("{name}=")), "{set_cookie}");
@@ -23,7 +23,7 @@ fn assert_cookie_attrs(set_cookie: &str, name: &str, http_only: bool, same_site:
 
 #[tokio::test]
 async fn cookie_session_lifecycle_over_http() {
-    let s = spawn(Options::default()).await;
+    let s = spawn_app(Options::default()).await;
     let created = s.post("/v1/sessions", json!({"user_id": "alice", "kind": "cookie", "ip": "203.0.113.5", "claims": {"role": "admin"}})).await;
     assert_eq!(created.status, 201, "{}", created.text);
     let b = &created.body;
@@ -166,7 +166,7 @@ async fn cookie_session_lifecycle_over_http() {
 
 #[tokio::test]
 async fn revoke_all_but_current_over_http() {
-    let s = spawn(Options::default()).await;
+    let s = spawn_app(Options::default()).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         let c = s
@@ -212,7 +212,7 @@ async fn revoke_all_but_current_over_http() {
 
 #[tokio::test]
 async fn token_session_refresh_and_reuse_over_http() {
-    let s = spawn(Options {
+    let s = spawn_app(Options {
         config: "[token_sessions]\nrefresh_grace = \"0s\"\n".into(),
         ..Options::default()
     })
@@ -290,7 +290,7 @@ async fn token_session_refresh_and_reuse_over_http() {
 
 #[tokio::test]
 async fn claims_over_http() {
-    let s = spawn(Options::default()).await;
+    let s = spawn_app(Options::default()).await;
     let until = "2999-01-01T00:00:00Z";
     let r = s
         .post("/v1/claims", json!({"id": "enrol-7", "expires_at": until}))
@@ -335,7 +335,7 @@ async fn claims_over_http() {
 
 #[tokio::test]
 async fn errors_are_problem_json() {
-    let s = spawn(Options::default()).await;
+    let s = spawn_app(Options::default()).await;
     let json_ct = [("content-type", "application/json")];
     s.raw(
         Method::POST,
@@ -421,7 +421,7 @@ async fn errors_are_problem_json() {
 
 #[tokio::test]
 async fn operations_endpoints() {
-    let s = spawn(Options::default()).await;
+    let s = spawn_app(Options::default()).await;
     let h = s.request(Method::GET, "/healthz", None, &[], false).await;
     assert_eq!(h.status, 200);
     let r = s.request(Method::GET, "/readyz", None, &[], false).await;

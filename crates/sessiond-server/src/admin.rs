@@ -1,0 +1,167 @@
+//! The admin commands (`migrate`, `keys`, `sessions`, `api-keys`, `gc`): one-shot work on the
+//! same database as the server, also while it runs. Part of the binary: the library gives it
+//! [`sessiond_server::migrate`] and [`sessiond_server::open_service`].
+
+use anyhow::Context as _;
+use sessiond::keys::KeyPurpose;
+use sessiond::{RevokeReason, SessionId, Tenant, UserId};
+use sessiond_server::{Config, Secrets};
+
+use crate::cli::{ApiKeysAction, Command, KeysAction, Purpose, SessionsAction};
+
+/// Runs an admin command (every command but `serve`) against the configured database.
+pub async fn run(command: Command, config: Config, secrets: &Secrets) -> anyhow::Result<()> {
+    if let Command::Migrate = command {
+        sessiond_server::migrate(&config).await?;
+        println!("migrations applied to {}", config.database.redacted());
+        return Ok(());
+    }
+    let service = sessiond_server::open_service(&config, secrets).await?;
+    match command {
+        Command::Keys {
+            action: KeysAction::List,
+        } => {
+            println!(
+                "{:<28} {:<8} {:<6} {:<8} {:<26} verify_until",
+                "id", "purpose", "alg", "state", "created_at"
+            );
+            for k in service.keys().list().await? {
+                let state = if k.is_active() { "active" } else { "retired" };
+                let until = k
+                    .verify_until
+                    .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339());
+                println!(
+                    "{:<28} {:<8} {:<6} {:<8} {:<26} {until}",
+                    k.id.as_str(),
+                    k.purpose.as_str(),
+                    k.algorithm.as_str(),
+                    state,
+                    k.created_at.to_rfc3339()
+                );
+            }
+        }
+        Command::Keys {
+            action: KeysAction::Rotate { purpose },
+        } => {
+            let purposes: Vec<KeyPurpose> = match purpose {
+                Some(Purpose::Cookie) => vec![KeyPurpose::Cookie],
+                Some(Purpose::Access) => vec![KeyPurpose::Access],
+                Some(Purpose::Refresh) => vec![KeyPurpose::Refresh],
+                None => KeyPurpose::ALL.to_vec(),
+            };
+            for p in purposes {
+                let info = service.rotate_key(p).await?;
+                println!(
+                    "rotated {p} key: new active key {} ({}); the previous one verifies until {}",
+                    info.id,
+                    info.algorithm,
+                    service.now().saturating_add(config.keys.retention.0)
+                );
+            }
+        }
+        Command::Sessions {
+            action: SessionsAction::List { user, tenant },
+        } => {
+            let user = UserId::new(user).context("--user")?;
+            let tenant = tenant.map(Tenant::new).transpose().context("--tenant")?;
+            let sessions = service.user_sessions(&user, tenant.as_ref()).await?;
+            println!(
+                "{:<28} {:<8} {:<10} {:<26} {:<26} absolute_expires_at",
+                "id", "kind", "tenant", "created_at", "last_seen_at"
+            );
+            for s in &sessions {
+                println!(
+                    "{:<28} {:<8} {:<10} {:<26} {:<26} {}",
+                    s.id.as_str(),
+                    s.kind.as_str(),
+                    s.tenant.as_str(),
+                    s.created_at.to_rfc3339(),
+                    s.last_seen_at.to_rfc3339(),
+                    s.absolute_expires_at.to_rfc3339()
+                );
+            }
+            println!("{} active session(s)", sessions.len());
+        }
+        Command::Sessions {
+            action: SessionsAction::Revoke { id, reason },
+        } => {
+            let id = SessionId::parse(&id).context("session id (expected ses-…)")?;
+            let reason = RevokeReason::new(&reason).context("--reason")?;
+            let outcome = service.revoke(&id, &reason).await?;
+            println!("{id}: {outcome:?}");
+        }
+        Command::Sessions {
+            action:
+                SessionsAction::RevokeAll {
+                    user,
+                    except,
+                    tenant,
+                },
+        } => {
+            let user = UserId::new(user).context("--user")?;
+            let except = except
+                .map(|e| SessionId::parse(&e))
+                .transpose()
+                .context("--except (expected ses-…)")?;
+            let tenant = tenant.map(Tenant::new).transpose().context("--tenant")?;
+            let ids = service
+                .revoke_user(
+                    &user,
+                    tenant.as_ref(),
+                    except.as_ref(),
+                    &RevokeReason::revoked_all(),
+                )
+                .await?;
+            println!("revoked {} session(s)", ids.len());
+        }
+        Command::ApiKeys {
+            action: ApiKeysAction::Create { name },
+        } => {
+            let (info, key) = service.create_api_key(&name).await?;
+            println!("created API key {} ({})", info.id, info.name);
+            println!("{}", key.expose());
+            eprintln!("This is the only time the key is shown; sessiond stores only its hash.");
+        }
+        Command::ApiKeys {
+            action: ApiKeysAction::List,
+        } => {
+            println!(
+                "{:<28} {:<24} {:<26} revoked_at",
+                "id", "name", "created_at"
+            );
+            for k in service.api_keys().await? {
+                println!(
+                    "{:<28} {:<24} {:<26} {}",
+                    k.id.as_str(),
+                    k.name,
+                    k.created_at.to_rfc3339(),
+                    k.revoked_at
+                        .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339())
+                );
+            }
+        }
+        Command::ApiKeys {
+            action: ApiKeysAction::Revoke { id },
+        } => {
+            let id = sessiond::ApiKeyId::parse(&id).context("API key id (expected ak-…)")?;
+            let revoked = service.revoke_api_key(&id).await?;
+            println!(
+                "{id}: {}",
+                if revoked {
+                    "revoked"
+                } else {
+                    "not found or already revoked"
+                }
+            );
+        }
+        Command::Gc => {
+            let report = service.gc().await?;
+            println!(
+                "deleted {} expired session(s), {} claim(s), {} retired key(s)",
+                report.sessions, report.claims, report.keys
+            );
+        }
+        Command::Serve { .. } | Command::Migrate => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! The sessiond server as a library: [`Server`] (HTTP API, browser endpoints, JWKS, SSE, TLS)
+//! with one owned lifecycle, the configuration it is built from, and what the admin commands
+//! need ([`migrate`], [`open_service`]). The `sessiond` binary (`main.rs`, `cli.rs`, `admin.rs`)
+//! is the command line around it.
+//!
+//! # Layout
+//! Modules depend one way, from the leaves up:
+//! - [`config`]: layered configuration (file, environment, flags) parsed into types, and the
+//!   environment's [`Secrets`]; `problem`: errors as `application/problem+json`.
+//! - `cookies` (browser cookie attributes), `tls` (HTTPS, client certificates), `issuers`
+//!   (JWK Sets fetched from URLs), `hub` (the event fan-out behind the SSE streams),
+//!   `metrics` (Prometheus).
+//! - `state`: what handlers reach (`AppState`); `extract`: the JSON extractor;
+//!   `auth`: the API-key layer on `/v1`.
+//! - `routes`: handlers by audience (`api`, `browser`, `events`, `ops`) and the wire types
+//!   (`dto`); `openapi`: the generated API description.
+//! - `app`: the router; `startup`: storage, master key, signing keys ([`StartError`]);
+//!   `server`: [`Server`], which owns the listener and every background task.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod config;
+
+mod app;
+mod auth;
+mod cookies;
+mod extract;
+mod hub;
+mod issuers;
+mod metrics;
+mod openapi;
+mod problem;
+mod routes;
+mod server;
+mod startup;
+mod state;
+mod tls;
+
+pub use config::{Config, ConfigError, Overrides, Secrets};
+/// The wire types of the HTTP API (what `/openapi.json` describes).
+pub use routes::dto;
+pub use server::Server;
+pub use startup::{migrate, open_service, StartError};

@@ -1,0 +1,208 @@
+//! [`Server`]: the server with one owned lifecycle. Built from a parsed configuration, the
+//! environment's secrets and a clock, it owns the listener and every background task (garbage
+//! collection, the SQLite external-write poller, the JWK Set refresher, the event hub's pump);
+//! [`Server::run`] serves until its shutdown future resolves, then ends the event streams,
+//! drains in-flight requests and stops every background task.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use sessiond::{Clock, Secret, SessionService};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, Secrets};
+use crate::issuers::RemoteIssuers;
+use crate::startup::{self, MasterKeySource, StartError};
+use crate::state::AppState;
+
+/// A background task, not yet started.
+type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// A built server: storage open, keys ensured, listener bound, background tasks ready to start.
+pub struct Server {
+    listener: TcpListener,
+    addr: SocketAddr,
+    tls: Option<(TlsAcceptor, bool)>,
+    state: AppState,
+    tasks: Vec<Task>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .field("tls", &self.tls.is_some())
+            .field("tasks", &self.tasks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Opens (and migrates) the database, opens the master key, ensures the signing keys, loads
+    /// trusted issuers and binds `config.listen` (port 0 picks a free port). Nothing is served
+    /// and no background task runs until [`Server::run`].
+    ///
+    /// # Errors
+    /// [`StartError`]: storage, the master key, the signing keys, TLS or the listener cannot be
+    /// set up, or the bootstrap API key is shorter than 32 characters.
+    pub async fn build(
+        config: Config,
+        secrets: Secrets,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Server, StartError> {
+        tracing::info!(data_dir = %config.data_dir.display(), database = %config.database.redacted(), "sessiond starting");
+        let (backend, sqlite) = startup::open_backend_and_sqlite(&config).await?;
+        let (master, source) = startup::master_key(&config, &secrets, true)?;
+        match &source {
+            MasterKeySource::Environment => {
+                tracing::info!("master key from SESSIOND_MASTER_KEY")
+            }
+            MasterKeySource::File(p) => {
+                tracing::info!(path = %p.display(), "master key from file")
+            }
+            MasterKeySource::Created(p) => {
+                tracing::warn!(path = %p.display(), "created a new master key file (mode 0600); back it up: without it the signing keys cannot be opened")
+            }
+        }
+        let (service, external_writes) =
+            startup::build_service(&config, backend, master, clock, sqlite).await?;
+        for key in service.keys().list().await.map_err(StartError::ListKeys)? {
+            if key.is_active() {
+                tracing::info!(purpose = key.purpose.as_str(), key_id = %key.id, alg = key.algorithm.as_str(), "active signing key");
+            }
+        }
+        let bootstrap = match secrets.api_key {
+            Some(k) if k.expose().len() < 32 => {
+                return Err(StartError::BootstrapApiKey);
+            }
+            Some(k) => {
+                tracing::info!("SESSIOND_API_KEY accepted as a bootstrap API key");
+                Some(Secret::new(k.expose().clone()))
+            }
+            None => None,
+        };
+        if !config.cookies.secure {
+            tracing::warn!("cookies.secure = false: cookies lose Secure and the __Host- prefix; use only for plain-http development");
+        }
+        if config.cookies.allowed_origins.is_empty() {
+            tracing::info!("cookies.allowed_origins is empty: /auth/browser/* refuses every request until origins are configured");
+        }
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::acceptor)
+            .transpose()
+            .map_err(|e| StartError::Tls(Box::new(e)))?;
+        let listen = |source| StartError::Listen {
+            addr: config.listen,
+            source,
+        };
+        let listener = TcpListener::bind(config.listen).await.map_err(listen)?;
+        let addr = listener.local_addr().map_err(listen)?;
+        let mut tasks: Vec<Task> = Vec::new();
+        tasks.push(Box::pin(gc_loop(service.clone(), config.gc.interval.0)));
+        if let Some(poller) = external_writes {
+            tasks.push(Box::pin(poller.watch()));
+        }
+        let remote =
+            RemoteIssuers::new(service.clone(), &config).map_err(StartError::JwksClient)?;
+        if let Some(remote) = &remote {
+            remote.fetch_all().await;
+            tasks.push(Box::pin(remote.clone().refresh_loop()));
+        }
+        let state = AppState::new(service, Arc::new(config), bootstrap, remote);
+        tasks.push(Box::pin(state.events.pump(&state.service)));
+        Ok(Server {
+            listener,
+            addr,
+            tls,
+            state,
+            tasks,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every route, with its state: what [`Server::run`] serves.
+    pub fn router(&self) -> Router {
+        crate::app::router(self.state.clone())
+    }
+
+    /// Starts the background tasks and serves until `shutdown` resolves; then stops accepting,
+    /// ends the event streams, drains the requests in flight and stops the background tasks.
+    ///
+    /// # Errors
+    /// When the plain-HTTP server fails (an I/O error of the listener).
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let router = self.router();
+        let Server {
+            listener,
+            addr,
+            tls,
+            state,
+            tasks,
+        } = self;
+        let mut background = JoinSet::new();
+        for task in tasks {
+            background.spawn(task);
+        }
+        let events = state.events.clone();
+        // On shutdown: end the event streams too, or the drain would wait for them forever.
+        let shutdown = async move {
+            shutdown.await;
+            events.shut_down();
+        };
+        let served = match tls {
+            Some((acceptor, client_certs)) => {
+                tracing::info!(%addr, tls = true, client_certs, "listening on {addr}");
+                crate::tls::serve(listener, acceptor, router, state.service.clone(), shutdown)
+                    .await;
+                Ok(())
+            }
+            None => {
+                tracing::info!(%addr, "listening on {addr}");
+                // TCP_NODELAY: small responses and SSE events leave at once instead of waiting
+                // for Nagle's algorithm (measured: p99 revocation-to-close latency halves).
+                use axum::serve::ListenerExt as _;
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                    }
+                });
+                // The peer address feeds the browser routes' client IP (`sessions.bind_ip`).
+                let app = router.into_make_service_with_connect_info::<SocketAddr>();
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        };
+        background.shutdown().await;
+        tracing::info!("stopped");
+        served
+    }
+}
+
+/// Deletes expired rows every `every` (the first sweep one interval after start).
+async fn gc_loop(service: SessionService, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = service.gc().await {
+            tracing::warn!(error = %e, "garbage collection failed; retrying next interval");
+        }
+    }
+}

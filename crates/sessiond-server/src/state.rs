@@ -1,0 +1,51 @@
+//! What every handler can reach: [`AppState`].
+
+use std::sync::Arc;
+
+use sessiond::{Secret, SessionService};
+
+use crate::config::Config;
+use crate::cookies::CookieSettings;
+use crate::hub::EventHub;
+use crate::issuers::RemoteIssuers;
+use crate::metrics::Metrics;
+
+/// The state shared by every handler and middleware. Cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct AppState {
+    /// The session engine.
+    pub(crate) service: SessionService,
+    /// The configuration in force.
+    pub(crate) config: Arc<Config>,
+    /// Cookie names and attributes.
+    pub(crate) cookies: Arc<CookieSettings>,
+    /// Prometheus registry.
+    pub(crate) metrics: Arc<Metrics>,
+    /// `SESSIOND_API_KEY`, accepted as an API key.
+    pub(crate) bootstrap_api_key: Option<Arc<Secret<String>>>,
+    /// Issuers whose JWK Set is fetched from a URL.
+    pub(crate) remote_issuers: Option<RemoteIssuers>,
+    /// The event fan-out behind the SSE streams.
+    pub(crate) events: EventHub,
+}
+
+impl AppState {
+    /// Assembles the state.
+    pub(crate) fn new(
+        service: SessionService,
+        config: Arc<Config>,
+        bootstrap_api_key: Option<Secret<String>>,
+        remote_issuers: Option<RemoteIssuers>,
+    ) -> Self {
+        let events = EventHub::new(&config.events);
+        AppState {
+            metrics: Arc::new(Metrics::new(service.clone(), events.clone())),
+            cookies: Arc::new(CookieSettings::new(&config)),
+            events,
+            config,
+            bootstrap_api_key: bootstrap_api_key.map(Arc::new),
+            remote_issuers,
+            service,
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The browser hybrid over HTTP (in process): refresh cookie attributes, Origin checks, rotation
+//! with reuse detection, logout.
+
+use reqwest::Method;
+use serde_json::json;
+
+use super::{spawn_app, Options, TestApp};
+
+const ORIGIN: &str = "https://app.example";
+
+fn cookie_value(set_cookie: &str) -> String {
+    set_cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned()
+}
+
+async fn browser_server() -> TestApp {
+    spawn_app(Options {
+        config: format!("[cookies]\nallowed_origins = [\"{ORIGIN}\"]\n[token_sessions]\nrefresh_grace = \"0s\"\n"),
+        ..Options::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn browser_refresh_rotates_the_cookie_and_detects_reuse() {
+    let s = browser_server().await;
+    let created = s
+        .post("/v1/sessions", json!({"user_id": "fay", "kind": "browser"}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    assert!(
+        created.body["tokens"].get("refresh_token").is_none(),
+        "the refresh token never leaves the cookie"
+    );
+    assert!(created.body["tokens"]["access_token"].is_string());
+    let set = created.body["set_cookie"].as_array().unwrap();
+    assert_eq!(set.len(), 1);
+    let refresh_cookie = set[0].as_str().unwrap();
+    for attr in [
+        "__Host-sessiond-refresh=",
+        "; HttpOnly",
+        "; Secure",
+        "; Path=/",
+        "; SameSite=Strict",
+        "; Max-Age=",
+    ] {
+        assert!(
+            refresh_cookie.contains(attr),
+            "{refresh_cookie} lacks {attr}"
+        );
+    }
+    let first = cookie_value(refresh_cookie);
+    let id = created.body["session"]["id"].as_str().unwrap().to_owned();
+
+    let cookie = format!("__Host-sessiond-refresh={first}");
+    let ok = s
+        .request(
+            Method::POST,
+            "/auth/browser/refresh",
+            None,
+            &[("cookie", &cookie), ("origin", ORIGIN)],
+            false,
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert!(ok.body["access_token"].is_string() && ok.body["expires_at"].is_string());
+    assert!(ok.body.get("refresh_token").is_none());
+    assert_eq!(ok.headers.get("cache-control").unwrap(), "no-store");
+    let rotated = ok.set_cookies();
+    assert_eq!(rotated.len(), 1);
+    assert!(rotated[0].contains("SameSite=Strict") && rotated[0].contains("HttpOnly"));
+    let second = cookie_value(&rotated[0]);
+    assert_ne!(first, second);
+    let v = s
+        .post(
+            "/v1/sessions/validate",
+            json!({"access_token": ok.body["access_token"]}),
+        )
+        .await;
+    assert_eq!(v.status, 200, "{}", v.text);
+
+    // Uniform 401s: wrong origin, no origin, no cookie, garbage cookie.
+    let second_cookie = format!("__Host-sessiond-refresh={second}");
+    for headers in [
+        vec![
+            ("cookie", second_cookie.as_str()),
+            ("origin", "https://evil.example"),
+        ],
+        vec![("cookie", second_cookie.as_str())],
+        vec![("origin", ORIGIN)],
+        vec![
+            ("cookie", "__Host-sessiond-refresh=garbage"),
+            ("origin", ORIGIN),
+        ],
+    ] {
+        s.request(Method::POST, "/auth/browser/refresh", None, &headers, false)
+            .await
+            .assert_problem(401, "unauthorized");
+    }
+    // The first cookie again, after the (zero) grace window: theft, the session is revoked.
+    s.request(
+        Method::POST,
+        "/auth/browser/refresh",
+        None,
+        &[("cookie", &cookie), ("origin", ORIGIN)],
+        false,
+    )
+    .await
+    .assert_problem(401, "unauthorized");
+    let got = s.get(&format!("/v1/sessions/{id}")).await;
+    assert_eq!(
+        got.body["session"]["revoke_reason"], "refresh_token_reused",
+        "{}",
+        got.text
+    );
+    s.request(
+        Method::POST,
+        "/auth/browser/refresh",
+        None,
+        &[("cookie", &second_cookie), ("origin", ORIGIN)],
+        false,
+    )
+    .await
+    .assert_problem(401, "unauthorized");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn browser_logout_revokes_and_clears() {
+    let s = browser_server().await;
+    let created = s
+        .post("/v1/sessions", json!({"user_id": "gil", "kind": "browser"}))
+        .await;
+    let value = cookie_value(created.body["set_cookie"][0].as_str().unwrap());
+    let id = created.body["session"]["id"].as_str().unwrap().to_owned();
+    let cookie = format!("__Host-sessiond-refresh={value}");
+    s.request(
+        Method::POST,
+        "/auth/browser/logout",
+        None,
+        &[("cookie", &cookie), ("origin", "https://evil.example")],
+        false,
+    )
+    .await
+    .assert_problem(401, "unauthorized");
+    let out = s
+        .request(
+            Method::POST,
+            "/auth/browser/logout",
+            None,
+            &[("cookie", &cookie), ("origin", ORIGIN)],
+            false,
+        )
+        .await;
+    assert_eq!(out.status, 204, "{}", out.text);
+    assert_eq!(
+        out.headers.get("clear-site-data").unwrap(),
+        "\"cookies\", \"storage\""
+    );
+    let cleared = out.set_cookies();
+    assert_eq!(cleared.len(), 3);
+    for (c, name) in cleared.iter().zip([
+        "__Host-sessiond=",
+        "__Host-sessiond-refresh=",
+        "__Host-sessiond-csrf=",
+    ]) {
+        assert!(c.starts_with(name) && c.contains("Max-Age=0"), "{c}");
+    }
+    let got = s.get(&format!("/v1/sessions/{id}")).await;
+    assert_eq!(got.body["session"]["revoke_reason"], "logout");
+    s.request(
+        Method::POST,
+        "/auth/browser/refresh",
+        None,
+        &[("cookie", &cookie), ("origin", ORIGIN)],
+        false,
+    )
+    .await
+    .assert_problem(401, "unauthorized");
+    s.stop().await;
+}

@@ -1,0 +1,266 @@
+//! In-process tests: the [`Server`] of the library runs inside the test process on port 0, with
+//! a [`ManualClock`] and a temporary SQLite database, driven over real HTTP. Expiry and deadlines
+//! are reached by moving the clock ([`TestApp::advance`]), not by waiting on short lifetimes.
+//! What needs a process of its own (exit codes, signals, logs, TLS, outages, several nodes)
+//! stays in the process suite next to this module.
+
+mod api;
+mod auth;
+mod browser;
+mod cli;
+mod events;
+mod expiry;
+mod issuers;
+mod rotation;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use sessiond::{Clock as _, ManualClock, Secret, SystemClock};
+use sessiond_server::dto::{
+    CreateSessionRequest, CreateSessionResponse, KindParam, RefreshRequest, RefreshResponse,
+    ValidateRequest, ValidateResponse,
+};
+use sessiond_server::{Config, Overrides, Secrets, Server};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::harness::{api_key, cli_in, write_config, Handle, Reply, Target};
+
+/// How to start a [`TestApp`].
+#[derive(Default)]
+pub struct Options {
+    /// The configuration file's text.
+    pub config: String,
+    /// Configuration keys as `SESSIOND_*` environment variables (read by the loader only; the
+    /// process environment is not touched). `SESSIOND_MASTER_KEY` becomes the master key.
+    pub env: Vec<(String, String)>,
+}
+
+/// A server running in this process.
+pub struct TestApp {
+    pub base: String,
+    pub api_key: String,
+    /// The server's clock: it stands still until a test moves it.
+    pub clock: ManualClock,
+    pub dir: tempfile::TempDir,
+    client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Starts a server with `options` on 127.0.0.1:0, its data in a fresh temporary directory, its
+/// clock at the current time.
+pub async fn spawn_app(options: Options) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    spawn_app_in(dir, options).await
+}
+
+/// As [`spawn_app`], in `dir` (`sessiond.toml` and `data/` are written there).
+pub async fn spawn_app_in(dir: tempfile::TempDir, options: Options) -> TestApp {
+    // reqwest is built without a default TLS provider; the binary installs ring, so do tests.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let path = write_config(dir.path(), &options.config);
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".to_owned()),
+        data_dir: Some(dir.path().join("data")),
+        ..Overrides::default()
+    };
+    let config = Config::load_from(Some(&path), options.env.clone().into_iter(), &overrides)
+        .unwrap_or_else(|e| panic!("configuration refused: {e}"));
+    let key = api_key();
+    let mut secrets = Secrets::default().with_api_key(Secret::new(key.clone()));
+    if let Some((_, master)) = options.env.iter().find(|(k, _)| k == "SESSIOND_MASTER_KEY") {
+        secrets = secrets.with_master_key(Secret::new(master.clone()));
+    }
+    let clock = ManualClock::new(SystemClock.now());
+    let server = Server::build(config, secrets, Arc::new(clock.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("server did not start: {e:#}"));
+    let base = format!("http://{}", server.local_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base,
+        api_key: key,
+        clock,
+        dir,
+        client: reqwest::Client::new(),
+        shutdown: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    /// Moves the server's clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+        auth: bool,
+    ) -> Reply {
+        self.handle()
+            .send_with(method, path, body, headers, auth)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.request(Method::POST, path, Some(&body), &[], true)
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(Method::GET, path, None, &[], true).await
+    }
+
+    /// A request with a raw body and the API key.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.api_key)
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Reply::read(req.send().await.unwrap()).await
+    }
+
+    /// A cheap, cloneable client for concurrent requests.
+    pub fn handle(&self) -> Handle {
+        Handle::new(&self.base, &self.api_key, self.client.clone())
+    }
+
+    /// Runs an admin command of the real binary against this server's database.
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        cli_in(self.dir.path(), args, &[]).await
+    }
+
+    /// `method path` with a typed body and the API key: the typed response on success, the
+    /// whole reply (a problem) otherwise.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Req,
+    ) -> Result<Resp, Reply> {
+        let body = serde_json::to_value(body).unwrap();
+        let reply = self.request(method, path, Some(&body), &[], true).await;
+        if !reply.status.is_success() {
+            return Err(reply);
+        }
+        Ok(serde_json::from_value(reply.body.clone())
+            .unwrap_or_else(|e| panic!("{path}: not the wire type ({e}): {}", reply.text)))
+    }
+
+    /// `POST /v1/sessions` for `user` with `kind`, which must succeed.
+    pub async fn create_session(&self, user: &str, kind: KindParam) -> CreateSessionResponse {
+        let request = CreateSessionRequest {
+            user_id: user.to_owned(),
+            tenant: None,
+            kind,
+            ip: None,
+            user_agent: None,
+            claims: None,
+        };
+        self.call(Method::POST, "/v1/sessions", &request)
+            .await
+            .unwrap_or_else(|r| panic!("create failed: {}", r.text))
+    }
+
+    /// `POST /v1/sessions/validate` of an access token.
+    pub async fn validate_access_token(&self, token: &str) -> Result<ValidateResponse, Reply> {
+        let request = ValidateRequest {
+            cookie: None,
+            cookie_header: None,
+            access_token: Some(token.to_owned()),
+            csrf_token: None,
+            require_csrf: false,
+            ip: None,
+            user_agent: None,
+        };
+        self.call(Method::POST, "/v1/sessions/validate", &request)
+            .await
+    }
+
+    /// `POST /v1/sessions/validate` of a session cookie's value.
+    pub async fn validate_cookie(&self, cookie: &str) -> Result<ValidateResponse, Reply> {
+        let request = ValidateRequest {
+            cookie: Some(cookie.to_owned()),
+            cookie_header: None,
+            access_token: None,
+            csrf_token: None,
+            require_csrf: false,
+            ip: None,
+            user_agent: None,
+        };
+        self.call(Method::POST, "/v1/sessions/validate", &request)
+            .await
+    }
+
+    /// `POST /v1/tokens/refresh`.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<RefreshResponse, Reply> {
+        let request = RefreshRequest {
+            refresh_token: refresh_token.to_owned(),
+            ip: None,
+            user_agent: None,
+        };
+        self.call(Method::POST, "/v1/tokens/refresh", &request)
+            .await
+    }
+
+    /// Shuts the server down as SIGTERM does (stop accepting, end the event streams, drain) and
+    /// waits for it to finish cleanly.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("server did not stop")
+                .expect("server task panicked")
+                .expect("server failed");
+        }
+    }
+}
+
+impl Target for TestApp {
+    fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
+    fn handle(&self) -> Handle {
+        TestApp::handle(self)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+    }
+}
