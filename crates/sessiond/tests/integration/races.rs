@@ -41,7 +41,10 @@ async fn no_validation_succeeds_after_revoke_returns() {
         );
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            for _ in 0..ROUNDS {
+            // At least ROUNDS validations, and on until this task has begun one after the revoke
+            // returned (bounded), so both sides of the race are exercised however the scheduler
+            // and a loaded machine interleave the tasks with the revoke.
+            for round in 0..ROUNDS * 1000 {
                 let began_after_revoke = revoked.load(Ordering::SeqCst);
                 started.fetch_add(1, Ordering::SeqCst);
                 let result = service
@@ -54,6 +57,9 @@ async fn no_validation_succeeds_after_revoke_returns() {
                     assert_eq!(err.code(), "session_revoked");
                 } else if result.is_ok() {
                     ok_before.fetch_add(1, Ordering::SeqCst);
+                }
+                if began_after_revoke && round + 1 >= ROUNDS {
+                    break;
                 }
                 tokio::task::yield_now().await;
             }
