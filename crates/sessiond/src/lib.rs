@@ -24,7 +24,8 @@
 //! - [`audit`] and [`metrics`]: the audit trail and counters.
 //! - [`store`]: the storage traits and backends: [`store::sqlite`] (the embedded default),
 //!   `store::postgres` (several nodes, feature `postgres`) and `store::redis` (one-time claims,
-//!   feature `redis`).
+//!   feature `redis`); the two SQL backends share one row layer and one trait implementation
+//!   and differ in SQL text.
 //! - [`error`]: [`SessionError`] with its wire codes.
 //!
 //! # Example

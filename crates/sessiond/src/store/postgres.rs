@@ -34,25 +34,20 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use sqlx::migrate::MigrateError;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use super::rows::{
-    self, api_key_columns, api_key_from_row, audit_columns, audit_from_row, generation,
-    key_columns, key_from_row, millis, owner_columns, owner_from_row, session_columns,
-    session_from_row, Bind, Columns, SessionParams,
+    self, api_key_columns, audit_columns, key_columns, millis, owner_columns, owner_from_row,
+    session_columns, Bind, Columns, SessionParams,
 };
-use super::{
-    ApiKeyRecord, ApiKeyStore, AuditStore, ClaimOutcome, ClaimStore, KeyStore, RefreshRotation,
-    Revocation, SessionOwner, SessionStore, StoreError,
-};
-use crate::audit::{AuditQuery, AuditRecord};
+use super::sql::{sql_store, Statements};
+use super::{Revocation, SessionOwner, StoreError};
 use crate::clock::Timestamp;
-use crate::id::{ApiKeyId, SessionId, Tenant, UserId};
-use crate::keys::{KeyPurpose, KeyRecord};
-use crate::session::{RefreshStep, RevokeReason, Session, SessionRecord};
+use crate::id::SessionId;
+use crate::keys::KeyPurpose;
+use crate::session::{RevokeReason, SessionRecord};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -345,9 +340,126 @@ fn lock_key(schema: Option<&PgSchema>, parts: &[&str]) -> i64 {
         .map_or(0, |b| i64::from_be_bytes(*b))
 }
 
-#[async_trait]
-impl SessionStore for PgStore {
-    async fn create_session(
+/// PostgreSQL's statements: `$N` parameters, `LEAST` for the idle cap, typed NULL tests,
+/// row locks in `id` order for multi-row changes, `SKIP LOCKED` for garbage collection.
+const SQL: Statements = Statements {
+    session: concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM sessions WHERE id = $1"
+    ),
+    touch:
+        "UPDATE sessions SET last_seen_at = $1, idle_expires_at = LEAST($2, absolute_expires_at) \
+            WHERE id = $3 AND revoked_at IS NULL AND last_seen_at <= $4",
+    // Rows are locked in id order (as eviction does), so concurrent multi-row revocations
+    // cannot deadlock.
+    revoke_user: concat!(
+        "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
+         WHERE revoked_at IS NULL AND id IN ( \
+           SELECT id FROM sessions \
+           WHERE user_id = $3 AND ($4::text IS NULL OR tenant = $4) \
+             AND ($5::text IS NULL OR id <> $5) \
+             AND revoked_at IS NULL AND idle_expires_at > $1 AND absolute_expires_at > $1 \
+           ORDER BY id FOR UPDATE) \
+         RETURNING ",
+        owner_columns!()
+    ),
+    user_sessions: concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM sessions WHERE user_id = $1 AND ($2::text IS NULL OR tenant = $2) \
+          AND revoked_at IS NULL AND idle_expires_at > $3 AND absolute_expires_at > $3 \
+          ORDER BY created_at, id"
+    ),
+    set_csrf: concat!(
+        "UPDATE sessions SET csrf_hash = $1 WHERE id = $2 AND revoked_at IS NULL \
+         AND idle_expires_at > $3 AND absolute_expires_at > $3 RETURNING ",
+        owner_columns!()
+    ),
+    // SKIP LOCKED: a row a request is updating right now waits for the next sweep; GC never
+    // queues behind (or blocks) validation, and sweeps on several nodes split the work.
+    delete_expired_sessions: "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+                              WHERE idle_expires_at <= $1 OR absolute_expires_at <= $1 \
+                              LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    // Compare-and-swap: a concurrent rotation of the same row waits for the row lock, then
+    // re-checks `refresh_hash = expected` against the winner's committed row and fails.
+    rotate_refresh: "UPDATE sessions SET refresh_hash = $1, refresh_generation = $2, \
+                       refresh_used = FALSE, refresh_chain = $3, last_seen_at = $4, \
+                       idle_expires_at = LEAST($5, absolute_expires_at) \
+                     WHERE id = $6 AND refresh_hash = $7 AND (NOT $8 OR NOT refresh_used) \
+                       AND revoked_at IS NULL AND idle_expires_at > $4 \
+                       AND absolute_expires_at > $4",
+    mark_refresh_used: "UPDATE sessions SET refresh_used = TRUE \
+                        WHERE id = $1 AND refresh_generation = $2 AND NOT refresh_used",
+    // Concurrent claims of one id are arbitrated by the primary key: one inserts (or
+    // replaces), the others wait for it and then find an unexpired record.
+    claim: "INSERT INTO claims (id, expires_at, claimed_at) VALUES ($1, $2, $3) \
+            ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at, \
+              claimed_at = EXCLUDED.claimed_at WHERE claims.expires_at <= EXCLUDED.claimed_at",
+    delete_expired_claims: "DELETE FROM claims WHERE id IN (SELECT id FROM claims \
+                            WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    keys: concat!(
+        "SELECT ",
+        key_columns!(),
+        " FROM signing_keys ORDER BY created_at, id"
+    ),
+    // The conflict target is the partial unique index, so only "this purpose already has an
+    // active key" answers `false`; any other conflict (a duplicate id) is an error.
+    insert_first_key: concat!(
+        "INSERT INTO signing_keys (",
+        key_columns!(),
+        ") VALUES ($1, $2, $3, $4, NULL, NULL, $5, $6) \
+         ON CONFLICT (purpose) WHERE retired_at IS NULL DO NOTHING"
+    ),
+    // Under the purpose's lock, the retiring UPDATE's snapshot includes the key that the
+    // previous rotation inserted, so it retires exactly the current active key and the insert
+    // never meets a second one (no unique-violation for a racing rotation).
+    retire_key: "UPDATE signing_keys SET retired_at = $1, verify_until = $2 \
+                 WHERE purpose = $3 AND retired_at IS NULL",
+    insert_key: concat!(
+        "INSERT INTO signing_keys (",
+        key_columns!(),
+        ") VALUES ($1, $2, $3, $4, NULL, NULL, $5, $6)"
+    ),
+    delete_expired_keys: "DELETE FROM signing_keys WHERE id IN (SELECT id FROM signing_keys \
+                          WHERE retired_at IS NOT NULL AND verify_until <= $1 \
+                          LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    append_audit: concat!(
+        "INSERT INTO audit_log (",
+        audit_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    ),
+    audit_records: concat!(
+        "SELECT ",
+        audit_columns!(),
+        " FROM audit_log WHERE ($1::text IS NULL OR session_id = $1) \
+          AND ($2::text IS NULL OR user_id = $2) ORDER BY seq DESC LIMIT $3"
+    ),
+    insert_api_key: concat!(
+        "INSERT INTO api_keys (",
+        api_key_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5)"
+    ),
+    api_key_by_hash: concat!(
+        "SELECT ",
+        api_key_columns!(),
+        " FROM api_keys WHERE hash = $1"
+    ),
+    api_keys: concat!(
+        "SELECT ",
+        api_key_columns!(),
+        " FROM api_keys ORDER BY created_at, id"
+    ),
+    revoke_api_key: "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+};
+
+sql_store!(PgStore, SQL, read: pool, write: pool);
+
+/// The steps [`sql_store!`] leaves to the dialect.
+impl PgStore {
+    /// Without a limit, the insert alone; with one, the insert and the eviction in one
+    /// transaction under the user's and tenant's advisory lock.
+    async fn insert_session(
         &self,
         record: &SessionRecord,
         max_active: Option<u32>,
@@ -406,42 +518,7 @@ impl SessionStore for PgStore {
         evicted.iter().map(owner_from_row).collect()
     }
 
-    async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            session_columns!(),
-            " FROM sessions WHERE id = $1"
-        ))
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
-        row.as_ref().map(session_from_row).transpose()
-    }
-
-    async fn touch_session(
-        &self,
-        id: &SessionId,
-        last_seen_at: Timestamp,
-        idle_expires_at: Timestamp,
-        seen_before: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE sessions SET last_seen_at = $1, \
-             idle_expires_at = LEAST($2, absolute_expires_at) \
-             WHERE id = $3 AND revoked_at IS NULL AND last_seen_at <= $4",
-        )
-        .bind(millis(last_seen_at))
-        .bind(millis(idle_expires_at))
-        .bind(id.as_str())
-        .bind(millis(seen_before))
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn revoke_session(
+    async fn revoke_one(
         &self,
         id: &SessionId,
         at: Timestamp,
@@ -468,189 +545,10 @@ impl SessionStore for PgStore {
         rows::revocation(revoked.then_some(&row), row.boolean("found")?)
     }
 
-    async fn revoke_user_sessions(
-        &self,
-        user: &UserId,
-        tenant: Option<&Tenant>,
-        except: Option<&SessionId>,
-        at: Timestamp,
-        reason: &RevokeReason,
-    ) -> Result<Vec<SessionOwner>, StoreError> {
-        // Rows are locked in id order (as eviction does), so concurrent multi-row revocations
-        // cannot deadlock.
-        let rows = sqlx::query(concat!(
-            "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
-             WHERE revoked_at IS NULL AND id IN ( \
-               SELECT id FROM sessions \
-               WHERE user_id = $3 AND ($4::text IS NULL OR tenant = $4) \
-                 AND ($5::text IS NULL OR id <> $5) \
-                 AND revoked_at IS NULL AND idle_expires_at > $1 AND absolute_expires_at > $1 \
-               ORDER BY id FOR UPDATE) \
-             RETURNING ",
-            owner_columns!()
-        ))
-        .bind(millis(at))
-        .bind(reason.as_str())
-        .bind(user.as_str())
-        .bind(tenant.map(Tenant::as_str))
-        .bind(except.map(SessionId::as_str))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        rows.iter().map(owner_from_row).collect()
-    }
-
-    async fn user_sessions(
-        &self,
-        user: &UserId,
-        tenant: Option<&Tenant>,
-        now: Timestamp,
-    ) -> Result<Vec<Session>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            session_columns!(),
-            " FROM sessions WHERE user_id = $1 AND ($2::text IS NULL OR tenant = $2) \
-              AND revoked_at IS NULL AND idle_expires_at > $3 AND absolute_expires_at > $3 \
-              ORDER BY created_at, id"
-        ))
-        .bind(user.as_str())
-        .bind(tenant.map(Tenant::as_str))
-        .bind(millis(now))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        rows::sessions_from_rows(&rows)
-    }
-
-    async fn set_csrf_hash(
-        &self,
-        id: &SessionId,
-        hash: &[u8; 32],
-        now: Timestamp,
-    ) -> Result<Option<SessionOwner>, StoreError> {
-        let row = sqlx::query(concat!(
-            "UPDATE sessions SET csrf_hash = $1 WHERE id = $2 AND revoked_at IS NULL \
-             AND idle_expires_at > $3 AND absolute_expires_at > $3 RETURNING ",
-            owner_columns!()
-        ))
-        .bind(hash.as_slice())
-        .bind(id.as_str())
-        .bind(millis(now))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
-        row.as_ref().map(owner_from_row).transpose()
-    }
-
-    async fn delete_expired_sessions(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
-        // SKIP LOCKED: a row a request is updating right now waits for the next sweep; GC never
-        // queues behind (or blocks) validation, and sweeps on several nodes split the work.
-        let done = sqlx::query(
-            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
-             WHERE idle_expires_at <= $1 OR absolute_expires_at <= $1 \
-             LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(millis(now))
-        .bind(i64::from(limit))
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn rotate_refresh(&self, r: RefreshRotation<'_>) -> Result<bool, StoreError> {
-        // Compare-and-swap: a concurrent rotation of the same row waits for the row lock, then
-        // re-checks `refresh_hash = expected` against the winner's committed row and fails.
-        let done = sqlx::query(
-            "UPDATE sessions SET refresh_hash = $1, refresh_generation = $2, \
-               refresh_used = FALSE, refresh_chain = $3, last_seen_at = $4, \
-               idle_expires_at = LEAST($5, absolute_expires_at) \
-             WHERE id = $6 AND refresh_hash = $7 AND (NOT $8 OR NOT refresh_used) \
-               AND revoked_at IS NULL AND idle_expires_at > $4 AND absolute_expires_at > $4",
-        )
-        .bind(r.new_hash.as_slice())
-        .bind(generation(r.generation)?)
-        .bind(RefreshStep::encode_chain(r.chain))
-        .bind(millis(r.now))
-        .bind(millis(r.idle_expires_at))
-        .bind(r.id.as_str())
-        .bind(r.expected_hash.as_slice())
-        .bind(r.only_if_unused)
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn mark_refresh_used(&self, id: &SessionId, generation: u64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE sessions SET refresh_used = TRUE \
-             WHERE id = $1 AND refresh_generation = $2 AND NOT refresh_used",
-        )
-        .bind(id.as_str())
-        .bind(rows::generation(generation)?)
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
-    }
-}
-
-#[async_trait]
-impl ClaimStore for PgStore {
-    async fn claim(
-        &self,
-        id: &str,
-        expires_at: Timestamp,
-        now: Timestamp,
-    ) -> Result<ClaimOutcome, StoreError> {
-        if crate::clock::is_expired(expires_at, now) {
-            return Ok(ClaimOutcome::Expired);
-        }
-        // Insert-if-absent in one statement; a leftover record that has itself expired (not yet
-        // collected) is replaced, so the outcome never depends on GC timing. Concurrent claims
-        // of one id are arbitrated by the primary key: one inserts (or replaces), the others
-        // wait for it and then find an unexpired record.
-        let done = sqlx::query(
-            "INSERT INTO claims (id, expires_at, claimed_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at, \
-               claimed_at = EXCLUDED.claimed_at WHERE claims.expires_at <= EXCLUDED.claimed_at",
-        )
-        .bind(id)
-        .bind(millis(expires_at))
-        .bind(millis(now))
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(rows::claim_outcome(done.rows_affected()))
-    }
-
-    async fn delete_expired_claims(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM claims WHERE id IN (SELECT id FROM claims WHERE expires_at <= $1 \
-             LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(millis(now))
-        .bind(i64::from(limit))
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected())
-    }
-}
-
-/// Inserts a key as the active one of its purpose; every insert of a key is one.
-const INSERT_KEY: &str = concat!(
-    "INSERT INTO signing_keys (",
-    key_columns!(),
-    ") VALUES ($1, $2, $3, $4, NULL, NULL, $5, $6)"
-);
-
-impl PgStore {
     /// Begins a transaction holding the advisory lock of `purpose`'s active key. Every change
     /// of an active key (bootstrap, rotation) holds it, so they take turns instead of racing
     /// into the unique index `signing_keys_one_active`.
-    async fn lock_purpose(
+    async fn begin_key_change(
         &self,
         purpose: KeyPurpose,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
@@ -661,165 +559,6 @@ impl PgStore {
             .await
             .map_err(map_err)?;
         Ok(tx)
-    }
-}
-
-#[async_trait]
-impl KeyStore for PgStore {
-    async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM signing_keys ORDER BY created_at, id"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        rows.iter().map(key_from_row).collect()
-    }
-
-    async fn insert_first_active_key(&self, key: &KeyRecord) -> Result<bool, StoreError> {
-        let mut tx = self.lock_purpose(key.purpose).await?;
-        // The conflict target is the partial unique index, so only "this purpose already has
-        // an active key" answers `false`; any other conflict (a duplicate id) is an error.
-        let done = sqlx::query(concat!(
-            "INSERT INTO signing_keys (",
-            key_columns!(),
-            ") VALUES ($1, $2, $3, $4, NULL, NULL, $5, $6) \
-             ON CONFLICT (purpose) WHERE retired_at IS NULL DO NOTHING"
-        ))
-        .new_key(key)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn rotate_key(
-        &self,
-        key: &KeyRecord,
-        retired_at: Timestamp,
-        verify_until: Timestamp,
-    ) -> Result<(), StoreError> {
-        // Under the purpose's lock, the retiring UPDATE's snapshot includes the key that the
-        // previous rotation inserted, so it retires exactly the current active key and the
-        // insert below never meets a second one (no unique-violation for a racing rotation).
-        let mut tx = self.lock_purpose(key.purpose).await?;
-        sqlx::query(
-            "UPDATE signing_keys SET retired_at = $1, verify_until = $2 \
-             WHERE purpose = $3 AND retired_at IS NULL",
-        )
-        .bind(millis(retired_at))
-        .bind(millis(verify_until))
-        .bind(key.purpose.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        sqlx::query(INSERT_KEY)
-            .new_key(key)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)
-    }
-
-    async fn delete_expired_keys(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM signing_keys WHERE id IN (SELECT id FROM signing_keys \
-             WHERE retired_at IS NOT NULL AND verify_until <= $1 \
-             LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(millis(now))
-        .bind(i64::from(limit))
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected())
-    }
-}
-
-#[async_trait]
-impl AuditStore for PgStore {
-    async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
-        sqlx::query(concat!(
-            "INSERT INTO audit_log (",
-            audit_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        ))
-        .audit(record)
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(())
-    }
-
-    async fn audit_records(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            audit_columns!(),
-            " FROM audit_log WHERE ($1::text IS NULL OR session_id = $1) \
-              AND ($2::text IS NULL OR user_id = $2) ORDER BY seq DESC LIMIT $3"
-        ))
-        .bind(query.session_id.as_ref().map(SessionId::as_str))
-        .bind(query.user_id.as_ref().map(UserId::as_str))
-        .bind(rows::audit_limit(query))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        rows.iter().map(audit_from_row).collect()
-    }
-}
-
-#[async_trait]
-impl ApiKeyStore for PgStore {
-    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
-        sqlx::query(concat!(
-            "INSERT INTO api_keys (",
-            api_key_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5)"
-        ))
-        .api_key(key)
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(())
-    }
-
-    async fn api_key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            api_key_columns!(),
-            " FROM api_keys WHERE hash = $1"
-        ))
-        .bind(hash.as_slice())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
-        row.as_ref().map(api_key_from_row).transpose()
-    }
-
-    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            api_key_columns!(),
-            " FROM api_keys ORDER BY created_at, id"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        rows.iter().map(api_key_from_row).collect()
-    }
-
-    async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(millis(at))
-                .bind(id.as_str())
-                .execute(&self.pool)
-                .await
-                .map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
     }
 }
 

@@ -9,25 +9,20 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
 use super::rows::{
-    self, api_key_columns, api_key_from_row, audit_columns, audit_from_row, generation,
-    key_columns, key_from_row, millis, owner_columns, owner_from_row, session_columns,
-    session_from_row, Bind, SessionParams,
+    self, api_key_columns, audit_columns, key_columns, millis, owner_columns, owner_from_row,
+    session_columns, Bind, SessionParams,
 };
-use super::{
-    ApiKeyRecord, ApiKeyStore, AuditStore, ClaimOutcome, ClaimStore, KeyStore, RefreshRotation,
-    Revocation, SessionOwner, SessionStore, StoreError,
-};
-use crate::audit::{AuditQuery, AuditRecord};
+use super::sql::{sql_store, Statements};
+use super::{Revocation, SessionOwner, StoreError};
 use crate::clock::Timestamp;
-use crate::id::{ApiKeyId, SessionId, Tenant, UserId};
-use crate::keys::KeyRecord;
-use crate::session::{RefreshStep, RevokeReason, Session, SessionRecord};
+use crate::id::SessionId;
+use crate::keys::KeyPurpose;
+use crate::session::{RevokeReason, SessionRecord};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -156,9 +151,105 @@ impl SqliteStore {
     }
 }
 
-#[async_trait]
-impl SessionStore for SqliteStore {
-    async fn create_session(
+/// SQLite's statements: `?N` parameters, `MIN` for the idle cap, 0/1 booleans.
+const SQL: Statements = Statements {
+    session: concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM sessions WHERE id = ?1"
+    ),
+    touch: "UPDATE sessions SET last_seen_at = ?1, idle_expires_at = MIN(?2, absolute_expires_at) \
+            WHERE id = ?3 AND revoked_at IS NULL AND last_seen_at <= ?4",
+    revoke_user: concat!(
+        "UPDATE sessions SET revoked_at = ?1, revoke_reason = ?2 \
+         WHERE user_id = ?3 AND (?4 IS NULL OR tenant = ?4) AND (?5 IS NULL OR id <> ?5) \
+           AND revoked_at IS NULL AND idle_expires_at > ?1 AND absolute_expires_at > ?1 \
+         RETURNING ",
+        owner_columns!()
+    ),
+    user_sessions: concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM sessions WHERE user_id = ?1 AND (?2 IS NULL OR tenant = ?2) \
+          AND revoked_at IS NULL AND idle_expires_at > ?3 AND absolute_expires_at > ?3 \
+          ORDER BY created_at, id"
+    ),
+    set_csrf: concat!(
+        "UPDATE sessions SET csrf_hash = ?1 WHERE id = ?2 AND revoked_at IS NULL \
+         AND idle_expires_at > ?3 AND absolute_expires_at > ?3 RETURNING ",
+        owner_columns!()
+    ),
+    delete_expired_sessions: "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+                              WHERE idle_expires_at <= ?1 OR absolute_expires_at <= ?1 LIMIT ?2)",
+    rotate_refresh: "UPDATE sessions SET refresh_hash = ?1, refresh_generation = ?2, \
+                       refresh_used = 0, refresh_chain = ?3, last_seen_at = ?4, \
+                       idle_expires_at = MIN(?5, absolute_expires_at) \
+                     WHERE id = ?6 AND refresh_hash = ?7 AND (?8 = 0 OR refresh_used = 0) \
+                       AND revoked_at IS NULL AND idle_expires_at > ?4 \
+                       AND absolute_expires_at > ?4",
+    mark_refresh_used: "UPDATE sessions SET refresh_used = 1 \
+                        WHERE id = ?1 AND refresh_generation = ?2 AND refresh_used = 0",
+    claim: "INSERT INTO claims (id, expires_at, claimed_at) VALUES (?1, ?2, ?3) \
+            ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at, \
+              claimed_at = excluded.claimed_at WHERE claims.expires_at <= ?3",
+    delete_expired_claims: "DELETE FROM claims WHERE id IN \
+                            (SELECT id FROM claims WHERE expires_at <= ?1 LIMIT ?2)",
+    keys: concat!(
+        "SELECT ",
+        key_columns!(),
+        " FROM signing_keys ORDER BY created_at, id"
+    ),
+    // Conflicts only on the one-active-key index: the id is fresh.
+    insert_first_key: concat!(
+        "INSERT INTO signing_keys (",
+        key_columns!(),
+        ") VALUES (?1, ?2, ?3, ?4, NULL, NULL, ?5, ?6) ON CONFLICT DO NOTHING"
+    ),
+    retire_key: "UPDATE signing_keys SET retired_at = ?1, verify_until = ?2 \
+                 WHERE purpose = ?3 AND retired_at IS NULL",
+    insert_key: concat!(
+        "INSERT INTO signing_keys (",
+        key_columns!(),
+        ") VALUES (?1, ?2, ?3, ?4, NULL, NULL, ?5, ?6)"
+    ),
+    delete_expired_keys: "DELETE FROM signing_keys WHERE id IN (SELECT id FROM signing_keys \
+                          WHERE retired_at IS NOT NULL AND verify_until <= ?1 LIMIT ?2)",
+    append_audit: concat!(
+        "INSERT INTO audit_log (",
+        audit_columns!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+    ),
+    audit_records: concat!(
+        "SELECT ",
+        audit_columns!(),
+        " FROM audit_log WHERE (?1 IS NULL OR session_id = ?1) \
+          AND (?2 IS NULL OR user_id = ?2) ORDER BY seq DESC LIMIT ?3"
+    ),
+    insert_api_key: concat!(
+        "INSERT INTO api_keys (",
+        api_key_columns!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5)"
+    ),
+    api_key_by_hash: concat!(
+        "SELECT ",
+        api_key_columns!(),
+        " FROM api_keys WHERE hash = ?1"
+    ),
+    api_keys: concat!(
+        "SELECT ",
+        api_key_columns!(),
+        " FROM api_keys ORDER BY created_at, id"
+    ),
+    revoke_api_key: "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+};
+
+sql_store!(SqliteStore, SQL, read: read, write: write);
+
+/// The steps [`sql_store!`] leaves to the dialect.
+impl SqliteStore {
+    /// One transaction (the write pool has one connection, and the first statement writes):
+    /// the insert, then the eviction of what is beyond the limit.
+    async fn insert_session(
         &self,
         record: &SessionRecord,
         max_active: Option<u32>,
@@ -200,49 +291,14 @@ impl SessionStore for SqliteStore {
         evicted.iter().map(owner_from_row).collect()
     }
 
-    async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            session_columns!(),
-            " FROM sessions WHERE id = ?"
-        ))
-        .bind(id.as_str())
-        .fetch_optional(&self.read)
-        .await
-        .map_err(map_err)?;
-        row.as_ref().map(session_from_row).transpose()
-    }
-
-    async fn touch_session(
-        &self,
-        id: &SessionId,
-        last_seen_at: Timestamp,
-        idle_expires_at: Timestamp,
-        seen_before: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE sessions SET last_seen_at = ?1, \
-             idle_expires_at = MIN(?2, absolute_expires_at) \
-             WHERE id = ?3 AND revoked_at IS NULL AND last_seen_at <= ?4",
-        )
-        .bind(millis(last_seen_at))
-        .bind(millis(idle_expires_at))
-        .bind(id.as_str())
-        .bind(millis(seen_before))
-        .execute(&self.write)
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn revoke_session(
+    /// SQLite has no RETURNING inside a WITH clause: when nothing was revoked, a second read
+    /// tells an already revoked session from a missing one.
+    async fn revoke_one(
         &self,
         id: &SessionId,
         at: Timestamp,
         reason: &RevokeReason,
     ) -> Result<Revocation, StoreError> {
-        // SQLite has no RETURNING inside a WITH clause: when nothing was revoked, a second read
-        // tells an already revoked session from a missing one.
         let revoked = sqlx::query(concat!(
             "UPDATE sessions SET revoked_at = ?, revoke_reason = ? \
              WHERE id = ? AND revoked_at IS NULL RETURNING ",
@@ -266,314 +322,12 @@ impl SessionStore for SqliteStore {
         rows::revocation(revoked.as_ref(), found)
     }
 
-    async fn revoke_user_sessions(
+    /// A write transaction: the single writer connection already serializes key changes.
+    async fn begin_key_change(
         &self,
-        user: &UserId,
-        tenant: Option<&Tenant>,
-        except: Option<&SessionId>,
-        at: Timestamp,
-        reason: &RevokeReason,
-    ) -> Result<Vec<SessionOwner>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "UPDATE sessions SET revoked_at = ?1, revoke_reason = ?2 \
-             WHERE user_id = ?3 AND (?4 IS NULL OR tenant = ?4) AND (?5 IS NULL OR id <> ?5) \
-               AND revoked_at IS NULL AND idle_expires_at > ?1 AND absolute_expires_at > ?1 \
-             RETURNING ",
-            owner_columns!()
-        ))
-        .bind(millis(at))
-        .bind(reason.as_str())
-        .bind(user.as_str())
-        .bind(tenant.map(Tenant::as_str))
-        .bind(except.map(SessionId::as_str))
-        .fetch_all(&self.write)
-        .await
-        .map_err(map_err)?;
-        rows.iter().map(owner_from_row).collect()
-    }
-
-    async fn user_sessions(
-        &self,
-        user: &UserId,
-        tenant: Option<&Tenant>,
-        now: Timestamp,
-    ) -> Result<Vec<Session>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            session_columns!(),
-            " FROM sessions WHERE user_id = ?1 AND (?2 IS NULL OR tenant = ?2) \
-              AND revoked_at IS NULL AND idle_expires_at > ?3 AND absolute_expires_at > ?3 \
-              ORDER BY created_at, id"
-        ))
-        .bind(user.as_str())
-        .bind(tenant.map(Tenant::as_str))
-        .bind(millis(now))
-        .fetch_all(&self.read)
-        .await
-        .map_err(map_err)?;
-        rows::sessions_from_rows(&rows)
-    }
-
-    async fn set_csrf_hash(
-        &self,
-        id: &SessionId,
-        hash: &[u8; 32],
-        now: Timestamp,
-    ) -> Result<Option<SessionOwner>, StoreError> {
-        let row = sqlx::query(concat!(
-            "UPDATE sessions SET csrf_hash = ?1 WHERE id = ?2 AND revoked_at IS NULL \
-             AND idle_expires_at > ?3 AND absolute_expires_at > ?3 RETURNING ",
-            owner_columns!()
-        ))
-        .bind(hash.as_slice())
-        .bind(id.as_str())
-        .bind(millis(now))
-        .fetch_optional(&self.write)
-        .await
-        .map_err(map_err)?;
-        row.as_ref().map(owner_from_row).transpose()
-    }
-
-    async fn delete_expired_sessions(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
-             WHERE idle_expires_at <= ?1 OR absolute_expires_at <= ?1 LIMIT ?2)",
-        )
-        .bind(millis(now))
-        .bind(i64::from(limit))
-        .execute(&self.write)
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn rotate_refresh(&self, r: RefreshRotation<'_>) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE sessions SET refresh_hash = ?1, refresh_generation = ?2, refresh_used = 0, \
-               refresh_chain = ?3, last_seen_at = ?4, \
-               idle_expires_at = MIN(?5, absolute_expires_at) \
-             WHERE id = ?6 AND refresh_hash = ?7 AND (?8 = 0 OR refresh_used = 0) \
-               AND revoked_at IS NULL AND idle_expires_at > ?4 AND absolute_expires_at > ?4",
-        )
-        .bind(r.new_hash.as_slice())
-        .bind(generation(r.generation)?)
-        .bind(RefreshStep::encode_chain(r.chain))
-        .bind(millis(r.now))
-        .bind(millis(r.idle_expires_at))
-        .bind(r.id.as_str())
-        .bind(r.expected_hash.as_slice())
-        .bind(r.only_if_unused)
-        .execute(&self.write)
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn mark_refresh_used(&self, id: &SessionId, generation: u64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE sessions SET refresh_used = 1 \
-             WHERE id = ?1 AND refresh_generation = ?2 AND refresh_used = 0",
-        )
-        .bind(id.as_str())
-        .bind(rows::generation(generation)?)
-        .execute(&self.write)
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
-    }
-}
-
-#[async_trait]
-impl ClaimStore for SqliteStore {
-    async fn claim(
-        &self,
-        id: &str,
-        expires_at: Timestamp,
-        now: Timestamp,
-    ) -> Result<ClaimOutcome, StoreError> {
-        if crate::clock::is_expired(expires_at, now) {
-            return Ok(ClaimOutcome::Expired);
-        }
-        // Insert-if-absent in one statement; a leftover record that has itself expired (not yet
-        // collected) is replaced, so the outcome never depends on GC timing.
-        let done = sqlx::query(
-            "INSERT INTO claims (id, expires_at, claimed_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at, \
-               claimed_at = excluded.claimed_at WHERE claims.expires_at <= ?3",
-        )
-        .bind(id)
-        .bind(millis(expires_at))
-        .bind(millis(now))
-        .execute(&self.write)
-        .await
-        .map_err(map_err)?;
-        Ok(rows::claim_outcome(done.rows_affected()))
-    }
-
-    async fn delete_expired_claims(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM claims WHERE id IN (SELECT id FROM claims WHERE expires_at <= ?1 LIMIT ?2)",
-        )
-        .bind(millis(now))
-        .bind(i64::from(limit))
-        .execute(&self.write)
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected())
-    }
-}
-
-#[async_trait]
-impl KeyStore for SqliteStore {
-    async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM signing_keys ORDER BY created_at, id"
-        ))
-        .fetch_all(&self.read)
-        .await
-        .map_err(map_err)?;
-        rows.iter().map(key_from_row).collect()
-    }
-
-    async fn insert_first_active_key(&self, key: &KeyRecord) -> Result<bool, StoreError> {
-        let done = sqlx::query(concat!(
-            "INSERT INTO signing_keys (",
-            key_columns!(),
-            ") VALUES (?, ?, ?, ?, NULL, NULL, ?, ?) ON CONFLICT DO NOTHING"
-        ))
-        .new_key(key)
-        .execute(&self.write)
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn rotate_key(
-        &self,
-        key: &KeyRecord,
-        retired_at: Timestamp,
-        verify_until: Timestamp,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await.map_err(map_err)?;
-        sqlx::query(
-            "UPDATE signing_keys SET retired_at = ?, verify_until = ? \
-             WHERE purpose = ? AND retired_at IS NULL",
-        )
-        .bind(millis(retired_at))
-        .bind(millis(verify_until))
-        .bind(key.purpose.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        sqlx::query(concat!(
-            "INSERT INTO signing_keys (",
-            key_columns!(),
-            ") VALUES (?, ?, ?, ?, NULL, NULL, ?, ?)"
-        ))
-        .new_key(key)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)
-    }
-
-    async fn delete_expired_keys(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM signing_keys WHERE id IN (SELECT id FROM signing_keys \
-             WHERE retired_at IS NOT NULL AND verify_until <= ?1 LIMIT ?2)",
-        )
-        .bind(millis(now))
-        .bind(i64::from(limit))
-        .execute(&self.write)
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected())
-    }
-}
-
-#[async_trait]
-impl AuditStore for SqliteStore {
-    async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
-        sqlx::query(concat!(
-            "INSERT INTO audit_log (",
-            audit_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .audit(record)
-        .execute(&self.write)
-        .await
-        .map_err(map_err)?;
-        Ok(())
-    }
-
-    async fn audit_records(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            audit_columns!(),
-            " FROM audit_log WHERE (?1 IS NULL OR session_id = ?1) \
-              AND (?2 IS NULL OR user_id = ?2) ORDER BY seq DESC LIMIT ?3"
-        ))
-        .bind(query.session_id.as_ref().map(SessionId::as_str))
-        .bind(query.user_id.as_ref().map(UserId::as_str))
-        .bind(rows::audit_limit(query))
-        .fetch_all(&self.read)
-        .await
-        .map_err(map_err)?;
-        rows.iter().map(audit_from_row).collect()
-    }
-}
-
-#[async_trait]
-impl ApiKeyStore for SqliteStore {
-    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
-        sqlx::query(concat!(
-            "INSERT INTO api_keys (",
-            api_key_columns!(),
-            ") VALUES (?, ?, ?, ?, ?)"
-        ))
-        .api_key(key)
-        .execute(&self.write)
-        .await
-        .map_err(map_err)?;
-        Ok(())
-    }
-
-    async fn api_key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            api_key_columns!(),
-            " FROM api_keys WHERE hash = ?"
-        ))
-        .bind(hash.as_slice())
-        .fetch_optional(&self.read)
-        .await
-        .map_err(map_err)?;
-        row.as_ref().map(api_key_from_row).transpose()
-    }
-
-    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            api_key_columns!(),
-            " FROM api_keys ORDER BY created_at, id"
-        ))
-        .fetch_all(&self.read)
-        .await
-        .map_err(map_err)?;
-        rows.iter().map(api_key_from_row).collect()
-    }
-
-    async fn revoke_api_key(&self, id: &ApiKeyId, at: Timestamp) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-                .bind(millis(at))
-                .bind(id.as_str())
-                .execute(&self.write)
-                .await
-                .map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
+        _purpose: KeyPurpose,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.write.begin().await.map_err(map_err)
     }
 }
 

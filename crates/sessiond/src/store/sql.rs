@@ -1,0 +1,416 @@
+//! The store traits implemented once for both SQL dialects.
+//!
+//! [`sql_store!`] expands to the `SessionStore`, `ClaimStore`, `KeyStore`, `AuditStore` and
+//! `ApiKeyStore` impls of a dialect's store. Everything but the SQL text is the same for SQLite
+//! and PostgreSQL: binding (in the order each [`Statements`] field documents), decoding
+//! (`super::rows`) and outcomes. A dialect supplies its [`Statements`], its connections, a
+//! `map_err` (its error table) in scope, and the steps whose atomicity it gets differently:
+//! - `insert_session(record, max_active, now)`: the insert and the eviction, atomic;
+//! - `revoke_one(id, at, reason)`: the conditional revoke and whether the row exists;
+//! - `begin_key_change(purpose)`: a transaction in which the purpose's active key may change.
+
+/// The SQL text of one dialect. Each statement's parameters are bound in the order given.
+#[derive(Debug)]
+pub(super) struct Statements {
+    /// The session row (`session_columns!`) by id: `id`.
+    pub session: &'static str,
+    /// Conditional touch: `last_seen_at`, `idle_expires_at`, `id`, `seen_before`.
+    pub touch: &'static str,
+    /// Revoke-all returning owners: `at`, `reason`, `user`, `tenant?`, `except?`.
+    pub revoke_user: &'static str,
+    /// Active sessions of a user: `user`, `tenant?`, `now`.
+    pub user_sessions: &'static str,
+    /// CSRF replace if active, returning the owner: `hash`, `id`, `now`.
+    pub set_csrf: &'static str,
+    /// GC of sessions: `now`, `limit`.
+    pub delete_expired_sessions: &'static str,
+    /// Refresh compare-and-swap: `new_hash`, `generation`, `chain`, `now`, `idle_expires_at`,
+    /// `id`, `expected_hash`, `only_if_unused`.
+    pub rotate_refresh: &'static str,
+    /// First use of a pair: `id`, `generation`.
+    pub mark_refresh_used: &'static str,
+    /// Claim insert-if-absent-or-expired: `id`, `expires_at`, `now`.
+    pub claim: &'static str,
+    /// GC of claims: `now`, `limit`.
+    pub delete_expired_claims: &'static str,
+    /// Every key (`key_columns!`).
+    pub keys: &'static str,
+    /// Insert as the purpose's first active key, nothing if it has one: `Bind::new_key`.
+    pub insert_first_key: &'static str,
+    /// Retire the purpose's active key: `retired_at`, `verify_until`, `purpose`.
+    pub retire_key: &'static str,
+    /// Insert a new active key: `Bind::new_key`.
+    pub insert_key: &'static str,
+    /// GC of keys: `now`, `limit`.
+    pub delete_expired_keys: &'static str,
+    /// Append an audit record: `Bind::audit`.
+    pub append_audit: &'static str,
+    /// Audit records newest first: `session_id?`, `user_id?`, `limit`.
+    pub audit_records: &'static str,
+    /// Insert an API key: `Bind::api_key`.
+    pub insert_api_key: &'static str,
+    /// An API key by hash: `hash`.
+    pub api_key_by_hash: &'static str,
+    /// Every API key, oldest first.
+    pub api_keys: &'static str,
+    /// Revoke an API key once: `at`, `id`.
+    pub revoke_api_key: &'static str,
+}
+
+/// Implements the store traits for `$store` with the statements `$sql`, reading through the
+/// pool `self.$read` and writing through `self.$write` (see the module documentation for what
+/// the dialect must have in scope).
+macro_rules! sql_store {
+    ($store:ty, $sql:path, read: $read:ident, write: $write:ident) => {
+        #[async_trait::async_trait]
+        impl $crate::store::SessionStore for $store {
+            async fn create_session(
+                &self,
+                record: &$crate::session::SessionRecord,
+                max_active: Option<u32>,
+                now: $crate::clock::Timestamp,
+            ) -> Result<Vec<$crate::store::SessionOwner>, $crate::store::StoreError> {
+                self.insert_session(record, max_active, now).await
+            }
+
+            async fn session(
+                &self,
+                id: &$crate::id::SessionId,
+            ) -> Result<Option<$crate::session::SessionRecord>, $crate::store::StoreError> {
+                let row = sqlx::query($sql.session)
+                    .bind(id.as_str())
+                    .fetch_optional(&self.$read)
+                    .await
+                    .map_err(map_err)?;
+                row.as_ref()
+                    .map($crate::store::rows::session_from_row)
+                    .transpose()
+            }
+
+            async fn touch_session(
+                &self,
+                id: &$crate::id::SessionId,
+                last_seen_at: $crate::clock::Timestamp,
+                idle_expires_at: $crate::clock::Timestamp,
+                seen_before: $crate::clock::Timestamp,
+            ) -> Result<bool, $crate::store::StoreError> {
+                use $crate::store::rows::millis;
+                let done = sqlx::query($sql.touch)
+                    .bind(millis(last_seen_at))
+                    .bind(millis(idle_expires_at))
+                    .bind(id.as_str())
+                    .bind(millis(seen_before))
+                    .execute(&self.$write)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn revoke_session(
+                &self,
+                id: &$crate::id::SessionId,
+                at: $crate::clock::Timestamp,
+                reason: &$crate::session::RevokeReason,
+            ) -> Result<$crate::store::Revocation, $crate::store::StoreError> {
+                self.revoke_one(id, at, reason).await
+            }
+
+            async fn revoke_user_sessions(
+                &self,
+                user: &$crate::id::UserId,
+                tenant: Option<&$crate::id::Tenant>,
+                except: Option<&$crate::id::SessionId>,
+                at: $crate::clock::Timestamp,
+                reason: &$crate::session::RevokeReason,
+            ) -> Result<Vec<$crate::store::SessionOwner>, $crate::store::StoreError> {
+                let rows = sqlx::query($sql.revoke_user)
+                    .bind($crate::store::rows::millis(at))
+                    .bind(reason.as_str())
+                    .bind(user.as_str())
+                    .bind(tenant.map($crate::id::Tenant::as_str))
+                    .bind(except.map($crate::id::SessionId::as_str))
+                    .fetch_all(&self.$write)
+                    .await
+                    .map_err(map_err)?;
+                rows.iter()
+                    .map($crate::store::rows::owner_from_row)
+                    .collect()
+            }
+
+            async fn user_sessions(
+                &self,
+                user: &$crate::id::UserId,
+                tenant: Option<&$crate::id::Tenant>,
+                now: $crate::clock::Timestamp,
+            ) -> Result<Vec<$crate::session::Session>, $crate::store::StoreError> {
+                let rows = sqlx::query($sql.user_sessions)
+                    .bind(user.as_str())
+                    .bind(tenant.map($crate::id::Tenant::as_str))
+                    .bind($crate::store::rows::millis(now))
+                    .fetch_all(&self.$read)
+                    .await
+                    .map_err(map_err)?;
+                $crate::store::rows::sessions_from_rows(&rows)
+            }
+
+            async fn set_csrf_hash(
+                &self,
+                id: &$crate::id::SessionId,
+                hash: &[u8; 32],
+                now: $crate::clock::Timestamp,
+            ) -> Result<Option<$crate::store::SessionOwner>, $crate::store::StoreError> {
+                let row = sqlx::query($sql.set_csrf)
+                    .bind(hash.as_slice())
+                    .bind(id.as_str())
+                    .bind($crate::store::rows::millis(now))
+                    .fetch_optional(&self.$write)
+                    .await
+                    .map_err(map_err)?;
+                row.as_ref()
+                    .map($crate::store::rows::owner_from_row)
+                    .transpose()
+            }
+
+            async fn delete_expired_sessions(
+                &self,
+                now: $crate::clock::Timestamp,
+                limit: u32,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query($sql.delete_expired_sessions)
+                    .bind($crate::store::rows::millis(now))
+                    .bind(i64::from(limit))
+                    .execute(&self.$write)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected())
+            }
+
+            async fn rotate_refresh(
+                &self,
+                r: $crate::store::RefreshRotation<'_>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                use $crate::store::rows::millis;
+                let done = sqlx::query($sql.rotate_refresh)
+                    .bind(r.new_hash.as_slice())
+                    .bind($crate::store::rows::generation(r.generation)?)
+                    .bind($crate::session::RefreshStep::encode_chain(r.chain))
+                    .bind(millis(r.now))
+                    .bind(millis(r.idle_expires_at))
+                    .bind(r.id.as_str())
+                    .bind(r.expected_hash.as_slice())
+                    .bind(r.only_if_unused)
+                    .execute(&self.$write)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn mark_refresh_used(
+                &self,
+                id: &$crate::id::SessionId,
+                generation: u64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query($sql.mark_refresh_used)
+                    .bind(id.as_str())
+                    .bind($crate::store::rows::generation(generation)?)
+                    .execute(&self.$write)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::ClaimStore for $store {
+            async fn claim(
+                &self,
+                id: &str,
+                expires_at: $crate::clock::Timestamp,
+                now: $crate::clock::Timestamp,
+            ) -> Result<$crate::store::ClaimOutcome, $crate::store::StoreError> {
+                if $crate::clock::is_expired(expires_at, now) {
+                    return Ok($crate::store::ClaimOutcome::Expired);
+                }
+                // Insert-if-absent in one statement; a leftover record that has itself expired
+                // (not yet collected) is replaced, so the outcome never depends on GC timing.
+                let done = sqlx::query($sql.claim)
+                    .bind(id)
+                    .bind($crate::store::rows::millis(expires_at))
+                    .bind($crate::store::rows::millis(now))
+                    .execute(&self.$write)
+                    .await
+                    .map_err(map_err)?;
+                Ok($crate::store::rows::claim_outcome(done.rows_affected()))
+            }
+
+            async fn delete_expired_claims(
+                &self,
+                now: $crate::clock::Timestamp,
+                limit: u32,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query($sql.delete_expired_claims)
+                    .bind($crate::store::rows::millis(now))
+                    .bind(i64::from(limit))
+                    .execute(&self.$write)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::KeyStore for $store {
+            async fn keys(
+                &self,
+            ) -> Result<Vec<$crate::keys::KeyRecord>, $crate::store::StoreError> {
+                let rows = sqlx::query($sql.keys)
+                    .fetch_all(&self.$read)
+                    .await
+                    .map_err(map_err)?;
+                rows.iter().map($crate::store::rows::key_from_row).collect()
+            }
+
+            async fn insert_first_active_key(
+                &self,
+                key: &$crate::keys::KeyRecord,
+            ) -> Result<bool, $crate::store::StoreError> {
+                use $crate::store::rows::Bind as _;
+                let mut tx = self.begin_key_change(key.purpose).await?;
+                let done = sqlx::query($sql.insert_first_key)
+                    .new_key(key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn rotate_key(
+                &self,
+                key: &$crate::keys::KeyRecord,
+                retired_at: $crate::clock::Timestamp,
+                verify_until: $crate::clock::Timestamp,
+            ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::rows::Bind as _;
+                let mut tx = self.begin_key_change(key.purpose).await?;
+                sqlx::query($sql.retire_key)
+                    .bind($crate::store::rows::millis(retired_at))
+                    .bind($crate::store::rows::millis(verify_until))
+                    .bind(key.purpose.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query($sql.insert_key)
+                    .new_key(key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn delete_expired_keys(
+                &self,
+                now: $crate::clock::Timestamp,
+                limit: u32,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query($sql.delete_expired_keys)
+                    .bind($crate::store::rows::millis(now))
+                    .bind(i64::from(limit))
+                    .execute(&self.$write)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::AuditStore for $store {
+            async fn append_audit(
+                &self,
+                record: &$crate::audit::AuditRecord,
+            ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::rows::Bind as _;
+                sqlx::query($sql.append_audit)
+                    .audit(record)
+                    .execute(&self.$write)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn audit_records(
+                &self,
+                query: &$crate::audit::AuditQuery,
+            ) -> Result<Vec<$crate::audit::AuditRecord>, $crate::store::StoreError> {
+                let rows = sqlx::query($sql.audit_records)
+                    .bind(query.session_id.as_ref().map($crate::id::SessionId::as_str))
+                    .bind(query.user_id.as_ref().map($crate::id::UserId::as_str))
+                    .bind($crate::store::rows::audit_limit(query))
+                    .fetch_all(&self.$read)
+                    .await
+                    .map_err(map_err)?;
+                rows.iter()
+                    .map($crate::store::rows::audit_from_row)
+                    .collect()
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::ApiKeyStore for $store {
+            async fn insert_api_key(
+                &self,
+                key: &$crate::store::ApiKeyRecord,
+            ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::rows::Bind as _;
+                sqlx::query($sql.insert_api_key)
+                    .api_key(key)
+                    .execute(&self.$write)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn api_key_by_hash(
+                &self,
+                hash: &[u8; 32],
+            ) -> Result<Option<$crate::store::ApiKeyRecord>, $crate::store::StoreError> {
+                let row = sqlx::query($sql.api_key_by_hash)
+                    .bind(hash.as_slice())
+                    .fetch_optional(&self.$read)
+                    .await
+                    .map_err(map_err)?;
+                row.as_ref()
+                    .map($crate::store::rows::api_key_from_row)
+                    .transpose()
+            }
+
+            async fn api_keys(
+                &self,
+            ) -> Result<Vec<$crate::store::ApiKeyRecord>, $crate::store::StoreError> {
+                let rows = sqlx::query($sql.api_keys)
+                    .fetch_all(&self.$read)
+                    .await
+                    .map_err(map_err)?;
+                rows.iter()
+                    .map($crate::store::rows::api_key_from_row)
+                    .collect()
+            }
+
+            async fn revoke_api_key(
+                &self,
+                id: &$crate::id::ApiKeyId,
+                at: $crate::clock::Timestamp,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query($sql.revoke_api_key)
+                    .bind($crate::store::rows::millis(at))
+                    .bind(id.as_str())
+                    .execute(&self.$write)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+        }
+    };
+}
+
+pub(super) use sql_store;
