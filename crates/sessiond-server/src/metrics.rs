@@ -187,6 +187,24 @@ impl Metrics {
 
 /// Middleware: counts and times every request by its route template (never the raw path, which
 /// may carry ids).
+/// The method as a metric label, from a fixed set: an unknown method is `other`, so a client
+/// cannot mint label values (each one a new series) by sending made-up methods.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 pub(crate) async fn track(
     State(metrics): State<Arc<Metrics>>,
     request: Request,
@@ -196,7 +214,7 @@ pub(crate) async fn track(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| String::from("unmatched"), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method()).to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
     let elapsed = started.elapsed().as_secs_f64();

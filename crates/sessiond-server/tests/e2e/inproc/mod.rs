@@ -11,6 +11,7 @@ mod cli;
 mod events;
 mod expiry;
 mod issuers;
+mod metrics;
 mod rotation;
 
 use std::sync::Arc;
