@@ -16,6 +16,9 @@ pub async fn run(command: Command, config: Config, secrets: &Secrets) -> anyhow:
         println!("migrations applied to {}", config.database.redacted());
         return Ok(());
     }
+    if let Command::ApiKeys { action } = command {
+        return api_keys(action, &config).await;
+    }
     let service = sessiond_server::open_service(&config, secrets).await?;
     match command {
         Command::Keys {
@@ -114,22 +117,34 @@ pub async fn run(command: Command, config: Config, secrets: &Secrets) -> anyhow:
                 .await?;
             println!("revoked {} session(s)", ids.len());
         }
-        Command::ApiKeys {
-            action: ApiKeysAction::Create { name },
-        } => {
-            let (info, key) = service.create_api_key(&name).await?;
+        Command::Gc => {
+            let report = service.gc().await?;
+            println!(
+                "deleted {} expired session(s), {} claim(s), {} retired key(s)",
+                report.sessions, report.claims, report.keys
+            );
+        }
+        Command::Serve { .. } | Command::Migrate | Command::ApiKeys { .. } => {}
+    }
+    Ok(())
+}
+
+/// `sessiond api-keys …`: needs the database only, not the master key.
+async fn api_keys(action: ApiKeysAction, config: &Config) -> anyhow::Result<()> {
+    let api_keys = sessiond_server::open_api_keys(config).await?;
+    match action {
+        ApiKeysAction::Create { name } => {
+            let (info, key) = api_keys.create(&name).await?;
             println!("created API key {} ({})", info.id, info.name);
             println!("{}", key.expose());
             eprintln!("This is the only time the key is shown; sessiond stores only its hash.");
         }
-        Command::ApiKeys {
-            action: ApiKeysAction::List,
-        } => {
+        ApiKeysAction::List => {
             println!(
                 "{:<28} {:<24} {:<26} revoked_at",
                 "id", "name", "created_at"
             );
-            for k in service.api_keys().await? {
+            for k in api_keys.list().await? {
                 println!(
                     "{:<28} {:<24} {:<26} {}",
                     k.id.as_str(),
@@ -140,11 +155,9 @@ pub async fn run(command: Command, config: Config, secrets: &Secrets) -> anyhow:
                 );
             }
         }
-        Command::ApiKeys {
-            action: ApiKeysAction::Revoke { id },
-        } => {
+        ApiKeysAction::Revoke { id } => {
             let id = sessiond::ApiKeyId::parse(&id).context("API key id (expected ak-…)")?;
-            let revoked = service.revoke_api_key(&id).await?;
+            let revoked = api_keys.revoke(&id).await?;
             println!(
                 "{id}: {}",
                 if revoked {
@@ -154,14 +167,6 @@ pub async fn run(command: Command, config: Config, secrets: &Secrets) -> anyhow:
                 }
             );
         }
-        Command::Gc => {
-            let report = service.gc().await?;
-            println!(
-                "deleted {} expired session(s), {} claim(s), {} retired key(s)",
-                report.sessions, report.claims, report.keys
-            );
-        }
-        Command::Serve { .. } | Command::Migrate => {}
     }
     Ok(())
 }

@@ -8,9 +8,10 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
-use sessiond::{ApiKeyId, ApiKeyInfo};
+use sessiond::ApiKeyId;
 use subtle::ConstantTimeEq;
 
+use crate::api_keys::ApiKeyInfo;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -27,14 +28,23 @@ impl ApiCaller {
     }
 }
 
+/// The credential of an `Authorization: Bearer <credential>` value. The scheme name is
+/// case-insensitive (RFC 9110 §11.1); whitespace around the credential is dropped.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credential) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credential.trim())
+        .filter(|c| !c.is_empty())
+}
+
 /// Who presented the request's API key, or why nobody did: a missing or unknown key is 401
 /// `unauthorized`, a storage outage 503 (through [`ApiError`]).
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<ApiCaller, ApiError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(bearer)
         .ok_or(ApiError::Unauthorized)?;
     if let Some(bootstrap) = &state.bootstrap_api_key {
         if bool::from(bootstrap.expose().as_bytes().ct_eq(presented.as_bytes())) {
@@ -42,7 +52,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<ApiCaller
             return Ok(ApiCaller(None));
         }
     }
-    match state.service.authenticate_api_key(presented).await? {
+    match state.api_keys.authenticate(presented).await? {
         Some(info) => {
             tracing::debug!(api_key = %info.id, "API call");
             Ok(ApiCaller(Some(info)))
@@ -64,5 +74,29 @@ pub(crate) async fn require_api_key(
             next.run(request).await
         }
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for (value, credential) in [
+            ("Bearer k", Some("k")),
+            ("bearer k", Some("k")),
+            ("BEARER k", Some("k")),
+            ("bEaReR   k  ", Some("k")),
+            (" Bearer k", Some("k")),
+            ("Bearer ", None),
+            ("Bearer", None),
+            ("Basic k", None),
+            ("Bearerk", None),
+            ("Bearer\tk", None),
+            ("", None),
+        ] {
+            assert_eq!(bearer(value), credential, "{value:?}");
+        }
     }
 }

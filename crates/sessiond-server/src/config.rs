@@ -99,15 +99,60 @@ impl Secrets {
     }
 }
 
-/// Strips credentials from a URL for logging.
+/// Query parameters whose values are shown in a redacted URL: connection settings known to hold
+/// no secret (paths, modes, names, timeouts). Every other parameter's value is replaced, so a
+/// secret is hidden however its key is spelled (`password`, `sslpassword`, `PassWord`,
+/// `pass%77ord`, a driver option this list has never heard of).
+const SHOWN_QUERY_KEYS: &[&str] = &[
+    "application_name",
+    "connect_timeout",
+    "dbname",
+    "host",
+    "hostaddr",
+    "mode",
+    "port",
+    "sslcert",
+    "sslmode",
+    "sslrootcert",
+    "statement-cache-capacity",
+    "target_session_attrs",
+];
+
+/// A URL without anything that may be a credential, for logs, errors and CLI output: the user
+/// information (name and password) becomes `***`, every query value but those of
+/// [`SHOWN_QUERY_KEYS`] becomes `***`, the fragment is dropped. A string that does not parse as
+/// a URL keeps only its scheme.
 pub(crate) fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let (head, tail) = (url.get(..scheme), url.get(at + 1..));
-            format!("{}://***@{}", head.unwrap_or(""), tail.unwrap_or(""))
-        }
-        _ => url.to_owned(),
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        let scheme: String = scheme
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+            .collect();
+        return format!("{scheme}://(unparseable URL, not shown)");
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        // Both fail only for URLs that cannot have credentials, which then have none to hide.
+        let _ = parsed.set_password(None);
+        let _ = parsed.set_username("***");
     }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let shown = SHOWN_QUERY_KEYS.contains(&k.to_ascii_lowercase().as_str());
+                let value = if shown {
+                    v.into_owned()
+                } else {
+                    "***".to_owned()
+                };
+                (k.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.set_fragment(None);
+    parsed.into()
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -224,8 +269,8 @@ impl Default for RawConfig {
     }
 }
 
-/// The database, chosen once at load.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The database, chosen once at load. `Debug` shows the URL redacted.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Database {
     /// SQLite (`sqlite:…`).
@@ -270,6 +315,7 @@ impl Database {
                 in_data_dir: false,
             }),
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                check_postgres_parameters(url)?;
                 Ok(Database::Postgres {
                     url: url.to_owned(),
                     schema,
@@ -292,6 +338,65 @@ impl Database {
     /// The URL without credentials, for logs and messages.
     pub fn redacted(&self) -> String {
         redact_url(self.url())
+    }
+}
+
+/// The connection parameters the PostgreSQL driver (sqlx 0.8) applies. It ignores any other with
+/// a warning that prints the value, and a misspelt `password` is a secret; so another parameter
+/// is refused here, before anything is logged, without naming it or its value.
+const POSTGRES_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+fn check_postgres_parameters(url: &str) -> Result<(), ConfigError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|_| invalid("database_url", "is not a valid URL (not shown)"))?;
+    let known = |k: &str| POSTGRES_PARAMETERS.contains(&k) || k.starts_with("options[");
+    if parsed.query_pairs().all(|(k, _)| known(&k)) {
+        Ok(())
+    } else {
+        Err(invalid(
+            "database_url",
+            format!(
+                "has a connection parameter the PostgreSQL driver does not know (not shown); \
+                 known: {}",
+                POSTGRES_PARAMETERS.join(", ")
+            ),
+        ))
+    }
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sqlite { in_data_dir, .. } => f
+                .debug_struct("Sqlite")
+                .field("url", &self.redacted())
+                .field("in_data_dir", in_data_dir)
+                .finish(),
+            Database::Postgres { schema, .. } => f
+                .debug_struct("Postgres")
+                .field("url", &self.redacted())
+                .field("schema", schema)
+                .finish(),
+        }
     }
 }
 
@@ -717,9 +822,32 @@ pub struct Issuer {
 pub enum JwksSource {
     /// A file (relative paths: to the config file's directory).
     File(PathBuf),
-    /// An `http(s)` URL (fetched with a timeout, cached, refetched on an unknown `kid` at most
-    /// once per minute).
+    /// An `https://` URL (`http://` only to a loopback address), fetched with a timeout,
+    /// cached, refetched on an unknown `kid` at most once per minute; never followed to a
+    /// plain-HTTP redirect.
     Url(String),
+}
+
+/// Whether `url` may serve an issuer's keys: `https://`, or `http://` to a loopback address
+/// (`localhost`, 127.0.0.0/8, `::1`) for development. Anyone on the path of a plain-HTTP fetch
+/// could supply the keys, and so forge every token of the issuer.
+fn jwks_url_allowed(url: &str) -> bool {
+    match reqwest::Url::parse(url) {
+        Ok(u) if u.scheme() == "https" => u.host().is_some(),
+        Ok(u) if u.scheme() == "http" => is_loopback(&u),
+        _ => false,
+    }
+}
+
+/// Whether `url`'s host is a loopback address or `localhost`.
+pub(crate) fn is_loopback(url: &reqwest::Url) -> bool {
+    url.host_str().is_some_and(|h| {
+        h.eq_ignore_ascii_case("localhost")
+            || h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|a| a.is_loopback())
+    })
 }
 
 /// `rsa_alg` of an issuer.
@@ -1008,15 +1136,12 @@ impl Config {
                 let key = format!("issuers[{i}]");
                 let jwks = match (issuer.jwks_file, issuer.jwks_url) {
                     (Some(path), None) => JwksSource::File(resolve(path)),
-                    (None, Some(url))
-                        if url.starts_with("https://") || url.starts_with("http://") =>
-                    {
-                        JwksSource::Url(url)
-                    }
+                    (None, Some(url)) if jwks_url_allowed(&url) => JwksSource::Url(url),
                     (None, Some(_)) => {
                         return Err(invalid(
                             &format!("{key}.jwks_url"),
-                            "must be an http(s) URL",
+                            "must be an https:// URL (http:// only to a loopback address, for \
+                             development)",
                         ))
                     }
                     _ => return Err(invalid(&key, "give exactly one of jwks_file and jwks_url")),
@@ -1402,12 +1527,32 @@ mod tests {
                 "issuers[0].jwks_url",
             ),
             (
+                "[[issuers]]\nissuer = \"x\"\naudience = \"y\"\njwks_url = \"http://idp.example/j\"",
+                &[],
+                "issuers[0].jwks_url",
+            ),
+            (
+                "[[issuers]]\nissuer = \"x\"\naudience = \"y\"\njwks_url = \"http://127.0.0.1.example/j\"",
+                &[],
+                "issuers[0].jwks_url",
+            ),
+            (
+                "[[issuers]]\nissuer = \"x\"\naudience = \"y\"\njwks_url = \"https://\"",
+                &[],
+                "issuers[0].jwks_url",
+            ),
+            (
                 "[[issuers]]\nissuer = \"x\"\naudience = \"y\"\njwks_url = \"https://i/j\"\njwks_file = \"j\"",
                 &[],
                 "issuers[0]",
             ),
             ("redis_url = \"http://cache\"", &[], "redis_url"),
             ("", &[("SESSIOND_REDIS_URL", "cache:6379")], "redis_url"),
+            (
+                "database_url = \"postgres://db/x?sslmode=require&PassWord=0123456789abcdef\"",
+                &[],
+                "database_url",
+            ),
             (
                 "database_url = \"postgres://db/x\"\ndatabase_schema = \"pg_x\"",
                 &[],
@@ -1427,5 +1572,80 @@ mod tests {
             }
             assert!(!err.to_string().contains("0123456789abcdef"), "{err}");
         }
+    }
+
+    /// Plain HTTP serves an issuer's keys only from a loopback address (development).
+    #[test]
+    fn jwks_urls_are_https_or_loopback() {
+        for ok in [
+            "https://idp.example/jwks",
+            "HTTPS://IDP.EXAMPLE/jwks",
+            "http://127.0.0.1:8080/jwks",
+            "http://127.9.9.9/jwks",
+            "http://localhost/jwks",
+            "http://LocalHost:1/jwks",
+            "http://[::1]:9/jwks",
+        ] {
+            assert!(jwks_url_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "http://idp.example/jwks",
+            "http://10.0.0.1/jwks",
+            "http://localhost.attacker.example/jwks",
+            "http://127.0.0.1@attacker.example/jwks",
+            "http://[::ffff:10.0.0.1]/jwks",
+            "ftp://idp.example/jwks",
+            "file:///etc/jwks",
+            "idp.example/jwks",
+            "",
+        ] {
+            assert!(!jwks_url_allowed(bad), "{bad}");
+        }
+    }
+
+    /// No credential survives redaction, however it is spelled, and the rest of the URL stays
+    /// readable for the operator.
+    #[test]
+    fn redaction_hides_every_credential_spelling() {
+        let secret = "hunter2-SECRET";
+        for url in [
+            "postgres://app:hunter2-SECRET@db.example:5432/sessiond",
+            "postgres://hunter2-SECRET@db.example/sessiond",
+            "postgres://db.example/sessiond?password=hunter2-SECRET",
+            "postgres://db.example/sessiond?sslmode=require&PassWord=hunter2-SECRET",
+            "postgres://db.example/sessiond?pass%77ord=hunter2-SECRET",
+            "postgres://db.example/sessiond?sslpassword=hunter2-SECRET",
+            "postgresql://db.example/sessiond?options=-c%20x%3Dhunter2-SECRET",
+            "postgres://db.example/sessiond?user=app&password=hunter2-SECRET&password=again",
+            "postgres://u:p@db.example/sessiond?x=a@b&token=hunter2-SECRET",
+            "redis://:hunter2-SECRET@cache.example:6379/0",
+            "rediss://default:hunter2-SECRET@cache.example",
+            "https://idp.example/jwks?access_token=hunter2-SECRET",
+            "https://user:hunter2-SECRET@idp.example/jwks",
+            "https://idp.example/jwks#hunter2-SECRET",
+            "postgres://app:hunter2-SECRET@[not a host/sessiond",
+            "hunter2-SECRET",
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains(secret), "{url} -> {shown}");
+            assert!(!shown.contains("hunter2"), "{url} -> {shown}");
+        }
+        assert_eq!(
+            redact_url("postgres://app:pw@db.example:5432/sessiond?sslmode=require&password=pw"),
+            "postgres://***@db.example:5432/sessiond?sslmode=require&password=***"
+        );
+        assert_eq!(
+            redact_url("sqlite:///var/lib/sessiond/sessiond.db?mode=rwc"),
+            "sqlite:///var/lib/sessiond/sessiond.db?mode=rwc"
+        );
+        assert_eq!(
+            redact_url("https://idp.example/.well-known/jwks.json"),
+            "https://idp.example/.well-known/jwks.json"
+        );
+        let db = Database::Postgres {
+            url: "postgres://app:hunter2-SECRET@db/x?password=hunter2-SECRET".into(),
+            schema: None,
+        };
+        assert!(!format!("{db:?}").contains("hunter2"));
     }
 }

@@ -28,6 +28,8 @@ pub(crate) const MAX_JWKS_BYTES: usize = 1024 * 1024;
 struct Entry {
     config: Issuer,
     url: String,
+    /// The URL as logged (`config::redact_url`).
+    shown: String,
     /// The last fetch triggered by an unknown `kid` (the rate-limited kind).
     last_kid_refetch: Mutex<Option<Instant>>,
     loaded: Mutex<bool>,
@@ -57,14 +59,42 @@ impl fmt::Debug for RemoteIssuers {
 /// Why a fetch failed (logged; never contains the body).
 #[derive(Debug, thiserror::Error)]
 enum FetchError {
+    /// Without its URL (`reqwest::Error::without_url`): the URL may carry credentials; the log
+    /// line names the redacted one.
     #[error("request failed: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(reqwest::Error),
     #[error("HTTP status {0}")]
     Status(u16),
     #[error("JWK Set larger than 1 MiB")]
     TooLarge,
     #[error("JWK Set refused: {0}")]
     Jwks(#[from] sessiond::jose::foreign::JwksError),
+}
+
+impl From<reqwest::Error> for FetchError {
+    fn from(e: reqwest::Error) -> Self {
+        FetchError::Http(e.without_url())
+    }
+}
+
+/// Follows at most three redirects, only to `https://` (a plain-HTTP hop would let anyone on the
+/// path supply the keys); a loopback `http://` URL, allowed for development, may also redirect
+/// to loopback `http://`.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let started_plain = attempt.previous().first().map(|u| u.scheme()) == Some("http");
+        let safe = attempt.url().scheme() == "https"
+            || (started_plain
+                && attempt.url().scheme() == "http"
+                && crate::config::is_loopback(attempt.url()));
+        if attempt.previous().len() > 3 {
+            attempt.error("more than 3 redirects")
+        } else if safe {
+            attempt.follow()
+        } else {
+            attempt.error("redirect to a URL that is not https:// refused")
+        }
+    })
 }
 
 impl RemoteIssuers {
@@ -83,12 +113,17 @@ impl RemoteIssuers {
                 let JwksSource::Url(url) = &i.jwks else {
                     return None;
                 };
+                let shown = crate::config::redact_url(url);
+                if !url.starts_with("https://") {
+                    tracing::warn!(issuer = %i.issuer, url = %shown, "jwks_url is plain http:// to a loopback address: for development only");
+                }
                 let url = url.clone();
                 Some((
                     i.issuer.clone(),
                     Entry {
                         config: i.clone(),
                         url,
+                        shown,
                         last_kid_refetch: Mutex::new(None),
                         loaded: Mutex::new(false),
                     },
@@ -101,7 +136,7 @@ impl RemoteIssuers {
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .connect_timeout(FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(redirect_policy())
             .build()?;
         Ok(Some(RemoteIssuers {
             inner: Arc::new(Inner {
@@ -172,11 +207,11 @@ impl RemoteIssuers {
                 if let Ok(mut loaded) = entry.loaded.lock() {
                     *loaded = true;
                 }
-                tracing::info!(issuer = iss, url = %entry.url, keys, "fetched JWK Set");
+                tracing::info!(issuer = iss, url = %entry.shown, keys, "fetched JWK Set");
                 true
             }
             Err(e) => {
-                tracing::warn!(issuer = iss, url = %entry.url, error = %e, "cannot fetch JWK Set; keeping the previous one");
+                tracing::warn!(issuer = iss, url = %entry.shown, error = %e, "cannot fetch JWK Set; keeping the previous one");
                 false
             }
         }

@@ -1,6 +1,6 @@
 //! The sessiond server as a library: [`Server`] (HTTP API, browser endpoints, JWKS, SSE, TLS)
 //! with one owned lifecycle, the configuration it is built from, and what the admin commands
-//! need ([`migrate`], [`open_service`]). The `sessiond` binary (`main.rs`, `cli.rs`, `admin.rs`)
+//! need ([`migrate`], [`open_service`], [`open_api_keys`]). The `sessiond` binary (`main.rs`, `cli.rs`, `admin.rs`)
 //! is the command line around it.
 //!
 //! # Layout
@@ -10,6 +10,8 @@
 //! - `cookies` (browser cookie attributes), `tls` (HTTPS, client certificates), `issuers`
 //!   (JWK Sets fetched from URLs), `hub` (the event fan-out behind the SSE streams),
 //!   `metrics` (Prometheus).
+//! - [`api_keys`]: the server's own API keys (the `/v1` credentials), over the SQL stores'
+//!   API-key table.
 //! - `state`: what handlers reach (`AppState`); `extract`: the JSON extractor;
 //!   `auth`: the API-key layer on `/v1`.
 //! - `routes`: handlers by audience (`api`, `browser`, `events`, `ops`) and the wire types
@@ -19,6 +21,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod api_keys;
 pub mod config;
 
 mod app;
@@ -40,4 +43,4 @@ pub use config::{Config, ConfigError, Overrides, Secrets};
 /// The wire types of the HTTP API (what `/openapi.json` describes).
 pub use routes::dto;
 pub use server::Server;
-pub use startup::{migrate, open_service, StartError};
+pub use startup::{migrate, open_api_keys, open_service, StartError};

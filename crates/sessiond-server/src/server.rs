@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use sessiond::{Clock, Secret, SessionService};
+use sessiond::{Clock, OsRandom, Secret, SessionService};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::api_keys::ApiKeys;
 use crate::config::{Config, Secrets};
 use crate::issuers::RemoteIssuers;
 use crate::startup::{self, MasterKeySource, StartError};
@@ -57,7 +58,7 @@ impl Server {
         clock: Arc<dyn Clock>,
     ) -> Result<Server, StartError> {
         tracing::info!(data_dir = %config.data_dir.display(), database = %config.database.redacted(), "sessiond starting");
-        let (backend, sqlite) = startup::open_backend_and_sqlite(&config).await?;
+        let storage = startup::open_storage(&config).await?;
         let (master, source) = startup::master_key(&config, &secrets, true)?;
         match &source {
             MasterKeySource::Environment => {
@@ -70,8 +71,14 @@ impl Server {
                 tracing::warn!(path = %p.display(), "created a new master key file (mode 0600); back it up: without it the signing keys cannot be opened")
             }
         }
-        let (service, external_writes) =
-            startup::build_service(&config, backend, master, clock, sqlite).await?;
+        let (service, external_writes) = startup::build_service(
+            &config,
+            storage.backend,
+            master,
+            clock.clone(),
+            storage.sqlite,
+        )
+        .await?;
         for key in service.keys().list().await.map_err(StartError::ListKeys)? {
             if key.is_active() {
                 tracing::info!(purpose = key.purpose.as_str(), key_id = %key.id, alg = key.algorithm.as_str(), "active signing key");
@@ -116,7 +123,13 @@ impl Server {
             remote.fetch_all().await;
             tasks.push(Box::pin(remote.clone().refresh_loop()));
         }
-        let state = AppState::new(service, Arc::new(config), bootstrap, remote);
+        let api_keys = ApiKeys::new(
+            storage.api_keys,
+            clock,
+            Arc::new(OsRandom),
+            crate::api_keys::DEFAULT_CACHE_TTL,
+        );
+        let state = AppState::new(service, Arc::new(config), api_keys, bootstrap, remote);
         tasks.push(Box::pin(state.events.pump(&state.service)));
         Ok(Server {
             listener,

@@ -14,11 +14,12 @@ use sessiond::keys::{KeyError, MasterKeyError};
 use sessiond::store::postgres::{PgOptions, PgStore};
 use sessiond::store::redis::{RedisClaimStore, RedisOptions};
 use sessiond::store::sqlite::{SqliteOptions, SqliteStore};
-use sessiond::store::Backend;
 use sessiond::store::StoreError;
+use sessiond::store::{ApiKeyStore, Backend};
 use sessiond::{Clock, MasterKey, OsRandom, Secret, ServiceConfig, SessionService};
 use sessiond::{EventBus, InProcessBus};
 
+use crate::api_keys::ApiKeys;
 use crate::config::{Config, Database, JwksSource, Secrets};
 
 /// How often `serve` on SQLite checks whether another process wrote to the file.
@@ -29,7 +30,7 @@ const EXTERNAL_WRITE_POLL: std::time::Duration = std::time::Duration::from_secs(
 /// # Errors
 /// [`StartError`] when the database cannot be opened or migrated.
 pub async fn migrate(config: &Config) -> Result<(), StartError> {
-    open_backend(config).await.map(drop)
+    open_storage(config).await.map(drop)
 }
 
 /// The session service over the configured database, for one-shot admin work (no background
@@ -41,7 +42,7 @@ pub async fn open_service(
     config: &Config,
     secrets: &Secrets,
 ) -> Result<SessionService, StartError> {
-    let backend = open_backend(config).await?;
+    let backend = open_storage(config).await?.backend;
     let (master, _) = master_key(config, secrets, false)?;
     let (service, _) = build_service(
         config,
@@ -52,6 +53,21 @@ pub async fn open_service(
     )
     .await?;
     Ok(service)
+}
+
+/// The server's API keys over the configured database, for one-shot admin work (the system
+/// clock; no master key needed).
+///
+/// # Errors
+/// [`StartError`] when the database cannot be opened.
+pub async fn open_api_keys(config: &Config) -> Result<ApiKeys, StartError> {
+    let storage = open_storage(config).await?;
+    Ok(ApiKeys::new(
+        storage.api_keys,
+        Arc::new(sessiond::SystemClock),
+        Arc::new(OsRandom),
+        crate::api_keys::DEFAULT_CACHE_TTL,
+    ))
 }
 
 /// Why the server or an admin command could not start. Messages name the file, key or
@@ -165,22 +181,22 @@ pub enum StartError {
     },
 }
 
+/// The configured database, opened and migrated.
+pub(crate) struct Storage {
+    /// Sessions, signing keys, the audit trail and (without Redis) claims.
+    pub(crate) backend: Arc<dyn Backend>,
+    /// The table of the server's API keys.
+    pub(crate) api_keys: Arc<dyn ApiKeyStore>,
+    /// The SQLite store itself when that is the database (for `serve`, which watches it for
+    /// writes by other processes).
+    pub(crate) sqlite: Option<SqliteStore>,
+}
+
 /// Opens (and migrates) the configured database.
 ///
 /// # Errors
 /// When the database cannot be opened or migrated.
-pub(crate) async fn open_backend(config: &Config) -> Result<Arc<dyn Backend>, StartError> {
-    open_backend_and_sqlite(config).await.map(|(b, _)| b)
-}
-
-/// [`open_backend`], plus the SQLite store itself when that is the backend (for `serve`, which
-/// watches it for writes by other processes).
-///
-/// # Errors
-/// As [`open_backend`].
-pub(crate) async fn open_backend_and_sqlite(
-    config: &Config,
-) -> Result<(Arc<dyn Backend>, Option<SqliteStore>), StartError> {
+pub(crate) async fn open_storage(config: &Config) -> Result<Storage, StartError> {
     match &config.database {
         Database::Sqlite { url, in_data_dir } => {
             if *in_data_dir {
@@ -201,7 +217,11 @@ pub(crate) async fn open_backend_and_sqlite(
                         url: url.clone(),
                         source,
                     })?;
-            Ok((Arc::new(store.clone()), Some(store)))
+            Ok(Storage {
+                backend: Arc::new(store.clone()),
+                api_keys: Arc::new(store.clone()),
+                sqlite: Some(store),
+            })
         }
         Database::Postgres { url, schema } => {
             let mut options = PgOptions::default();
@@ -215,7 +235,11 @@ pub(crate) async fn open_backend_and_sqlite(
                         url: config.database.redacted(),
                         source,
                     })?;
-            Ok((Arc::new(store), None))
+            Ok(Storage {
+                backend: Arc::new(store.clone()),
+                api_keys: Arc::new(store),
+                sqlite: None,
+            })
         }
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use sessiond::{Secret, SessionService};
 
+use crate::api_keys::ApiKeys;
 use crate::config::Config;
 use crate::cookies::CookieSettings;
 use crate::hub::EventHub;
@@ -21,6 +22,8 @@ pub(crate) struct AppState {
     pub(crate) cookies: Arc<CookieSettings>,
     /// Prometheus registry.
     pub(crate) metrics: Arc<Metrics>,
+    /// The stored API keys of the `/v1` routes.
+    pub(crate) api_keys: ApiKeys,
     /// `SESSIOND_API_KEY`, accepted as an API key.
     pub(crate) bootstrap_api_key: Option<Arc<Secret<String>>>,
     /// Issuers whose JWK Set is fetched from a URL.
@@ -34,6 +37,7 @@ impl AppState {
     pub(crate) fn new(
         service: SessionService,
         config: Arc<Config>,
+        api_keys: ApiKeys,
         bootstrap_api_key: Option<Secret<String>>,
         remote_issuers: Option<RemoteIssuers>,
     ) -> Self {
@@ -43,6 +47,7 @@ impl AppState {
             cookies: Arc::new(CookieSettings::new(&config)),
             events,
             config,
+            api_keys,
             bootstrap_api_key: bootstrap_api_key.map(Arc::new),
             remote_issuers,
             service,

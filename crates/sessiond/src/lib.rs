@@ -77,8 +77,8 @@ pub use keys::{KeyPurpose, KeyRing, MasterKey};
 pub use random::{OsRandom, RandomSource, SeededRandom};
 pub use secret::Secret;
 pub use service::{
-    ApiKeyInfo, ClaimedToken, CookieSession, Credential, GcReport, NewSession, RequestContext,
-    ServiceConfig, SessionService, TokenPair, TokenSession, Validated,
+    ClaimedToken, CookieSession, Credential, GcReport, NewSession, RequestContext, ServiceConfig,
+    SessionService, TokenPair, TokenSession, Validated,
 };
 pub use service::{DeadlineKind, EndReason, ExtraDeadline, Watch};
 pub use session::{RevokeReason, Session, SessionKind, SessionStatus};

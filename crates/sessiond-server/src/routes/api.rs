@@ -2,7 +2,7 @@
 //! whole `/v1` router, so these handlers only ever see authenticated requests).
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -15,7 +15,7 @@ use sessiond::{
 };
 
 use super::dto::*;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 use crate::tls::ClientCertificate;
@@ -184,7 +184,7 @@ pub(crate) async fn refresh(
     security(("api_key" = [])))]
 pub(crate) async fn get_session(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SessionResponse>, ApiError> {
     let id = session_id(&id)?;
     let session = state
@@ -204,7 +204,7 @@ pub(crate) async fn get_session(
     security(("api_key" = [])))]
 pub(crate) async fn revoke_session(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let req: RevokeRequest = optional_json(&body)?;
@@ -226,7 +226,7 @@ pub(crate) async fn revoke_session(
     security(("api_key" = [])))]
 pub(crate) async fn rotate_csrf(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CsrfResponse>, ApiError> {
     let id = session_id(&id)?;
     let token = state.service.rotate_csrf(&id).await.map_err(|e| match e {
@@ -251,8 +251,8 @@ pub(crate) async fn rotate_csrf(
     security(("api_key" = [])))]
 pub(crate) async fn user_sessions(
     State(state): State<AppState>,
-    Path(user): Path<String>,
-    Query(q): Query<TenantQuery>,
+    ApiPath(user): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> Result<Json<SessionsResponse>, ApiError> {
     let user = user_id(&user)?;
     let tenant = tenant(q.tenant.as_deref())?;
@@ -269,7 +269,7 @@ pub(crate) async fn user_sessions(
     security(("api_key" = [])))]
 pub(crate) async fn revoke_user(
     State(state): State<AppState>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
     body: Bytes,
 ) -> Result<Json<RevokeUserResponse>, ApiError> {
     let req: RevokeUserRequest = optional_json(&body)?;

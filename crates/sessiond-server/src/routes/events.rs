@@ -38,7 +38,7 @@ use sessiond::error::ErrorCode;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -53,6 +53,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
 use crate::auth::ApiCaller;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::hub::{EventHub, Item};
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
@@ -152,7 +153,7 @@ pub(crate) async fn session_events(
     State(state): State<AppState>,
     Extension(caller): Extension<ApiCaller>,
     client_cert: Option<Extension<ClientCertificate>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let id = SessionId::parse(&id).map_err(|_| ApiError::NotFound(ErrorCode::UnknownSession))?;
     let hub = state.events.clone();
@@ -216,6 +217,7 @@ pub(crate) async fn session_events(
 
 /// `?user_id=&tenant=` of the per-user stream.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct UserEventsQuery {
     /// The user whose sessions to follow.
     pub user_id: Option<String>,
@@ -243,7 +245,7 @@ pub(crate) async fn user_events(
     Extension(caller): Extension<ApiCaller>,
     client_cert: Option<Extension<ClientCertificate>>,
     headers: HeaderMap,
-    Query(query): Query<UserEventsQuery>,
+    ApiQuery(query): ApiQuery<UserEventsQuery>,
 ) -> Result<Response, ApiError> {
     let user = query
         .user_id

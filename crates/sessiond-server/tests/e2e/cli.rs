@@ -108,3 +108,70 @@ async fn a_second_start_reuses_master_key_and_signing_keys() {
     assert!(!again.logs().contains("created a new master key file"));
     again.stop().await;
 }
+
+/// A database URL's credentials, however spelled (user information, a `password` query
+/// parameter, another case), appear neither in the start-up log nor in `sessiond migrate`'s
+/// output (issue 12, item 6).
+#[tokio::test]
+async fn database_url_credentials_never_reach_logs_or_output() {
+    let schema = crate::harness::Schema::new();
+    let base = crate::harness::postgres_url();
+    let (scheme, rest) = base.split_once("://").unwrap();
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let sep = if rest.contains('?') { '&' } else { '?' };
+    // Trust authentication ignores the password, so the URL still connects.
+    let url =
+        format!("{scheme}://postgres:pw-in-userinfo-7f3a@{rest}{sep}password=pw-in-query-7f3a");
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &format!("database_schema = \"{}\"\n", schema.name),
+    );
+    let env = [
+        ("SESSIOND_DATABASE_URL", url.as_str()),
+        ("SESSIOND_LOG", "debug"),
+        ("SESSIOND_MASTER_KEY", crate::harness::CLUSTER_MASTER_KEY),
+    ];
+    let migrate = cli_in(dir.path(), &["migrate"], &env).await;
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&migrate.stdout),
+        stderr(&migrate)
+    );
+    assert_eq!(migrate.status.code(), Some(0), "{out}");
+    assert!(out.contains("migrations applied to"), "{out}");
+    // `serve` logs the database at start; a bootstrap key that is too short makes it stop right
+    // after opening the database, with the start-up log written.
+    let serve = cli_in(
+        dir.path(),
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[env[0], env[1], env[2], ("SESSIOND_API_KEY", "too-short")],
+    )
+    .await;
+    let logged = format!(
+        "{}{}",
+        String::from_utf8_lossy(&serve.stdout),
+        stderr(&serve)
+    );
+    assert_ne!(serve.status.code(), Some(0), "{logged}");
+    assert!(logged.contains("sessiond starting"), "{logged}");
+    // A parameter the driver does not know (here a misspelt password) is refused before
+    // anything is logged: the driver would log it, value included.
+    let misspelt = format!("{scheme}://{rest}{sep}PassWord=pw-in-case-7f3a");
+    let refused = cli_in(
+        dir.path(),
+        &["migrate"],
+        &[("SESSIOND_DATABASE_URL", misspelt.as_str()), env[1], env[2]],
+    )
+    .await;
+    let refusal = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        stderr(&refused)
+    );
+    assert_eq!(refused.status.code(), Some(2), "{refusal}");
+    assert!(refusal.contains("database_url"), "{refusal}");
+    for text in [&out, &logged, &refusal] {
+        assert!(!text.contains("7f3a"), "a credential leaked: {text}");
+    }
+}

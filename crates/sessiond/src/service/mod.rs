@@ -5,7 +5,7 @@
 //!
 //! The operations live in modules by concern: [`cookies`] (cookie sessions and CSRF),
 //! `tokens` (token pairs and refresh, with the rules of [`rotation`]), `lifecycle` (creation,
-//! revocation, reads, key rotation, GC), `claims`, `api_keys`, `watch`; `checks` holds the
+//! revocation, reads, key rotation, GC), `claims`, `watch`; `checks` holds the
 //! checks they share and `effects` the one place where their effects become metrics, audit
 //! records and events.
 
@@ -20,7 +20,6 @@ use crate::metrics::Metrics;
 use crate::random::{OsRandom, RandomSource};
 use crate::store::{Backend, ClaimStore};
 
-mod api_keys;
 mod checks;
 mod claims;
 mod cookies;
@@ -32,7 +31,6 @@ mod tokens;
 mod types;
 mod watch;
 
-pub use api_keys::{ApiKeyInfo, API_KEY_PREFIX};
 pub use claims::{ClaimedToken, MAX_CLAIM_ID_BYTES};
 pub use tokens::{TokenPair, TokenSession};
 pub use types::{
@@ -44,7 +42,6 @@ pub use watch::{DeadlineKind, EndReason, ExtraDeadline, Watch};
 struct Inner {
     backend: Arc<dyn Backend>,
     claims: Arc<dyn ClaimStore>,
-    api_key_cache: std::sync::Mutex<std::collections::HashMap<[u8; 32], api_keys::CachedKey>>,
     issuers: std::sync::RwLock<
         std::collections::HashMap<String, Arc<crate::jose::foreign::TrustedIssuer>>,
     >,
@@ -138,7 +135,6 @@ impl ServiceBuilder {
                 },
                 backend: self.backend,
                 issuers: std::sync::RwLock::new(std::collections::HashMap::new()),
-                api_key_cache: std::sync::Mutex::new(std::collections::HashMap::new()),
                 keys,
                 clock: self.clock,
                 rng: self.rng,

@@ -36,9 +36,6 @@ pub struct ServiceConfig {
     pub audit: AuditPolicy,
     /// Rows deleted per garbage-collection batch (default 500).
     pub gc_batch: u32,
-    /// How long an API key authentication is cached in process (default 5 s): the bound on how
-    /// long a key revoked on another node keeps working here.
-    pub api_key_cache_ttl: Duration,
     /// The longest a [`SessionService::watch`] sleeps between two readings of the clock
     /// (default 1 s): the bound on how far a wall-clock jump can extend or cut short a watched
     /// connection. Values below 10 ms are raised to 10 ms.
@@ -54,7 +51,6 @@ impl Default for ServiceConfig {
             keys: KeyPolicy::default(),
             audit: AuditPolicy::default(),
             gc_batch: 500,
-            api_key_cache_ttl: Duration::from_secs(5),
             watch_recheck: Duration::from_secs(1),
         }
     }

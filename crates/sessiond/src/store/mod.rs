@@ -295,7 +295,10 @@ impl fmt::Debug for ApiKeyRecord {
     }
 }
 
-/// API keys of the server.
+/// The table of the server's API keys (`sessiond-server`'s `/v1` authentication), which the SQL
+/// stores (`sqlite::SqliteStore`, `postgres::PgStore`) keep
+/// beside the sessions, sharing their row layer and migrations. Not part of [`Backend`]: the
+/// session engine never reads it, and a backend of your own need not carry it.
 #[async_trait]
 pub trait ApiKeyStore: Send + Sync + fmt::Debug {
     /// Inserts a new key.
@@ -313,6 +316,6 @@ pub trait ApiKeyStore: Send + Sync + fmt::Debug {
 
 /// Everything a full backend stores. Implemented automatically for any type that implements
 /// each part.
-pub trait Backend: SessionStore + KeyStore + AuditStore + ClaimStore + ApiKeyStore {}
+pub trait Backend: SessionStore + KeyStore + AuditStore + ClaimStore {}
 
-impl<T: SessionStore + KeyStore + AuditStore + ClaimStore + ApiKeyStore> Backend for T {}
+impl<T: SessionStore + KeyStore + AuditStore + ClaimStore> Backend for T {}

@@ -301,6 +301,15 @@ async fn connections_the_server_terminates_are_replaced() {
     store.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_are_stored_by_hash_and_revoked_once() {
+    let url = postgres_url().await;
+    let schema = fresh_schema();
+    let _guard = SchemaGuard::new(&url, &schema);
+    let store = PgStore::open(&url, options_in(&schema)).await.unwrap();
+    crate::conformance::api_keys_are_stored_by_hash_and_revoked_once(Arc::new(store)).await;
+}
+
 /// Every stored defect both schemas admit is `Corrupt` naming its column, as on SQLite.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_rows_are_reported_by_column_as_on_sqlite() {

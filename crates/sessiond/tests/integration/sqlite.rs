@@ -9,6 +9,16 @@ use sessiond::store::sqlite::{SqliteOptions, SqliteStore};
 
 use crate::conformance::{corrupt_rows_are_reported_by_column, CORRUPT_ROWS};
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_are_stored_by_hash_and_revoked_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessiond.db");
+    let store = SqliteStore::open(path.to_str().unwrap(), SqliteOptions::default())
+        .await
+        .unwrap();
+    crate::conformance::api_keys_are_stored_by_hash_and_revoked_once(Arc::new(store)).await;
+}
+
 /// Every stored defect is `Corrupt` naming its column, as on PostgreSQL, plus the defects only
 /// SQLite's dynamic typing admits (a text in an integer column, a short hash).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

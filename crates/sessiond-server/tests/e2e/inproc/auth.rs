@@ -58,3 +58,51 @@ async fn every_v1_route_refuses_a_request_without_a_valid_key() {
         .assert_problem(405, "method_not_allowed");
     s.stop().await;
 }
+
+/// The `Bearer` scheme name is case-insensitive (RFC 9110 §11.1).
+#[tokio::test]
+async fn the_bearer_scheme_matches_in_any_case() {
+    let s = spawn_app(Options::default()).await;
+    let key = s.api_key.clone();
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let value = format!("{scheme} {key}");
+        let r = s
+            .request(
+                Method::GET,
+                "/v1/users/alice/sessions",
+                None,
+                &[("authorization", &value)],
+                false,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{scheme}: {}", r.text);
+    }
+    s.stop().await;
+}
+
+/// Every extractor rejection is problem+json with a wire code (issue 12, item 8): path
+/// parameters that do not decode, unknown and duplicate query parameters.
+#[tokio::test]
+async fn malformed_paths_and_queries_are_problems() {
+    let s = spawn_app(Options::default()).await;
+    for path in [
+        "/v1/sessions/%FF%FE",
+        "/v1/sessions/%C3%28/revoke",
+        "/v1/users/%80/sessions",
+        "/v1/users/alice/sessions?tenant=a&tenant=b",
+        "/v1/users/alice/sessions?surprise=1",
+        "/v1/users/alice/sessions?tenant=%FF",
+        "/v1/events?user_id=alice&user_id=bob",
+        "/v1/events?user_id=alice&surprise=1",
+    ] {
+        let method = if path.ends_with("/revoke") {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        let r = s.request(method, path, None, &[], true).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.text);
+        r.assert_problem(400, "invalid_request");
+    }
+    s.stop().await;
+}
