@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs=${SECONDS_PER_TARGET:-600}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(cookie jws jwks)
+[ ${#targets[@]} -gt 0 ] || targets=(cookie jws jwks config headers)
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   fuzz=(cargo +nightly fuzz)

@@ -1017,13 +1017,40 @@ impl Config {
         env: impl Iterator<Item = (String, String)>,
         overrides: &Overrides,
     ) -> Result<Config, ConfigError> {
+        let text = file
+            .map(|path| {
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            })
+            .transpose()?;
+        Self::load_layers(file.zip(text.as_deref()), env, overrides)
+    }
+
+    /// As [`Config::load_from`] with the file's text given instead of its path (relative paths
+    /// in it are relative to the working directory). The fuzz target of the loader uses this.
+    ///
+    /// # Errors
+    /// [`ConfigError`].
+    pub fn load_str(
+        text: &str,
+        env: impl Iterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        Self::load_layers(Some((Path::new("(text)"), text)), env, overrides)
+    }
+
+    /// The layers merged and parsed: the file (its path, for messages and relative paths, and
+    /// its text), then the environment, then `overrides`.
+    fn load_layers(
+        file: Option<(&Path, &str)>,
+        env: impl Iterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
         let mut table = Table::new();
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
-            let parsed: Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+        if let Some((path, text)) = file {
+            let parsed: Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
                 path: path.to_owned(),
                 message: e.message().to_owned(),
             })?;
@@ -1058,7 +1085,7 @@ impl Config {
                 };
                 invalid(&key, e.into_inner().to_string())
             })?;
-        Config::parse(raw, file.and_then(Path::parent))
+        Config::parse(raw, file.and_then(|(path, _)| path.parent()))
     }
 
     /// Makes the choices that span keys, refusing the combinations that make no sense;

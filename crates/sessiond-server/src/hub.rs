@@ -231,11 +231,9 @@ impl EventHub {
     pub(crate) fn replay_after(&self, last: &str) -> (Option<Vec<Stamped>>, u64) {
         let ring = self.ring();
         let newest = ring.events.back().map_or(ring.floor, |s| s.seq);
-        let seq = last
-            .trim()
-            .split_once('-')
-            .filter(|(boot, _)| boot.parse::<u64>().ok() == Some(self.inner.boot))
-            .and_then(|(_, seq)| seq.parse::<u64>().ok());
+        let seq = crate::parse::event_id(last)
+            .filter(|&(boot, _)| boot == self.inner.boot)
+            .map(|(_, seq)| seq);
         let replay = match seq {
             Some(seq) if seq >= ring.floor && seq <= newest => Some(
                 ring.events

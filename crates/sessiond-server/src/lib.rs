@@ -7,6 +7,8 @@
 //! Modules depend one way, from the leaves up:
 //! - [`config`]: layered configuration (file, environment, flags) parsed into types, and the
 //!   environment's [`Secrets`]; `problem`: errors as `application/problem+json`.
+//! - [`parse`]: parsers of untrusted header input (`X-Forwarded-For`, `Last-Event-ID`), public
+//!   for the fuzz targets.
 //! - `cookies` (browser cookie attributes), `tls` (HTTPS, client certificates), `issuers`
 //!   (JWK Sets fetched from URLs), `hub` (the event fan-out behind the SSE streams),
 //!   `metrics` (Prometheus).
@@ -23,6 +25,7 @@
 
 pub mod api_keys;
 pub mod config;
+pub mod parse;
 
 mod app;
 mod auth;

@@ -2,7 +2,7 @@
 //! cookie. Every failure is a uniform 401 `unauthorized` (the reason goes to the log only), except
 //! an outage, which is 503 so that clients retry instead of logging the user out.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -11,7 +11,8 @@ use axum::{Extension, Json};
 use sessiond::{RequestContext, SessionError};
 
 use super::dto::BrowserRefreshResponse;
-use crate::config::{Origin, TrustedProxy};
+use crate::config::Origin;
+use crate::parse::client_ip;
 use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
@@ -34,47 +35,21 @@ fn refresh_cookie(state: &AppState, headers: &HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// The browser's address as far as this server can tell: the connection's peer, unless the peer
-/// is a trusted proxy (`sessions.trusted_proxies`), in which case the right-most
-/// `X-Forwarded-For` hop that is not a trusted proxy. `None` when that cannot be known (a
-/// trusted proxy that sent no usable header, a hop that is not a bare address): with `bind_ip`
-/// a recorded IP then fails to match, closed.
-fn client_ip(
-    trusted: &[TrustedProxy],
-    peer: Option<SocketAddr>,
-    headers: &HeaderMap,
-) -> Option<IpAddr> {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|t| t.contains(ip));
-    let peer = peer?.ip().to_canonical();
-    if !is_trusted(peer) {
-        return Some(peer);
-    }
-    let hops: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    for hop in hops.iter().rev() {
-        let ip = hop.parse::<IpAddr>().ok()?.to_canonical();
-        if !is_trusted(ip) {
-            return Some(ip);
-        }
-    }
-    None
-}
-
 /// [`client_ip`] of this request, as text for the binding check.
 fn request_ip(
     state: &AppState,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: &HeaderMap,
 ) -> Option<String> {
+    let forwarded_for: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
     client_ip(
         &state.config.sessions.trusted_proxies,
         peer.map(|Extension(ConnectInfo(addr))| addr),
-        headers,
+        &forwarded_for,
     )
     .map(|ip| ip.to_string())
 }
@@ -200,14 +175,8 @@ fn no_store(response: &mut Response) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(xff: &[&str]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for v in xff {
-            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
+    use crate::config::TrustedProxy;
+    use std::net::IpAddr;
 
     #[test]
     fn trusted_proxies_parse_addresses_and_ranges() {
@@ -313,7 +282,7 @@ mod tests {
         ];
         for (trusted, peer, xff, want) in cases {
             assert_eq!(
-                client_ip(trusted, peer, &headers(&xff)),
+                client_ip(trusted, peer, &xff),
                 want,
                 "{trusted:?} {peer:?} {xff:?}"
             );

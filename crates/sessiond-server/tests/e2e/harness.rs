@@ -250,6 +250,19 @@ impl Server {
         self.logs()
     }
 
+    /// SIGKILL (no drain, no shutdown hooks: a crash), keeping the data directory.
+    pub async fn kill_keeping_dir(mut self) -> (String, tempfile::TempDir) {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill().unwrap();
+            let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+                .await
+                .expect("server did not die on SIGKILL")
+                .unwrap();
+            assert!(!status.success(), "a killed server exited with {status}");
+        }
+        (self.logs(), self.dir)
+    }
+
     /// As [`Server::stop`], keeping the data directory for another start.
     pub async fn stop_keeping_dir(mut self) -> (String, tempfile::TempDir) {
         self.shutdown().await;
@@ -600,6 +613,30 @@ impl Handle {
 
     pub async fn post(&self, path: &str, body: Value) -> Reply {
         self.send(Method::POST, path, Some(&body)).await
+    }
+
+    /// `POST path` with the API key, or `None` when no complete response arrived (the server
+    /// died mid-request): an answer the client never got acknowledged nothing.
+    pub async fn try_post(&self, path: &str, body: Value) -> Option<Reply> {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(20))
+            .bearer_auth(&self.api_key)
+            .json(&body)
+            .send()
+            .await
+            .ok()?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.ok()?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Some(Reply {
+            status,
+            headers,
+            body,
+            text,
+        })
     }
 
     pub async fn get(&self, path: &str) -> Reply {

@@ -14,6 +14,7 @@ mod sse;
 
 mod browser;
 mod cli;
+mod crash;
 mod events;
 mod issuers;
 mod logs;
