@@ -203,6 +203,7 @@ impl RemoteIssuers {
         match self.load(entry).await {
             Ok(issuer) => {
                 let keys = issuer.keys().len();
+                log_skipped_keys(&issuer);
                 self.inner.service.set_trusted_issuer(issuer);
                 if let Ok(mut loaded) = entry.loaded.lock() {
                     *loaded = true;
@@ -247,6 +248,20 @@ impl RemoteIssuers {
             options,
         )?
         .with_leeway(self.inner.leeway))
+    }
+}
+
+/// Logs every key of `issuer`'s set that was left out, and why (at start and on every fetch),
+/// so a key the issuer signs with but sessiond cannot use is seen before its tokens are refused.
+pub(crate) fn log_skipped_keys(issuer: &TrustedIssuer) {
+    for key in issuer.skipped() {
+        tracing::warn!(
+            issuer = issuer.issuer(),
+            index = key.index,
+            kid = ?key.kid,
+            reason = %key.reason,
+            "issuer key skipped"
+        );
     }
 }
 

@@ -516,6 +516,7 @@ pub(crate) async fn build_service(
                     source,
                 })?
                 .with_leeway(config.token_sessions.leeway.0);
+        crate::issuers::log_skipped_keys(&trusted);
         service.set_trusted_issuer(trusted);
     }
     Ok((service, external_writes))

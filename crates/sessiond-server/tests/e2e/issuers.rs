@@ -121,3 +121,35 @@ async fn jwks_url_is_fetched_cached_and_refetched_on_an_unknown_kid() {
     assert_eq!(hits.load(Ordering::SeqCst), 2, "refetch is rate-limited");
     s.stop().await;
 }
+
+/// Every key of an issuer's set that sessiond leaves out is logged at start, with its `kid` and
+/// why; a plain-HTTP (loopback) `jwks_url` is warned about (issue 12, item 7).
+#[tokio::test]
+async fn skipped_issuer_keys_and_plain_http_are_logged_at_start() {
+    let good = idp_key(3);
+    let set = json!({"keys": [
+        jwk(&good, "good"),
+        {"kty": "EC", "crv": "secp256k1", "kid": "k1-skipped", "x": "AA", "y": "AA"},
+        {"kty": "RSA", "alg": "RS512", "kid": "rs512-skipped", "n": "AA", "e": "AQAB"},
+    ]});
+    let (url, _, _) = jwks_server(set).await;
+    let s = spawn(Options {
+        config: format!(
+            "[[issuers]]\nissuer = \"{IDP}\"\naudience = \"sessiond\"\njwks_url = \"{url}\"\n"
+        ),
+        ..Options::default()
+    })
+    .await;
+    let logs = s.stop().await;
+    let skipped: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("issuer key skipped"))
+        .collect();
+    assert_eq!(skipped.len(), 2, "{logs}");
+    assert!(skipped[0].contains("k1-skipped") && skipped[0].contains("secp256k1"));
+    assert!(skipped[1].contains("rs512-skipped") && skipped[1].contains("RS512"));
+    assert!(
+        logs.contains("jwks_url is plain http:// to a loopback address"),
+        "{logs}"
+    );
+}

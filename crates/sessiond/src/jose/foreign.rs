@@ -3,17 +3,18 @@
 //!
 //! # Keys: each pinned to exactly one algorithm
 //! A JWK Set is loaded once ([`TrustedIssuer::from_jwks_json`], [`TrustedIssuer::from_jwks_file`])
-//! and every usable key is pinned to one of RS256, PS256, ES256, ES384 or EdDSA:
+//! and every usable key is pinned to one of RS256, PS256, ES256, ES384, ES512 or EdDSA:
 //! - the JWK's `alg` when present; an `alg` that contradicts the key's `kty`/`crv` (ES256 on a
 //!   P-384 key, RS256 on an EC key, an unknown `ES224`) refuses the whole set;
 //! - otherwise inferred where the key admits one algorithm only: EC P-256 → ES256, EC P-384 →
-//!   ES384, OKP Ed25519 → EdDSA;
+//!   ES384, EC P-521 → ES512, OKP Ed25519 → EdDSA;
 //! - an RSA key without `alg` is ambiguous (RS256 and PS256 both fit, and one key serving both is
 //!   what the pinning exists to prevent): the set is refused unless the issuer's configuration
 //!   names the algorithm for such keys ([`JwksOptions::rsa_algorithm`]).
 //!
 //! Keys that cannot verify our tokens are skipped, not trusted: `use` other than `sig`, `key_ops`
-//! without `verify`, and algorithms outside the five (RS384, ES512, RSA-OAEP, P-521, ...). Some
+//! without `verify`, and algorithms outside the six (RS384, ES256K, RSA-OAEP, Ed448, ...); each
+//! skipped key is logged at `warn` with its index, `kid` and why (the server loads sets at start). Some
 //! things refuse the whole set, because they mean the file is not what it should be: private
 //! material (`d`, `p`, `q`, `dp`, `dq`, `qi`, `oth`), symmetric (`oct`) keys (HS256 is never
 //! accepted from a foreign issuer), two keys with one `kid`, RSA moduli outside 2048–4096 bits or
@@ -75,29 +76,34 @@ pub enum ForeignAlgorithm {
     Es256,
     /// ECDSA on P-384 with SHA-384.
     Es384,
+    /// ECDSA on P-521 with SHA-512 (verified with the `p521` crate: jsonwebtoken has no ES512).
+    Es512,
     /// Ed25519.
     EdDsa,
 }
 
 impl ForeignAlgorithm {
-    /// The JWS `alg` name: `RS256`, `PS256`, `ES256`, `ES384`, `EdDSA`.
+    /// The JWS `alg` name: `RS256`, `PS256`, `ES256`, `ES384`, `ES512`, `EdDSA`.
     pub fn as_str(self) -> &'static str {
         match self {
             ForeignAlgorithm::Rs256 => "RS256",
             ForeignAlgorithm::Ps256 => "PS256",
             ForeignAlgorithm::Es256 => "ES256",
             ForeignAlgorithm::Es384 => "ES384",
+            ForeignAlgorithm::Es512 => "ES512",
             ForeignAlgorithm::EdDsa => "EdDSA",
         }
     }
 
-    fn jwt(self) -> Algorithm {
+    /// jsonwebtoken's name for it; `None` for ES512, which jsonwebtoken does not have.
+    fn jwt(self) -> Option<Algorithm> {
         match self {
-            ForeignAlgorithm::Rs256 => Algorithm::RS256,
-            ForeignAlgorithm::Ps256 => Algorithm::PS256,
-            ForeignAlgorithm::Es256 => Algorithm::ES256,
-            ForeignAlgorithm::Es384 => Algorithm::ES384,
-            ForeignAlgorithm::EdDsa => Algorithm::EdDSA,
+            ForeignAlgorithm::Rs256 => Some(Algorithm::RS256),
+            ForeignAlgorithm::Ps256 => Some(Algorithm::PS256),
+            ForeignAlgorithm::Es256 => Some(Algorithm::ES256),
+            ForeignAlgorithm::Es384 => Some(Algorithm::ES384),
+            ForeignAlgorithm::Es512 => None,
+            ForeignAlgorithm::EdDsa => Some(Algorithm::EdDSA),
         }
     }
 }
@@ -308,7 +314,35 @@ impl ForeignError {
 pub struct ForeignKey {
     kid: Option<String>,
     algorithm: ForeignAlgorithm,
-    key: DecodingKey,
+    key: PublicKey,
+}
+
+/// A pinned key's public material, in the form its verifier takes.
+#[derive(Clone)]
+enum PublicKey {
+    /// RS256, PS256, ES256, ES384, EdDSA: jsonwebtoken's verifiers.
+    Jwt(DecodingKey),
+    /// ES512.
+    P521(Box<p521::ecdsa::VerifyingKey>),
+}
+
+impl PublicKey {
+    /// Checks `compact`'s signature under this key with `algorithm` (the key's pinned one).
+    fn verify(&self, algorithm: ForeignAlgorithm, compact: &Compact) -> Result<(), JwsError> {
+        match (self, algorithm.jwt()) {
+            (PublicKey::Jwt(key), Some(alg)) => verify_with(alg, key, compact),
+            (PublicKey::P521(key), None) => {
+                use p521::ecdsa::signature::Verifier as _;
+                // Exactly r || s, 66 bytes each (RFC 7518 §3.4): no DER, no other length.
+                let signature = p521::ecdsa::Signature::from_slice(compact.signature())
+                    .map_err(|_| JwsError::BadSignature)?;
+                key.verify(&compact.signing_input, &signature)
+                    .map_err(|_| JwsError::BadSignature)
+            }
+            // A key is built for its pinned algorithm only (`load_key`).
+            _ => Err(JwsError::KeyUnusable),
+        }
+    }
 }
 
 impl fmt::Debug for ForeignKey {
@@ -433,7 +467,23 @@ pub struct TrustedIssuer {
     issuer: String,
     audience: String,
     keys: Vec<ForeignKey>,
+    skipped: Vec<SkippedKey>,
     leeway: Duration,
+}
+
+/// A key of a JWK Set that was left out (not trusted, not an error): which, and why. Whoever
+/// loads a set logs these (the server does at start), so a key the issuer signs with but we
+/// cannot use is visible before its first token is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SkippedKey {
+    /// Its position in the set's `keys`.
+    pub index: usize,
+    /// Its `kid`, if it has one.
+    pub kid: Option<String>,
+    /// Why: `use is not sig`, `key_ops lack verify`, or `algorithm or curve not accepted
+    /// (<kty> <crv or alg>)`.
+    pub reason: String,
 }
 
 impl fmt::Debug for TrustedIssuer {
@@ -442,6 +492,7 @@ impl fmt::Debug for TrustedIssuer {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("keys", &self.keys)
+            .field("skipped", &self.skipped)
             .field("leeway", &self.leeway)
             .finish()
     }
@@ -478,11 +529,12 @@ impl TrustedIssuer {
         if audience.is_empty() {
             return Err(JwksError::EmptyAudience);
         }
-        let keys = load_keys(json, options)?;
+        let (keys, skipped) = load_keys(json, options)?;
         Ok(TrustedIssuer {
             issuer,
             audience,
             keys,
+            skipped,
             leeway: DEFAULT_LEEWAY,
         })
     }
@@ -546,6 +598,11 @@ impl TrustedIssuer {
         &self.keys
     }
 
+    /// The keys of the set that were left out, and why, in the set's order.
+    pub fn skipped(&self) -> &[SkippedKey] {
+        &self.skipped
+    }
+
     /// The signature half of [`TrustedIssuer::verify`]: parsing, key selection, the pinned
     /// algorithm and the signature, exactly as `verify` runs them, and nothing about the claims.
     /// It answers "did this issuer sign these bytes?", never "may this token be accepted?"; it
@@ -565,7 +622,7 @@ impl TrustedIssuer {
         if compact.alg() != key.algorithm.as_str() {
             return Err(JwsError::AlgMismatch.into());
         }
-        verify_with(key.algorithm.jwt(), &key.key, &compact)?;
+        key.key.verify(key.algorithm, &compact)?;
         Ok((compact, key))
     }
 
@@ -665,7 +722,10 @@ fn numeric_date(
     }
 }
 
-fn load_keys(json: &str, options: JwksOptions) -> Result<Vec<ForeignKey>, JwksError> {
+/// A JWK Set's usable keys and the ones left out.
+type LoadedKeys = (Vec<ForeignKey>, Vec<SkippedKey>);
+
+fn load_keys(json: &str, options: JwksOptions) -> Result<LoadedKeys, JwksError> {
     if json.len() > MAX_JWKS_LEN {
         return Err(JwksError::TooLarge);
     }
@@ -676,9 +736,14 @@ fn load_keys(json: &str, options: JwksOptions) -> Result<Vec<ForeignKey>, JwksEr
         .and_then(Value::as_array)
         .ok_or(JwksError::NotAJwkSet)?;
     let mut keys: Vec<ForeignKey> = Vec::with_capacity(entries.len());
+    let mut skipped = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
-        let Some(key) = load_key(index, entry, options)? else {
-            continue;
+        let key = match load_key(index, entry, options)? {
+            Loaded::Key(key) => key,
+            Loaded::Skipped { kid, reason } => {
+                skipped.push(SkippedKey { index, kid, reason });
+                continue;
+            }
         };
         if key.kid.is_some() && keys.iter().any(|k| k.kid == key.kid) {
             return Err(JwksError::DuplicateKid { index });
@@ -688,7 +753,13 @@ fn load_keys(json: &str, options: JwksOptions) -> Result<Vec<ForeignKey>, JwksEr
     if keys.is_empty() {
         return Err(JwksError::NoUsableKeys);
     }
-    Ok(keys)
+    Ok((keys, skipped))
+}
+
+/// One JWK, loaded: a key to pin, or one to leave out and why.
+enum Loaded {
+    Key(ForeignKey),
+    Skipped { kid: Option<String>, reason: String },
 }
 
 /// A string member of a JWK, if present.
@@ -746,8 +817,8 @@ fn classify(
                 (_, Some(_)) if key_agreement => Ok(None),
                 (Some("P-256"), None | Some("ES256")) => Ok(Some(ForeignAlgorithm::Es256)),
                 (Some("P-384"), None | Some("ES384")) => Ok(Some(ForeignAlgorithm::Es384)),
-                (Some("P-521"), None | Some("ES512"))
-                | (Some("secp256k1"), None | Some("ES256K")) => Ok(None),
+                (Some("P-521"), None | Some("ES512")) => Ok(Some(ForeignAlgorithm::Es512)),
+                (Some("secp256k1"), None | Some("ES256K")) => Ok(None),
                 (Some("P-256" | "P-384" | "P-521" | "secp256k1"), Some(_)) => contradiction,
                 // A curve we do not know: nothing we could verify with it.
                 (Some(_), _) => Ok(None),
@@ -776,11 +847,7 @@ fn classify(
     }
 }
 
-fn load_key(
-    index: usize,
-    entry: &Value,
-    options: JwksOptions,
-) -> Result<Option<ForeignKey>, JwksError> {
+fn load_key(index: usize, entry: &Value, options: JwksOptions) -> Result<Loaded, JwksError> {
     let jwk = entry.as_object().ok_or(JwksError::NotAnObject { index })?;
     if PRIVATE_MEMBERS
         .iter()
@@ -798,9 +865,14 @@ fn load_key(
     let kid = string_member(jwk, index, "kid")?;
     let alg = string_member(jwk, index, "alg")?;
     let crv = string_member(jwk, index, "crv")?;
+    let skip = |reason: String| {
+        Ok(Loaded::Skipped {
+            kid: kid.map(str::to_owned),
+            reason,
+        })
+    };
     if string_member(jwk, index, "use")?.is_some_and(|key_use| key_use != "sig") {
-        tracing::debug!(index, "skipping a JWK whose use is not sig");
-        return Ok(None);
+        return skip("use is not sig".to_owned());
     }
     if let Some(ops) = jwk.get("key_ops") {
         let ops = ops.as_array().ok_or(JwksError::Malformed {
@@ -816,16 +888,24 @@ fn load_key(
             verifies |= op == "verify";
         }
         if !verifies {
-            tracing::debug!(index, "skipping a JWK whose key_ops lack verify");
-            return Ok(None);
+            return skip("key_ops lack verify".to_owned());
         }
     }
     let Some(algorithm) = classify(index, kty, crv, alg, options)? else {
-        tracing::debug!(
-            index,
-            "skipping a JWK of an algorithm or curve we do not accept"
-        );
-        return Ok(None);
+        // What is shown comes from the set: bounded and printable, as it may reach a log.
+        let shown = |s: &str| -> String {
+            s.chars()
+                .take(32)
+                .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+                .collect()
+        };
+        let what = [Some(kty), crv, alg]
+            .into_iter()
+            .flatten()
+            .map(shown)
+            .collect::<Vec<_>>()
+            .join(" ");
+        return skip(format!("algorithm or curve not accepted ({what})"));
     };
     let parsed: Jwk =
         serde_json::from_value(entry.clone()).map_err(|_| JwksError::InvalidKey { index })?;
@@ -835,6 +915,25 @@ fn load_key(
             let e = strict_b64(index, &rsa.e)?;
             check_rsa(index, &n, &e)?;
             DecodingKey::from_rsa_raw_components(&n, &e)
+        }
+        (ForeignAlgorithm::Es512, AlgorithmParameters::EllipticCurve(ec)) => {
+            let x = strict_b64(index, &ec.x)?;
+            let y = strict_b64(index, &ec.y)?;
+            if x.len() != 66 || y.len() != 66 {
+                return Err(JwksError::InvalidKey { index });
+            }
+            let mut sec1 = Vec::with_capacity(133);
+            sec1.push(0x04);
+            sec1.extend_from_slice(&x);
+            sec1.extend_from_slice(&y);
+            // Decoding checks the point is on the curve and not the identity.
+            let key = p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+                .map_err(|_| JwksError::InvalidKey { index })?;
+            return Ok(Loaded::Key(ForeignKey {
+                kid: kid.map(str::to_owned),
+                algorithm,
+                key: PublicKey::P521(Box::new(key)),
+            }));
         }
         (
             ForeignAlgorithm::Es256 | ForeignAlgorithm::Es384,
@@ -864,12 +963,13 @@ fn load_key(
     };
     // Building a verifier decodes the public key: an EC point off the curve or an Ed25519
     // encoding that does not decompress is refused now, not at the first token.
-    (DEFAULT_PROVIDER.verifier_factory)(&algorithm.jwt(), &decoding)
+    let jwt = algorithm.jwt().ok_or(JwksError::InvalidKey { index })?;
+    (DEFAULT_PROVIDER.verifier_factory)(&jwt, &decoding)
         .map_err(|_| JwksError::InvalidKey { index })?;
-    Ok(Some(ForeignKey {
+    Ok(Loaded::Key(ForeignKey {
         kid: kid.map(str::to_owned),
         algorithm,
-        key: decoding,
+        key: PublicKey::Jwt(decoding),
     }))
 }
 
@@ -967,6 +1067,109 @@ mod tests {
     fn issuer_of(keys: &[&Arc<Key>]) -> TrustedIssuer {
         let set = jwks(&keys.iter().map(|k| Arc::clone(k)).collect::<Vec<_>>());
         TrustedIssuer::from_jwks_json(ISS, AUD, &set.to_string()).unwrap()
+    }
+
+    /// An issuer with one P-521 key (ES512, inferred from the curve or named by `alg`) verifies
+    /// ES512 tokens signed by it (r || s, 132 bytes), and nothing else: another key's, a
+    /// tampered one, a DER-encoded signature, a key whose point is off the curve.
+    #[test]
+    fn es512_keys_verify_es512_tokens() {
+        use p521::ecdsa::signature::hazmat::RandomizedPrehashSigner as _;
+        use p521::ecdsa::{Signature, SigningKey};
+        use sha2::Sha512;
+        // ECDSA over SHA-512 of the signing input, as ES512 signs.
+        let sign_bytes = |key: &SigningKey, msg: &[u8]| -> Signature {
+            key.sign_prehash_with_rng(&mut rand_core::OsRng, &Sha512::digest(msg))
+                .unwrap()
+        };
+        let scalar = |seed: u8| {
+            let mut s = [0u8; 66];
+            s[1..].fill(seed);
+            s
+        };
+        let key = SigningKey::from_slice(&scalar(7)).unwrap();
+        let other = SigningKey::from_slice(&scalar(9)).unwrap();
+        let point = p521::ecdsa::VerifyingKey::from(&key).to_encoded_point(false);
+        let raw = point.as_bytes();
+        assert_eq!(raw.len(), 133, "uncompressed P-521 point");
+        let (x, y) = raw[1..].split_at(66);
+        let claims = json!({"iss": ISS, "aud": AUD, "exp": NOW + 60, "sub": "dev"});
+        let input = |kid: &str| {
+            let header = json!({"alg": "ES512", "kid": kid, "typ": "JWT"});
+            format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            )
+        };
+        let sign = |key: &SigningKey, kid: &str| {
+            let input = input(kid);
+            let signature = sign_bytes(key, input.as_bytes());
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+        };
+        for alg in [None, Some("ES512")] {
+            let mut jwk = json!({"kty":"EC","crv":"P-521","kid":"k521",
+                "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)});
+            if let Some(alg) = alg {
+                jwk["alg"] = json!(alg);
+            }
+            let set = json!({ "keys": [jwk] }).to_string();
+            let issuer = TrustedIssuer::from_jwks_json(ISS, AUD, &set).unwrap();
+            assert_eq!(issuer.keys()[0].algorithm(), ForeignAlgorithm::Es512);
+            assert!(issuer.skipped().is_empty());
+            let good = sign(&key, "k521");
+            let verified = issuer.verify(&good, now()).unwrap();
+            assert_eq!(verified.algorithm(), ForeignAlgorithm::Es512);
+            assert!(issuer.verify(&sign(&other, "k521"), now()).is_err());
+            let mut tampered = good.clone();
+            tampered.push('A');
+            assert!(issuer.verify(&tampered, now()).is_err());
+            let der = sign_bytes(&key, input("k521").as_bytes());
+            let der = format!(
+                "{}.{}",
+                input("k521"),
+                URL_SAFE_NO_PAD.encode(der.to_der().as_bytes())
+            );
+            assert!(issuer.verify(&der, now()).is_err());
+        }
+        // ES512 named on a P-256 key contradicts it; a point off the curve refuses the set.
+        let mut off = y.to_vec();
+        off[65] ^= 1;
+        let off = json!({"keys":[{"kty":"EC","crv":"P-521","x":URL_SAFE_NO_PAD.encode(x),
+            "y":URL_SAFE_NO_PAD.encode(&off)}]});
+        assert!(matches!(
+            TrustedIssuer::from_jwks_json(ISS, AUD, &off.to_string()),
+            Err(JwksError::InvalidKey { .. })
+        ));
+    }
+
+    /// Keys left out of a set are reported with their index, `kid` and reason.
+    #[test]
+    fn skipped_keys_are_reported() {
+        let set = json!({"keys":[
+            {"kty":"OKP","crv":"Ed25519","kid":"good","x": URL_SAFE_NO_PAD.encode([0u8; 32])},
+            {"kty":"EC","crv":"secp256k1","kid":"k1","x":"AA","y":"AA"},
+            {"kty":"OKP","crv":"Ed25519","kid":"enc","use":"enc","x":"AA"},
+            {"kty":"RSA","alg":"RS512","n":"AA","e":"AQAB"},
+        ]});
+        let issuer = TrustedIssuer::from_jwks_json(ISS, AUD, &set.to_string()).unwrap();
+        let skipped: Vec<(usize, Option<&str>, &str)> = issuer
+            .skipped()
+            .iter()
+            .map(|s| (s.index, s.kid.as_deref(), s.reason.as_str()))
+            .collect();
+        assert_eq!(
+            skipped,
+            vec![
+                (
+                    1,
+                    Some("k1"),
+                    "algorithm or curve not accepted (EC secp256k1)"
+                ),
+                (2, Some("enc"), "use is not sig"),
+                (3, None, "algorithm or curve not accepted (RSA RS512)"),
+            ]
+        );
     }
 
     /// An issuer with one P-384 key (ES384, inferred from the curve or named by `alg`) verifies
@@ -1358,7 +1561,7 @@ mod tests {
                 {"kty":"OKP","crv":"X25519","x":ed_x,"kid":"x"},
                 {"kty":"OKP","crv":"Ed448","x":"AA","kid":"ed448"},
                 ec_jwk(json!({"kid":"ecdh","alg":"ECDH-ES"})),
-                {"kty":"EC","crv":"P-521","x":"AA","y":"AA","kid":"p521"},
+                {"kty":"EC","crv":"secp256k1","x":"AA","y":"AA","kid":"k1"},
                 ec_jwk(json!({"kid":"ok"})),
             ]))
             .unwrap(),
