@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::{postgres_url, redis_url, spawn, unique, Cluster, Handle, Options};
+use crate::inproc::{spawn_app, Options as AppOptions};
 
 /// A relay in this process in front of the sessiond at `base`; returns its `ws://` URL.
 async fn start_relay(base: &str, api_key: &str) -> String {
@@ -144,14 +145,15 @@ fn report(label: &str, latencies: &[Duration]) {
     );
 }
 
-/// One node (SQLite, in-process event bus), one relay.
+/// One node (SQLite, in-process event bus; the server runs in this process), one relay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_closes_200_connections_on_user_revoke() {
-    let s = spawn(Options::default()).await;
+    let s = spawn_app(AppOptions::default()).await;
     let relays = [start_relay(&s.base, &s.api_key).await];
     let node = s.handle();
     let latencies = revoke_storm(&relays, &node, &node, "carol").await;
     report("one node", &latencies);
+    s.stop().await;
 }
 
 /// Three nodes on one PostgreSQL schema and Redis, one relay in front of each; the sessions are
@@ -257,7 +259,7 @@ async fn a_cli_revocation_closes_relay_connections_on_every_node() {
 /// relay connection still closes, within about a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cli_revocation_on_sqlite_closes_relay_connections() {
-    let s = spawn(Options::default()).await;
+    let s = spawn_app(AppOptions::default()).await;
     let url = start_relay(&s.base, &s.api_key).await;
     let created = s
         .post(
