@@ -214,7 +214,7 @@ pub(crate) async fn open_storage(config: &Config) -> Result<Storage, StartError>
                     .await
                     .map_err(|source| StartError::Database {
                         kind: "SQLite",
-                        url: url.clone(),
+                        url: config.database.redacted(),
                         source,
                     })?;
             Ok(Storage {
