@@ -1,4 +1,5 @@
-//! The router: every route, the `/v1` API-key layer, metrics and the body limit.
+//! The router: every route, the `/v1` API-key layer, metrics, the body limit and the answer to
+//! a late body.
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -50,6 +51,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/openapi.json", get(crate::openapi::openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(crate::conn::answer_body_timeouts))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             crate::metrics::track,

@@ -223,6 +223,8 @@ pub struct Config {
     pub events: Events,
     /// HTTPS, optionally with client certificates (absent: plain HTTP).
     pub tls: Option<Tls>,
+    /// Connection timeouts and caps.
+    pub server: ServerLimits,
 }
 
 /// The configuration as written: what the layers deserialize into, before [`Config::parse`]
@@ -245,6 +247,7 @@ struct RawConfig {
     issuers: Vec<RawIssuer>,
     events: Events,
     tls: Option<RawTls>,
+    server: ServerLimits,
 }
 
 impl Default for RawConfig {
@@ -265,6 +268,7 @@ impl Default for RawConfig {
             issuers: Vec::new(),
             events: Events::default(),
             tls: None,
+            server: ServerLimits::default(),
         }
     }
 }
@@ -802,6 +806,43 @@ impl Default for Events {
     }
 }
 
+/// `[server]`: what a connection may hold (docs/DESIGN.md §9.8). Every timeout is positive and
+/// `max_connections` at least 1.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ServerLimits {
+    /// How long a request head may take to arrive: from its first byte, or for a connection's
+    /// first request from the accept (the TLS handshake included). Later, the connection is
+    /// closed.
+    pub header_read_timeout: Dur,
+    /// How long a request body may take to arrive after its head. Later, the request is
+    /// answered 408 `request_timeout` and the connection closed.
+    pub body_read_timeout: Dur,
+    /// How long a kept-alive connection may wait idle for its next request.
+    pub keep_alive_timeout: Dur,
+    /// Most connections open at once (lowered at start to fit the open-files limit). At the
+    /// cap, the connection waiting longest for a request is closed to admit a new one.
+    pub max_connections: u32,
+    /// Most connections open at once from one address (IPv6: one /64); 0: no limit. Peers in
+    /// `sessions.trusted_proxies` are exempt.
+    pub max_connections_per_peer: u32,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_read_timeout: secs(10),
+            body_read_timeout: secs(30),
+            // Longer than the 60 s idle timeout of common proxies and load balancers, so they
+            // close an idle connection first and never reuse one being closed here.
+            keep_alive_timeout: secs(75),
+            max_connections: 10_000,
+            max_connections_per_peer: 256,
+        }
+    }
+}
+
 /// `[[issuers]]`: a trusted foreign issuer.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -1149,11 +1190,17 @@ impl Config {
             ),
             ("gc.interval", raw.gc.interval),
             ("database_acquire_timeout", raw.database_acquire_timeout),
+            ("server.header_read_timeout", raw.server.header_read_timeout),
+            ("server.body_read_timeout", raw.server.body_read_timeout),
+            ("server.keep_alive_timeout", raw.server.keep_alive_timeout),
         ];
         for (key, d) in positive {
             if d.0.is_zero() {
                 return Err(invalid(key, "must be greater than zero"));
             }
+        }
+        if raw.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
         }
         let issuers = raw
             .issuers
@@ -1201,6 +1248,7 @@ impl Config {
             issuers,
             events: raw.events,
             tls,
+            server: raw.server,
         })
     }
 }
@@ -1272,6 +1320,19 @@ mod tests {
         assert!(c.cookies.secure);
         assert_eq!(c.cookies.same_site, SameSite::Lax);
         assert_eq!(c.database_acquire_timeout.0, Duration::from_secs(5));
+        assert_eq!(c.server.header_read_timeout.0, Duration::from_secs(10));
+        assert_eq!(c.server.body_read_timeout.0, Duration::from_secs(30));
+        assert_eq!(c.server.keep_alive_timeout.0, Duration::from_secs(75));
+        assert_eq!(c.server.max_connections, 10_000);
+        assert_eq!(c.server.max_connections_per_peer, 256);
+        let set = load(
+            "[server]\nheader_read_timeout = \"300ms\"\nmax_connections_per_peer = 0\n",
+            &[("SESSIOND_SERVER__MAX_CONNECTIONS", "64")],
+        )
+        .unwrap();
+        assert_eq!(set.server.header_read_timeout.0, Duration::from_millis(300));
+        assert_eq!(set.server.max_connections, 64);
+        assert_eq!(set.server.max_connections_per_peer, 0);
     }
 
     #[test]
@@ -1371,6 +1432,32 @@ mod tests {
                 &[],
                 "sessions.trusted_proxies[1]",
             ),
+            (
+                "[server]\nheader_read_timeout = \"0s\"",
+                &[],
+                "server.header_read_timeout",
+            ),
+            (
+                "[server]\nbody_read_timeout = \"0s\"",
+                &[],
+                "server.body_read_timeout",
+            ),
+            (
+                "[server]\nkeep_alive_timeout = \"0s\"",
+                &[],
+                "server.keep_alive_timeout",
+            ),
+            (
+                "[server]\nmax_connections = 0",
+                &[],
+                "server.max_connections",
+            ),
+            (
+                "[server]\nmax_connections = -1",
+                &[],
+                "server.max_connections",
+            ),
+            ("[server]\nidle_timeout = \"1s\"", &[], "idle_timeout"),
         ];
         for (text, env, key) in cases {
             let err = load(text, env).unwrap_err().to_string();

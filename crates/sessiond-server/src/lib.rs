@@ -18,6 +18,8 @@
 //!   `auth`: the API-key layer on `/v1`.
 //! - `routes`: handlers by audience (`api`, `browser`, `events`, `ops`) and the wire types
 //!   (`dto`); `openapi`: the generated API description.
+//! - `conn`: connections (one accept loop and connection builder for plain HTTP and TLS, their
+//!   timeouts and caps).
 //! - `app`: the router; `startup`: storage, master key, signing keys ([`StartError`]);
 //!   `server`: [`Server`], which owns the listener and every background task.
 #![forbid(unsafe_code)]
@@ -29,6 +31,7 @@ pub mod parse;
 
 mod app;
 mod auth;
+mod conn;
 mod cookies;
 mod extract;
 mod hub;

@@ -1,6 +1,6 @@
 //! `/metrics` in Prometheus text format: HTTP requests by route and status, latency histograms,
 //! and the library's counters (sessions created/revoked, validation failures by code, refresh
-//! reuse detections) and the open event streams, read at scrape time.
+//! reuse detections), the open event streams and connections, read at scrape time.
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use sessiond::SessionService;
 
+use crate::conn::Connections;
 use crate::hub::EventHub;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,6 +63,39 @@ impl prometheus_client::collector::Collector for StreamsCollector {
             gauge.metric_type(),
         )?;
         gauge.encode(metric)
+    }
+}
+
+/// The connections open on this node and those the server closed itself (docs/DESIGN.md §9.8),
+/// read at scrape time.
+#[derive(Debug)]
+struct ConnectionsCollector(Connections);
+
+impl prometheus_client::collector::Collector for ConnectionsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let snap = self.0.snapshot();
+        let gauge = ConstGauge::new(i64::try_from(snap.open).unwrap_or(i64::MAX));
+        let metric = encoder.encode_descriptor(
+            "sessiond_connections_open",
+            "Client connections open on this node",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)?;
+        let mut family = encoder.encode_descriptor(
+            "sessiond_connections_closed",
+            "Connections the server closed itself, by reason: header_timeout, idle_timeout, \
+             body_timeout (answered 408), shed (at server.max_connections, the one waiting \
+             longest), refused_full (at the cap, every connection serving), refused_per_peer",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, value) in snap.closed {
+            let labels = [("reason", reason)];
+            let metric = family.encode_family(&labels)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        Ok(())
     }
 }
 
@@ -149,8 +183,9 @@ impl prometheus_client::collector::Collector for LibraryCollector {
 }
 
 impl Metrics {
-    /// A registry with the HTTP metrics, `service`'s counters and `events`' open streams.
-    pub(crate) fn new(service: SessionService, events: EventHub) -> Self {
+    /// A registry with the HTTP metrics, `service`'s counters, `events`' open streams and
+    /// `connections`.
+    pub(crate) fn new(service: SessionService, events: EventHub, connections: Connections) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
@@ -168,6 +203,7 @@ impl Metrics {
         );
         registry.register_collector(Box::new(LibraryCollector(service)));
         registry.register_collector(Box::new(StreamsCollector(events)));
+        registry.register_collector(Box::new(ConnectionsCollector(connections)));
         Metrics {
             registry,
             requests,

@@ -35,6 +35,9 @@ pub(crate) enum ApiError {
     NotFound(ErrorCode),
     /// 405 `method_not_allowed`.
     MethodNotAllowed,
+    /// 408 `request_timeout`: the body did not arrive within `server.body_read_timeout`
+    /// (docs/DESIGN.md §9.8); sent with `Connection: close`.
+    RequestTimeout,
     /// 413 `payload_too_large`.
     PayloadTooLarge,
     /// 415 `unsupported_media_type`.
@@ -82,6 +85,13 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => problem(ErrorCode::Unauthorized),
             ApiError::NotFound(code) => problem(code),
             ApiError::MethodNotAllowed => problem(ErrorCode::MethodNotAllowed),
+            ApiError::RequestTimeout => {
+                let mut response = problem(ErrorCode::RequestTimeout);
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            }
             ApiError::PayloadTooLarge => problem(ErrorCode::PayloadTooLarge),
             ApiError::UnsupportedMediaType => problem(ErrorCode::UnsupportedMediaType),
             ApiError::TooManyStreams => problem(ErrorCode::TooManyStreams),

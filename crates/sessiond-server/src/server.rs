@@ -152,9 +152,12 @@ impl Server {
 
     /// Starts the background tasks and serves until `shutdown` resolves; then stops accepting,
     /// ends the event streams, drains the requests in flight and stops the background tasks.
+    /// Plain HTTP and TLS are served alike, with the connection timeouts and caps of
+    /// `[server]` (docs/DESIGN.md §9.8).
     ///
     /// # Errors
-    /// When the plain-HTTP server fails (an I/O error of the listener).
+    /// None today: a failed `accept` (out of file descriptors, say) is logged and retried. The
+    /// `Result` is kept for callers that propagate it.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -177,33 +180,28 @@ impl Server {
             shutdown.await;
             events.shut_down();
         };
-        let served = match tls {
+        let acceptor = match tls {
             Some((acceptor, client_certs)) => {
                 tracing::info!(%addr, tls = true, client_certs, "listening on {addr}");
-                crate::tls::serve(listener, acceptor, router, state.service.clone(), shutdown)
-                    .await;
-                Ok(())
+                Some(acceptor)
             }
             None => {
                 tracing::info!(%addr, "listening on {addr}");
-                // TCP_NODELAY: small responses and SSE events leave at once instead of waiting
-                // for Nagle's algorithm (measured: p99 revocation-to-close latency halves).
-                use axum::serve::ListenerExt as _;
-                let listener = listener.tap_io(|tcp| {
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                    }
-                });
-                // The peer address feeds the browser routes' client IP (`sessions.bind_ip`).
-                let app = router.into_make_service_with_connect_info::<SocketAddr>();
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
+                None
             }
         };
+        crate::conn::serve(
+            listener,
+            acceptor,
+            router,
+            state.service.clone(),
+            state.connections.clone(),
+            shutdown,
+        )
+        .await;
         background.shutdown().await;
         tracing::info!("stopped");
-        served
+        Ok(())
     }
 }
 

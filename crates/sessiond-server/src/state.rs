@@ -6,6 +6,7 @@ use sessiond::{Secret, SessionService};
 
 use crate::api_keys::ApiKeys;
 use crate::config::Config;
+use crate::conn::Connections;
 use crate::cookies::CookieSettings;
 use crate::hub::EventHub;
 use crate::issuers::RemoteIssuers;
@@ -30,10 +31,12 @@ pub(crate) struct AppState {
     pub(crate) remote_issuers: Option<RemoteIssuers>,
     /// The event fan-out behind the SSE streams.
     pub(crate) events: EventHub,
+    /// The open connections and their limits (served by `conn`, counted in `/metrics`).
+    pub(crate) connections: Connections,
 }
 
 impl AppState {
-    /// Assembles the state.
+    /// Assembles the state; the connections' limits come from `config.server`.
     pub(crate) fn new(
         service: SessionService,
         config: Arc<Config>,
@@ -42,8 +45,14 @@ impl AppState {
         remote_issuers: Option<RemoteIssuers>,
     ) -> Self {
         let events = EventHub::new(&config.events);
+        let connections = Connections::new(&config.server, &config.sessions.trusted_proxies);
         AppState {
-            metrics: Arc::new(Metrics::new(service.clone(), events.clone())),
+            metrics: Arc::new(Metrics::new(
+                service.clone(),
+                events.clone(),
+                connections.clone(),
+            )),
+            connections,
             cookies: Arc::new(CookieSettings::new(&config)),
             events,
             config,

@@ -1,10 +1,12 @@
 //! HTTPS and client certificates (docs/DESIGN.md §6.4).
 //!
-//! With `[tls]` configured, [`serve`] replaces `axum::serve`: a tokio-rustls accept loop that
-//! serves each connection with hyper's HTTP/1.1 server. With `client_ca_file`, rustls's
-//! `WebPkiClientVerifier` checks client certificates against that CA at the handshake (an
-//! expired, not-yet-valid or unknown-CA certificate is refused there, and so is a missing one
-//! when `require_client_cert = true`).
+//! With `[tls]` configured, `conn` (the one accept loop and connection builder, for plain HTTP
+//! and TLS alike) runs each connection's handshake with the [`acceptor`] built here before
+//! serving HTTP/1.1 on it; the handshake counts toward the first request's
+//! `server.header_read_timeout`. With `client_ca_file`, rustls's `WebPkiClientVerifier` checks
+//! client certificates against that CA at the handshake (an expired, not-yet-valid or
+//! unknown-CA certificate is refused there, and so is a missing one when
+//! `require_client_cert = true`).
 //!
 //! For a connection with a verified client certificate, the earliest `notAfter` of the presented
 //! chain ([`sessiond::cert::chain_expiry`]) is that connection's certificate deadline:
@@ -23,31 +25,19 @@
 //! sleep, so a wall-clock jump is noticed (docs/DESIGN.md §2.2); the boundary is
 //! [`sessiond::clock::is_expired`].
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sessiond::{SessionService, Timestamp};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt as _;
 
 use crate::config::{self, ClientCerts};
 
-/// How long a client may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest sleep before the certificate timer re-reads the clock.
 const RECHECK: Duration = Duration::from_secs(5);
 /// How long a connection whose client certificate expired may take to finish the response in
@@ -159,131 +149,6 @@ pub(crate) fn acceptor(tls: &config::Tls) -> Result<(TlsAcceptor, bool), TlsErro
         TlsAcceptor::from(Arc::new(server)),
         tls.client_certs.ca_file().is_some(),
     ))
-}
-
-/// Serves `router` over TLS until `shutdown` resolves, then stops accepting, asks every
-/// connection to finish its in-flight request, and waits for them.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    router: Router,
-    service: SessionService,
-    shutdown: impl Future<Output = ()>,
-) {
-    let (stop, stopping) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                    }
-                    connections.spawn(connection(
-                        tcp,
-                        peer,
-                        acceptor.clone(),
-                        router.clone(),
-                        service.clone(),
-                        stopping.clone(),
-                    ));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
-    let _ = stop.send(true);
-    while connections.join_next().await.is_some() {}
-}
-
-async fn connection(
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    router: Router,
-    service: SessionService,
-    mut stopping: watch::Receiver<bool>,
-) {
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            tracing::info!(%peer, error = %e, "TLS handshake refused");
-            return;
-        }
-        Err(_) => {
-            tracing::info!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
-    let client = match stream.get_ref().1.peer_certificates() {
-        None => None,
-        Some(chain) => match sessiond::cert::chain_expiry(chain.iter().map(|c| c.as_ref())) {
-            Ok(not_after) => Some(ClientCertificate { not_after }),
-            Err(e) => {
-                // rustls verified it, so this is not expected; without a deadline, refuse.
-                tracing::warn!(%peer, error = %e, "client certificate has no readable notAfter; closing the connection");
-                return;
-            }
-        },
-    };
-    if let Some(c) = client {
-        tracing::debug!(%peer, not_after = %c.not_after, "client certificate verified");
-    }
-    let svc = router.map_request(move |mut req: axum::http::Request<Incoming>| {
-        if let Some(c) = client {
-            req.extensions_mut().insert(c);
-        }
-        // As `into_make_service_with_connect_info` does on the plain listener.
-        req.extensions_mut()
-            .insert(axum::extract::ConnectInfo(peer));
-        req
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
-    tokio::pin!(conn);
-    let expiry = async {
-        match client {
-            Some(c) => until(&service, c.not_after).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(expiry);
-    let mut draining = false;
-    loop {
-        tokio::select! {
-            done = conn.as_mut() => {
-                if let Err(e) = done {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                return;
-            }
-            () = &mut expiry => {
-                tracing::info!(%peer, "client certificate expired; closing the connection");
-                // No further request is read; the one in flight (a stream sending its
-                // `expired` event) may finish within the grace. Then dropping `conn` drops the
-                // TLS stream and closes the socket, whatever is still being written.
-                conn.as_mut().graceful_shutdown();
-                if tokio::time::timeout(EXPIRY_GRACE, conn.as_mut()).await.is_err() {
-                    tracing::debug!(%peer, "response still open after the grace; dropping it");
-                }
-                return;
-            }
-            changed = stopping.changed(), if !draining => {
-                draining = true;
-                if changed.is_ok() {
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
-        }
-    }
 }
 
 /// Resolves once `deadline` has passed on the service's clock, re-reading it at least every

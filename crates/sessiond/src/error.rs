@@ -44,6 +44,8 @@ pub enum ErrorCode {
     UnknownSession,
     /// 405: the route does not take this method.
     MethodNotAllowed,
+    /// 408: the request body did not arrive in time; the connection closes.
+    RequestTimeout,
     /// 409: the one-time token was already used.
     TokenAlreadyUsed,
     /// 413: the body is larger than 64 KiB.
@@ -73,6 +75,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::TokenAlreadyUsed => "token_already_used",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -96,6 +99,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => 400,
             ErrorCode::NotFound | ErrorCode::UnknownSession => 404,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::TokenAlreadyUsed => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
@@ -124,6 +128,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => "The request is malformed",
             ErrorCode::NotFound => "Not found",
             ErrorCode::MethodNotAllowed => "Method not allowed",
+            ErrorCode::RequestTimeout => "The request body did not arrive in time",
             ErrorCode::TokenAlreadyUsed => "The token was already used",
             ErrorCode::PayloadTooLarge => "Request body larger than 64 KiB",
             ErrorCode::UnsupportedMediaType => "Expected application/json",

@@ -8,6 +8,7 @@ mod api;
 mod auth;
 mod browser;
 mod cli;
+mod connections;
 mod events;
 mod expiry;
 mod issuers;
