@@ -10,16 +10,16 @@
 //! - [`parse`]: parsers of untrusted header input (`X-Forwarded-For`, `Last-Event-ID`), public
 //!   for the fuzz targets.
 //! - `cookies` (browser cookie attributes), `tls` (HTTPS, client certificates), `issuers`
-//!   (JWK Sets fetched from URLs), `hub` (the event fan-out behind the SSE streams),
-//!   `metrics` (Prometheus).
+//!   (JWK Sets fetched from URLs), `hub` (the event fan-out behind the SSE streams).
+//! - `conn`: connections: one accept loop and one HTTP/1.1 connection builder for plain HTTP and
+//!   TLS, with their timeouts and caps; `metrics` (Prometheus, counting streams and
+//!   connections).
 //! - [`api_keys`]: the server's own API keys (the `/v1` credentials), over the SQL stores'
 //!   API-key table.
 //! - `state`: what handlers reach (`AppState`); `extract`: the JSON extractor;
 //!   `auth`: the API-key layer on `/v1`.
 //! - `routes`: handlers by audience (`api`, `browser`, `events`, `ops`) and the wire types
 //!   (`dto`); `openapi`: the generated API description.
-//! - `conn`: connections (one accept loop and connection builder for plain HTTP and TLS, their
-//!   timeouts and caps).
 //! - `app`: the router; `startup`: storage, master key, signing keys ([`StartError`]);
 //!   `server`: [`Server`], which owns the listener and every background task.
 #![forbid(unsafe_code)]

@@ -75,6 +75,16 @@ async fn still_open<S: AsyncRead + Unpin>(stream: &mut S) -> bool {
         .is_none()
 }
 
+/// The value of a `/metrics` sample line that starts with `series`.
+async fn metric(s: &TestApp, series: &str) -> Option<u64> {
+    let text = s
+        .request(reqwest::Method::GET, "/metrics", None, &[], false)
+        .await
+        .text;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
 /// Reads one response: its status, its head (lowercase) and its `Content-Length` body.
 async fn response<S: AsyncRead + Unpin>(stream: &mut S) -> (u16, String, Vec<u8>) {
     let mut buf = Vec::new();
@@ -161,6 +171,10 @@ async fn a_stalled_header_read_is_closed_within_the_header_timeout() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     slow.write_all(b"\r\n").await.unwrap();
     assert_eq!(response(&mut slow).await.0, 200);
+    let closed = r#"sessiond_connections_closed_total{reason="header_timeout"}"#;
+    assert_eq!(metric(&s, closed).await, Some(3));
+    // This one and the scrape's own.
+    assert_eq!(metric(&s, "sessiond_connections_open").await, Some(2));
     s.stop().await;
 }
 
@@ -263,6 +277,12 @@ async fn a_body_that_does_not_arrive_in_time_is_answered_408() {
     tcp.write_all(&body[10..]).await.unwrap();
     let (status, head, _) = response(&mut tcp).await;
     assert_eq!(status, 201, "{head}");
+    let closed = r#"sessiond_connections_closed_total{reason="body_timeout"}"#;
+    assert_eq!(metric(&s, closed).await, Some(4));
+    // The 408s are counted as such by the request metrics.
+    let requests =
+        r#"sessiond_http_requests_total{route="/v1/sessions",method="POST",status="408"}"#;
+    assert_eq!(metric(&s, requests).await, Some(2));
     s.stop().await;
 }
 
@@ -444,6 +464,17 @@ async fn the_per_peer_cap_refuses_the_extra_connection_except_from_trusted_proxi
         );
     }
     assert!(still_open(&mut first).await && still_open(&mut second).await);
+    let mut scrape = connect_from([127, 0, 0, 2], to).await;
+    scrape
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: sessiond.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (_, _, body) = response(&mut scrape).await;
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.contains("sessiond_connections_closed_total{reason=\"refused_per_peer\"} 1\n"),
+        "{text}"
+    );
 
     // The first ends: 127.0.0.1 may connect again.
     drop(first);
