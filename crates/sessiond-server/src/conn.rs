@@ -134,13 +134,22 @@ pub(crate) struct Snapshot {
 #[derive(Clone, Debug)]
 pub(crate) struct Connections(Arc<Shared>);
 
-#[derive(Debug)]
 struct Shared {
     limits: Limits,
     trusted: Vec<TrustedProxy>,
     epoch: Instant,
     table: Mutex<Table>,
     counts: Arc<Counts>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the table: it can hold thousands of connections.
+        f.debug_struct("Connections")
+            .field("limits", &self.limits)
+            .field("trusted", &self.trusted)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
