@@ -3,8 +3,8 @@
 //! [`sessiond_server::migrate`] and [`sessiond_server::open_service`].
 
 use anyhow::Context as _;
-use sessiond::keys::KeyPurpose;
-use sessiond::{RevokeReason, SessionId, Tenant, UserId};
+use sessiond::keys::{KeyError, KeyOrigin, KeyPurpose};
+use sessiond::{KeyId, RevokeReason, SessionError, SessionId, Tenant, UserId};
 use sessiond_server::{Config, Secrets};
 
 use crate::cli::{ApiKeysAction, Command, KeysAction, Purpose, SessionsAction};
@@ -25,8 +25,8 @@ pub async fn run(command: Command, config: Config, secrets: &Secrets) -> anyhow:
             action: KeysAction::List,
         } => {
             println!(
-                "{:<28} {:<8} {:<6} {:<8} {:<26} verify_until",
-                "id", "purpose", "alg", "state", "created_at"
+                "{:<28} {:<8} {:<6} {:<8} {:<9} {:<26} verify_until",
+                "id", "purpose", "alg", "state", "origin", "created_at"
             );
             for k in service.keys().list().await? {
                 let state = if k.is_active() { "active" } else { "retired" };
@@ -34,11 +34,12 @@ pub async fn run(command: Command, config: Config, secrets: &Secrets) -> anyhow:
                     .verify_until
                     .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339());
                 println!(
-                    "{:<28} {:<8} {:<6} {:<8} {:<26} {until}",
+                    "{:<28} {:<8} {:<6} {:<8} {:<9} {:<26} {until}",
                     k.id.as_str(),
                     k.purpose.as_str(),
                     k.algorithm.as_str(),
                     state,
+                    k.origin.as_str(),
                     k.created_at.to_rfc3339()
                 );
             }
@@ -52,13 +53,68 @@ pub async fn run(command: Command, config: Config, secrets: &Secrets) -> anyhow:
                 Some(Purpose::Refresh) => vec![KeyPurpose::Refresh],
                 None => KeyPurpose::ALL.to_vec(),
             };
+            let all = purpose.is_none();
             for p in purposes {
-                let info = service.rotate_key(p).await?;
+                match service.rotate_key(p).await {
+                    Ok(info) => println!(
+                        "rotated {p} key: new active key {} ({}); the previous one verifies until {}",
+                        info.id,
+                        info.algorithm,
+                        service
+                            .now()
+                            .saturating_add(service.keys().policy().retention_for(p))
+                    ),
+                    Err(SessionError::Keys(KeyError::OperatorManaged(_))) if all => println!(
+                        "skipped the {p} key: it is operator-supplied (token_sessions.hs256_secret); \
+                         configure a new secret to replace it, or end it with `sessiond keys retire`"
+                    ),
+                    Err(e @ SessionError::Keys(KeyError::OperatorManaged(_))) => {
+                        return Err(anyhow::Error::new(e).context(
+                            "the access key is token_sessions.hs256_secret: configure a new secret \
+                             to replace it, or end it at once with `sessiond keys retire`",
+                        ))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Command::Keys {
+            action: KeysAction::Retire { id },
+        } => {
+            let id = KeyId::parse(&id).context("key id (expected sk-…)")?;
+            let done = service.retire_key(&id).await?;
+            let key = &done.key;
+            let until = key
+                .verify_until
+                .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339());
+            if !done.ended {
                 println!(
-                    "rotated {p} key: new active key {} ({}); the previous one verifies until {}",
-                    info.id,
-                    info.algorithm,
-                    service.now().saturating_add(config.keys.retention.0)
+                    "{id} ({} {}) had already stopped verifying (verify_until {until}); nothing changed",
+                    key.purpose, key.algorithm
+                );
+                return Ok(());
+            }
+            println!(
+                "ended {id} ({} {}, {}) at {until}: it verifies nothing from now on; nodes that \
+                 are running stop using it within {}s (their key snapshot age), at once when \
+                 they see a credential signed by a newer key",
+                key.purpose,
+                key.algorithm,
+                key.origin,
+                service.keys().policy().cache_ttl.as_secs()
+            );
+            if let Some(new) = &done.replacement {
+                println!(
+                    "new active {} key: {} ({}, generated)",
+                    new.purpose, new.id, new.algorithm
+                );
+            }
+            if key.origin == KeyOrigin::Operator {
+                println!(
+                    "note: {id} was operator-supplied (token_sessions.hs256_secret). That secret is \
+                     never used again: a node still configured with it refuses to start. Configure \
+                     a new secret on every node (and on the resource servers that share it); until \
+                     then access tokens are signed by the generated key above, which they do not hold."
                 );
             }
         }

@@ -44,7 +44,8 @@ pub enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Signing keys: list them, or rotate (the old key keeps verifying for keys.retention).
+    /// Signing keys: list, rotate (the old key keeps verifying for a while), or retire one at
+    /// once (emergency).
     Keys {
         #[command(subcommand)]
         action: KeysAction,
@@ -67,11 +68,23 @@ pub enum Command {
 pub enum KeysAction {
     /// Every stored key: id, purpose, algorithm, state.
     List,
-    /// Make a new active key; without --purpose, rotate all three.
+    /// Make a new active key; without --purpose, rotate all three. The old key keeps
+    /// verifying for keys.retention (access keys: access_ttl + leeway + 30 s snapshot age +
+    /// 30 s clock skew). An operator-supplied access key (token_sessions.hs256_secret) is not
+    /// rotated: configure a new secret instead.
     Rotate {
         /// Which key to rotate.
         #[arg(long, value_enum)]
         purpose: Option<Purpose>,
+    },
+    /// End a key at once (emergency, e.g. a leaked secret): it verifies nothing from now on,
+    /// here at once and on every running node within 30 s (their key snapshot age). If it is
+    /// the active key, a new generated key of its purpose becomes active in the same step.
+    /// A retired operator secret is never used again: a node still configured with it refuses
+    /// to start.
+    Retire {
+        /// The key id (sk-…), as `keys list` shows it.
+        id: String,
     },
 }
 

@@ -79,9 +79,10 @@ impl Server {
             storage.sqlite,
         )
         .await?;
+        startup::apply_operator_keys(&config, &service).await?;
         for key in service.keys().list().await.map_err(StartError::ListKeys)? {
             if key.is_active() {
-                tracing::info!(purpose = key.purpose.as_str(), key_id = %key.id, alg = key.algorithm.as_str(), "active signing key");
+                tracing::info!(purpose = key.purpose.as_str(), key_id = %key.id, alg = key.algorithm.as_str(), origin = key.origin.as_str(), "active signing key");
             }
         }
         let bootstrap = match secrets.api_key {

@@ -147,9 +147,18 @@ pub enum StartError {
     /// The signing keys could not be read.
     #[error("cannot list signing keys")]
     ListKeys(#[source] KeyError),
-    /// `token_sessions.hs256_secret` could not be adopted.
+    /// `token_sessions.hs256_secret` could not be adopted, or (without it) an operator secret
+    /// could not be withdrawn.
     #[error("token_sessions.hs256_secret")]
     Hs256Secret(#[source] KeyError),
+    /// `token_sessions.hs256_secret` is a secret that was replaced, withdrawn or retired before:
+    /// it is never used again, so a node with an old configuration cannot flip the deployment
+    /// back (docs/DESIGN.md §4.5). The message never contains the secret.
+    #[error("token_sessions.hs256_secret is a secret that was replaced or withdrawn{}; it is never used again: configure a new secret (refusing to start)", key_id.as_ref().map(|k| format!(" (it was key {k})")).unwrap_or_default())]
+    Hs256SecretRetired {
+        /// The retired key that held it, while its row is kept.
+        key_id: Option<sessiond::KeyId>,
+    },
     /// A trusted issuer's JWK Set file was refused.
     #[error("issuers[{index}].jwks_file {}", path.display())]
     IssuerJwksFile {
@@ -439,6 +448,36 @@ fn warn_if_readable_by_others(path: &Path) {
     }
 }
 
+/// Brings the active access key in line with `token_sessions.hs256_secret` (docs/DESIGN.md
+/// §4.5), at every start of `serve`: adopts a new secret, withdraws one that is no longer
+/// configured, records one adopted before key origins were recorded, and refuses a secret that
+/// was retired before.
+///
+/// # Errors
+/// [`StartError::Hs256SecretRetired`]: the server must not start. [`StartError::Hs256Secret`]
+/// when the keys could not be changed.
+pub(crate) async fn apply_operator_keys(
+    config: &Config,
+    service: &SessionService,
+) -> Result<(), StartError> {
+    let material = config
+        .token_sessions
+        .hs256_secret
+        .as_ref()
+        .map(|secret| Secret::new(secret.expose().as_bytes().to_vec()));
+    let configured = material.as_ref().map(|m| (KeyAlgorithm::Hs256, m));
+    match service
+        .reconcile_operator_key(KeyPurpose::Access, configured)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(KeyError::OperatorKeyRetired { key_id, .. }) => {
+            Err(StartError::Hs256SecretRetired { key_id })
+        }
+        Err(e) => Err(StartError::Hs256Secret(e)),
+    }
+}
+
 /// The library's policies from the configuration.
 pub(crate) fn service_config(config: &Config) -> ServiceConfig {
     let mut s = ServiceConfig::default();
@@ -462,7 +501,9 @@ pub(crate) fn service_config(config: &Config) -> ServiceConfig {
 }
 
 /// Builds the service: ensures an active key per purpose (or fails: the server must not start),
-/// adopts a configured HS256 secret, loads trusted issuers from files. On SQLite with
+/// loads trusted issuers from files. Operator-supplied keys are left as they are: only `serve`
+/// applies `hs256_secret` ([`apply_operator_keys`]), so an admin command run with another
+/// configuration never adopts or withdraws the deployment's shared secret. On SQLite with
 /// `watch_external_writes`, also returns the poller that notices writes by other processes
 /// (for the server to run).
 ///
@@ -492,14 +533,6 @@ pub(crate) async fn build_service(
         (None, None) => {}
     }
     let service = builder.start().await.map_err(StartError::SigningKeys)?;
-    if let Some(secret) = &config.token_sessions.hs256_secret {
-        let material = Secret::new(secret.expose().as_bytes().to_vec());
-        service
-            .keys()
-            .adopt(KeyPurpose::Access, KeyAlgorithm::Hs256, &material)
-            .await
-            .map_err(StartError::Hs256Secret)?;
-    }
     for (i, issuer) in config.issuers.iter().enumerate() {
         let JwksSource::File(path) = &issuer.jwks else {
             continue;

@@ -32,6 +32,9 @@ pub enum AuditEvent {
     RefreshReused,
     /// A signing key was created or rotated in.
     KeyRotated,
+    /// A signing key was ended out of the ordinary rotation: `retired` (`keys retire`, at
+    /// once), `operator_replaced` or `operator_withdrawn` (operator material changed at start).
+    KeyRetired,
     /// A credential failed validation (rate-bounded per reason).
     ValidationFailed,
     /// A one-time token was claimed.
@@ -48,6 +51,7 @@ impl AuditEvent {
             AuditEvent::CsrfRotated => "csrf_rotated",
             AuditEvent::RefreshReused => "refresh_reused",
             AuditEvent::KeyRotated => "key_rotated",
+            AuditEvent::KeyRetired => "key_retired",
             AuditEvent::ValidationFailed => "validation_failed",
             AuditEvent::TokenClaimed => "token_claimed",
         }
@@ -62,6 +66,7 @@ impl AuditEvent {
             AuditEvent::CsrfRotated,
             AuditEvent::RefreshReused,
             AuditEvent::KeyRotated,
+            AuditEvent::KeyRetired,
             AuditEvent::ValidationFailed,
             AuditEvent::TokenClaimed,
         ]
@@ -262,6 +267,7 @@ mod tests {
             AuditEvent::SessionCreated,
             AuditEvent::ValidationFailed,
             AuditEvent::KeyRotated,
+            AuditEvent::KeyRetired,
         ] {
             assert_eq!(AuditEvent::parse(e.as_str()), Some(e));
         }

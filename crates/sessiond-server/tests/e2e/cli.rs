@@ -1,7 +1,12 @@
 //! The command line: configuration refusals, the embedded default, admin commands while the
 //! server runs.
 
+use std::path::Path;
+use std::time::Duration;
+
 use serde_json::json;
+use sessiond::{Clock as _, SystemClock, Timestamp};
+use sha2::{Digest as _, Sha256};
 
 use crate::harness::{cli_in, spawn, spawn_in, write_config, Options};
 
@@ -173,5 +178,217 @@ async fn database_url_credentials_never_reach_logs_or_output() {
     assert!(refusal.contains("database_url"), "{refusal}");
     for text in [&out, &logged, &refusal] {
         assert!(!text.contains("7f3a"), "a credential leaked: {text}");
+    }
+}
+
+const S1: &str = "first-shared-hs256-secret-7c1e-0123456789";
+const S2: &str = "second-shared-hs256-secret-7c1e-012345678";
+
+fn hs256(secret: Option<&str>) -> String {
+    let mut config = String::from("[token_sessions]\naccess_alg = \"HS256\"\n");
+    if let Some(secret) = secret {
+        config.push_str(&format!("hs256_secret = \"{secret}\"\n"));
+    }
+    config
+}
+
+/// One access key as `sessiond keys list` shows it.
+#[derive(Debug, Clone, PartialEq)]
+struct Listed {
+    id: String,
+    state: String,
+    origin: Option<String>,
+    verify_until: Option<Timestamp>,
+}
+
+async fn access_keys(dir: &Path) -> Vec<Listed> {
+    let out = cli_in(dir, &["keys", "list"], &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+    let column = |name: &str| header.iter().position(|h| *h == name);
+    let (id, purpose, state, until) = (
+        column("id").unwrap(),
+        column("purpose").unwrap(),
+        column("state").unwrap(),
+        column("verify_until").unwrap(),
+    );
+    let origin = column("origin");
+    text.lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f[purpose] == "access")
+        .map(|f| Listed {
+            id: f[id].to_owned(),
+            state: f[state].to_owned(),
+            origin: origin.map(|o| f[o].to_owned()),
+            verify_until: Timestamp::parse_rfc3339(f[until]).ok(),
+        })
+        .collect()
+}
+
+/// `serve` in `dir` with `config`, expected to refuse to start: its exit status and output. A
+/// server that starts instead fails the test (and is killed).
+async fn refused_start(dir: &Path, config: &str) -> (Option<i32>, String) {
+    write_config(dir, config);
+    let started = tokio::time::timeout(
+        Duration::from_secs(20),
+        cli_in(dir, &["serve", "--listen", "127.0.0.1:0"], &[]),
+    )
+    .await;
+    let Ok(out) = started else {
+        panic!("serve started (it did not exit within 20 s)");
+    };
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    (out.status.code(), text)
+}
+
+/// Starts `serve` in `dir` with `config`, and stops it.
+async fn start_and_stop(dir: tempfile::TempDir, config: String) -> tempfile::TempDir {
+    let s = spawn_in(
+        dir,
+        Options {
+            config,
+            ..Options::default()
+        },
+    )
+    .await;
+    s.stop_keeping_dir().await.1
+}
+
+fn active(keys: &[Listed]) -> Listed {
+    let active: Vec<_> = keys.iter().filter(|k| k.state == "active").collect();
+    assert_eq!(active.len(), 1, "{keys:?}");
+    active[0].clone()
+}
+
+/// Issue 12 item 3: replacing `hs256_secret` retires the old key for the access bound
+/// (access_ttl 10 min + leeway 30 s + snapshot age 30 s + clock skew 30 s = 11 min 30 s), not for
+/// `keys.retention` (24 h), while tokens it signed still validate.
+#[tokio::test]
+async fn a_replaced_hs256_secret_verifies_only_for_the_access_bound() {
+    let s = spawn(Options {
+        config: hs256(Some(S1)),
+        ..Options::default()
+    })
+    .await;
+    let created = s
+        .post("/v1/sessions", json!({"user_id": "ola", "kind": "tokens"}))
+        .await;
+    let token = created.body["tokens"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, dir) = s.stop_keeping_dir().await;
+    let replaced = active(&access_keys(dir.path()).await);
+
+    let s = spawn_in(
+        dir,
+        Options {
+            config: hs256(Some(S2)),
+            ..Options::default()
+        },
+    )
+    .await;
+    let v = s
+        .post("/v1/sessions/validate", json!({"access_token": token}))
+        .await;
+    assert_eq!(v.status, 200, "a token of the replaced secret: {}", v.text);
+    let (_, dir) = s.stop_keeping_dir().await;
+    let keys = access_keys(dir.path()).await;
+    let now = SystemClock.now();
+    let old = keys.iter().find(|k| k.id == replaced.id).unwrap();
+    assert_eq!(old.state, "retired");
+    let until = old.verify_until.unwrap();
+    assert!(
+        until <= now.saturating_add(Duration::from_secs(690))
+            && until
+                > now
+                    .saturating_sub(Duration::from_secs(60))
+                    .saturating_add(Duration::from_secs(630)),
+        "the replaced key verifies for the access bound, not 24 h: until {until:?}, now {now:?}"
+    );
+    assert_ne!(active(&keys).id, replaced.id);
+}
+
+/// Issue 12 item 3: a node configured with a replaced (or withdrawn) secret refuses to start —
+/// exit 1, naming `token_sessions.hs256_secret` and the retired key, never the secret — and
+/// changes nothing, so an old configuration in a rolling deploy cannot flip the deployment back.
+#[tokio::test]
+async fn a_node_configured_with_a_retired_hs256_secret_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = start_and_stop(dir, hs256(Some(S1))).await;
+    let first = active(&access_keys(dir.path()).await);
+    let dir = start_and_stop(dir, hs256(Some(S2))).await;
+    let keys = access_keys(dir.path()).await;
+
+    let (code, out) = refused_start(dir.path(), &hs256(Some(S1))).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("token_sessions.hs256_secret"), "{out}");
+    assert!(out.contains(&first.id), "names the retired key: {out}");
+    assert!(!out.contains("listening on"), "{out}");
+    assert!(
+        !out.contains(S1) && !out.contains(S2),
+        "a secret was echoed: {out}"
+    );
+    assert_eq!(access_keys(dir.path()).await, keys, "nothing changed");
+
+    // Withdrawn, then configured again: refused as well.
+    let dir = start_and_stop(dir, hs256(None)).await;
+    let (code, out) = refused_start(dir.path(), &hs256(Some(S2))).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("token_sessions.hs256_secret"), "{out}");
+    assert!(!out.contains(S2), "a secret was echoed: {out}");
+}
+
+/// Issue 12 item 3: a node started without `hs256_secret` rotates away from the operator key to
+/// a generated key (of `access_alg`), and a later start without it changes nothing.
+#[tokio::test]
+async fn withdrawing_the_hs256_secret_rotates_away_to_a_generated_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = start_and_stop(dir, hs256(Some(S1))).await;
+    let operator = active(&access_keys(dir.path()).await);
+    let dir = start_and_stop(dir, hs256(None)).await;
+    let keys = access_keys(dir.path()).await;
+    let generated = active(&keys);
+    assert_ne!(
+        generated.id, operator.id,
+        "the operator key is still active: {keys:?}"
+    );
+    let withdrawn = keys.iter().find(|k| k.id == operator.id).unwrap();
+    assert_eq!(withdrawn.state, "retired");
+    assert_eq!(generated.origin.as_deref(), Some("generated"));
+    assert_eq!(withdrawn.origin.as_deref(), Some("operator"));
+    let dir = start_and_stop(dir, hs256(None)).await;
+    assert_eq!(access_keys(dir.path()).await, keys, "never rotates again");
+}
+
+/// Issue 12 item 3: the origin of an operator key is recorded (`keys list`: `operator`), by a
+/// fingerprint that is neither the secret nor its plain SHA-256: no file of the database holds
+/// either (raw or hex).
+#[tokio::test]
+async fn operator_keys_are_recorded_without_the_secret_or_its_plain_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = start_and_stop(dir, hs256(Some(S1))).await;
+    let dir = start_and_stop(dir, hs256(Some(S2))).await;
+    let keys = access_keys(dir.path()).await;
+    let origins: Vec<_> = keys.iter().map(|k| k.origin.as_deref()).collect();
+    assert_eq!(
+        origins,
+        vec![Some("generated"), Some("operator"), Some("operator")],
+        "bootstrap key, S1, S2: {keys:?}"
+    );
+    for secret in [S1, S2] {
+        let digest = Sha256::digest(secret.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        for entry in std::fs::read_dir(dir.path().join("data")).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            for needle in [secret.as_bytes(), digest.as_slice(), hex.as_bytes()] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "the database holds a secret or its plain hash"
+                );
+            }
+        }
     }
 }

@@ -299,9 +299,11 @@ pub async fn cli_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::pro
         .arg("--data-dir")
         .arg(dir.join("data"))
         .args(args);
+    // A `serve` that does not exit (a test expecting a refusal) is killed at the timeout.
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("SESSIOND_LOG", "warn");
+        .env("SESSIOND_LOG", "warn")
+        .kill_on_drop(true);
     for (k, v) in env {
         cmd.env(k, v);
     }

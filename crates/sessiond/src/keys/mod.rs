@@ -6,15 +6,22 @@
 //! garbage-collected. Key material is stored only sealed under the [`MasterKey`]
 //! (XChaCha20-Poly1305, with the key's id, purpose and algorithm as associated data so a sealed
 //! blob cannot be moved to another row).
+//!
+//! A key is either generated here or supplied by the operator (a shared HS256 secret that
+//! resource servers also hold, docs/DESIGN.md §4.5). An operator key is recognised by a
+//! [`fingerprint`] keyed under the master key, never by its material or a plain hash of it, and
+//! once retired its material is never made active again.
 
+mod fingerprint;
 mod master;
 mod ring;
 mod seal;
 
 use std::fmt;
 
+pub use fingerprint::Fingerprint;
 pub use master::{MasterKey, MasterKeyError};
-pub use ring::{Key, KeyInfo, KeyPolicy, KeyRing};
+pub use ring::{Key, KeyInfo, KeyPolicy, KeyRetirement, KeyRing, OperatorKeyChange};
 
 use crate::clock::Timestamp;
 use crate::id::KeyId;
@@ -103,6 +110,44 @@ impl fmt::Display for KeyAlgorithm {
     }
 }
 
+/// Where a key's material came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyOrigin {
+    /// Made by sessiond from its random source.
+    Generated,
+    /// Supplied by the operator (`token_sessions.hs256_secret`): once retired, never active again.
+    Operator,
+}
+
+impl KeyOrigin {
+    /// The stored and displayed name: `generated`, `operator`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyOrigin::Generated => "generated",
+            KeyOrigin::Operator => "operator",
+        }
+    }
+
+    /// Parses a stored name.
+    ///
+    /// # Errors
+    /// [`KeyError::Malformed`] for a name we do not know.
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
+        match text {
+            "generated" => Ok(KeyOrigin::Generated),
+            "operator" => Ok(KeyOrigin::Operator),
+            _ => Err(KeyError::Malformed),
+        }
+    }
+}
+
+impl fmt::Display for KeyOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A signing key as a backend stores it: metadata in the clear, material sealed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyRecord {
@@ -122,6 +167,11 @@ pub struct KeyRecord {
     pub public_key: Option<Vec<u8>>,
     /// The private material sealed under the master key (version byte, nonce, ciphertext).
     pub sealed: Vec<u8>,
+    /// Where the material came from.
+    pub origin: KeyOrigin,
+    /// For operator keys (and only for them): the material's [`Fingerprint`], keyed under the
+    /// master key, so a retired operator secret is recognised after its row is collected.
+    pub fingerprint: Option<Fingerprint>,
 }
 
 impl fmt::Debug for KeyRecord {
@@ -133,6 +183,7 @@ impl fmt::Debug for KeyRecord {
             .field("created_at", &self.created_at)
             .field("retired_at", &self.retired_at)
             .field("verify_until", &self.verify_until)
+            .field("origin", &self.origin)
             .finish_non_exhaustive()
     }
 }
@@ -194,6 +245,28 @@ pub enum KeyError {
         #[source]
         source: Box<KeyError>,
     },
+    /// The configured operator material was retired before (replaced, withdrawn, or ended by
+    /// `keys retire`): it is never made active again, so a node with an old configuration cannot
+    /// flip a deployment back to it. Configure new material. Never names the material.
+    #[error("the configured {purpose} key material was retired{}; it is never used again: configure new material", key_id.as_ref().map(|k| format!(" (key {k})")).unwrap_or_default())]
+    OperatorKeyRetired {
+        /// The purpose it was configured for.
+        purpose: KeyPurpose,
+        /// The retired key that held it, while its row is kept.
+        key_id: Option<KeyId>,
+    },
+    /// The active key of the purpose is operator-supplied: it is replaced by configuring new
+    /// material (or ended with [`KeyRing::retire`]), not by a rotation to generated material that
+    /// the operator's resource servers would not hold.
+    #[error("the active {0} key is operator-supplied; replace it in the configuration, or end it with a retire")]
+    OperatorManaged(KeyPurpose),
+    /// No key with this id is stored (never existed, or collected).
+    #[error("no key {0}")]
+    NoSuchKey(KeyId),
+    /// The active key of the purpose kept changing under a compare-and-swap (other nodes
+    /// rotating at the same time); nothing was changed by this call. Try again.
+    #[error("the active {0} key kept changing; try again")]
+    Contended(KeyPurpose),
     /// The key store failed.
     #[error("key store failed")]
     Store(#[from] StoreError),

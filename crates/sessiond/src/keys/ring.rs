@@ -5,6 +5,10 @@
 //! [`KeyPolicy::cache_ttl`] (so a key rotated on another node is picked up within that bound) and
 //! when a credential names a key id the snapshot does not know, at most once per
 //! [`KeyPolicy::unknown_key_reload_interval`] so forged key ids cannot hammer the store.
+//!
+//! Every change of a purpose's active key is a compare-and-swap on the active key's id
+//! ([`KeyStore::rotate_key`] with the id this node saw), so nodes that start or rotate at the
+//! same time converge on one decision instead of rotating one after another.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,18 +20,25 @@ use serde::Serialize;
 use sha2::Sha256;
 
 use super::seal;
-use super::{KeyAlgorithm, KeyError, KeyPurpose, KeyRecord, KeyRefusal, MasterKey};
+use super::{
+    Fingerprint, KeyAlgorithm, KeyError, KeyOrigin, KeyPurpose, KeyRecord, KeyRefusal, MasterKey,
+};
 use crate::clock::{is_expired, Clock, Timestamp};
 use crate::id::KeyId;
 use crate::random::{self, RandomSource};
 use crate::secret::Secret;
-use crate::store::KeyStore;
+use crate::store::{KeyEnding, KeyStore};
+
+/// How often a compare-and-swap on the active key is retried after another node changed it
+/// first, before giving up with [`KeyError::Contended`].
+const CAS_ATTEMPTS: usize = 8;
 
 /// How keys are made, kept and cached.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct KeyPolicy {
-    /// How long a retired key keeps verifying (default 24 h).
+    /// How long a retired cookie or refresh key keeps verifying (default 24 h). Access keys
+    /// use [`KeyPolicy::access_retention`] instead.
     pub retention: Duration,
     /// The algorithm of new access keys (default EdDSA).
     pub access_algorithm: KeyAlgorithm,
@@ -36,6 +47,13 @@ pub struct KeyPolicy {
     pub cache_ttl: Duration,
     /// The shortest time between two reloads forced by an unknown key id (default 1 s).
     pub unknown_key_reload_interval: Duration,
+    /// How long an access token signed now can be accepted: the token policy's `access_ttl +
+    /// leeway` (default 10 min 30 s). A service started with [`crate::SessionService::builder`] sets it from its
+    /// token policy; only a ring made by hand reads the value given here.
+    pub access_token_lifetime: Duration,
+    /// The largest difference assumed between the clocks of two nodes (or of a node and the
+    /// admin command that retires a key) (default 30 s).
+    pub clock_skew: Duration,
 }
 
 impl Default for KeyPolicy {
@@ -45,17 +63,84 @@ impl Default for KeyPolicy {
             access_algorithm: KeyAlgorithm::EdDsa,
             cache_ttl: Duration::from_secs(30),
             unknown_key_reload_interval: Duration::from_secs(1),
+            access_token_lifetime: Duration::from_secs(630),
+            clock_skew: Duration::from_secs(30),
         }
     }
 }
 
 impl KeyPolicy {
-    fn algorithm_for(&self, purpose: KeyPurpose) -> KeyAlgorithm {
+    pub(crate) fn algorithm_for(&self, purpose: KeyPurpose) -> KeyAlgorithm {
         match purpose {
             KeyPurpose::Access => self.access_algorithm,
             KeyPurpose::Cookie | KeyPurpose::Refresh => KeyAlgorithm::Hs256,
         }
     }
+
+    /// How long a retired access key keeps verifying (docs/DESIGN.md §4.2): `access_token_lifetime
+    /// + cache_ttl + clock_skew` (11 min 30 s by default). A node may sign with the key for up
+    /// to `cache_ttl` after another node retired it (its snapshot is that old), the token it
+    /// signs last is accepted until its `exp + leeway`, and the two nodes' clocks may differ by
+    /// `clock_skew`; nothing signed by the key verifies for longer, so a replaced or withdrawn
+    /// access key is never kept for the 24 h of [`KeyPolicy::retention`].
+    pub fn access_retention(&self) -> Duration {
+        self.access_token_lifetime
+            .saturating_add(self.cache_ttl)
+            .saturating_add(self.clock_skew)
+    }
+
+    /// How long a retired key of `purpose` keeps verifying: [`KeyPolicy::access_retention`] for
+    /// access keys, [`KeyPolicy::retention`] for cookie and refresh keys (a cookie session is
+    /// bound to its key for its whole life, a refresh chain derives under its keys).
+    pub fn retention_for(&self, purpose: KeyPurpose) -> Duration {
+        match purpose {
+            KeyPurpose::Access => self.access_retention(),
+            KeyPurpose::Cookie | KeyPurpose::Refresh => self.retention,
+        }
+    }
+}
+
+/// What [`KeyRing::reconcile_operator_key`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OperatorKeyChange {
+    /// Nothing: the configured material is the active key, or none is configured and the
+    /// active key is not an operator key.
+    Unchanged,
+    /// The active key holds the configured material but was adopted before origins were
+    /// recorded: it is now recorded as an operator key (with its fingerprint). Nothing else
+    /// changed.
+    Recorded {
+        /// The active key.
+        key: KeyId,
+    },
+    /// The configured material became the active key.
+    Adopted {
+        /// The new active key.
+        key: KeyInfo,
+        /// The key it replaced, as it is now (retired, verifying until its `verify_until`).
+        retired: KeyInfo,
+    },
+    /// No material is configured any more: a generated key replaced the operator key.
+    Withdrawn {
+        /// The new active (generated) key.
+        key: KeyInfo,
+        /// The operator key, as it is now (retired, verifying until its `verify_until`).
+        retired: KeyInfo,
+    },
+}
+
+/// What [`KeyRing::retire`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyRetirement {
+    /// The key, as it is now: retired, with `verify_until` at or before the retirement.
+    pub key: KeyInfo,
+    /// Whether this call ended it; `false` when it had already stopped verifying (nothing
+    /// changed).
+    pub ended: bool,
+    /// The key that became active in its place, when the ended key was the active one.
+    pub replacement: Option<KeyInfo>,
 }
 
 /// What may be shown about a key: everything but its private material.
@@ -74,6 +159,8 @@ pub struct KeyInfo {
     pub retired_at: Option<Timestamp>,
     /// Until when it still verifies, if retired.
     pub verify_until: Option<Timestamp>,
+    /// Where its material came from.
+    pub origin: KeyOrigin,
     /// The public key (raw Ed25519 bytes), for asymmetric keys.
     #[serde(skip)]
     pub public_key: Option<Vec<u8>>,
@@ -91,6 +178,12 @@ impl Serialize for KeyAlgorithm {
     }
 }
 
+impl Serialize for KeyOrigin {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl KeyInfo {
     /// Whether the key is the active (signing) key of its purpose.
     pub fn is_active(&self) -> bool {
@@ -101,6 +194,16 @@ impl KeyInfo {
         match self.verify_until {
             Some(until) if is_expired(until, now) => Err(KeyRefusal::Retired),
             _ => Ok(()),
+        }
+    }
+
+    /// This key's description after a retirement at `at` that keeps it verifying until
+    /// `verify_until`.
+    fn retired(&self, at: Timestamp, verify_until: Timestamp) -> KeyInfo {
+        KeyInfo {
+            retired_at: Some(self.retired_at.unwrap_or(at)),
+            verify_until: Some(verify_until),
+            ..self.clone()
         }
     }
 }
@@ -164,6 +267,19 @@ impl Key {
         }
     }
 
+    /// Whether this key is pinned to `alg` and holds exactly `material` (compared in constant
+    /// time).
+    fn holds(&self, alg: KeyAlgorithm, material: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.info.algorithm == alg
+            && match &self.material {
+                Material::Hmac { secret, .. } => {
+                    bool::from(secret.expose().as_slice().ct_eq(material))
+                }
+                Material::Ed25519(k) => bool::from(k.to_bytes().as_slice().ct_eq(material)),
+            }
+    }
+
     /// A key held only in memory, made from raw material: a 32-byte Ed25519 seed for EdDSA, an
     /// HMAC secret of at least 32 bytes for HS256. Nothing is stored or sealed and the key is
     /// active (never retired). For test vectors and for embedders that manage key material
@@ -212,6 +328,7 @@ impl Key {
             created_at,
             retired_at: None,
             verify_until: None,
+            origin: KeyOrigin::Generated,
             public_key,
         };
         Ok(Key { info, material })
@@ -247,6 +364,7 @@ impl Key {
             created_at: record.created_at,
             retired_at: record.retired_at,
             verify_until: record.verify_until,
+            origin: record.origin,
             public_key: record.public_key.clone(),
         };
         Ok(Key { info, material })
@@ -334,27 +452,35 @@ impl KeyRing {
     }
 
     async fn ensure_purpose(&self, purpose: KeyPurpose) -> Result<(), KeyError> {
-        let set = self.reload_set().await?;
         let wanted = self.inner.policy.algorithm_for(purpose);
-        match set.active.get(&purpose) {
-            Some(key) if key.info.algorithm == wanted => return Ok(()),
-            Some(key) => {
-                tracing::info!(
-                    purpose = purpose.as_str(),
-                    from = key.info.algorithm.as_str(),
-                    to = wanted.as_str(),
-                    "configured algorithm changed; rotating the active key"
-                );
-                self.rotate(purpose).await?;
-            }
-            None => {
-                let record = self.generate(purpose, wanted)?;
-                if self.inner.store.insert_first_active_key(&record).await? {
+        for _ in 0..CAS_ATTEMPTS {
+            let set = self.reload_set().await?;
+            match set.active.get(&purpose) {
+                Some(key) if key.info.algorithm == wanted => return Ok(()),
+                // Replacing an operator key is the operator-key policy's decision
+                // (`reconcile_operator_key`, run by the server at start), never a side effect
+                // of bootstrap: an admin command run with another `access_alg` must not
+                // withdraw the deployment's shared secret for good.
+                Some(key) if key.info.origin == KeyOrigin::Operator => return Ok(()),
+                Some(key) => {
                     tracing::info!(
                         purpose = purpose.as_str(),
-                        key_id = %record.id,
-                        "created the first active key"
+                        from = key.info.algorithm.as_str(),
+                        to = wanted.as_str(),
+                        "configured algorithm changed; rotating the active key"
                     );
+                    let record = self.generate(purpose, wanted)?;
+                    self.replace_active(record, &key.info).await?;
+                }
+                None => {
+                    let record = self.generate(purpose, wanted)?;
+                    if self.inner.store.insert_first_active_key(&record).await? {
+                        tracing::info!(
+                            purpose = purpose.as_str(),
+                            key_id = %record.id,
+                            "created the first active key"
+                        );
+                    }
                 }
             }
         }
@@ -365,77 +491,235 @@ impl KeyRing {
         }
     }
 
-    /// Retires the active key of `purpose` (it keeps verifying for the retention window) and
-    /// makes a new one active, atomically in the store.
+    /// Retires the active key of `purpose` (it keeps verifying for
+    /// [`KeyPolicy::retention_for`] the purpose) and makes a new generated one active, atomically
+    /// in the store.
     ///
     /// # Errors
-    /// [`KeyError::Store`] when the store fails; nothing changes then.
+    /// [`KeyError::OperatorManaged`] when the active key is operator-supplied (replace it in the
+    /// configuration, or end it with [`KeyRing::retire`]); [`KeyError::Store`] when the store
+    /// fails, [`KeyError::Contended`] when other nodes kept changing the key; nothing changes
+    /// then.
     pub async fn rotate(&self, purpose: KeyPurpose) -> Result<KeyInfo, KeyError> {
         let alg = self.inner.policy.algorithm_for(purpose);
-        let record = self.generate(purpose, alg)?;
-        let now = self.inner.clock.now();
-        let verify_until = now.saturating_add(self.inner.policy.retention);
-        self.inner
-            .store
-            .rotate_key(&record, now, verify_until)
-            .await?;
-        let set = self.reload_set().await?;
-        // Just stored: a reload that misses it found another active key committed after ours.
-        let key = set
-            .by_id
-            .get(&record.id)
-            .ok_or(KeyError::NoActiveKey(purpose))?;
-        Ok(key.info.clone())
-    }
-
-    /// Makes key material supplied by the operator (for example a shared HS256 secret that
-    /// resource servers also hold) the active key of `purpose`, unless the active key already has
-    /// exactly this material and algorithm. The previous key is retired as by a rotation.
-    ///
-    /// # Errors
-    /// [`KeyError::Malformed`] for material of the wrong shape (an HS256 secret under 32 bytes),
-    /// [`KeyError::Store`].
-    pub async fn adopt(
-        &self,
-        purpose: KeyPurpose,
-        alg: KeyAlgorithm,
-        material: &Secret<Vec<u8>>,
-    ) -> Result<KeyInfo, KeyError> {
-        use subtle::ConstantTimeEq;
-        let set = self.reload_set().await?;
-        if let Some(active) = set.active.get(&purpose) {
-            let same = active.info.algorithm == alg
-                && match (&active.material, alg) {
-                    (Material::Hmac { secret, .. }, KeyAlgorithm::Hs256) => bool::from(
-                        secret
-                            .expose()
-                            .as_slice()
-                            .ct_eq(material.expose().as_slice()),
-                    ),
-                    (Material::Ed25519(k), KeyAlgorithm::EdDsa) => {
-                        bool::from(k.to_bytes().as_slice().ct_eq(material.expose().as_slice()))
-                    }
-                    _ => false,
-                };
-            if same {
-                return Ok(active.info.clone());
+        for _ in 0..CAS_ATTEMPTS {
+            let set = self.reload_set().await?;
+            let active = set
+                .active
+                .get(&purpose)
+                .ok_or(KeyError::NoActiveKey(purpose))?;
+            if active.info.origin == KeyOrigin::Operator {
+                return Err(KeyError::OperatorManaged(purpose));
+            }
+            let record = self.generate(purpose, alg)?;
+            if let Some((key, _)) = self.replace_active(record, &active.info).await? {
+                return Ok(key);
             }
         }
-        let record = self.record_with(purpose, alg, material)?;
+        Err(KeyError::Contended(purpose))
+    }
+
+    /// Brings the active key of `purpose` in line with the operator's configuration: `configured`
+    /// is the material the operator supplies for it (with its algorithm), or `None`. Run at
+    /// every start of a server, after [`KeyRing::ensure_active`] (docs/DESIGN.md §4.5):
+    /// - the configured material is the active key: nothing (a key adopted before origins were
+    ///   recorded is recorded as an operator key now);
+    /// - it was retired before — replaced, withdrawn or ended by [`KeyRing::retire`] — in any
+    ///   purpose's fingerprint record or among the stored keys: refused, and nothing changes, so
+    ///   a node started with an old configuration never flips the deployment back;
+    /// - it is new: it becomes the active key, the previous one retires with
+    ///   [`KeyPolicy::retention_for`] the purpose (for access keys the short bound);
+    /// - none is configured but the active key is an operator key: a generated key of the
+    ///   policy's algorithm replaces it, which retires the same way (withdrawal).
+    ///
+    /// Every change is a compare-and-swap on the active key this node saw, so nodes starting at
+    /// the same time with the same configuration make one change between them.
+    ///
+    /// # Errors
+    /// [`KeyError::OperatorKeyRetired`] (the server must refuse to start);
+    /// [`KeyError::Malformed`] for material of the wrong shape (an HS256 secret under 32
+    /// bytes); [`KeyError::NoActiveKey`] before [`KeyRing::ensure_active`];
+    /// [`KeyError::Contended`]; [`KeyError::Store`].
+    pub async fn reconcile_operator_key(
+        &self,
+        purpose: KeyPurpose,
+        configured: Option<(KeyAlgorithm, &Secret<Vec<u8>>)>,
+    ) -> Result<OperatorKeyChange, KeyError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let set = self.reload_set().await?;
+            let active = set
+                .active
+                .get(&purpose)
+                .ok_or(KeyError::NoActiveKey(purpose))?;
+            let Some((alg, material)) = configured else {
+                if active.info.origin != KeyOrigin::Operator {
+                    return Ok(OperatorKeyChange::Unchanged);
+                }
+                let record = self.generate(purpose, self.inner.policy.algorithm_for(purpose))?;
+                if let Some((key, retired)) = self.replace_active(record, &active.info).await? {
+                    tracing::warn!(
+                        purpose = purpose.as_str(),
+                        withdrawn = %retired.id,
+                        key_id = %key.id,
+                        verify_until = %retired.verify_until.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                        "operator-supplied key material is no longer configured; rotated to a generated key (the withdrawn material is never used again)"
+                    );
+                    return Ok(OperatorKeyChange::Withdrawn { key, retired });
+                }
+                continue;
+            };
+            let material = material.expose().as_slice();
+            let fingerprint = Fingerprint::of(&self.inner.master, purpose, alg, material);
+            if active.holds(alg, material) {
+                if active.info.origin == KeyOrigin::Operator {
+                    return Ok(OperatorKeyChange::Unchanged);
+                }
+                if self
+                    .inner
+                    .store
+                    .record_operator_key(&active.info.id, &fingerprint)
+                    .await?
+                {
+                    tracing::info!(
+                        purpose = purpose.as_str(),
+                        key_id = %active.info.id,
+                        "the active key holds the configured material (adopted before key origins were recorded); recorded it as operator-supplied"
+                    );
+                    return Ok(OperatorKeyChange::Recorded {
+                        key: active.info.id.clone(),
+                    });
+                }
+                // Retired (or recorded) by another node meanwhile: decide again.
+                continue;
+            }
+            if let Some(key_id) = self.inner.store.retired_operator_key(&fingerprint).await? {
+                return Err(KeyError::OperatorKeyRetired {
+                    purpose,
+                    key_id: Some(key_id),
+                });
+            }
+            // Keys retired before fingerprints were recorded (or whose record was lost) are
+            // still recognised by their material while their rows are kept.
+            if let Some(old) = set
+                .by_id
+                .values()
+                .find(|k| k.info.purpose == purpose && k.holds(alg, material))
+            {
+                return Err(KeyError::OperatorKeyRetired {
+                    purpose,
+                    key_id: Some(old.info.id.clone()),
+                });
+            }
+            let record = self.record_with(
+                purpose,
+                alg,
+                &Secret::new(material.to_vec()),
+                Some(fingerprint),
+            )?;
+            if let Some((key, retired)) = self.replace_active(record, &active.info).await? {
+                tracing::info!(
+                    purpose = purpose.as_str(),
+                    key_id = %key.id,
+                    replaced = %retired.id,
+                    verify_until = %retired.verify_until.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    "adopted operator-supplied key material"
+                );
+                return Ok(OperatorKeyChange::Adopted { key, retired });
+            }
+        }
+        Err(KeyError::Contended(purpose))
+    }
+
+    /// Ends the key `id` at once (docs/DESIGN.md §4.6): it verifies nothing from now on. If it
+    /// is the active key of its purpose, a new generated key becomes active in the same atomic
+    /// step. A retired key that still verifies stops now; one that has already stopped is left
+    /// as it is (`ended: false`). An operator key's fingerprint is recorded as retired, so its
+    /// material is never adopted again. This node's snapshot is reloaded before returning;
+    /// other nodes stop using the key when their snapshot is next reloaded, within
+    /// [`KeyPolicy::cache_ttl`] of their own clocks (at once when they first meet a credential
+    /// signed by the replacement).
+    ///
+    /// # Errors
+    /// [`KeyError::NoSuchKey`]; [`KeyError::Store`]; nothing changes then.
+    pub async fn retire(&self, id: &KeyId) -> Result<KeyRetirement, KeyError> {
+        let set = self.reload_set().await?;
+        let key = set
+            .by_id
+            .get(id)
+            .ok_or_else(|| KeyError::NoSuchKey(id.clone()))?
+            .clone();
+        let purpose = key.info.purpose;
+        let replacement = self.generate(purpose, self.inner.policy.algorithm_for(purpose))?;
         let now = self.inner.clock.now();
-        let verify_until = now.saturating_add(self.inner.policy.retention);
-        self.inner
+        let ending = self
+            .inner
             .store
-            .rotate_key(&record, now, verify_until)
+            .end_key(id, purpose, now, &replacement)
             .await?;
+        let set = self.reload_set().await?;
+        let (ended, replacement) = match ending {
+            KeyEnding::EndedActive => {
+                let new = set
+                    .by_id
+                    .get(&replacement.id)
+                    .map(|k| k.info.clone())
+                    .ok_or(KeyError::NoActiveKey(purpose))?;
+                (true, Some(new))
+            }
+            KeyEnding::EndedRetired => (true, None),
+            KeyEnding::AlreadyEnded => (false, None),
+            KeyEnding::NotFound => return Err(KeyError::NoSuchKey(id.clone())),
+        };
+        let info = match set.by_id.get(id) {
+            Some(k) => k.info.clone(),
+            None => key.info.retired(now, now),
+        };
+        if ended {
+            tracing::warn!(
+                purpose = purpose.as_str(),
+                key_id = %id,
+                origin = key.info.origin.as_str(),
+                replacement = replacement.as_ref().map(|k| k.id.as_str()),
+                "key ended at once"
+            );
+        }
+        Ok(KeyRetirement {
+            key: info,
+            ended,
+            replacement,
+        })
+    }
+
+    /// Makes `record` the active key of its purpose if `expected` is still the active one,
+    /// retiring `expected` for [`KeyPolicy::retention_for`] the purpose, in one atomic step.
+    /// Returns the new key and the retired one as they are now, or `None` when another change
+    /// came first (nothing was changed).
+    async fn replace_active(
+        &self,
+        record: KeyRecord,
+        expected: &KeyInfo,
+    ) -> Result<Option<(KeyInfo, KeyInfo)>, KeyError> {
+        let purpose = record.purpose;
+        let now = self.inner.clock.now();
+        let verify_until = now.saturating_add(self.inner.policy.retention_for(purpose));
+        if !self
+            .inner
+            .store
+            .rotate_key(&record, now, verify_until, Some(&expected.id))
+            .await?
+        {
+            return Ok(None);
+        }
         let set = self.reload_set().await?;
         // Just stored: a reload that misses it found another active key committed after ours.
         let key = set
             .by_id
             .get(&record.id)
             .ok_or(KeyError::NoActiveKey(purpose))?;
-        tracing::info!(purpose = purpose.as_str(), key_id = %record.id, "adopted operator-supplied key material");
-        Ok(key.info.clone())
+        Ok(Some((
+            key.info.clone(),
+            expected.retired(now, verify_until),
+        )))
     }
 
     /// The active key of `purpose`, for signing.
@@ -595,14 +879,17 @@ impl KeyRing {
 
     fn generate(&self, purpose: KeyPurpose, alg: KeyAlgorithm) -> Result<KeyRecord, KeyError> {
         let material = Secret::new(random::bytes::<32>(self.inner.rng.as_ref()).to_vec());
-        self.record_with(purpose, alg, &material)
+        self.record_with(purpose, alg, &material, None)
     }
 
+    /// A new active key's record: generated material without a fingerprint, operator material
+    /// with its fingerprint.
     fn record_with(
         &self,
         purpose: KeyPurpose,
         alg: KeyAlgorithm,
         material: &Secret<Vec<u8>>,
+        fingerprint: Option<Fingerprint>,
     ) -> Result<KeyRecord, KeyError> {
         let rng = self.inner.rng.as_ref();
         let id = KeyId::generate(rng);
@@ -640,6 +927,12 @@ impl KeyRing {
             verify_until: None,
             public_key,
             sealed,
+            origin: if fingerprint.is_some() {
+                KeyOrigin::Operator
+            } else {
+                KeyOrigin::Generated
+            },
+            fingerprint,
         })
     }
 }

@@ -63,6 +63,9 @@ pub(crate) enum Effect {
     CsrfRotated { owner: SessionOwner },
     /// A signing key was rotated in.
     KeyRotated { key_id: KeyId, purpose: KeyPurpose },
+    /// A signing key was ended out of the ordinary rotation (`why`: `retired`,
+    /// `operator_replaced`, `operator_withdrawn`).
+    KeyRetired { key_id: KeyId, why: &'static str },
     /// A one-time token was claimed.
     TokenClaimed { record: Box<AuditRecord> },
     /// A credential was refused (counted always, audited rate-bounded per reason).
@@ -181,6 +184,10 @@ impl SessionService {
                     AuditRecord::new(at, AuditEvent::KeyRotated, purpose.as_str()).key(&key_id),
                 )
                 .await;
+            }
+            Effect::KeyRetired { key_id, why } => {
+                self.audit(AuditRecord::new(at, AuditEvent::KeyRetired, why).key(&key_id))
+                    .await;
             }
             Effect::TokenClaimed { record } => self.audit(*record).await,
             Effect::ValidationFailed {

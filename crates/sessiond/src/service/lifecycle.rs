@@ -13,8 +13,10 @@ use super::{GcReport, NewSession, SessionService};
 use crate::audit::AuditQuery;
 use crate::audit::AuditRecord;
 use crate::error::SessionError;
-use crate::id::{SessionId, Tenant, UserId};
-use crate::keys::{KeyInfo, KeyPurpose};
+use crate::id::{KeyId, SessionId, Tenant, UserId};
+use crate::keys::{
+    KeyAlgorithm, KeyError, KeyInfo, KeyOrigin, KeyPurpose, KeyRetirement, OperatorKeyChange,
+};
 use crate::random;
 use crate::secret::Secret;
 use crate::session::{RevokeReason, Session, SessionKind, SessionRecord};
@@ -129,6 +131,80 @@ impl SessionService {
         };
         self.apply(self.now(), vec![effect]).await;
         Ok(info)
+    }
+
+    /// Brings the active key of `purpose` in line with the operator's configuration
+    /// (`configured`: the material the operator supplies, or `None`) and audits what changed:
+    /// `key_rotated` for a new active key, `key_retired` (`operator_replaced`,
+    /// `operator_withdrawn`) for an operator key it replaced. See
+    /// [`crate::KeyRing::reconcile_operator_key`] (docs/DESIGN.md §4.5). A server runs it at every
+    /// start, after the service is built.
+    ///
+    /// # Errors
+    /// The ring's: [`KeyError::OperatorKeyRetired`] means the configured material was retired
+    /// and the server must refuse to start.
+    pub async fn reconcile_operator_key(
+        &self,
+        purpose: KeyPurpose,
+        configured: Option<(KeyAlgorithm, &Secret<Vec<u8>>)>,
+    ) -> Result<OperatorKeyChange, KeyError> {
+        let change = self
+            .inner
+            .keys
+            .reconcile_operator_key(purpose, configured)
+            .await?;
+        let mut effects = Vec::new();
+        match &change {
+            OperatorKeyChange::Adopted { key, retired } => {
+                effects.push(Effect::KeyRotated {
+                    key_id: key.id.clone(),
+                    purpose,
+                });
+                if retired.origin == KeyOrigin::Operator {
+                    effects.push(Effect::KeyRetired {
+                        key_id: retired.id.clone(),
+                        why: "operator_replaced",
+                    });
+                }
+            }
+            OperatorKeyChange::Withdrawn { key, retired } => {
+                effects.push(Effect::KeyRotated {
+                    key_id: key.id.clone(),
+                    purpose,
+                });
+                effects.push(Effect::KeyRetired {
+                    key_id: retired.id.clone(),
+                    why: "operator_withdrawn",
+                });
+            }
+            _ => {}
+        }
+        self.apply(self.now(), effects).await;
+        Ok(change)
+    }
+
+    /// Ends key `id` at once (emergency) and audits it: `key_retired` (`retired`) for the key,
+    /// `key_rotated` for the key that replaced it when it was the active one. See
+    /// [`crate::KeyRing::retire`] (docs/DESIGN.md §4.6) for when other nodes stop using it.
+    ///
+    /// # Errors
+    /// [`KeyError::NoSuchKey`], [`KeyError::Store`]; nothing changes then.
+    pub async fn retire_key(&self, id: &KeyId) -> Result<KeyRetirement, KeyError> {
+        let retirement = self.inner.keys.retire(id).await?;
+        if retirement.ended {
+            let mut effects = vec![Effect::KeyRetired {
+                key_id: id.clone(),
+                why: "retired",
+            }];
+            if let Some(new) = &retirement.replacement {
+                effects.push(Effect::KeyRotated {
+                    key_id: new.id.clone(),
+                    purpose: new.purpose,
+                });
+            }
+            self.apply(self.now(), effects).await;
+        }
+        Ok(retirement)
     }
 
     /// Deletes expired sessions and retired keys past retention, in batches of

@@ -113,11 +113,18 @@ impl ServiceBuilder {
         self
     }
 
-    /// Builds the service and ensures an active key per purpose.
+    /// Builds the service and ensures an active key per purpose. The key policy's
+    /// `access_token_lifetime` is set from the token policy (`access_ttl + leeway`), so a
+    /// retired access key verifies exactly as long as tokens it signed can (docs/DESIGN.md §4.2).
     ///
     /// # Errors
     /// [`KeyError::Bootstrap`] when a key cannot be ensured; do not serve then.
-    pub async fn start(self) -> Result<SessionService, KeyError> {
+    pub async fn start(mut self) -> Result<SessionService, KeyError> {
+        self.config.keys.access_token_lifetime = self
+            .config
+            .tokens
+            .access_ttl
+            .saturating_add(self.config.tokens.leeway);
         let key_store: Arc<dyn crate::store::KeyStore> = self.backend.clone();
         let keys = KeyRing::new(
             key_store,

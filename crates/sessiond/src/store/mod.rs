@@ -24,8 +24,8 @@ use async_trait::async_trait;
 
 use crate::audit::{AuditQuery, AuditRecord};
 use crate::clock::Timestamp;
-use crate::id::{ApiKeyId, SessionId, Tenant, UserId};
-use crate::keys::KeyRecord;
+use crate::id::{ApiKeyId, KeyId, SessionId, Tenant, UserId};
+use crate::keys::{Fingerprint, KeyPurpose, KeyRecord};
 use crate::session::{RefreshStep, RevokeReason, Session, SessionRecord};
 
 /// A boxed backend error, kept as the source of a [`StoreError`].
@@ -107,6 +107,21 @@ pub enum ClaimOutcome {
     AlreadyUsed,
     /// The claim's own expiry is at or before now; nothing was recorded.
     Expired,
+}
+
+/// What ending a key at once ([`KeyStore::end_key`]) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyEnding {
+    /// The key was the active one: it is retired and verifies nothing any more, and the
+    /// replacement is the active key.
+    EndedActive,
+    /// The key was retired and still verifying: it verifies nothing any more.
+    EndedRetired,
+    /// The key had already stopped verifying; nothing changed.
+    AlreadyEnded,
+    /// No such key (of that purpose); nothing changed.
+    NotFound,
 }
 
 /// The expected and the new refresh state of a rotation or a lost-response re-issue
@@ -246,13 +261,47 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     async fn insert_first_active_key(&self, key: &KeyRecord) -> Result<bool, StoreError>;
 
     /// In one atomic step: retires the active key of `key.purpose` (setting `retired_at` and
-    /// `verify_until`) and inserts `key` as the new active key.
+    /// `verify_until`; an operator key's fingerprint is recorded as retired, see
+    /// [`KeyStore::retired_operator_key`]) and inserts `key` as the new active key. With
+    /// `expected_active`, only if that is still the active key (a compare-and-swap: of several
+    /// nodes replacing the key they saw, one wins); without, whatever key is active. Returns
+    /// whether it changed anything (always `true` without `expected_active`).
     async fn rotate_key(
         &self,
         key: &KeyRecord,
         retired_at: Timestamp,
         verify_until: Timestamp,
-    ) -> Result<(), StoreError>;
+        expected_active: Option<&KeyId>,
+    ) -> Result<bool, StoreError>;
+
+    /// Ends key `id` of `purpose` at `at`, in one atomic step: an active key is retired with
+    /// `verify_until = at` and `replacement` (a key of the same purpose) becomes the active key;
+    /// a retired key still verifying after `at` gets `verify_until = at`. An operator key's
+    /// fingerprint is recorded as retired. `replacement` is stored only in the first case.
+    async fn end_key(
+        &self,
+        id: &KeyId,
+        purpose: KeyPurpose,
+        at: Timestamp,
+        replacement: &KeyRecord,
+    ) -> Result<KeyEnding, StoreError>;
+
+    /// Records the active key `id`, whose origin is `generated`, as an operator key with
+    /// `fingerprint` (a key adopted before origins were recorded). Returns whether it changed a
+    /// row (`false` when the key is no longer active or is already an operator key).
+    async fn record_operator_key(
+        &self,
+        id: &KeyId,
+        fingerprint: &Fingerprint,
+    ) -> Result<bool, StoreError>;
+
+    /// The key that held operator material with `fingerprint` when it was retired, if any was.
+    /// These records are never collected: they outlive the key rows, so retired operator
+    /// material is recognised for good.
+    async fn retired_operator_key(
+        &self,
+        fingerprint: &Fingerprint,
+    ) -> Result<Option<KeyId>, StoreError>;
 
     /// Deletes up to `limit` retired keys whose `verify_until` is at or before `now`.
     async fn delete_expired_keys(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError>;

@@ -13,7 +13,7 @@ use super::{ApiKeyRecord, ClaimOutcome, Revocation, SessionOwner, StoreError};
 use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
 use crate::clock::Timestamp;
 use crate::id::{ApiKeyId, KeyId, SessionId, Tenant, UserId};
-use crate::keys::{KeyAlgorithm, KeyPurpose, KeyRecord};
+use crate::keys::{Fingerprint, KeyAlgorithm, KeyOrigin, KeyPurpose, KeyRecord};
 use crate::session::{
     RefreshState, RefreshStep, RevokeReason, Session, SessionKind, SessionRecord,
 };
@@ -37,7 +37,8 @@ macro_rules! owner_columns {
 /// The columns of a signing-key row, as [`key_from_row`] reads them.
 macro_rules! key_columns {
     () => {
-        "id, purpose, algorithm, created_at, retired_at, verify_until, public_key, sealed"
+        "id, purpose, algorithm, created_at, retired_at, verify_until, public_key, sealed, \
+         origin, fingerprint"
     };
 }
 
@@ -294,8 +295,16 @@ pub(super) fn audit_limit(query: &AuditQuery) -> i64 {
     i64::from(if query.limit == 0 { 100 } else { query.limit })
 }
 
-/// A signing-key row (the columns of [`key_columns!`]).
+/// A signing-key row (the columns of [`key_columns!`]). An operator key has a fingerprint and
+/// a generated one none; anything else is corrupt.
 pub(super) fn key_from_row(row: &impl Columns) -> Result<KeyRecord, StoreError> {
+    let origin = row.parsed("signing_keys.origin", |o| KeyOrigin::parse(&o))?;
+    let fingerprint = key_fingerprint(row)?;
+    if (origin == KeyOrigin::Operator) != fingerprint.is_some() {
+        return Err(StoreError::Corrupt {
+            what: "signing_keys.fingerprint",
+        });
+    }
     Ok(KeyRecord {
         id: row.parsed("signing_keys.id", |k| KeyId::parse(&k))?,
         purpose: row.parsed("signing_keys.purpose", |p| KeyPurpose::parse(&p))?,
@@ -305,7 +314,17 @@ pub(super) fn key_from_row(row: &impl Columns) -> Result<KeyRecord, StoreError> 
         verify_until: row.opt_timestamp("signing_keys.verify_until")?,
         public_key: row.opt_bytes("signing_keys.public_key")?,
         sealed: row.bytes("signing_keys.sealed")?,
+        origin,
+        fingerprint,
     })
+}
+
+/// The `fingerprint` column of a signing-key row (also what the statements that retire a key
+/// return): 32 bytes when present.
+pub(super) fn key_fingerprint(row: &impl Columns) -> Result<Option<Fingerprint>, StoreError> {
+    Ok(row
+        .opt_hash("signing_keys.fingerprint")?
+        .map(Fingerprint::from_bytes))
 }
 
 /// An audit row (the columns of [`audit_columns!`]).
@@ -379,8 +398,8 @@ impl<'a> SessionParams<'a> {
 pub(super) trait Bind<'q>: Sized {
     /// Every column of [`session_columns!`].
     fn session(self, params: &'q SessionParams<'q>) -> Self;
-    /// `id, purpose, algorithm, created_at, public_key, sealed` (an insert leaves
-    /// `retired_at` and `verify_until` NULL: a new key is active).
+    /// `id, purpose, algorithm, created_at, public_key, sealed, origin, fingerprint` (an insert
+    /// leaves `retired_at` and `verify_until` NULL: a new key is active).
     fn new_key(self, key: &'q KeyRecord) -> Self;
     /// Every column of [`audit_columns!`].
     fn audit(self, record: &'q AuditRecord) -> Self;
@@ -429,6 +448,8 @@ where
             .bind(millis(key.created_at))
             .bind(key.public_key.as_deref())
             .bind(key.sealed.as_slice())
+            .bind(key.origin.as_str())
+            .bind(key.fingerprint.as_ref().map(|f| f.as_bytes().as_slice()))
     }
 
     fn audit(self, r: &'q AuditRecord) -> Self {

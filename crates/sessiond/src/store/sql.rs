@@ -7,7 +7,8 @@
 //! `map_err` (its error table) in scope, and the steps whose atomicity it gets differently:
 //! - `insert_session(record, max_active, now)`: the insert and the eviction, atomic;
 //! - `revoke_one(id, at, reason)`: the conditional revoke and whether the row exists;
-//! - `begin_key_change(purpose)`: a transaction in which the purpose's active key may change.
+//! - `begin_key_change(purpose)`: a transaction in which the purpose's active key may change
+//!   (whose first statement must write, for SQLite).
 
 /// The SQL text of one dialect. Each statement's parameters are bound in the order given.
 #[derive(Debug)]
@@ -37,8 +38,23 @@ pub(super) struct Statements {
     pub keys: &'static str,
     /// Insert as the purpose's first active key, nothing if it has one: `Bind::new_key`.
     pub insert_first_key: &'static str,
-    /// Retire the purpose's active key: `retired_at`, `verify_until`, `purpose`.
+    /// Retire the purpose's active key (only if its id is `expected`, when given), returning
+    /// its `id` and `fingerprint`: `retired_at`, `verify_until`, `purpose`, `expected?`.
     pub retire_key: &'static str,
+    /// End an active key at once, returning its `fingerprint`: `at`, `id`, `purpose`.
+    pub end_active_key: &'static str,
+    /// End a retired key that still verifies after `at`, returning its `fingerprint`: `at`,
+    /// `id`, `purpose`.
+    pub end_retired_key: &'static str,
+    /// Whether a key exists: `id`, `purpose`.
+    pub key_exists: &'static str,
+    /// Record an active generated key as an operator key: `fingerprint`, `id`.
+    pub record_operator_key: &'static str,
+    /// Record retired operator material, nothing if recorded: `fingerprint`, `purpose`,
+    /// `key_id`, `retired_at`.
+    pub record_retired_fingerprint: &'static str,
+    /// The key id recorded for retired operator material: `fingerprint`.
+    pub retired_operator_key: &'static str,
     /// Insert a new active key: `Bind::new_key`.
     pub insert_key: &'static str,
     /// GC of keys: `now`, `limit`.
@@ -290,22 +306,148 @@ macro_rules! sql_store {
                 key: &$crate::keys::KeyRecord,
                 retired_at: $crate::clock::Timestamp,
                 verify_until: $crate::clock::Timestamp,
-            ) -> Result<(), $crate::store::StoreError> {
+                expected_active: Option<&$crate::id::KeyId>,
+            ) -> Result<bool, $crate::store::StoreError> {
                 use $crate::store::rows::Bind as _;
                 let mut tx = self.begin_key_change(key.purpose).await?;
-                sqlx::query($sql.retire_key)
+                let retired = sqlx::query($sql.retire_key)
                     .bind($crate::store::rows::millis(retired_at))
                     .bind($crate::store::rows::millis(verify_until))
                     .bind(key.purpose.as_str())
-                    .execute(&mut *tx)
+                    .bind(expected_active.map($crate::id::KeyId::as_str))
+                    .fetch_optional(&mut *tx)
                     .await
                     .map_err(map_err)?;
+                if expected_active.is_some() && retired.is_none() {
+                    tx.rollback().await.map_err(map_err)?;
+                    return Ok(false);
+                }
+                if let Some(row) = &retired {
+                    use $crate::store::rows::Columns as _;
+                    let id = row.text("signing_keys.id")?;
+                    if let Some(fp) = $crate::store::rows::key_fingerprint(row)? {
+                        sqlx::query($sql.record_retired_fingerprint)
+                            .bind(fp.as_bytes().as_slice())
+                            .bind(key.purpose.as_str())
+                            .bind(id.as_str())
+                            .bind($crate::store::rows::millis(retired_at))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(map_err)?;
+                    }
+                }
                 sqlx::query($sql.insert_key)
                     .new_key(key)
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                tx.commit().await.map_err(map_err)
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            }
+
+            async fn end_key(
+                &self,
+                id: &$crate::id::KeyId,
+                purpose: $crate::keys::KeyPurpose,
+                at: $crate::clock::Timestamp,
+                replacement: &$crate::keys::KeyRecord,
+            ) -> Result<$crate::store::KeyEnding, $crate::store::StoreError> {
+                use $crate::store::rows::{millis, Bind as _};
+                use $crate::store::KeyEnding;
+                let mut tx = self.begin_key_change(purpose).await?;
+                // The first statement writes (SQLite takes the write lock up front).
+                let active = sqlx::query($sql.end_active_key)
+                    .bind(millis(at))
+                    .bind(id.as_str())
+                    .bind(purpose.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                let (ending, row) = match active {
+                    Some(row) => (KeyEnding::EndedActive, Some(row)),
+                    None => {
+                        let retired = sqlx::query($sql.end_retired_key)
+                            .bind(millis(at))
+                            .bind(id.as_str())
+                            .bind(purpose.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(map_err)?;
+                        match retired {
+                            Some(row) => (KeyEnding::EndedRetired, Some(row)),
+                            None => {
+                                let exists = sqlx::query($sql.key_exists)
+                                    .bind(id.as_str())
+                                    .bind(purpose.as_str())
+                                    .fetch_optional(&mut *tx)
+                                    .await
+                                    .map_err(map_err)?
+                                    .is_some();
+                                let ending = if exists {
+                                    KeyEnding::AlreadyEnded
+                                } else {
+                                    KeyEnding::NotFound
+                                };
+                                (ending, None)
+                            }
+                        }
+                    }
+                };
+                if let Some(row) = &row {
+                    if let Some(fp) = $crate::store::rows::key_fingerprint(row)? {
+                        sqlx::query($sql.record_retired_fingerprint)
+                            .bind(fp.as_bytes().as_slice())
+                            .bind(purpose.as_str())
+                            .bind(id.as_str())
+                            .bind(millis(at))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(map_err)?;
+                    }
+                }
+                if ending == KeyEnding::EndedActive {
+                    sqlx::query($sql.insert_key)
+                        .new_key(replacement)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)?;
+                Ok(ending)
+            }
+
+            async fn record_operator_key(
+                &self,
+                id: &$crate::id::KeyId,
+                fingerprint: &$crate::keys::Fingerprint,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query($sql.record_operator_key)
+                    .bind(fingerprint.as_bytes().as_slice())
+                    .bind(id.as_str())
+                    .execute(&self.$write)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn retired_operator_key(
+                &self,
+                fingerprint: &$crate::keys::Fingerprint,
+            ) -> Result<Option<$crate::id::KeyId>, $crate::store::StoreError> {
+                use $crate::store::rows::Columns as _;
+                let row = sqlx::query($sql.retired_operator_key)
+                    .bind(fingerprint.as_bytes().as_slice())
+                    .fetch_optional(&self.$read)
+                    .await
+                    .map_err(map_err)?;
+                row.as_ref()
+                    .map(|row| {
+                        $crate::id::KeyId::parse(&row.text("retired_operator_keys.key_id")?)
+                            .map_err(|_| $crate::store::StoreError::Corrupt {
+                                what: "retired_operator_keys.key_id",
+                            })
+                    })
+                    .transpose()
             }
 
             async fn delete_expired_keys(

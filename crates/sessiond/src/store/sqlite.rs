@@ -203,14 +203,27 @@ const SQL: Statements = Statements {
     insert_first_key: concat!(
         "INSERT INTO signing_keys (",
         key_columns!(),
-        ") VALUES (?1, ?2, ?3, ?4, NULL, NULL, ?5, ?6) ON CONFLICT DO NOTHING"
+        ") VALUES (?1, ?2, ?3, ?4, NULL, NULL, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING"
     ),
     retire_key: "UPDATE signing_keys SET retired_at = ?1, verify_until = ?2 \
-                 WHERE purpose = ?3 AND retired_at IS NULL",
+                 WHERE purpose = ?3 AND retired_at IS NULL AND (?4 IS NULL OR id = ?4) \
+                 RETURNING id, fingerprint",
+    end_active_key: "UPDATE signing_keys SET retired_at = ?1, verify_until = ?1 \
+                     WHERE id = ?2 AND purpose = ?3 AND retired_at IS NULL RETURNING fingerprint",
+    end_retired_key: "UPDATE signing_keys SET verify_until = ?1 \
+                      WHERE id = ?2 AND purpose = ?3 AND retired_at IS NOT NULL \
+                        AND verify_until > ?1 RETURNING fingerprint",
+    key_exists: "SELECT 1 FROM signing_keys WHERE id = ?1 AND purpose = ?2",
+    record_operator_key: "UPDATE signing_keys SET origin = 'operator', fingerprint = ?1 \
+                          WHERE id = ?2 AND retired_at IS NULL AND origin = 'generated'",
+    record_retired_fingerprint: "INSERT INTO retired_operator_keys \
+                                   (fingerprint, purpose, key_id, retired_at) \
+                                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+    retired_operator_key: "SELECT key_id FROM retired_operator_keys WHERE fingerprint = ?1",
     insert_key: concat!(
         "INSERT INTO signing_keys (",
         key_columns!(),
-        ") VALUES (?1, ?2, ?3, ?4, NULL, NULL, ?5, ?6)"
+        ") VALUES (?1, ?2, ?3, ?4, NULL, NULL, ?5, ?6, ?7, ?8)"
     ),
     delete_expired_keys: "DELETE FROM signing_keys WHERE id IN (SELECT id FROM signing_keys \
                           WHERE retired_at IS NOT NULL AND verify_until <= ?1 LIMIT ?2)",

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use sessiond::audit::{AuditEvent, AuditQuery, AuditRecord};
-use sessiond::keys::{KeyAlgorithm, KeyPurpose, KeyRecord};
+use sessiond::keys::{Fingerprint, KeyAlgorithm, KeyOrigin, KeyPurpose, KeyRecord};
 use sessiond::session::{RefreshState, RefreshStep, Session, SessionKind, SessionRecord};
 use sessiond::store::{
-    ApiKeyRecord, ApiKeyStore, Backend, ClaimOutcome, ClaimStore, RefreshRotation, Revocation,
-    SessionOwner, StoreError,
+    ApiKeyRecord, ApiKeyStore, Backend, ClaimOutcome, ClaimStore, KeyEnding, RefreshRotation,
+    Revocation, SessionOwner, StoreError,
 };
 use sessiond::{KeyId, RevokeReason, SeededRandom, SessionId, Tenant, Timestamp, UserId};
 
@@ -47,6 +47,10 @@ macro_rules! conformance_suite {
             concurrent_evictions_and_revocations_settle_every_session_once,
             concurrent_bootstrap_and_rotations_leave_one_active_key,
             concurrent_reclaims_of_an_expired_claim_have_one_winner,
+            rotation_is_a_compare_and_swap_on_the_active_key,
+            retired_operator_fingerprints_outlive_their_keys,
+            ending_a_key_is_atomic_and_idempotent,
+            a_generated_key_is_recorded_as_operator_once,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
@@ -530,7 +534,257 @@ fn key_record(purpose: KeyPurpose, created: i64) -> KeyRecord {
         verify_until: None,
         public_key: (purpose == KeyPurpose::Access).then(|| vec![1u8; 32]),
         sealed: vec![1, 2, 3, 4],
+        origin: KeyOrigin::Generated,
+        fingerprint: None,
     }
+}
+
+/// An operator key: its material's fingerprint is `[fp; 32]`.
+fn operator_key(purpose: KeyPurpose, created: i64, fp: u8) -> KeyRecord {
+    KeyRecord {
+        origin: KeyOrigin::Operator,
+        fingerprint: Some(Fingerprint::from_bytes([fp; 32])),
+        ..key_record(purpose, created)
+    }
+}
+
+fn active_keys(keys: &[KeyRecord], purpose: KeyPurpose) -> Vec<KeyId> {
+    keys.iter()
+        .filter(|k| k.purpose == purpose && k.retired_at.is_none())
+        .map(|k| k.id.clone())
+        .collect()
+}
+
+/// With an expected active key, a rotation happens only while that key is still the active
+/// one: of several nodes replacing the key they saw, exactly one wins and the others change
+/// nothing (issue 12 item 3: concurrent starts converge).
+pub async fn rotation_is_a_compare_and_swap_on_the_active_key(store: Arc<dyn Backend>) {
+    let a = key_record(KeyPurpose::Access, 0);
+    store.insert_first_active_key(&a).await.unwrap();
+    let b = key_record(KeyPurpose::Access, 1);
+    assert!(store
+        .rotate_key(&b, t(1), t(50), Some(&a.id))
+        .await
+        .unwrap());
+    let stale = key_record(KeyPurpose::Access, 2);
+    assert!(!store
+        .rotate_key(&stale, t(2), t(60), Some(&a.id))
+        .await
+        .unwrap());
+    let keys = store.keys().await.unwrap();
+    assert!(
+        !keys.iter().any(|k| k.id == stale.id),
+        "a lost swap inserts nothing"
+    );
+    assert_eq!(active_keys(&keys, KeyPurpose::Access), vec![b.id.clone()]);
+    let old = keys.iter().find(|k| k.id == a.id).unwrap();
+    assert_eq!(old.verify_until, Some(t(50)), "a lost swap retires nothing");
+
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (s, expected) = (store.clone(), b.id.clone());
+        tasks.push(tokio::spawn(async move {
+            s.rotate_key(
+                &key_record(KeyPurpose::Access, 10 + i),
+                t(10),
+                t(100),
+                Some(&expected),
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for task in tasks {
+        winners += usize::from(task.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+    let keys = store.keys().await.unwrap();
+    assert_eq!(keys.len(), 3, "only the winner inserted its key");
+    assert_eq!(active_keys(&keys, KeyPurpose::Access).len(), 1);
+}
+
+/// Retiring an operator key records its fingerprint in the same step, and the record outlives
+/// the key's row (collection): retired operator material is recognised for good. Generated keys
+/// leave no record; the fingerprint round-trips on the key row.
+pub async fn retired_operator_fingerprints_outlive_their_keys(store: Arc<dyn Backend>) {
+    let fp = Fingerprint::from_bytes([7; 32]);
+    let operator = operator_key(KeyPurpose::Access, 0, 7);
+    store.insert_first_active_key(&operator).await.unwrap();
+    assert!(store.keys().await.unwrap().contains(&operator));
+    assert_eq!(store.retired_operator_key(&fp).await.unwrap(), None);
+
+    let generated = key_record(KeyPurpose::Access, 1);
+    assert!(store
+        .rotate_key(&generated, t(1), t(10), Some(&operator.id))
+        .await
+        .unwrap());
+    assert_eq!(
+        store.retired_operator_key(&fp).await.unwrap(),
+        Some(operator.id.clone())
+    );
+    // A generated key retiring records nothing.
+    store
+        .rotate_key(&key_record(KeyPurpose::Access, 2), t(2), t(10), None)
+        .await
+        .unwrap();
+    assert_eq!(store.delete_expired_keys(t(10), 10).await.unwrap(), 2);
+    assert!(!store
+        .keys()
+        .await
+        .unwrap()
+        .iter()
+        .any(|k| k.id == operator.id));
+    assert_eq!(
+        store.retired_operator_key(&fp).await.unwrap(),
+        Some(operator.id.clone()),
+        "the record outlives the collected row"
+    );
+    assert_eq!(
+        store
+            .retired_operator_key(&Fingerprint::from_bytes([8; 32]))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// Ending a key at once: the active key is retired with `verify_until = at` and the
+/// replacement becomes active in the same step; a retained key stops at `at`; a key that has
+/// stopped is left alone; an unknown id (or another purpose's) changes nothing. Concurrent ends
+/// of the active key make one replacement.
+pub async fn ending_a_key_is_atomic_and_idempotent(store: Arc<dyn Backend>) {
+    let operator = operator_key(KeyPurpose::Access, 0, 9);
+    store.insert_first_active_key(&operator).await.unwrap();
+    let replacement = key_record(KeyPurpose::Access, 5);
+    assert_eq!(
+        store
+            .end_key(&operator.id, KeyPurpose::Access, t(5), &replacement)
+            .await
+            .unwrap(),
+        KeyEnding::EndedActive
+    );
+    let keys = store.keys().await.unwrap();
+    let ended = keys.iter().find(|k| k.id == operator.id).unwrap();
+    assert_eq!(
+        (ended.retired_at, ended.verify_until),
+        (Some(t(5)), Some(t(5)))
+    );
+    assert_eq!(
+        active_keys(&keys, KeyPurpose::Access),
+        vec![replacement.id.clone()]
+    );
+    assert_eq!(
+        store
+            .retired_operator_key(&Fingerprint::from_bytes([9; 32]))
+            .await
+            .unwrap(),
+        Some(operator.id.clone())
+    );
+
+    // A retained key stops now; the replacement offered is not stored.
+    store
+        .rotate_key(&key_record(KeyPurpose::Access, 10), t(10), t(100), None)
+        .await
+        .unwrap();
+    let unused = key_record(KeyPurpose::Access, 20);
+    assert_eq!(
+        store
+            .end_key(&replacement.id, KeyPurpose::Access, t(20), &unused)
+            .await
+            .unwrap(),
+        KeyEnding::EndedRetired
+    );
+    let keys = store.keys().await.unwrap();
+    let retained = keys.iter().find(|k| k.id == replacement.id).unwrap();
+    assert_eq!(
+        (retained.retired_at, retained.verify_until),
+        (Some(t(10)), Some(t(20)))
+    );
+    assert!(!keys.iter().any(|k| k.id == unused.id));
+    for (id, purpose, expected) in [
+        (&replacement.id, KeyPurpose::Access, KeyEnding::AlreadyEnded),
+        (&operator.id, KeyPurpose::Access, KeyEnding::AlreadyEnded),
+        (&replacement.id, KeyPurpose::Cookie, KeyEnding::NotFound),
+        (&key_id(), KeyPurpose::Access, KeyEnding::NotFound),
+    ] {
+        assert_eq!(
+            store.end_key(id, purpose, t(30), &unused).await.unwrap(),
+            expected,
+            "{id} {purpose}"
+        );
+    }
+    assert_eq!(store.keys().await.unwrap(), keys, "nothing changed");
+
+    let active = active_keys(&keys, KeyPurpose::Access).remove(0);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (s, id) = (store.clone(), active.clone());
+        tasks.push(tokio::spawn(async move {
+            s.end_key(
+                &id,
+                KeyPurpose::Access,
+                t(40),
+                &key_record(KeyPurpose::Access, 40 + i),
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == KeyEnding::EndedActive)
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(outcomes
+        .iter()
+        .all(|o| matches!(o, KeyEnding::EndedActive | KeyEnding::AlreadyEnded)));
+    let keys = store.keys().await.unwrap();
+    assert_eq!(keys.len(), 4, "one replacement was stored");
+    assert_eq!(active_keys(&keys, KeyPurpose::Access).len(), 1);
+}
+
+/// A key adopted before origins were recorded is recorded as an operator key once, only while
+/// it is active, and its fingerprint is recorded when it retires.
+pub async fn a_generated_key_is_recorded_as_operator_once(store: Arc<dyn Backend>) {
+    let legacy = key_record(KeyPurpose::Access, 0);
+    store.insert_first_active_key(&legacy).await.unwrap();
+    let fp = Fingerprint::from_bytes([4; 32]);
+    assert!(store.record_operator_key(&legacy.id, &fp).await.unwrap());
+    assert!(!store
+        .record_operator_key(&legacy.id, &Fingerprint::from_bytes([5; 32]))
+        .await
+        .unwrap());
+    let stored = store.keys().await.unwrap().remove(0);
+    assert_eq!(
+        (stored.origin, stored.fingerprint),
+        (KeyOrigin::Operator, Some(fp))
+    );
+    store
+        .rotate_key(&key_record(KeyPurpose::Access, 1), t(1), t(10), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.retired_operator_key(&fp).await.unwrap(),
+        Some(legacy.id.clone())
+    );
+    let retired = key_record(KeyPurpose::Cookie, 0);
+    store.insert_first_active_key(&retired).await.unwrap();
+    store
+        .rotate_key(&key_record(KeyPurpose::Cookie, 1), t(1), t(10), None)
+        .await
+        .unwrap();
+    assert!(
+        !store.record_operator_key(&retired.id, &fp).await.unwrap(),
+        "only an active key"
+    );
 }
 
 pub async fn first_active_key_is_inserted_once(store: Arc<dyn Backend>) {
@@ -579,7 +833,10 @@ pub async fn rotation_retires_and_replaces(store: Arc<dyn Backend>) {
     let first = key_record(KeyPurpose::Cookie, 0);
     store.insert_first_active_key(&first).await.unwrap();
     let second = key_record(KeyPurpose::Cookie, 10);
-    store.rotate_key(&second, t(10), t(100)).await.unwrap();
+    store
+        .rotate_key(&second, t(10), t(100), None)
+        .await
+        .unwrap();
     let keys = store.keys().await.unwrap();
     let old = keys.iter().find(|k| k.id == first.id).unwrap();
     assert_eq!(
@@ -594,7 +851,12 @@ pub async fn rotation_retires_and_replaces(store: Arc<dyn Backend>) {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             store
-                .rotate_key(&key_record(KeyPurpose::Cookie, 20 + i), t(20 + i), t(200))
+                .rotate_key(
+                    &key_record(KeyPurpose::Cookie, 20 + i),
+                    t(20 + i),
+                    t(200),
+                    None,
+                )
                 .await
         }));
     }
@@ -615,7 +877,10 @@ pub async fn retired_keys_past_retention_are_collected(store: Arc<dyn Backend>) 
     let first = key_record(KeyPurpose::Access, 0);
     store.insert_first_active_key(&first).await.unwrap();
     let second = key_record(KeyPurpose::Access, 10);
-    store.rotate_key(&second, t(10), t(100)).await.unwrap();
+    store
+        .rotate_key(&second, t(10), t(100), None)
+        .await
+        .unwrap();
     assert_eq!(store.delete_expired_keys(t(99), 10).await.unwrap(), 0);
     assert_eq!(store.delete_expired_keys(t(100), 10).await.unwrap(), 1);
     let ids: Vec<_> = store
@@ -1138,9 +1403,14 @@ pub async fn concurrent_bootstrap_and_rotations_leave_one_active_key(store: Arc<
         }));
         let s = store.clone();
         rotations.push(tokio::spawn(async move {
-            s.rotate_key(&key_record(KeyPurpose::Access, 10 + i), t(10 + i), t(100))
-                .await
-                .unwrap()
+            s.rotate_key(
+                &key_record(KeyPurpose::Access, 10 + i),
+                t(10 + i),
+                t(100),
+                None,
+            )
+            .await
+            .unwrap()
         }));
     }
     let mut winners = 0;
@@ -1252,7 +1522,7 @@ pub async fn corrupt_rows_are_reported_by_column<S, F, Fut>(
         let id = rec.session.id.clone();
         store.create_session(&rec, None, t(0)).await.unwrap();
         let key = key_record(KeyPurpose::Access, 0);
-        store.rotate_key(&key, t(0), t(100)).await.unwrap();
+        store.rotate_key(&key, t(0), t(100), None).await.unwrap();
         let audit = AuditRecord::new(t(0), AuditEvent::SessionCreated, "cookie").session(&id);
         store.append_audit(&audit).await.unwrap();
         let api_key = ApiKeyRecord {

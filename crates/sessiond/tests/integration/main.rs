@@ -12,6 +12,7 @@ mod conformance;
 mod cookie_negative;
 mod effects;
 mod jose_vectors;
+mod keys;
 mod lifecycle;
 #[cfg(feature = "postgres")]
 mod pg_bus;

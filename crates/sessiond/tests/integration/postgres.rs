@@ -4,6 +4,7 @@
 
 crate::conformance_suite!(crate::common::postgres_backend);
 crate::rotation_suite!(crate::common::postgres_backend);
+crate::keys_suite!(crate::common::postgres_backend);
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -2,6 +2,7 @@
 
 crate::conformance_suite!(crate::common::sqlite_backend);
 crate::rotation_suite!(crate::common::sqlite_backend);
+crate::keys_suite!(crate::common::sqlite_backend);
 
 use std::sync::Arc;
 
@@ -44,6 +45,11 @@ async fn corrupt_rows_are_reported_by_column_as_on_postgres() {
         (
             "UPDATE api_keys SET hash = substr(hash, 1, 3) WHERE id = '{id}'",
             "api_keys.hash",
+        ),
+        // PostgreSQL's schema refuses an operator key without a fingerprint outright.
+        (
+            "UPDATE signing_keys SET origin = 'operator' WHERE id = '{id}'",
+            "signing_keys.fingerprint",
         ),
     ];
     let defects: Vec<_> = CORRUPT_ROWS.iter().copied().chain(only_sqlite).collect();

@@ -3,8 +3,10 @@
 
 use serde_json::json;
 
+use sessiond_server::dto::KindParam;
+
 use super::{spawn_app, Options, TestApp};
-use crate::harness::cli_in;
+use crate::harness::{cli_in, jwt_part};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -103,5 +105,49 @@ async fn admin_commands_work_while_the_server_runs() {
     for cmd in ["serve", "migrate", "keys", "sessions", "api-keys", "gc"] {
         assert!(text.contains(cmd), "--help lacks {cmd}");
     }
+    s.stop().await;
+}
+
+/// `sessiond keys retire` (issue 12 item 3): the key ends in the database at once, and the
+/// running server — another process's view, serving from its key snapshot — refuses credentials
+/// signed by it once its snapshot is `cache_ttl` (30 s) old, on its manual clock. A second
+/// retire changes nothing; an unknown id fails.
+#[tokio::test]
+async fn keys_retire_ends_a_key_on_the_running_server_within_the_snapshot_age() {
+    let s = spawn_app(Options::default()).await;
+    let created = s.create_session("pia", KindParam::Tokens).await;
+    let token = created.tokens.unwrap().access_token;
+    s.validate_access_token(&token).await.unwrap();
+    let kid = jwt_part(&token, 0)["kid"].as_str().unwrap().to_owned();
+
+    let out = s.cli(&["keys", "retire", &kid]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(&format!("ended {kid}")), "{text}");
+    assert!(text.contains("within 30s"), "states the bound: {text}");
+    assert!(text.contains("new active access key"), "{text}");
+    let list = String::from_utf8(s.cli(&["keys", "list"]).await.stdout).unwrap();
+    let row = list.lines().find(|l| l.starts_with(&kid)).unwrap();
+    assert!(row.contains(" retired "), "{row}");
+
+    s.advance(std::time::Duration::from_secs(30));
+    s.validate_access_token(&token)
+        .await
+        .unwrap_err()
+        .assert_problem(401, "invalid_credential");
+    let fresh = s.create_session("pia", KindParam::Tokens).await;
+    s.validate_access_token(&fresh.tokens.unwrap().access_token)
+        .await
+        .unwrap();
+
+    let again = s.cli(&["keys", "retire", &kid]).await;
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(String::from_utf8(again.stdout)
+        .unwrap()
+        .contains("nothing changed"));
+    let unknown = s
+        .cli(&["keys", "retire", "sk-AAAAAAAAAAAAAAAAAAAAAA"])
+        .await;
+    assert_eq!(unknown.status.code(), Some(1), "{}", stderr(&unknown));
     s.stop().await;
 }
