@@ -182,11 +182,40 @@ pub(crate) async fn verify(
     let key = match kid_of(&compact, kind) {
         Ok(kid) => match keys.verifier(&kid, kind.purpose()).await? {
             Ok(key) => key,
+            Err(KeyRefusal::Retired) => {
+                return Ok(Err(refused_by_ended_key(
+                    keys, policy, kind, &compact, &kid, now,
+                )
+                .await))
+            }
             Err(refusal) => return Ok(Err(TokenError::Key(refusal))),
         },
         Err(e) => return Ok(Err(e)),
     };
     Ok(check(policy, kind, &compact, key, now))
+}
+
+/// The refusal of a token whose key has stopped verifying: never an acceptance. A token that
+/// the ended key's signature and the claims show to be past `exp + leeway` is `token_expired`,
+/// as it was while the key verified, so a client refreshes instead of treating it as forged;
+/// anything else is `key_retired`. Only while the snapshot still holds the key (until garbage
+/// collection removes its row).
+async fn refused_by_ended_key(
+    keys: &KeyRing,
+    policy: &TokenPolicy,
+    kind: TokenKind,
+    compact: &jose::Compact,
+    kid: &KeyId,
+    now: Timestamp,
+) -> TokenError {
+    if let Some(key) = keys.ended(kid, kind.purpose()).await {
+        if let Err(e @ TokenError::Jws(jose::JwsError::Expired)) =
+            check(policy, kind, compact, key, now)
+        {
+            return e;
+        }
+    }
+    TokenError::Key(KeyRefusal::Retired)
 }
 
 /// `typ` and `kid` of a parsed token: the key id to look up.

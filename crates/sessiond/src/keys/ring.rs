@@ -765,6 +765,19 @@ impl KeyRing {
         Ok(key.info.check_usable(now).map(|()| key))
     }
 
+    /// The key named `id` if the current snapshot holds it as a key of `purpose` that has
+    /// stopped verifying at `now`. It never verifies a credential: the token verifier uses it
+    /// only to tell an expired token (`token_expired`) from any other refusal, as it did while
+    /// the key verified (docs/DESIGN.md §3.2). Never reloads.
+    pub(crate) async fn ended(&self, id: &KeyId, purpose: KeyPurpose) -> Option<Arc<Key>> {
+        let now = self.inner.clock.now();
+        let set = self.current().await;
+        set.by_id
+            .get(id)
+            .filter(|k| k.info.purpose == purpose && k.info.check_usable(now).is_err())
+            .cloned()
+    }
+
     /// Every key the store holds (active, and retired until garbage-collected), fresh from the
     /// store.
     ///

@@ -198,6 +198,11 @@ pub async fn replacing_the_operator_secret_ends_the_old_key_within_the_bound(bac
             .unwrap_err(),
         KeyRefusal::Retired
     );
+    // Its expired tokens are still told apart as expired (the client refreshes).
+    assert_eq!(
+        validates(&second, &token).await,
+        Err("token_expired".into())
+    );
     let audit = second.audit_records(&AuditQuery::latest(10)).await.unwrap();
     assert!(audit.iter().any(|r| r.event == AuditEvent::KeyRetired
         && r.reason == "operator_replaced"
