@@ -68,11 +68,12 @@ pub async fn run(command: Command, config: Config, secrets: &Secrets) -> anyhow:
                         "skipped the {p} key: it is operator-supplied (token_sessions.hs256_secret); \
                          configure a new secret to replace it, or end it with `sessiond keys retire`"
                     ),
-                    Err(e @ SessionError::Keys(KeyError::OperatorManaged(_))) => {
-                        return Err(anyhow::Error::new(e).context(
-                            "the access key is token_sessions.hs256_secret: configure a new secret \
-                             to replace it, or end it at once with `sessiond keys retire`",
-                        ))
+                    Err(SessionError::Keys(KeyError::OperatorManaged(_))) => {
+                        anyhow::bail!(
+                            "the {p} key was not rotated: it is operator-supplied \
+                             (token_sessions.hs256_secret); configure a new secret to replace \
+                             it, or end it at once with `sessiond keys retire`"
+                        )
                     }
                     Err(e) => return Err(e.into()),
                 }

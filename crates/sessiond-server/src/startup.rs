@@ -154,7 +154,7 @@ pub enum StartError {
     /// `token_sessions.hs256_secret` is a secret that was replaced, withdrawn or retired before:
     /// it is never used again, so a node with an old configuration cannot flip the deployment
     /// back (docs/DESIGN.md §4.5). The message never contains the secret.
-    #[error("token_sessions.hs256_secret is a secret that was replaced or withdrawn{}; it is never used again: configure a new secret (refusing to start)", key_id.as_ref().map(|k| format!(" (it was key {k})")).unwrap_or_default())]
+    #[error("token_sessions.hs256_secret is a secret that was replaced, withdrawn or retired{}; it is never used again: configure a new secret (refusing to start)", key_id.as_ref().map(|k| format!(" (it was key {k})")).unwrap_or_default())]
     Hs256SecretRetired {
         /// The retired key that held it, while its row is kept.
         key_id: Option<sessiond::KeyId>,

@@ -148,6 +148,14 @@ pub async fn replacing_the_operator_secret_ends_the_old_key_within_the_bound(bac
     let old = active_access(&first).await;
     assert_eq!(old.origin, KeyOrigin::Operator);
     let token = access_token(&first).await;
+    // A rotation never replaces operator material with material its resource servers lack.
+    assert!(matches!(
+        first.rotate_key(KeyPurpose::Access).await,
+        Err(sessiond::SessionError::Keys(KeyError::OperatorManaged(
+            KeyPurpose::Access
+        )))
+    ));
+    assert_eq!(active_access(&first).await.id, old.id);
 
     clock.advance(secs(1));
     let (second, change) = start(&backend.store, &clock, Some(S2), 2).await;
