@@ -73,35 +73,49 @@ fn main() -> ExitCode {
 
 async fn run(command: Command, config: Config, secrets: Secrets) -> anyhow::Result<()> {
     match command {
-        Command::Serve { .. } => Server::build(config, secrets, Arc::new(SystemClock))
-            .await?
-            .run(shutdown_signal())
-            .await
-            .context("server failed"),
+        Command::Serve { .. } => {
+            // Installed before the server starts: a SIGTERM that arrives right after
+            // "listening on" drains the server instead of killing the process.
+            let shutdown = shutdown_signal()?;
+            Server::build(config, secrets, Arc::new(SystemClock))
+                .await?
+                .run(shutdown)
+                .await
+                .context("server failed")
+        }
         other => admin::run(other, config, &secrets).await,
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed now, not when the future
+/// is first polled.
+///
+/// # Errors
+/// When a signal handler cannot be installed.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::info!("shutdown signal received; draining in-flight requests");
+    })
+}
+
+/// Resolves on Ctrl-C.
+///
+/// # Errors
+/// Never on this platform; the signature matches Unix's.
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutdown signal received; draining in-flight requests");
+        tracing::info!("shutdown signal received; draining in-flight requests");
+    })
 }
