@@ -8,18 +8,74 @@ use serde::Serialize;
 use sessiond::error::ErrorCode;
 use sessiond::SessionError;
 
+/// The media type of every error response.
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
+
 /// The body of every error response.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Problem {
     /// A URI naming the problem type: `urn:sessiond:problem:<code>`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^urn:sessiond:problem:[a-z_]+$")]
     pub kind: String,
     /// A short human-readable summary.
     pub title: String,
     /// The HTTP status.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
-    /// The machine-readable code (`invalid_credential`, `session_revoked`, ...).
+    /// The machine-readable code: the contract (the responses of each operation say which).
+    #[schema(schema_with = doc::every_code)]
     pub code: String,
+}
+
+/// Every wire code, in [`code_index`] order: the OpenAPI document lists them.
+pub(crate) const ALL_CODES: [ErrorCode; 19] = [
+    ErrorCode::InvalidCredential,
+    ErrorCode::SessionNotFound,
+    ErrorCode::SessionExpired,
+    ErrorCode::TokenExpired,
+    ErrorCode::SessionRevoked,
+    ErrorCode::RefreshTokenReused,
+    ErrorCode::BindingMismatch,
+    ErrorCode::Unauthorized,
+    ErrorCode::CsrfMissing,
+    ErrorCode::CsrfMismatch,
+    ErrorCode::InvalidRequest,
+    ErrorCode::NotFound,
+    ErrorCode::UnknownSession,
+    ErrorCode::MethodNotAllowed,
+    ErrorCode::TokenAlreadyUsed,
+    ErrorCode::PayloadTooLarge,
+    ErrorCode::UnsupportedMediaType,
+    ErrorCode::TooManyStreams,
+    ErrorCode::Unavailable,
+];
+
+/// The position of `code` in [`ALL_CODES`]. `ErrorCode` is exhaustive, so a new code fails to
+/// compile here until it is listed (a test checks the two agree).
+#[cfg_attr(not(test), allow(dead_code))]
+const fn code_index(code: ErrorCode) -> usize {
+    match code {
+        ErrorCode::InvalidCredential => 0,
+        ErrorCode::SessionNotFound => 1,
+        ErrorCode::SessionExpired => 2,
+        ErrorCode::TokenExpired => 3,
+        ErrorCode::SessionRevoked => 4,
+        ErrorCode::RefreshTokenReused => 5,
+        ErrorCode::BindingMismatch => 6,
+        ErrorCode::Unauthorized => 7,
+        ErrorCode::CsrfMissing => 8,
+        ErrorCode::CsrfMismatch => 9,
+        ErrorCode::InvalidRequest => 10,
+        ErrorCode::NotFound => 11,
+        ErrorCode::UnknownSession => 12,
+        ErrorCode::MethodNotAllowed => 13,
+        ErrorCode::TokenAlreadyUsed => 14,
+        ErrorCode::PayloadTooLarge => 15,
+        ErrorCode::UnsupportedMediaType => 16,
+        ErrorCode::TooManyStreams => 17,
+        ErrorCode::Unavailable => 18,
+    }
 }
 
 /// An error a handler returns.
@@ -62,10 +118,9 @@ pub(crate) fn problem(code: ErrorCode) -> Response {
     };
     let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, axum::Json(body)).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     response
 }
 
@@ -95,6 +150,178 @@ impl IntoResponse for ApiError {
             ApiError::PayloadTooLarge => problem(ErrorCode::PayloadTooLarge),
             ApiError::UnsupportedMediaType => problem(ErrorCode::UnsupportedMediaType),
             ApiError::TooManyStreams => problem(ErrorCode::TooManyStreams),
+        }
+    }
+}
+
+/// The error responses as the OpenAPI document describes them. Each type is one reusable
+/// response (`#/components/responses/<name>`): one status, `application/problem+json`, a
+/// [`Problem`] whose `code` is one of the listed codes. Handlers name the ones they can return in
+/// `#[utoipa::path(responses(...))]`; `crate::openapi` registers them all ([`doc::all`]).
+pub(crate) mod doc {
+    use std::collections::BTreeMap;
+
+    use sessiond::error::ErrorCode;
+    use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Schema, Type};
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+    use super::{ALL_CODES, PROBLEM_JSON};
+
+    /// The distinct wire strings of `codes`, in order.
+    fn wire_codes(codes: &[ErrorCode]) -> Vec<&'static str> {
+        let mut wire: Vec<&'static str> = Vec::new();
+        for code in codes {
+            if !wire.contains(&code.as_str()) {
+                wire.push(code.as_str());
+            }
+        }
+        wire
+    }
+
+    /// `Problem.code`: one of every wire code.
+    pub(crate) fn every_code() -> Schema {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(wire_codes(&ALL_CODES)))
+            .description(Some(
+                "The machine-readable code: the contract (the responses of each operation say which).",
+            ))
+            .into()
+    }
+
+    /// A problem response of `status` whose code is one of `codes`.
+    fn problem_response(
+        description: &str,
+        status: u16,
+        codes: &[ErrorCode],
+    ) -> utoipa::openapi::Response {
+        let wire = wire_codes(codes);
+        let narrowed = ObjectBuilder::new()
+            .required("type")
+            .required("status")
+            .required("code")
+            .property(
+                "type",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(
+                        wire.iter().map(|c| format!("urn:sessiond:problem:{c}")),
+                    )),
+            )
+            .property(
+                "status",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .enum_values(Some([status])),
+            )
+            .property(
+                "code",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(wire)),
+            );
+        let schema = AllOfBuilder::new()
+            .item(Ref::from_schema_name("Problem"))
+            .item(narrowed);
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                PROBLEM_JSON,
+                ContentBuilder::new().schema(Some(schema)).build(),
+            )
+            .build()
+    }
+
+    macro_rules! problem_responses {
+        ($($(#[doc = $doc:literal])+ $name:ident = $status:literal, [$($code:ident),+ $(,)?];)+) => {
+            $(
+                $(#[doc = $doc])+
+                pub(crate) struct $name;
+
+                impl $name {
+                    /// The codes it carries.
+                    pub(crate) const CODES: &'static [ErrorCode] = &[$(ErrorCode::$code),+];
+
+                    fn describe() -> (&'static str, RefOr<utoipa::openapi::Response>) {
+                        let description = [$($doc),+].map(str::trim).join(" ");
+                        (
+                            stringify!($name),
+                            problem_response(&description, $status, Self::CODES).into(),
+                        )
+                    }
+                }
+
+                impl utoipa::IntoResponses for $name {
+                    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+                        BTreeMap::from([(
+                            $status.to_string(),
+                            RefOr::Ref(Ref::from_response_name(stringify!($name))),
+                        )])
+                    }
+                }
+            )+
+
+            /// Every problem response component: name, response.
+            pub(crate) fn all() -> Vec<(&'static str, RefOr<utoipa::openapi::Response>)> {
+                vec![$($name::describe()),+]
+            }
+
+            /// Every problem response component: name, status, codes (for tests).
+            #[cfg(test)]
+            pub(crate) const TABLE: &[(&str, u16, &[ErrorCode])] =
+                &[$((stringify!($name), $status, $name::CODES)),+];
+        };
+    }
+
+    problem_responses! {
+        /// `invalid_request`: a malformed body, path parameter or query string, or a value
+        /// outside its documented rules.
+        BadRequest = 400, [InvalidRequest];
+        /// `unauthorized`: no valid API key (`Authorization: Bearer <api key>`).
+        ApiKeyRefused = 401, [Unauthorized];
+        /// `unauthorized` (no valid API key), or the presented credential or its session was
+        /// refused: the code says why.
+        CredentialRefused = 401, [
+            Unauthorized, InvalidCredential, SessionNotFound, SessionExpired, TokenExpired,
+            SessionRevoked, RefreshTokenReused, BindingMismatch,
+        ];
+        /// `unauthorized`: any failure of a browser route (missing or foreign `Origin`, missing,
+        /// invalid or ended refresh cookie); the reason is logged, never sent.
+        BrowserRefused = 401, [Unauthorized];
+        /// `csrf_missing` or `csrf_mismatch`.
+        CsrfRefused = 403, [CsrfMissing, CsrfMismatch];
+        /// `session_not_found`: the id names no session (or is not a session id).
+        NoSuchSession = 404, [UnknownSession];
+        /// `token_already_used`: the one-time token or id was claimed before.
+        AlreadyClaimed = 409, [TokenAlreadyUsed];
+        /// `payload_too_large`: the body is larger than 64 KiB.
+        PayloadTooLarge = 413, [PayloadTooLarge];
+        /// `unsupported_media_type`: the body is not `application/json`.
+        UnsupportedMediaType = 415, [UnsupportedMediaType];
+        /// `too_many_streams`: the API key has its most event streams open.
+        TooManyStreams = 429, [TooManyStreams];
+        /// `unavailable`: storage or keys could not be reached; nothing was decided. Retry.
+        Unavailable = 503, [Unavailable];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_listed_once_in_order() {
+        for (i, code) in ALL_CODES.iter().enumerate() {
+            assert_eq!(code_index(*code), i, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn documented_problem_responses_carry_codes_of_their_status() {
+        for (name, status, codes) in doc::TABLE {
+            for code in *codes {
+                assert_eq!(code.status(), *status, "{name}: {code:?}");
+            }
         }
     }
 }

@@ -134,7 +134,8 @@ random_id!(
     "ak-"
 );
 
-const MAX_NAME_BYTES: usize = 256;
+/// The longest application-supplied name ([`UserId`], [`Tenant`]), in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
 
 fn check_name(text: &str) -> Result<(), IdError> {
     if text.is_empty() || text.len() > MAX_NAME_BYTES {

@@ -1,12 +1,10 @@
 //! The server-to-server API under `/v1` (API key required: [`crate::auth`] is a layer on the
 //! whole `/v1` router, so these handlers only ever see authenticated requests).
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::de::DeserializeOwned;
 use sessiond::error::ErrorCode;
 use sessiond::SessionError;
 use sessiond::{
@@ -15,17 +13,14 @@ use sessiond::{
 };
 
 use super::dto::*;
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::problem::{ApiError, Problem};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
+use crate::problem::doc::{
+    AlreadyClaimed, ApiKeyRefused, BadRequest, CredentialRefused, CsrfRefused, NoSuchSession,
+    PayloadTooLarge, Unavailable, UnsupportedMediaType,
+};
+use crate::problem::ApiError;
 use crate::state::AppState;
 use crate::tls::ClientCertificate;
-
-fn optional_json<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body).map_err(|_| ApiError::BadRequest("malformed JSON body"))
-}
 
 fn session_id(text: &str) -> Result<SessionId, ApiError> {
     SessionId::parse(text).map_err(|_| ApiError::NotFound(ErrorCode::UnknownSession))
@@ -44,7 +39,32 @@ fn tenant(text: Option<&str>) -> Result<Option<Tenant>, ApiError> {
 
 /// Create a session of any kind.
 #[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = CreateSessionRequest,
-    responses((status = 201, body = CreateSessionResponse), (status = 400, body = Problem), (status = 401, body = Problem), (status = 503, body = Problem)),
+    responses(
+        (status = 201, description = "The session and its credentials", body = CreateSessionResponse,
+            links(
+                ("GetSession" = (operation_id = "get_session",
+                    parameters(("id" = "$response.body#/session/id")))),
+                ("RotateCsrf" = (operation_id = "rotate_csrf",
+                    parameters(("id" = "$response.body#/session/id")))),
+                ("SessionEvents" = (operation_id = "session_events",
+                    parameters(("id" = "$response.body#/session/id")))),
+                ("RevokeSession" = (operation_id = "revoke_session",
+                    parameters(("id" = "$response.body#/session/id")))),
+                ("UserSessions" = (operation_id = "user_sessions",
+                    parameters(("user_id" = "$response.body#/session/user_id")))),
+                ("UserEvents" = (operation_id = "user_events",
+                    parameters(("user_id" = "$response.body#/session/user_id")))),
+                ("RevokeUser" = (operation_id = "revoke_user",
+                    parameters(("user_id" = "$response.body#/session/user_id")))),
+                ("ValidateCookie" = (operation_id = "validate",
+                    request_body = json!({"cookie": "$response.body#/cookie"}))),
+                ("ValidateAccessToken" = (operation_id = "validate",
+                    request_body = json!({"access_token": "$response.body#/tokens/access_token"}))),
+                ("RefreshTokens" = (operation_id = "refresh_tokens",
+                    request_body = json!({"refresh_token": "$response.body#/tokens/refresh_token"}))),
+            )),
+        BadRequest, ApiKeyRefused, PayloadTooLarge, UnsupportedMediaType, Unavailable,
+    ),
     security(("api_key" = [])))]
 pub(crate) async fn create_session(
     State(state): State<AppState>,
@@ -107,7 +127,11 @@ pub(crate) async fn create_session(
 
 /// Validate a cookie (value or whole header) or an access token; checks CSRF and bindings.
 #[utoipa::path(post, path = "/v1/sessions/validate", tag = "sessions", request_body = ValidateRequest,
-    responses((status = 200, body = ValidateResponse), (status = 401, body = Problem), (status = 403, body = Problem), (status = 503, body = Problem)),
+    responses(
+        (status = 200, description = "The credential is valid: its session and deadline", body = ValidateResponse),
+        BadRequest, CredentialRefused, CsrfRefused, PayloadTooLarge, UnsupportedMediaType,
+        Unavailable,
+    ),
     security(("api_key" = [])))]
 pub(crate) async fn validate(
     State(state): State<AppState>,
@@ -120,12 +144,7 @@ pub(crate) async fn validate(
         csrf_token: req.csrf_token.as_deref(),
         require_csrf: req.require_csrf,
     };
-    let given = [
-        req.cookie.is_some(),
-        req.cookie_header.is_some(),
-        req.access_token.is_some(),
-    ];
-    if given.iter().filter(|g| **g).count() != 1 {
+    if req.credentials().filter(|(_, given)| *given).count() != 1 {
         return Err(ApiError::BadRequest(
             "give exactly one of cookie, cookie_header, access_token",
         ));
@@ -156,8 +175,12 @@ pub(crate) async fn validate(
 }
 
 /// Exchange a refresh token for a new pair (rotation with reuse detection).
-#[utoipa::path(post, path = "/v1/tokens/refresh", tag = "tokens", request_body = RefreshRequest,
-    responses((status = 200, body = RefreshResponse), (status = 401, body = Problem), (status = 503, body = Problem)),
+#[utoipa::path(post, path = "/v1/tokens/refresh", tag = "tokens", operation_id = "refresh_tokens",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "The session and its new token pair", body = RefreshResponse),
+        BadRequest, CredentialRefused, PayloadTooLarge, UnsupportedMediaType, Unavailable,
+    ),
     security(("api_key" = [])))]
 pub(crate) async fn refresh(
     State(state): State<AppState>,
@@ -179,12 +202,15 @@ pub(crate) async fn refresh(
 }
 
 /// A session by id, revoked and expired ones included.
-#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "ses-…")),
-    responses((status = 200, body = SessionResponse), (status = 404, body = Problem)),
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", params(SessionPath),
+    responses(
+        (status = 200, description = "The session", body = SessionResponse),
+        BadRequest, ApiKeyRefused, NoSuchSession, Unavailable,
+    ),
     security(("api_key" = [])))]
 pub(crate) async fn get_session(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(SessionPath { id }): ApiPath<SessionPath>,
 ) -> Result<Json<SessionResponse>, ApiError> {
     let id = session_id(&id)?;
     let session = state
@@ -198,16 +224,19 @@ pub(crate) async fn get_session(
 }
 
 /// Revoke one session (idempotent).
-#[utoipa::path(post, path = "/v1/sessions/{id}/revoke", tag = "sessions", params(("id" = String, Path, description = "ses-…")),
-    request_body(content = RevokeRequest, description = "optional"),
-    responses((status = 204), (status = 404, body = Problem)),
+#[utoipa::path(post, path = "/v1/sessions/{id}/revoke", tag = "sessions", params(SessionPath),
+    request_body(content = Option<RevokeRequest>,
+        description = "Optional: an empty body revokes with reason `logout`"),
+    responses(
+        (status = 204, description = "Revoked (or it already was)"),
+        BadRequest, ApiKeyRefused, NoSuchSession, PayloadTooLarge, Unavailable,
+    ),
     security(("api_key" = [])))]
 pub(crate) async fn revoke_session(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-    body: Bytes,
+    ApiPath(SessionPath { id }): ApiPath<SessionPath>,
+    OptionalJson(req): OptionalJson<RevokeRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let req: RevokeRequest = optional_json(&body)?;
     let id = session_id(&id)?;
     let reason = match req.reason {
         Some(r) => RevokeReason::new(&r)
@@ -221,12 +250,15 @@ pub(crate) async fn revoke_session(
 }
 
 /// Rotate a cookie session's CSRF token.
-#[utoipa::path(post, path = "/v1/sessions/{id}/csrf", tag = "sessions", params(("id" = String, Path, description = "ses-…")),
-    responses((status = 200, body = CsrfResponse), (status = 401, body = Problem), (status = 404, body = Problem)),
+#[utoipa::path(post, path = "/v1/sessions/{id}/csrf", tag = "sessions", params(SessionPath),
+    responses(
+        (status = 200, description = "The new CSRF token and its cookie", body = CsrfResponse),
+        BadRequest, CredentialRefused, NoSuchSession, Unavailable,
+    ),
     security(("api_key" = [])))]
 pub(crate) async fn rotate_csrf(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(SessionPath { id }): ApiPath<SessionPath>,
 ) -> Result<Json<CsrfResponse>, ApiError> {
     let id = session_id(&id)?;
     let token = state.service.rotate_csrf(&id).await.map_err(|e| match e {
@@ -246,12 +278,15 @@ pub(crate) async fn rotate_csrf(
 }
 
 /// A user's active sessions.
-#[utoipa::path(get, path = "/v1/users/{user_id}/sessions", tag = "users", params(("user_id" = String, Path), TenantQuery),
-    responses((status = 200, body = SessionsResponse)),
+#[utoipa::path(get, path = "/v1/users/{user_id}/sessions", tag = "users", params(UserPath, TenantQuery),
+    responses(
+        (status = 200, description = "The user's active sessions", body = SessionsResponse),
+        BadRequest, ApiKeyRefused, Unavailable,
+    ),
     security(("api_key" = [])))]
 pub(crate) async fn user_sessions(
     State(state): State<AppState>,
-    ApiPath(user): ApiPath<String>,
+    ApiPath(UserPath { user_id: user }): ApiPath<UserPath>,
     ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> Result<Json<SessionsResponse>, ApiError> {
     let user = user_id(&user)?;
@@ -263,16 +298,19 @@ pub(crate) async fn user_sessions(
 }
 
 /// Revoke all of a user's sessions, optionally all but one.
-#[utoipa::path(post, path = "/v1/users/{user_id}/sessions/revoke", tag = "users", params(("user_id" = String, Path)),
-    request_body(content = RevokeUserRequest, description = "optional"),
-    responses((status = 200, body = RevokeUserResponse)),
+#[utoipa::path(post, path = "/v1/users/{user_id}/sessions/revoke", tag = "users", params(UserPath),
+    request_body(content = Option<RevokeUserRequest>,
+        description = "Optional: an empty body revokes every session of the user in every tenant"),
+    responses(
+        (status = 200, description = "How many sessions were revoked", body = RevokeUserResponse),
+        BadRequest, ApiKeyRefused, PayloadTooLarge, Unavailable,
+    ),
     security(("api_key" = [])))]
 pub(crate) async fn revoke_user(
     State(state): State<AppState>,
-    ApiPath(user): ApiPath<String>,
-    body: Bytes,
+    ApiPath(UserPath { user_id: user }): ApiPath<UserPath>,
+    OptionalJson(req): OptionalJson<RevokeUserRequest>,
 ) -> Result<Json<RevokeUserResponse>, ApiError> {
-    let req: RevokeUserRequest = optional_json(&body)?;
     let user = user_id(&user)?;
     let tenant = tenant(req.tenant.as_deref())?;
     let except = req
@@ -296,14 +334,18 @@ pub(crate) async fn revoke_user(
 
 /// Claim a one-time token (trusted issuer or ours) or a raw id, exactly once.
 #[utoipa::path(post, path = "/v1/claims", tag = "claims", request_body = ClaimRequest,
-    responses((status = 201, body = ClaimResponse), (status = 401, body = Problem), (status = 409, body = Problem), (status = 503, body = Problem)),
+    responses(
+        (status = 201, description = "Claimed: this was the first use", body = ClaimResponse),
+        BadRequest, CredentialRefused, AlreadyClaimed, PayloadTooLarge, UnsupportedMediaType,
+        Unavailable,
+    ),
     security(("api_key" = [])))]
 pub(crate) async fn claim(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ClaimRequest>,
 ) -> Result<Response, ApiError> {
     let response = match req {
-        ClaimRequest::Token { token } => {
+        ClaimRequest::Token(TokenClaim { token }) => {
             let claimed = match state.service.claim_token(&token).await {
                 Err(e) if matches!(e.reason(), "unknown_kid" | "unknown_issuer") => {
                     // A key the cached set lacks: the issuer may have rotated. Refetch (rate-
@@ -327,7 +369,7 @@ pub(crate) async fn claim(
                 claims: Some(claimed.claims),
             }
         }
-        ClaimRequest::Id { id, expires_at } => {
+        ClaimRequest::Id(IdClaim { id, expires_at }) => {
             let until = Timestamp::parse_rfc3339(&expires_at)
                 .map_err(|_| ApiError::BadRequest("expires_at must be RFC 3339"))?;
             match state.service.claim(&id, until).await? {

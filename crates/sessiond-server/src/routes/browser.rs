@@ -13,7 +13,8 @@ use sessiond::{RequestContext, SessionError};
 use super::dto::BrowserRefreshResponse;
 use crate::config::Origin;
 use crate::parse::client_ip;
-use crate::problem::{ApiError, Problem};
+use crate::problem::doc::{BrowserRefused, Unavailable};
+use crate::problem::ApiError;
 use crate::state::AppState;
 
 /// The request's `Origin` must be one of `cookies.allowed_origins` (parsed like them, then
@@ -74,8 +75,17 @@ fn fail(e: SessionError) -> ApiError {
 
 /// Refresh with the HttpOnly cookie: a new access token in the body, the rotated refresh token
 /// in the cookie.
-#[utoipa::path(post, path = "/auth/browser/refresh", tag = "browser",
-    responses((status = 200, body = BrowserRefreshResponse), (status = 401, body = Problem), (status = 503, body = Problem)))]
+#[utoipa::path(post, path = "/auth/browser/refresh", tag = "browser", operation_id = "browser_refresh",
+    params(
+        ("Origin" = String, Header, description = "The page's origin: one of `cookies.allowed_origins`"),
+        ("__Host-sessiond-refresh" = String, Cookie, description = "The HttpOnly refresh cookie \
+            (`sessiond-refresh` with `cookies.secure = false`)"),
+    ),
+    responses(
+        (status = 200, description = "A new access token; the rotated refresh token is in `Set-Cookie`",
+            body = BrowserRefreshResponse),
+        BrowserRefused, Unavailable,
+    ))]
 pub(crate) async fn refresh(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -115,8 +125,16 @@ pub(crate) async fn refresh(
 }
 
 /// Log out: revoke the session of the refresh cookie, clear the cookies and site data.
-#[utoipa::path(post, path = "/auth/browser/logout", tag = "browser",
-    responses((status = 204), (status = 401, body = Problem), (status = 503, body = Problem)))]
+#[utoipa::path(post, path = "/auth/browser/logout", tag = "browser", operation_id = "browser_logout",
+    params(
+        ("Origin" = String, Header, description = "The page's origin: one of `cookies.allowed_origins`"),
+        ("__Host-sessiond-refresh" = String, Cookie, description = "The HttpOnly refresh cookie \
+            (`sessiond-refresh` with `cookies.secure = false`)"),
+    ),
+    responses(
+        (status = 204, description = "Logged out: the session is revoked, the cookies cleared (`Clear-Site-Data`)"),
+        BrowserRefused, Unavailable,
+    ))]
 pub(crate) async fn logout(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,

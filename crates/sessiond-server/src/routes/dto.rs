@@ -4,34 +4,65 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sessiond::{Credential, Session, SessionKind, TokenPair};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
+
+// The rules below are the server's (docs/DESIGN.md §2, §5.1), spelled for JSON Schema; the
+// tests of `crate::openapi` check the numbers against the library's constants. JSON Schema counts
+// characters where the server counts UTF-8 bytes: `maxLength` is the bound in characters that
+// the byte limit implies for ASCII, and the descriptions say bytes.
+//
+// - names (`user_id`, `tenant`, claim ids): 1 to 256 bytes, no control character (Unicode Cc);
+// - `ip` at most 64 bytes, `user_agent` at most 1024, neither with a control character;
+// - ids: `ses-` or `sk-` and the canonical base64url of 16 bytes (22 characters, the last one
+//   carrying 2 bits: `A`, `Q`, `g` or `w`);
+// - revoke reasons: `[a-z0-9_]{1,64}`.
 
 /// A session as the API shows it: never a secret or a hash. Times are RFC 3339 UTC.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SessionView {
     /// `ses-…`
+    #[schema(pattern = "^ses-[A-Za-z0-9_-]{21}[AQgw]$")]
     pub id: String,
     /// The application's user id.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub user_id: String,
     /// The tenant.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub tenant: String,
     /// `cookie`, `tokens` or `browser`.
+    #[schema(value_type = KindParam)]
     pub kind: String,
     /// Creation time.
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// Last recorded activity.
+    #[schema(format = DateTime)]
     pub last_seen_at: String,
     /// End of the idle window.
+    #[schema(format = DateTime)]
     pub idle_expires_at: String,
     /// End of the absolute lifetime.
+    #[schema(format = DateTime)]
     pub absolute_expires_at: String,
     /// Revocation time, if revoked.
+    #[schema(format = DateTime, required = true)]
     pub revoked_at: Option<String>,
     /// Revocation reason code, if revoked.
+    #[schema(pattern = "^[a-z0-9_]{1,64}$", required = true)]
     pub revoke_reason: Option<String>,
     /// IP recorded at creation.
+    #[schema(required = true)]
     pub ip: Option<String>,
     /// User-Agent recorded at creation.
+    #[schema(required = true)]
     pub user_agent: Option<String>,
     /// Custom claims.
     #[schema(value_type = Object)]
@@ -84,18 +115,31 @@ impl From<KindParam> for SessionKind {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSessionRequest {
-    /// Whose session.
+    /// Whose session: 1 to 256 bytes, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub user_id: String,
-    /// Tenant (default `default`).
+    /// Tenant (default `default`): 1 to 256 bytes, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub tenant: Option<String>,
     /// Credential shape.
     pub kind: KindParam,
-    /// Client IP, for binding and audit.
+    /// Client IP, for binding and audit: at most 64 bytes, no control characters.
+    #[schema(max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub ip: Option<String>,
-    /// Client User-Agent, for binding.
+    /// Client User-Agent, for binding: at most 1024 bytes, no control characters.
+    #[schema(max_length = 1024, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub user_agent: Option<String>,
-    /// Custom claims copied into access tokens (no reserved names).
-    #[schema(value_type = Option<Object>)]
+    /// Custom claims copied into access tokens: no reserved claim name, at most 4096 bytes
+    /// serialized.
+    #[schema(schema_with = schemas::custom_claims)]
     pub claims: Option<Map<String, Value>>,
 }
 
@@ -106,14 +150,19 @@ pub struct TokensView {
     pub access_token: String,
     /// The refresh JWT; absent for browser sessions (it travels only in the HttpOnly cookie).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub refresh_token: Option<String>,
     /// Always `Bearer`.
+    #[schema(pattern = "^Bearer$")]
     pub token_type: String,
     /// Seconds until the access token expires.
+    #[schema(minimum = 0)]
     pub expires_in: i64,
     /// The access token's `exp`.
+    #[schema(format = DateTime)]
     pub access_expires_at: String,
     /// The refresh token's `exp`.
+    #[schema(format = DateTime)]
     pub refresh_expires_at: String,
 }
 
@@ -138,19 +187,24 @@ pub struct CreateSessionResponse {
     pub session: SessionView,
     /// The v1 cookie value (kind `cookie`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub cookie: Option<String>,
     /// The CSRF token (kind `cookie`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub csrf_token: Option<String>,
     /// The tokens (kinds `tokens` and `browser`; no refresh token for `browser`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub tokens: Option<TokensView>,
     /// `Set-Cookie` values to forward to the browser (kinds `cookie` and `browser`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub set_cookie: Option<Vec<String>>,
 }
 
-/// `POST /v1/sessions/validate`: exactly one of `cookie`, `cookie_header`, `access_token`.
+/// `POST /v1/sessions/validate`: exactly one of `cookie`, `cookie_header`, `access_token` (a
+/// `null` one is not given).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
@@ -165,10 +219,27 @@ pub struct ValidateRequest {
     /// Fail with `csrf_missing` when no CSRF token is given.
     #[serde(default)]
     pub require_csrf: bool,
-    /// The client IP (binding).
+    /// The client IP (binding): at most 64 bytes, no control characters.
+    #[schema(max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub ip: Option<String>,
-    /// The client User-Agent (binding).
+    /// The client User-Agent (binding): at most 1024 bytes, no control characters.
+    #[schema(max_length = 1024, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub user_agent: Option<String>,
+}
+
+impl ValidateRequest {
+    /// The credential fields, of which a request gives exactly one (a `null` is not given).
+    pub const CREDENTIALS: [&'static str; 3] = ["cookie", "cookie_header", "access_token"];
+
+    /// Each of [`Self::CREDENTIALS`] and whether the request gives it.
+    pub fn credentials(&self) -> impl Iterator<Item = (&'static str, bool)> {
+        let given = [
+            self.cookie.is_some(),
+            self.cookie_header.is_some(),
+            self.access_token.is_some(),
+        ];
+        Self::CREDENTIALS.into_iter().zip(given)
+    }
 }
 
 /// What was presented.
@@ -176,11 +247,14 @@ pub struct ValidateRequest {
 pub struct CredentialView {
     /// `cookie` or `access_token`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^(cookie|access_token)$")]
     pub kind: String,
     /// The key that signed it.
+    #[schema(pattern = "^sk-[A-Za-z0-9_-]{21}[AQgw]$")]
     pub key_id: String,
     /// The token's `exp` (access tokens).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime, nullable = false)]
     pub expires_at: Option<String>,
 }
 
@@ -212,6 +286,7 @@ pub struct ValidateResponse {
     /// The session.
     pub session: SessionView,
     /// When this credential stops being valid (earliest expiry).
+    #[schema(format = DateTime)]
     pub deadline: String,
     /// What was presented.
     pub credential: CredentialView,
@@ -224,11 +299,15 @@ pub struct RefreshRequest {
     /// The refresh JWT.
     pub refresh_token: String,
     /// The client's IP, checked against a session bound to one (`sessions.bind_ip`); a bound
-    /// session refreshed without it is refused (401 `binding_mismatch`).
+    /// session refreshed without it is refused (401 `binding_mismatch`). At most 64 bytes, no
+    /// control characters.
     #[serde(default)]
+    #[schema(max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub ip: Option<String>,
-    /// The client's User-Agent, checked like `ip` (`sessions.bind_user_agent`).
+    /// The client's User-Agent, checked like `ip` (`sessions.bind_user_agent`). At most 1024
+    /// bytes, no control characters.
     #[serde(default)]
+    #[schema(max_length = 1024, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub user_agent: Option<String>,
 }
 
@@ -246,6 +325,7 @@ pub struct RefreshResponse {
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
     /// Reason code (`[a-z0-9_]{1,64}`, default `logout`).
+    #[schema(pattern = "^[a-z0-9_]{1,64}$")]
     pub reason: Option<String>,
 }
 
@@ -272,11 +352,40 @@ pub struct SessionsResponse {
     pub sessions: Vec<SessionView>,
 }
 
+/// `{id}` of the `/v1/sessions/{id}…` routes. An id that is not a session id names no session
+/// (404 `session_not_found`, as for an unknown one).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct SessionPath {
+    /// The session's id, `ses-` and 22 base64url characters.
+    #[param(pattern = "^ses-[A-Za-z0-9_-]{21}[AQgw]$")]
+    pub id: String,
+}
+
+/// `{user_id}` of the `/v1/users/{user_id}…` routes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct UserPath {
+    /// The application's user id: 1 to 256 bytes, no control characters.
+    #[param(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
+    pub user_id: String,
+}
+
 /// `?tenant=`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TenantQuery {
-    /// Only this tenant.
+    /// Only this tenant: 1 to 256 bytes, no control characters.
+    #[param(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub tenant: Option<String>,
 }
 
@@ -285,8 +394,14 @@ pub struct TenantQuery {
 #[serde(deny_unknown_fields)]
 pub struct RevokeUserRequest {
     /// Keep this session ("log out other devices").
+    #[schema(pattern = "^ses-[A-Za-z0-9_-]{21}[AQgw]$")]
     pub except: Option<String>,
-    /// Only this tenant.
+    /// Only this tenant: 1 to 256 bytes, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub tenant: Option<String>,
 }
 
@@ -297,40 +412,60 @@ pub struct RevokeUserResponse {
     pub revoked: usize,
 }
 
-/// `POST /v1/claims`: a token, or an id with its expiry.
+/// `POST /v1/claims`: a token, or an id with its expiry (never both, nothing else).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum ClaimRequest {
     /// A JWT from a trusted issuer (or one of our access tokens).
-    Token {
-        /// The JWT.
-        token: String,
-    },
+    Token(TokenClaim),
     /// A raw id.
-    Id {
-        /// The id (1 to 256 bytes).
-        id: String,
-        /// RFC 3339 expiry.
-        expires_at: String,
-    },
+    Id(IdClaim),
+}
+
+/// `POST /v1/claims` with a token.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenClaim {
+    /// A JWT from a trusted issuer (or one of our access tokens).
+    pub token: String,
+}
+
+/// `POST /v1/claims` with a raw id.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdClaim {
+    /// The id: 1 to 256 bytes, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
+    pub id: String,
+    /// Until when the claim is kept (RFC 3339); one already past is 401 `token_expired`.
+    #[schema(format = DateTime)]
+    pub expires_at: String,
 }
 
 /// `201` of `POST /v1/claims`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ClaimResponse {
     /// Always true.
+    #[schema(value_type = bool, schema_with = schemas::always_true)]
     pub claimed: bool,
     /// The token's issuer (token claims).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub issuer: Option<String>,
     /// The token's subject (token claims).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub subject: Option<String>,
     /// Until when the claim is kept.
+    #[schema(format = DateTime)]
     pub expires_at: String,
     /// The token's claims (token claims).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(nullable = false, value_type = Object)]
     pub claims: Option<Map<String, Value>>,
 }
 
@@ -340,5 +475,88 @@ pub struct BrowserRefreshResponse {
     /// The new access JWT (keep it in memory only).
     pub access_token: String,
     /// Its `exp`.
+    #[schema(format = DateTime)]
     pub expires_at: String,
+}
+
+/// `200` of `GET /healthz`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(pattern = "^ok$")]
+    pub status: String,
+}
+
+/// `200` of `GET /readyz`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    /// Always `ready` (otherwise the answer is 503 `unavailable`).
+    #[schema(pattern = "^ready$")]
+    pub status: String,
+}
+
+/// `200` of `GET /.well-known/jwks.json`: a JWK Set (RFC 7517) of the access-token keys that
+/// verify, active and retained; Ed25519 only (never an HS256 secret, never a private member).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JwkSet {
+    /// The public keys.
+    pub keys: Vec<PublicJwk>,
+}
+
+/// One public key of [`JwkSet`].
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PublicJwk {
+    /// `OKP`.
+    #[schema(pattern = "^OKP$")]
+    pub kty: String,
+    /// `Ed25519`.
+    #[schema(pattern = "^Ed25519$")]
+    pub crv: String,
+    /// The public key, base64url (32 bytes).
+    #[schema(pattern = "^[A-Za-z0-9_-]{43}$")]
+    pub x: String,
+    /// `sig`.
+    #[serde(rename = "use")]
+    #[schema(pattern = "^sig$")]
+    pub key_use: String,
+    /// `EdDSA`.
+    #[schema(pattern = "^EdDSA$")]
+    pub alg: String,
+    /// The key's id, as in the `kid` of the tokens it signs.
+    #[schema(pattern = "^sk-[A-Za-z0-9_-]{21}[AQgw]$")]
+    pub kid: String,
+}
+
+/// Schemas the derive cannot spell with attributes.
+mod schemas {
+    use sessiond::service::{MAX_CLAIMS_BYTES, RESERVED_CLAIMS};
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+
+    /// `claims` of `POST /v1/sessions`: an object (or null) whose names are not reserved.
+    pub(super) fn custom_claims() -> Schema {
+        let not_reserved = format!("^(?!(?:{})$)", RESERVED_CLAIMS.join("|"));
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+            .property_names(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(not_reserved)),
+            ))
+            .description(Some(format!(
+                "Custom claims copied into access tokens: none named {}; at most {} bytes \
+                 serialized.",
+                RESERVED_CLAIMS.join(", "),
+                MAX_CLAIMS_BYTES
+            )))
+            .into()
+    }
+
+    /// `claimed`: `true`.
+    pub(super) fn always_true() -> Schema {
+        ObjectBuilder::new()
+            .schema_type(Type::Boolean)
+            .enum_values(Some([true]))
+            .description(Some("Always true."))
+            .into()
+    }
 }

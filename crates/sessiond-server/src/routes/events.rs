@@ -55,7 +55,9 @@ use tokio_stream::StreamExt;
 use crate::auth::ApiCaller;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::hub::{EventHub, Item};
-use crate::problem::{ApiError, Problem};
+use crate::problem::doc::{ApiKeyRefused, BadRequest, NoSuchSession, TooManyStreams, Unavailable};
+use crate::problem::ApiError;
+use crate::routes::dto::SessionPath;
 use crate::state::AppState;
 use crate::tls::ClientCertificate;
 
@@ -145,15 +147,18 @@ fn terminal(
 
 /// `GET /v1/sessions/{id}/events`: the session's `refreshed` events, then its terminal
 /// `revoked` or `expired` event, after which the stream closes.
-#[utoipa::path(get, path = "/v1/sessions/{id}/events", tag = "events", params(("id" = String, Path, description = "ses-…")),
-    responses((status = 200, content_type = "text/event-stream", description = "SSE: refreshed, then revoked or expired; closes after the terminal event"),
-        (status = 401, body = Problem), (status = 404, body = Problem), (status = 429, body = Problem), (status = 503, body = Problem)),
+#[utoipa::path(get, path = "/v1/sessions/{id}/events", tag = "events", params(SessionPath),
+    responses(
+        (status = 200, content_type = "text/event-stream",
+            description = "SSE: `refreshed`, then `revoked` or `expired`; closes after the terminal event"),
+        BadRequest, ApiKeyRefused, NoSuchSession, TooManyStreams, Unavailable,
+    ),
     security(("api_key" = [])))]
 pub(crate) async fn session_events(
     State(state): State<AppState>,
     Extension(caller): Extension<ApiCaller>,
     client_cert: Option<Extension<ClientCertificate>>,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(SessionPath { id }): ApiPath<SessionPath>,
 ) -> Result<Response, ApiError> {
     let id = SessionId::parse(&id).map_err(|_| ApiError::NotFound(ErrorCode::UnknownSession))?;
     let hub = state.events.clone();
@@ -216,13 +221,36 @@ pub(crate) async fn session_events(
 }
 
 /// `?user_id=&tenant=` of the per-user stream.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UserEventsQuery {
-    /// The user whose sessions to follow.
+    /// The user whose sessions to follow (required): 1 to 256 bytes, no control characters.
+    #[param(
+        required = true,
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub user_id: Option<String>,
-    /// Only this tenant (events of unknown tenant pass).
+    /// Only this tenant (events of unknown tenant pass): 1 to 256 bytes, no control characters.
+    #[param(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     pub tenant: Option<String>,
+}
+
+/// The `Last-Event-ID` request header of the per-user stream (documentation: the handler reads
+/// the header map).
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) struct LastEventId {
+    /// Resume after this event id (the `id:` of an event a stream sent).
+    #[param(rename = "Last-Event-ID", value_type = String, required = false)]
+    pub last_event_id: Option<String>,
 }
 
 fn wanted(event: &SessionEvent, user: &UserId, tenant: Option<&Tenant>) -> bool {
@@ -236,9 +264,12 @@ fn wanted(event: &SessionEvent, user: &UserId, tenant: Option<&Tenant>) -> bool 
 /// `GET /v1/events?user_id=&tenant=`: the bus events of one user, with `Last-Event-ID`
 /// resume from the node's replay ring (see the module documentation).
 #[utoipa::path(get, path = "/v1/events", tag = "events",
-    params(("user_id" = String, Query), ("tenant" = Option<String>, Query), ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
-    responses((status = 200, content_type = "text/event-stream", description = "SSE: revoked and refreshed events of the user; resync when a resume cannot be replayed"),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 429, body = Problem)),
+    params(UserEventsQuery, LastEventId),
+    responses(
+        (status = 200, content_type = "text/event-stream",
+            description = "SSE: `revoked` and `refreshed` events of the user; `resync` when a resume cannot be replayed"),
+        BadRequest, ApiKeyRefused, TooManyStreams, Unavailable,
+    ),
     security(("api_key" = [])))]
 pub(crate) async fn user_events(
     State(state): State<AppState>,

@@ -35,7 +35,7 @@ pub use claims::{ClaimedToken, MAX_CLAIM_ID_BYTES};
 pub use tokens::{TokenPair, TokenSession};
 pub use types::{
     CookieSession, Credential, GcReport, NewSession, RequestContext, ServiceConfig, Validated,
-    MAX_CLAIMS_BYTES, RESERVED_CLAIMS,
+    MAX_CLAIMS_BYTES, MAX_IP_BYTES, MAX_USER_AGENT_BYTES, RESERVED_CLAIMS,
 };
 pub use watch::{DeadlineKind, EndReason, ExtraDeadline, Watch};
 

@@ -17,8 +17,10 @@ pub const RESERVED_CLAIMS: &[&str] = &[
 ];
 /// The largest serialized custom-claims object accepted (bytes).
 pub const MAX_CLAIMS_BYTES: usize = 4096;
-pub(crate) const MAX_IP_BYTES: usize = 64;
-pub(crate) const MAX_USER_AGENT_BYTES: usize = 1024;
+/// The longest client IP a request may record or present (bytes, no control characters).
+pub const MAX_IP_BYTES: usize = 64;
+/// The longest client User-Agent a request may record or present (bytes, no control characters).
+pub const MAX_USER_AGENT_BYTES: usize = 1024;
 
 /// Every policy of the service; `Default` is docs/DESIGN.md §10.3's defaults.
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@ mod events;
 mod expiry;
 mod issuers;
 mod metrics;
+mod openapi;
 mod rotation;
 
 use std::sync::Arc;

@@ -1,0 +1,234 @@
+//! `/openapi.json` against the router that serves it: every documented operation is routed,
+//! each parameter is where the handler reads it, optional bodies are optional, and errors are
+//! `application/problem+json` in the document and on the wire. (The document's own validity and
+//! its schemas against real traffic are checked by `tools/openapi/check.sh` in `scripts/test`:
+//! openapi-spec-validator and Schemathesis.)
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sessiond_server::dto::KindParam;
+
+use super::{spawn_app, Options, TestApp};
+
+/// What came back; the body only when it is not an event stream (which would not end).
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    body: Value,
+}
+
+impl Answer {
+    fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+}
+
+async fn send(
+    s: &TestApp,
+    method: &Method,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+    auth: bool,
+) -> Answer {
+    let mut req = reqwest::Client::new()
+        .request(method.clone(), format!("{}{path_and_query}", s.base))
+        .timeout(Duration::from_secs(20));
+    if auth {
+        req = req.bearer_auth(&s.api_key);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(body) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = if content_type.starts_with("text/event-stream") {
+        Value::Null
+    } else {
+        serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null)
+    };
+    Answer {
+        status,
+        content_type,
+        body,
+    }
+}
+
+/// A documented response, with a `$ref` to `#/components/responses/…` followed.
+fn resolve<'a>(doc: &'a Value, response: &'a Value) -> &'a Value {
+    match response["$ref"].as_str() {
+        Some(r) => &doc["components"]["responses"][r.rsplit('/').next().unwrap()],
+        None => response,
+    }
+}
+
+#[tokio::test]
+async fn the_document_describes_the_router() {
+    let s = spawn_app(Options::default()).await;
+    let doc = send(&s, &Method::GET, "/openapi.json", &[], None, false).await;
+    assert_eq!(doc.status, 200);
+    assert!(doc.content_type.starts_with("application/json"));
+    let doc = doc.body;
+    // A real session, so that `{id}` routes answer from a row, not from a 404.
+    let session = s.create_session("alice", KindParam::Cookie).await.session;
+    let mut operations = 0;
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            let what = format!("{method} {template}");
+            let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            let of = |location: &str| -> Vec<Value> {
+                params
+                    .iter()
+                    .filter(|p| p["in"] == location)
+                    .cloned()
+                    .collect()
+            };
+
+            // Path parameters are exactly the template's placeholders, filled in here.
+            let placeholders: BTreeSet<&str> = template
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+                .collect();
+            let in_path = of("path");
+            let documented: BTreeSet<&str> = in_path
+                .iter()
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(documented, placeholders, "{what}: path parameters");
+            let path = template
+                .replace("{id}", session.id.as_str())
+                .replace("{user_id}", "alice");
+            assert!(!path.contains('{'), "{what}: unknown placeholder");
+
+            // Every documented query parameter, with a valid value: the handler reads them
+            // from the query (its extractor refuses any other name with 400).
+            let query: Vec<String> = of("query")
+                .iter()
+                .map(|p| match p["name"].as_str().unwrap() {
+                    "user_id" => String::from("user_id=alice"),
+                    "tenant" => String::from("tenant=default"),
+                    other => panic!("{what}: no test value for query parameter {other}"),
+                })
+                .collect();
+            let with_query = if query.is_empty() {
+                path.clone()
+            } else {
+                format!("{path}?{}", query.join("&"))
+            };
+
+            // Header and cookie parameters go where they are documented (the browser routes
+            // answer 401 to these values, but only after reading them).
+            let mut cookie = String::new();
+            let mut headers: Vec<(String, String)> = Vec::new();
+            for p in of("header") {
+                headers.push((p["name"].as_str().unwrap().to_owned(), String::from("x")));
+            }
+            for p in of("cookie") {
+                cookie = format!("{}=x", p["name"].as_str().unwrap());
+            }
+            if !cookie.is_empty() {
+                headers.push((String::from("cookie"), cookie));
+            }
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+
+            // The route exists with the key, and takes an absent optional body (or refuses an
+            // absent required one as a bad request, never as an unknown route).
+            let body = &op["requestBody"];
+            let auth = op.get("security").is_some();
+            let browser = template.starts_with("/auth/browser/");
+            let r = send(&s, &method, &with_query, &headers, None, auth).await;
+            assert_ne!(r.code(), "not_found", "{what}: not routed");
+            assert_ne!(r.status, 405, "{what}: not routed for this method");
+            let documented_status = |status: StatusCode| {
+                op["responses"]
+                    .as_object()
+                    .unwrap()
+                    .contains_key(status.as_str())
+            };
+            assert!(
+                documented_status(r.status),
+                "{what}: {} is not documented ({})",
+                r.status,
+                r.body
+            );
+            if browser {
+                // No allowed origin is configured: the uniform refusal, after the route.
+                assert_eq!(r.status, 401, "{what}: {}", r.body);
+            } else if body.is_null() || body["required"] != true {
+                assert!(
+                    r.status.is_success(),
+                    "{what}: without a body (optional or none): {} {}",
+                    r.status,
+                    r.body
+                );
+            } else {
+                assert!(
+                    r.status == 400 || r.status == 415,
+                    "{what}: a required body was not given: {} {}",
+                    r.status,
+                    r.body
+                );
+            }
+            if !query.is_empty() {
+                let r = send(
+                    &s,
+                    &method,
+                    &format!("{with_query}&undocumented=1"),
+                    &headers,
+                    None,
+                    auth,
+                )
+                .await;
+                assert_eq!(r.status, 400, "{what}: an undocumented query parameter");
+            }
+
+            // One error of each operation, on the wire and in the document: problem+json.
+            let (status, r) = if auth {
+                let r = send(&s, &method, &with_query, &[], None, false).await;
+                (401, r)
+            } else if browser {
+                (401, send(&s, &method, &path, &[], None, false).await)
+            } else {
+                continue;
+            };
+            assert_eq!(r.status, status, "{what}");
+            assert_eq!(r.content_type, "application/problem+json", "{what}");
+            let documented = resolve(&doc, &op["responses"][status.to_string()]);
+            let types: Vec<&String> = documented["content"].as_object().unwrap().keys().collect();
+            assert_eq!(types, ["application/problem+json"], "{what}: documented as");
+            assert!(
+                !documented["description"].as_str().unwrap_or("").is_empty(),
+                "{what}: {status} without a description"
+            );
+        }
+    }
+    assert_eq!(operations, 18);
+    // The revocations above took their optional bodies as absent: the session is revoked.
+    let revoked = s.get(&format!("/v1/sessions/{}", session.id)).await;
+    assert_eq!(
+        revoked.body["session"]["revoke_reason"],
+        json!("logout"),
+        "{}",
+        revoked.text
+    );
+    s.stop().await;
+}
