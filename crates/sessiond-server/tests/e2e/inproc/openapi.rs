@@ -86,6 +86,15 @@ async fn the_document_describes_the_router() {
     // A real session, so that `{id}` routes answer from a row, not from a 404.
     let session = s.create_session("alice", KindParam::Cookie).await.session;
     let mut operations = 0;
+    // Every mismatch, so that one run lists them all.
+    let mut failures: Vec<String> = Vec::new();
+    macro_rules! check {
+        ($ok:expr, $($why:tt)+) => {
+            if !$ok {
+                failures.push(format!($($why)+));
+            }
+        };
+    }
     for (template, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             operations += 1;
@@ -110,7 +119,10 @@ async fn the_document_describes_the_router() {
                 .iter()
                 .map(|p| p["name"].as_str().unwrap())
                 .collect();
-            assert_eq!(documented, placeholders, "{what}: path parameters");
+            check!(
+                documented == placeholders,
+                "{what}: path parameters {documented:?}, template {placeholders:?}"
+            );
             let path = template
                 .replace("{id}", session.id.as_str())
                 .replace("{user_id}", "alice");
@@ -156,15 +168,15 @@ async fn the_document_describes_the_router() {
             let auth = op.get("security").is_some();
             let browser = template.starts_with("/auth/browser/");
             let r = send(&s, &method, &with_query, &headers, None, auth).await;
-            assert_ne!(r.code(), "not_found", "{what}: not routed");
-            assert_ne!(r.status, 405, "{what}: not routed for this method");
+            check!(r.code() != "not_found", "{what}: not routed");
+            check!(r.status != 405, "{what}: not routed for this method");
             let documented_status = |status: StatusCode| {
                 op["responses"]
                     .as_object()
                     .unwrap()
                     .contains_key(status.as_str())
             };
-            assert!(
+            check!(
                 documented_status(r.status),
                 "{what}: {} is not documented ({})",
                 r.status,
@@ -172,16 +184,16 @@ async fn the_document_describes_the_router() {
             );
             if browser {
                 // No allowed origin is configured: the uniform refusal, after the route.
-                assert_eq!(r.status, 401, "{what}: {}", r.body);
+                check!(r.status == 401, "{what}: {}", r.body);
             } else if body.is_null() || body["required"] != true {
-                assert!(
+                check!(
                     r.status.is_success(),
                     "{what}: without a body (optional or none): {} {}",
                     r.status,
                     r.body
                 );
             } else {
-                assert!(
+                check!(
                     r.status == 400 || r.status == 415,
                     "{what}: a required body was not given: {} {}",
                     r.status,
@@ -198,7 +210,11 @@ async fn the_document_describes_the_router() {
                     auth,
                 )
                 .await;
-                assert_eq!(r.status, 400, "{what}: an undocumented query parameter");
+                check!(
+                    r.status == 400,
+                    "{what}: an undocumented query parameter: {}",
+                    r.status
+                );
             }
 
             // One error of each operation, on the wire and in the document: problem+json.
@@ -210,17 +226,28 @@ async fn the_document_describes_the_router() {
             } else {
                 continue;
             };
-            assert_eq!(r.status, status, "{what}");
-            assert_eq!(r.content_type, "application/problem+json", "{what}");
+            check!(r.status == status, "{what}: {}", r.status);
+            check!(
+                r.content_type == "application/problem+json",
+                "{what}: a {status} served as {}",
+                r.content_type
+            );
             let documented = resolve(&doc, &op["responses"][status.to_string()]);
-            let types: Vec<&String> = documented["content"].as_object().unwrap().keys().collect();
-            assert_eq!(types, ["application/problem+json"], "{what}: documented as");
-            assert!(
+            let types: Vec<String> = documented["content"]
+                .as_object()
+                .map(|c| c.keys().cloned().collect())
+                .unwrap_or_default();
+            check!(
+                types == ["application/problem+json"],
+                "{what}: a {status} documented as {types:?}"
+            );
+            check!(
                 !documented["description"].as_str().unwrap_or("").is_empty(),
                 "{what}: {status} without a description"
             );
         }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(operations, 18);
     // The revocations above took their optional bodies as absent: the session is revoked.
     let revoked = s.get(&format!("/v1/sessions/{}", session.id)).await;
