@@ -4,8 +4,9 @@
 # 1. Installs the pinned Python tools (requirements.txt) into target/openapi-venv (kept between
 #    runs, rebuilt when requirements.txt changes) and the pinned Node tools (package-lock.json)
 #    into tools/openapi/node_modules (`npm ci`, again only when the lock file changes).
-# 2. Builds the debug `sessiond` and starts it on a free port of 127.0.0.1 with a temporary data
-#    directory (SQLite) and a bootstrap API key; stops it and removes the directory at the end.
+# 2. Builds the debug `sessiond` (with the workspace's test build) and starts it on a free port of
+#    127.0.0.1 with a temporary data directory (SQLite) and a bootstrap API key; stops it and
+#    removes the directory at the end.
 # 3. Fetches /openapi.json and checks it with openapi-spec-validator.
 # 4. Runs Schemathesis against the server: every default check, fixed seed, bounded by
 #    max-examples (schemathesis.toml), and by `timeout` as a backstop.
@@ -36,7 +37,9 @@ if [[ "$(cat "$HERE/node_modules/.package-lock.sha256" 2>/dev/null)" != "$want" 
 fi
 
 # --- server --------------------------------------------------------------------------------
-cargo build --quiet -p sessiond-server --bin sessiond
+# The binary as the test build makes it (`cargo nextest run --workspace` runs this same build, so
+# after it this is a no-op; `cargo build -p sessiond-server` would resolve other dependency
+# features and compile a second copy of most dependencies).
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sessiond-openapi.XXXXXX")"
 SERVER_PID=""
 cleanup() {
@@ -47,6 +50,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+cargo test --no-run --workspace >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; exit 1; }
 
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 BASE="http://127.0.0.1:$PORT"
@@ -62,7 +66,7 @@ with urllib.request.urlopen(sys.argv[1], timeout=5) as r, open(sys.argv[2], "wb"
     f.write(r.read())
 PY
 }
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
   fetch /healthz /dev/null 2>/dev/null && break
   kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; exit 1; }
   sleep 0.1
