@@ -6,10 +6,10 @@ use serde_json::{Map, Value};
 use sessiond::{Credential, Session, SessionKind, TokenPair};
 use utoipa::{IntoParams, ToSchema};
 
-// The rules below are the server's (docs/DESIGN.md §2, §5.1), spelled for JSON Schema; the
+// The rules below are the server's (docs/DESIGN.md §2.1, §5.3), spelled for JSON Schema; the
 // tests of `crate::openapi` check the numbers against the library's constants. JSON Schema counts
-// characters where the server counts UTF-8 bytes: `maxLength` is the bound in characters that
-// the byte limit implies for ASCII, and the descriptions say bytes.
+// characters where the server counts UTF-8 bytes, and cannot say "bytes": `maxLength` is the byte
+// limit (exact for ASCII, and a bound every accepted value meets), the descriptions say bytes.
 //
 // - names (`user_id`, `tenant`, claim ids): 1 to 256 bytes, no control character (Unicode Cc);
 // - `ip` at most 64 bytes, `user_agent` at most 1024, neither with a control character;
