@@ -29,7 +29,7 @@ pub(crate) struct Problem {
 }
 
 /// Every wire code, in [`code_index`] order: the OpenAPI document lists them.
-pub(crate) const ALL_CODES: [ErrorCode; 19] = [
+pub(crate) const ALL_CODES: [ErrorCode; 20] = [
     ErrorCode::InvalidCredential,
     ErrorCode::SessionNotFound,
     ErrorCode::SessionExpired,
@@ -44,6 +44,7 @@ pub(crate) const ALL_CODES: [ErrorCode; 19] = [
     ErrorCode::NotFound,
     ErrorCode::UnknownSession,
     ErrorCode::MethodNotAllowed,
+    ErrorCode::RequestTimeout,
     ErrorCode::TokenAlreadyUsed,
     ErrorCode::PayloadTooLarge,
     ErrorCode::UnsupportedMediaType,
@@ -70,11 +71,12 @@ const fn code_index(code: ErrorCode) -> usize {
         ErrorCode::NotFound => 11,
         ErrorCode::UnknownSession => 12,
         ErrorCode::MethodNotAllowed => 13,
-        ErrorCode::TokenAlreadyUsed => 14,
-        ErrorCode::PayloadTooLarge => 15,
-        ErrorCode::UnsupportedMediaType => 16,
-        ErrorCode::TooManyStreams => 17,
-        ErrorCode::Unavailable => 18,
+        ErrorCode::RequestTimeout => 14,
+        ErrorCode::TokenAlreadyUsed => 15,
+        ErrorCode::PayloadTooLarge => 16,
+        ErrorCode::UnsupportedMediaType => 17,
+        ErrorCode::TooManyStreams => 18,
+        ErrorCode::Unavailable => 19,
     }
 }
 
@@ -292,6 +294,9 @@ pub(crate) mod doc {
         CsrfRefused = 403, [CsrfMissing, CsrfMismatch];
         /// `session_not_found`: the id names no session (or is not a session id).
         NoSuchSession = 404, [UnknownSession];
+        /// `request_timeout`: the body did not arrive within `server.body_read_timeout` of the
+        /// request head; the connection closes.
+        BodyTimeout = 408, [RequestTimeout];
         /// `token_already_used`: the one-time token or id was claimed before.
         AlreadyClaimed = 409, [TokenAlreadyUsed];
         /// `payload_too_large`: the body is larger than 64 KiB.

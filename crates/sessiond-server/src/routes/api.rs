@@ -15,8 +15,8 @@ use sessiond::{
 use super::dto::*;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 use crate::problem::doc::{
-    AlreadyClaimed, ApiKeyRefused, BadRequest, CredentialRefused, CsrfRefused, NoSuchSession,
-    PayloadTooLarge, Unavailable, UnsupportedMediaType,
+    AlreadyClaimed, ApiKeyRefused, BadRequest, BodyTimeout, CredentialRefused, CsrfRefused,
+    NoSuchSession, PayloadTooLarge, Unavailable, UnsupportedMediaType,
 };
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -63,7 +63,8 @@ fn tenant(text: Option<&str>) -> Result<Option<Tenant>, ApiError> {
                 ("RefreshTokens" = (operation_id = "refresh_tokens",
                     request_body = json!({"refresh_token": "$response.body#/tokens/refresh_token"}))),
             )),
-        BadRequest, ApiKeyRefused, PayloadTooLarge, UnsupportedMediaType, Unavailable,
+        BadRequest, ApiKeyRefused, BodyTimeout, PayloadTooLarge, UnsupportedMediaType,
+        Unavailable,
     ),
     security(("api_key" = [])))]
 pub(crate) async fn create_session(
@@ -128,9 +129,10 @@ pub(crate) async fn create_session(
 /// Validate a cookie (value or whole header) or an access token; checks CSRF and bindings.
 #[utoipa::path(post, path = "/v1/sessions/validate", tag = "sessions", request_body = ValidateRequest,
     responses(
-        (status = 200, description = "The credential is valid: its session and deadline", body = ValidateResponse),
-        BadRequest, CredentialRefused, CsrfRefused, PayloadTooLarge, UnsupportedMediaType,
-        Unavailable,
+        (status = 200, description = "The credential is valid: its session and deadline",
+            body = ValidateResponse),
+        BadRequest, CredentialRefused, CsrfRefused, BodyTimeout, PayloadTooLarge,
+        UnsupportedMediaType, Unavailable,
     ),
     security(("api_key" = [])))]
 pub(crate) async fn validate(
@@ -179,7 +181,8 @@ pub(crate) async fn validate(
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "The session and its new token pair", body = RefreshResponse),
-        BadRequest, CredentialRefused, PayloadTooLarge, UnsupportedMediaType, Unavailable,
+        BadRequest, CredentialRefused, BodyTimeout, PayloadTooLarge, UnsupportedMediaType,
+        Unavailable,
     ),
     security(("api_key" = [])))]
 pub(crate) async fn refresh(
@@ -229,7 +232,7 @@ pub(crate) async fn get_session(
         description = "Optional: an empty body revokes with reason `logout`"),
     responses(
         (status = 204, description = "Revoked (or it already was)"),
-        BadRequest, ApiKeyRefused, NoSuchSession, PayloadTooLarge, Unavailable,
+        BadRequest, ApiKeyRefused, NoSuchSession, BodyTimeout, PayloadTooLarge, Unavailable,
     ),
     security(("api_key" = [])))]
 pub(crate) async fn revoke_session(
@@ -303,7 +306,7 @@ pub(crate) async fn user_sessions(
         description = "Optional: an empty body revokes every session of the user in every tenant"),
     responses(
         (status = 200, description = "How many sessions were revoked", body = RevokeUserResponse),
-        BadRequest, ApiKeyRefused, PayloadTooLarge, Unavailable,
+        BadRequest, ApiKeyRefused, BodyTimeout, PayloadTooLarge, Unavailable,
     ),
     security(("api_key" = [])))]
 pub(crate) async fn revoke_user(
@@ -336,8 +339,8 @@ pub(crate) async fn revoke_user(
 #[utoipa::path(post, path = "/v1/claims", tag = "claims", request_body = ClaimRequest,
     responses(
         (status = 201, description = "Claimed: this was the first use", body = ClaimResponse),
-        BadRequest, CredentialRefused, AlreadyClaimed, PayloadTooLarge, UnsupportedMediaType,
-        Unavailable,
+        BadRequest, CredentialRefused, AlreadyClaimed, BodyTimeout, PayloadTooLarge,
+        UnsupportedMediaType, Unavailable,
     ),
     security(("api_key" = [])))]
 pub(crate) async fn claim(

@@ -132,7 +132,8 @@ pub(crate) async fn refresh(
             (`sessiond-refresh` with `cookies.secure = false`)"),
     ),
     responses(
-        (status = 204, description = "Logged out: the session is revoked, the cookies cleared (`Clear-Site-Data`)"),
+        (status = 204,
+            description = "Logged out: the session is revoked, the cookies cleared (`Clear-Site-Data`)"),
         BrowserRefused, Unavailable,
     ))]
 pub(crate) async fn logout(

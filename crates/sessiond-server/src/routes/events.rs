@@ -267,7 +267,8 @@ fn wanted(event: &SessionEvent, user: &UserId, tenant: Option<&Tenant>) -> bool 
     params(UserEventsQuery, LastEventId),
     responses(
         (status = 200, content_type = "text/event-stream",
-            description = "SSE: `revoked` and `refreshed` events of the user; `resync` when a resume cannot be replayed"),
+            description = "SSE: `revoked` and `refreshed` events of the user; `resync` when a \
+                resume cannot be replayed"),
         BadRequest, ApiKeyRefused, TooManyStreams, Unavailable,
     ),
     security(("api_key" = [])))]
