@@ -259,3 +259,91 @@ async fn the_document_describes_the_router() {
     );
     s.stop().await;
 }
+
+/// Bodies the document refuses, the server refuses, each with its problem (Schemathesis found
+/// the first: serde's derive took an array of a struct's fields, so `[null, null]` revoked every
+/// session of the user).
+#[tokio::test]
+async fn bodies_are_one_json_object_of_one_shape() {
+    let s = spawn_app(Options::default()).await;
+    let session = s.create_session("alice", KindParam::Cookie).await.session;
+    let revoke_all = "/v1/users/alice/sessions/revoke";
+    let revoke = format!("/v1/sessions/{}/revoke", session.id);
+    let big = " ".repeat(70 * 1024);
+    // (route, body, status, code)
+    let cases: Vec<(&str, &str, u16, &str)> = vec![
+        // The fields as an array, in order.
+        (revoke_all, "[null, null]", 400, "invalid_request"),
+        (&revoke, "[\"logout\"]", 400, "invalid_request"),
+        (
+            "/v1/sessions",
+            r#"["bob", null, "cookie", null, null, null]"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/sessions/validate",
+            r#"["c", null, null, null, false, null, null]"#,
+            400,
+            "invalid_request",
+        ),
+        ("/v1/claims", r#"["t"]"#, 400, "invalid_request"),
+        // Other JSON values.
+        (revoke_all, "1", 400, "invalid_request"),
+        (revoke_all, "\"x\"", 400, "invalid_request"),
+        // A claim is a token or an id with its expiry: not both, nothing else.
+        (
+            "/v1/claims",
+            r#"{"id": "x1", "expires_at": "2030-01-01T00:00:00Z", "token": "t"}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/claims",
+            r#"{"id": "x2", "expires_at": "2030-01-01T00:00:00Z", "extra": 1}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/claims",
+            r#"{"token": "t", "extra": 1}"#,
+            400,
+            "invalid_request",
+        ),
+        // An optional body over the limit is a problem too (it was axum's text/plain 413).
+        (&revoke, &big, 413, "payload_too_large"),
+        (revoke_all, &big, 413, "payload_too_large"),
+    ];
+    for (path, body, status, code) in cases {
+        let r = s
+            .raw(
+                Method::POST,
+                path,
+                body.as_bytes().to_vec(),
+                &[("content-type", "application/json")],
+            )
+            .await;
+        assert_eq!(r.status, status, "{path} {:.60}: {}", body, r.text);
+        r.assert_problem(status, code);
+    }
+    // None of those revoked anything; an absent or null optional body is no body.
+    let listed = s.get("/v1/users/alice/sessions").await;
+    assert_eq!(
+        listed.body["sessions"].as_array().unwrap().len(),
+        1,
+        "{}",
+        listed.text
+    );
+    for body in ["", "null", " \n"] {
+        let r = s
+            .raw(
+                Method::POST,
+                &revoke,
+                body.as_bytes().to_vec(),
+                &[("content-type", "application/json")],
+            )
+            .await;
+        assert_eq!(r.status, 204, "{body:?}: {}", r.text);
+    }
+    s.stop().await;
+}
