@@ -354,11 +354,13 @@ pub struct SessionPolicy {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::random::OsRandom;
 
-    fn session(idle: i64, abs: i64, revoked: bool) -> Session {
+    /// A cookie session of user `u` created at 0, with the idle and absolute expiries given
+    /// (Unix milliseconds), revoked at 1 by logout if `revoked`.
+    pub(crate) fn session(idle: i64, abs: i64, revoked: bool) -> Session {
         Session {
             id: SessionId::generate(&OsRandom),
             user_id: UserId::new("u").unwrap(),

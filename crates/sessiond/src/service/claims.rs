@@ -96,8 +96,10 @@ impl SessionService {
     /// [`SessionError::InvalidCredential`] for any other verification failure (unknown issuer
     /// included), [`SessionError::Store`] when the claim store fails.
     pub async fn claim_token(&self, token: &str) -> Result<ClaimedToken, SessionError> {
-        let result = self.claim_token_inner(token).await.map_err(Rejection::from);
-        self.settle(result, None).await
+        self.settle(None, async {
+            self.claim_token_inner(token).await.map_err(Rejection::from)
+        })
+        .await
     }
 
     async fn claim_token_inner(&self, token: &str) -> Result<ClaimedToken, SessionError> {

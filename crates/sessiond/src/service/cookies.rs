@@ -57,52 +57,46 @@ impl SessionService {
         value: &str,
         ctx: &RequestContext<'_>,
     ) -> Result<Validated, SessionError> {
-        self.settle(self.validate_cookie_inner(value, ctx).await, ctx.ip)
-            .await
-    }
+        self.settle(ctx.ip, async {
+            check_context(ctx)?;
+            let invalid = |e: CredentialError| SessionError::InvalidCredential(e);
+            let parsed = cookie::parse(value).map_err(|e| invalid(e.into()))?;
+            let key = self
+                .inner
+                .keys
+                .verifier(parsed.key_id(), KeyPurpose::Cookie)
+                .await?
+                .map_err(|refusal| invalid(CredentialError::Key(refusal)))?;
+            parsed.verify(&key).map_err(|e| invalid(e.into()))?;
 
-    async fn validate_cookie_inner(
-        &self,
-        value: &str,
-        ctx: &RequestContext<'_>,
-    ) -> Result<Validated, Rejection> {
-        check_context(ctx)?;
-        let invalid = |e: CredentialError| SessionError::InvalidCredential(e);
-        let parsed = cookie::parse(value).map_err(|e| invalid(e.into()))?;
-        let key = self
-            .inner
-            .keys
-            .verifier(parsed.key_id(), KeyPurpose::Cookie)
-            .await?
-            .map_err(|refusal| invalid(CredentialError::Key(refusal)))?;
-        parsed.verify(&key).map_err(|e| invalid(e.into()))?;
-
-        let record = self
-            .inner
-            .backend
-            .session(parsed.session_id())
-            .await?
-            .ok_or(SessionError::NotFound)?;
-        let now = self.inner.clock.now();
-        let checked = if record.key_id != *parsed.key_id() {
-            Err(invalid(CredentialError::KeyMismatch))
-        } else if record.session.kind != SessionKind::Cookie {
-            Err(invalid(CredentialError::WrongKind))
-        } else {
-            check_status(&record.session, now)
-                .and_then(|()| self.check_binding(&record.session, ctx))
-                .and_then(|()| check_csrf(record.csrf_hash.as_ref(), ctx))
-        };
-        checked.map_err(|e| Rejection::about(e, &record.session))?;
-        let session = self.touch(record.session, now).await;
-        let deadline = session.deadline();
-        Ok(Validated {
-            session,
-            deadline,
-            credential: Credential::Cookie {
-                key_id: parsed.key_id().clone(),
-            },
+            let record = self
+                .inner
+                .backend
+                .session(parsed.session_id())
+                .await?
+                .ok_or(SessionError::NotFound)?;
+            let now = self.inner.clock.now();
+            let checked = if record.key_id != *parsed.key_id() {
+                Err(invalid(CredentialError::KeyMismatch))
+            } else if record.session.kind != SessionKind::Cookie {
+                Err(invalid(CredentialError::WrongKind))
+            } else {
+                check_status(&record.session, now)
+                    .and_then(|()| self.check_binding(&record.session, ctx))
+                    .and_then(|()| check_csrf(record.csrf_hash.as_ref(), ctx))
+            };
+            checked.map_err(|e| Rejection::about(e, &record.session))?;
+            let session = self.touch(record.session, now).await;
+            let deadline = session.deadline();
+            Ok(Validated {
+                session,
+                deadline,
+                credential: Credential::Cookie {
+                    key_id: parsed.key_id().clone(),
+                },
+            })
         })
+        .await
     }
 
     /// Slides the idle window if the last recorded activity is at least one touch interval old.

@@ -225,14 +225,14 @@ impl SessionService {
         }
     }
 
-    /// The answer of an operation whose refusals are audited: `result`, with a rejection's
-    /// effects applied and its error returned.
+    /// The answer of an operation whose refusals are audited: `operation`'s outcome, with a
+    /// rejection's effects applied and its error returned.
     pub(crate) async fn settle<T>(
         &self,
-        result: Result<T, Rejection>,
         ip: Option<&str>,
+        operation: impl std::future::Future<Output = Result<T, Rejection>>,
     ) -> Result<T, SessionError> {
-        match result {
+        match operation.await {
             Ok(value) => Ok(value),
             Err(rejection) => Err(self.refused(rejection, ip).await),
         }

@@ -20,7 +20,7 @@ use crate::keys::{
 use crate::random;
 use crate::secret::Secret;
 use crate::session::{RevokeReason, Session, SessionKind, SessionRecord};
-use crate::store::{Revocation, RevokeOutcome};
+use crate::store::{Revocation, RevokeOutcome, StoreError};
 
 impl SessionService {
     /// Revokes one session. Idempotent: revoking a revoked session changes nothing.
@@ -216,35 +216,15 @@ impl SessionService {
     pub async fn gc(&self) -> Result<GcReport, SessionError> {
         let batch = self.inner.config.gc_batch.max(1);
         let now = self.inner.clock.now();
-        let mut report = GcReport::default();
-        loop {
-            let n = self
-                .inner
-                .backend
-                .delete_expired_sessions(now, batch)
-                .await?;
-            report.sessions += n;
-            tokio::task::yield_now().await;
-            if n < u64::from(batch) {
-                break;
-            }
-        }
-        loop {
-            let n = self.inner.backend.delete_expired_keys(now, batch).await?;
-            report.keys += n;
-            tokio::task::yield_now().await;
-            if n < u64::from(batch) {
-                break;
-            }
-        }
-        loop {
-            let n = self.inner.claims.delete_expired_claims(now, batch).await?;
-            report.claims += n;
-            tokio::task::yield_now().await;
-            if n < u64::from(batch) {
-                break;
-            }
-        }
+        let backend = &self.inner.backend;
+        let report = GcReport {
+            sessions: drain(batch, || backend.delete_expired_sessions(now, batch)).await?,
+            keys: drain(batch, || backend.delete_expired_keys(now, batch)).await?,
+            claims: drain(batch, || {
+                self.inner.claims.delete_expired_claims(now, batch)
+            })
+            .await?,
+        };
         if report != GcReport::default() {
             tracing::info!(
                 sessions = report.sessions,
@@ -332,5 +312,23 @@ impl SessionService {
         }));
         self.apply(now, effects).await;
         Ok(())
+    }
+}
+
+/// Runs `delete` (one batch of at most `batch` rows) until a batch comes back short, yielding
+/// between batches; returns how many rows were deleted in all.
+async fn drain<F, Fut>(batch: u32, mut delete: F) -> Result<u64, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, StoreError>>,
+{
+    let mut total = 0;
+    loop {
+        let n = delete().await?;
+        total += n;
+        tokio::task::yield_now().await;
+        if n < u64::from(batch) {
+            return Ok(total);
+        }
     }
 }

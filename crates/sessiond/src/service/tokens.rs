@@ -244,36 +244,30 @@ impl SessionService {
         token: &str,
         ctx: &RequestContext<'_>,
     ) -> Result<Validated, SessionError> {
-        self.settle(self.validate_access_inner(token, ctx).await, ctx.ip)
-            .await
-    }
-
-    async fn validate_access_inner(
-        &self,
-        token: &str,
-        ctx: &RequestContext<'_>,
-    ) -> Result<Validated, Rejection> {
-        check_context(ctx)?;
-        let now = self.inner.clock.now();
-        let (claims, _key) = self.verify_token(TokenKind::Access, token, now).await?;
-        let record = self.token_row(&claims, Accept::TokenSessions).await?;
-        check_status(&record.session, now)
-            .and_then(|()| self.check_binding(&record.session, ctx))
-            .map_err(|e| Rejection::about(e, &record.session))?;
-        if let (Some(state), Some(generation)) = (&record.refresh, claims.generation) {
-            if generation == state.generation && !state.used {
-                self.mark_used(&record.session.id, generation).await;
+        self.settle(ctx.ip, async {
+            check_context(ctx)?;
+            let now = self.inner.clock.now();
+            let (claims, _key) = self.verify_token(TokenKind::Access, token, now).await?;
+            let record = self.token_row(&claims, Accept::TokenSessions).await?;
+            check_status(&record.session, now)
+                .and_then(|()| self.check_binding(&record.session, ctx))
+                .map_err(|e| Rejection::about(e, &record.session))?;
+            if let (Some(state), Some(generation)) = (&record.refresh, claims.generation) {
+                if generation == state.generation && !state.used {
+                    self.mark_used(&record.session.id, generation).await;
+                }
             }
-        }
-        let deadline = record.session.deadline().min(claims.expires_at);
-        Ok(Validated {
-            session: record.session,
-            deadline,
-            credential: Credential::AccessToken {
-                key_id: claims.key_id,
-                expires_at: claims.expires_at,
-            },
+            let deadline = record.session.deadline().min(claims.expires_at);
+            Ok(Validated {
+                session: record.session,
+                deadline,
+                credential: Credential::AccessToken {
+                    key_id: claims.key_id,
+                    expires_at: claims.expires_at,
+                },
+            })
         })
+        .await
     }
 
     /// Records the first use of the current pair. A failed write is logged, not surfaced: the
@@ -347,113 +341,111 @@ impl SessionService {
         ctx: &RequestContext<'_>,
         accept: Accept,
     ) -> Result<TokenSession, SessionError> {
-        self.settle(self.refresh_inner(refresh_token, ctx, accept).await, ctx.ip)
-            .await
-    }
-
-    async fn refresh_inner(
-        &self,
-        refresh_token: &str,
-        ctx: &RequestContext<'_>,
-        accept: Accept,
-    ) -> Result<TokenSession, Rejection> {
-        check_context(ctx)?;
-        let policy = &self.inner.config.tokens;
-        let rules = Rules {
-            grace: policy.refresh_grace,
-            lost_response_window: policy.lost_response_window,
-        };
-        let now = self.inner.clock.now();
-        let (claims, signing_key) = self
-            .verify_token(TokenKind::Refresh, refresh_token, now)
-            .await?;
-        let presented_hash = sha256(claims.jti.expose().as_bytes());
-        let mut first_look = None;
-        // A lost compare-and-swap decides once more against the winner's row, and that second
-        // decision never writes (the token is no longer current, and a step that rotated it
-        // out now exists); the third pass is a margin that is never reached in practice.
-        for _ in 0..3 {
-            let record = self.token_row(&claims, accept).await?;
-            check_status(&record.session, now)
-                .and_then(|()| self.check_binding(&record.session, ctx))
-                .map_err(|e| Rejection::about(e, &record.session))?;
-            let SessionRecord {
-                session, refresh, ..
-            } = record;
-            let Some(state) = refresh else {
-                let wrong = SessionError::InvalidCredential(CredentialError::WrongKind);
-                return Err(Rejection::about(wrong, &session));
+        self.settle(ctx.ip, async {
+            check_context(ctx)?;
+            let policy = &self.inner.config.tokens;
+            let rules = Rules {
+                grace: policy.refresh_grace,
+                lost_response_window: policy.lost_response_window,
             };
-            let is_current = ct_eq(&presented_hash, &state.hash);
-            // A token from before generations were named is recognised only as the current one.
-            let presented = match claims.generation {
-                Some(g) => g,
-                None if is_current => state.generation,
-                None => u64::MAX,
-            };
-            let verdict = rotation::decide(rules, &state, presented, is_current, now, first_look);
-            match verdict {
-                Verdict::Rotate | Verdict::Reissue => {
-                    let reissue = verdict == Verdict::Reissue;
-                    let generation = state.generation.saturating_add(1);
-                    let next = successor(&signing_key, &session, generation, claims.jti.expose())?;
-                    let next_hash = sha256(next.expose().as_bytes());
-                    let step = rotation::step(generation, presented, now, signing_key.id());
-                    let chain = rotation::next_chain(&state.chain, step, reissue, rules.grace, now);
-                    let idle = now.saturating_add(policy.refresh_idle_ttl);
-                    let swap = RefreshRotation {
-                        id: &session.id,
-                        expected_hash: &state.hash,
-                        only_if_unused: reissue,
-                        new_hash: &next_hash,
-                        generation,
-                        chain: &chain,
-                        now,
-                        idle_expires_at: idle,
-                    };
-                    if self.inner.backend.rotate_refresh(swap).await? {
-                        let mut session = session;
-                        session.last_seen_at = now;
-                        session.idle_expires_at = idle.min(session.absolute_expires_at);
-                        let how = if reissue {
-                            Refresh::Reissued
-                        } else {
-                            Refresh::Rotated
+            let now = self.inner.clock.now();
+            let (claims, signing_key) = self
+                .verify_token(TokenKind::Refresh, refresh_token, now)
+                .await?;
+            let presented_hash = sha256(claims.jti.expose().as_bytes());
+            let mut first_look = None;
+            // A lost compare-and-swap decides once more against the winner's row, and that second
+            // decision never writes (the token is no longer current, and a step that rotated it
+            // out now exists); the third pass is a margin that is never reached in practice.
+            for _ in 0..3 {
+                let record = self.token_row(&claims, accept).await?;
+                check_status(&record.session, now)
+                    .and_then(|()| self.check_binding(&record.session, ctx))
+                    .map_err(|e| Rejection::about(e, &record.session))?;
+                let SessionRecord {
+                    session, refresh, ..
+                } = record;
+                let Some(state) = refresh else {
+                    let wrong = SessionError::InvalidCredential(CredentialError::WrongKind);
+                    return Err(Rejection::about(wrong, &session));
+                };
+                let is_current = ct_eq(&presented_hash, &state.hash);
+                // A token from before generations were named is recognised only as the current one.
+                let presented = match claims.generation {
+                    Some(g) => g,
+                    None if is_current => state.generation,
+                    None => u64::MAX,
+                };
+                let verdict =
+                    rotation::decide(rules, &state, presented, is_current, now, first_look);
+                match verdict {
+                    Verdict::Rotate | Verdict::Reissue => {
+                        let reissue = verdict == Verdict::Reissue;
+                        let generation = state.generation.saturating_add(1);
+                        let next =
+                            successor(&signing_key, &session, generation, claims.jti.expose())?;
+                        let next_hash = sha256(next.expose().as_bytes());
+                        let step = rotation::step(generation, presented, now, signing_key.id());
+                        let chain =
+                            rotation::next_chain(&state.chain, step, reissue, rules.grace, now);
+                        let idle = now.saturating_add(policy.refresh_idle_ttl);
+                        let swap = RefreshRotation {
+                            id: &session.id,
+                            expected_hash: &state.hash,
+                            only_if_unused: reissue,
+                            new_hash: &next_hash,
+                            generation,
+                            chain: &chain,
+                            now,
+                            idle_expires_at: idle,
                         };
+                        if self.inner.backend.rotate_refresh(swap).await? {
+                            let mut session = session;
+                            session.last_seen_at = now;
+                            session.idle_expires_at = idle.min(session.absolute_expires_at);
+                            let how = if reissue {
+                                Refresh::Reissued
+                            } else {
+                                Refresh::Rotated
+                            };
+                            return Ok(self
+                                .refreshed(session, how, ctx, &next, generation, now)
+                                .await?);
+                        }
+                        if first_look.is_none() {
+                            first_look = Some(
+                                rotation::rotated_out_by(&state.chain, presented)
+                                    .and_then(|i| state.chain.get(i))
+                                    .map(|s| s.generation),
+                            );
+                        }
+                    }
+                    Verdict::Converge { from } => {
+                        let steps = state.chain.get(from..).unwrap_or_default();
+                        let current = self
+                            .derive_along(&session, claims.jti.expose(), steps)
+                            .await?;
+                        if !ct_eq(&sha256(current.expose().as_bytes()), &state.hash) {
+                            // Signed by us, named a generation on the path, yet does not lead to
+                            // the current secret: not a predecessor we issued.
+                            return Err(self.refresh_reused(session, Reuse::NotOnChain, now).await);
+                        }
+                        let generation = state.generation;
                         return Ok(self
-                            .refreshed(session, how, ctx, &next, generation, now)
+                            .refreshed(session, Refresh::Converged, ctx, &current, generation, now)
                             .await?);
                     }
-                    if first_look.is_none() {
-                        first_look = Some(
-                            rotation::rotated_out_by(&state.chain, presented)
-                                .and_then(|i| state.chain.get(i))
-                                .map(|s| s.generation),
-                        );
+                    Verdict::Reused(why) => {
+                        return Err(self.refresh_reused(session, why, now).await)
                     }
                 }
-                Verdict::Converge { from } => {
-                    let steps = state.chain.get(from..).unwrap_or_default();
-                    let current = self
-                        .derive_along(&session, claims.jti.expose(), steps)
-                        .await?;
-                    if !ct_eq(&sha256(current.expose().as_bytes()), &state.hash) {
-                        // Signed by us, named a generation on the path, yet does not lead to
-                        // the current secret: not a predecessor we issued.
-                        return Err(self.refresh_reused(session, Reuse::NotOnChain, now).await);
-                    }
-                    let generation = state.generation;
-                    return Ok(self
-                        .refreshed(session, Refresh::Converged, ctx, &current, generation, now)
-                        .await?);
-                }
-                Verdict::Reused(why) => return Err(self.refresh_reused(session, why, now).await),
             }
-        }
-        Err(SessionError::Store(crate::store::StoreError::Backend(
-            "refresh rotation did not settle after three compare-and-swaps".into(),
-        ))
-        .into())
+            Err(SessionError::Store(crate::store::StoreError::Backend(
+                "refresh rotation did not settle after three compare-and-swaps".into(),
+            ))
+            .into())
+        })
+        .await
     }
 
     /// Answers a refresh with the pair of `secret` and applies its effects.
@@ -574,31 +566,25 @@ impl SessionService {
         refresh_token: &str,
         ctx: &RequestContext<'_>,
     ) -> Result<Session, SessionError> {
-        self.settle(self.logout_browser_inner(refresh_token, ctx).await, ctx.ip)
-            .await
-    }
-
-    async fn logout_browser_inner(
-        &self,
-        refresh_token: &str,
-        ctx: &RequestContext<'_>,
-    ) -> Result<Session, Rejection> {
-        let now = self.inner.clock.now();
-        let (claims, _key) = self
-            .verify_token(TokenKind::Refresh, refresh_token, now)
-            .await?;
-        let record = self.token_row(&claims, Accept::Browser).await?;
-        if let Err(mismatch) = self.check_binding(&record.session, ctx) {
-            let effect = Effect::CheckOverridden {
-                reason: mismatch.reason(),
-                session: record.session.clone(),
-                ip: ctx.ip.map(str::to_owned),
-            };
-            self.apply(now, vec![effect]).await;
-        }
-        self.revoke(&record.session.id, &RevokeReason::logout())
-            .await?;
-        Ok(record.session)
+        self.settle(ctx.ip, async {
+            let now = self.inner.clock.now();
+            let (claims, _key) = self
+                .verify_token(TokenKind::Refresh, refresh_token, now)
+                .await?;
+            let record = self.token_row(&claims, Accept::Browser).await?;
+            if let Err(mismatch) = self.check_binding(&record.session, ctx) {
+                let effect = Effect::CheckOverridden {
+                    reason: mismatch.reason(),
+                    session: record.session.clone(),
+                    ip: ctx.ip.map(str::to_owned),
+                };
+                self.apply(now, vec![effect]).await;
+            }
+            self.revoke(&record.session.id, &RevokeReason::logout())
+                .await?;
+            Ok(record.session)
+        })
+        .await
     }
 
     /// The public keys that verify access tokens now, as a JWK Set (active and retained EdDSA

@@ -375,27 +375,7 @@ impl IntoFuture for Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::{Tenant, UserId};
-    use crate::random::OsRandom;
-    use crate::session::SessionKind;
-
-    fn session(idle: i64, abs: i64, revoked: bool) -> Session {
-        Session {
-            id: SessionId::generate(&OsRandom),
-            user_id: UserId::new("u").unwrap(),
-            tenant: Tenant::default(),
-            kind: SessionKind::Cookie,
-            created_at: Timestamp::from_unix_millis(0),
-            last_seen_at: Timestamp::from_unix_millis(0),
-            idle_expires_at: Timestamp::from_unix_millis(idle),
-            absolute_expires_at: Timestamp::from_unix_millis(abs),
-            revoked_at: revoked.then(|| Timestamp::from_unix_millis(1)),
-            revoke_reason: revoked.then(RevokeReason::logout),
-            ip: None,
-            user_agent: None,
-            claims: serde_json::Map::new(),
-        }
-    }
+    use crate::session::tests::session;
 
     #[test]
     fn verdict_precedence_and_boundary() {

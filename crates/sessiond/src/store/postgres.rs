@@ -39,15 +39,11 @@ use sqlx::migrate::MigrateError;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use super::rows::{
-    self, api_key_columns, audit_columns, key_columns, millis, owner_columns, owner_from_row,
-    session_columns, Bind, Columns, SessionParams,
+    self, api_key_columns, audit_columns, key_columns, owner_columns, session_columns, Columns,
 };
 use super::sql::{sql_store, Statements};
-use super::{Revocation, SessionOwner, StoreError};
-use crate::clock::Timestamp;
+use super::{Revocation, StoreError};
 use crate::id::SessionId;
-use crate::keys::KeyPurpose;
-use crate::session::{RevokeReason, SessionRecord};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -231,25 +227,15 @@ async fn first_connection(pool: &PgPool, last: &mut Option<sqlx::Error>) -> Resu
 }
 
 impl PgStore {
-    /// Connects to the database at `url` (`postgres://user@host:port/db?…`) and applies pending
-    /// migrations (creating `options.schema` first if it is set and missing).
+    /// Connects to the database at `url` (`postgres://user@host:port/db?…`) without migrating
+    /// ([`PgStore::open`] also migrates): builds the pool and waits (up to
+    /// `options.connect_timeout`) for its first connection, so a wrong URL or an unreachable
+    /// server is reported here rather than on the first request.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the database cannot be reached within
-    /// `options.connect_timeout`; [`StoreError::Backend`] when the URL is malformed, the server
-    /// refuses the login, or a migration fails.
-    pub async fn open(url: &str, options: PgOptions) -> Result<Self, StoreError> {
-        let store = Self::connect(url, options).await?;
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    /// Connects without migrating: builds the pool and waits (up to `options.connect_timeout`)
-    /// for its first connection, so a wrong URL or an unreachable server is reported here
-    /// rather than on the first request.
-    ///
-    /// # Errors
-    /// As [`PgStore::open`], except for migrations.
+    /// `options.connect_timeout`; [`StoreError::Backend`] when the URL is malformed or the server
+    /// refuses the login.
     pub async fn connect(url: &str, options: PgOptions) -> Result<Self, StoreError> {
         let connect = PgConnectOptions::from_str(url).map_err(map_err)?;
         let mut pool = PgPoolOptions::new()
@@ -297,12 +283,7 @@ impl PgStore {
         if let Some(schema) = &self.schema {
             // Two concurrent `CREATE SCHEMA IF NOT EXISTS` can both pass the existence check and
             // one then fails on pg_namespace's unique index; the lock makes them take turns.
-            let mut tx = self.pool.begin().await.map_err(map_err)?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(self.lock_key(&["schema"]))
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+            let mut tx = self.begin_serialized(&["schema"]).await?;
             let create = format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", schema.as_str());
             sqlx::Executor::execute(&mut *tx, create.as_str())
                 .await
@@ -343,6 +324,33 @@ fn lock_key(schema: Option<&PgSchema>, parts: &[&str]) -> i64 {
 /// PostgreSQL's statements: `$N` parameters, `LEAST` for the idle cap, typed NULL tests,
 /// row locks in `id` order for multi-row changes, `SKIP LOCKED` for garbage collection.
 const SQL: Statements = Statements {
+    insert_session: concat!(
+        "INSERT INTO sessions (",
+        session_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+         $17, $18, $19)"
+    ),
+    // Everything active beyond the newest `max` (the new session always counts as newest) is
+    // evicted. The victims are row-locked in id order, the order revoke-all uses too, so the
+    // two cannot deadlock; one revoked meanwhile by someone else is skipped.
+    evict: concat!(
+        "UPDATE sessions SET revoked_at = $1, revoke_reason = 'evicted' \
+         WHERE revoked_at IS NULL AND id IN ( \
+           SELECT id FROM sessions WHERE revoked_at IS NULL AND id IN ( \
+             SELECT id FROM sessions \
+             WHERE user_id = $2 AND tenant = $3 AND revoked_at IS NULL \
+               AND idle_expires_at > $1 AND absolute_expires_at > $1 \
+             ORDER BY (id = $4) DESC, created_at DESC, id DESC OFFSET $5) \
+           ORDER BY id FOR UPDATE) \
+         RETURNING ",
+        owner_columns!()
+    ),
+    revoke_one: "WITH revoked AS ( \
+                   UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
+                   WHERE id = $3 AND revoked_at IS NULL RETURNING id, user_id, tenant) \
+                 SELECT revoked.id, revoked.user_id, revoked.tenant, \
+                        EXISTS (SELECT 1 FROM sessions WHERE id = $3) AS found \
+                 FROM (SELECT 1) AS one LEFT JOIN revoked ON TRUE",
     session: concat!(
         "SELECT ",
         session_columns!(),
@@ -398,11 +406,6 @@ const SQL: Statements = Statements {
               claimed_at = EXCLUDED.claimed_at WHERE claims.expires_at <= EXCLUDED.claimed_at",
     delete_expired_claims: "DELETE FROM claims WHERE id IN (SELECT id FROM claims \
                             WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-    keys: concat!(
-        "SELECT ",
-        key_columns!(),
-        " FROM signing_keys ORDER BY created_at, id"
-    ),
     // The conflict target is the partial unique index, so only "this purpose already has an
     // active key" answers `false`; any other conflict (a duplicate id) is an error.
     insert_first_key: concat!(
@@ -467,112 +470,40 @@ const SQL: Statements = Statements {
     revoke_api_key: "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
 };
 
-sql_store!(PgStore, SQL, read: pool, write: pool);
+sql_store!(PgStore, SQL, sqlx::Postgres, PgOptions, read: pool, write: pool);
 
 /// The steps [`sql_store!`] leaves to the dialect.
 impl PgStore {
-    /// Without a limit, the insert alone; with one, the insert and the eviction in one
-    /// transaction under the user's and tenant's advisory lock.
-    async fn insert_session(
+    /// Begins a transaction holding the advisory lock of `lock` (see [`lock_key`]). Every
+    /// change of an active key (bootstrap, rotation) holds `["signing_keys", purpose]`, so they
+    /// take turns instead of racing into the unique index `signing_keys_one_active`; creates
+    /// under a limit hold `["sessions", user, tenant]`, taken before the insert, so after the
+    /// lock every statement's snapshot includes whatever the previous holder committed and the
+    /// eviction's count is exact.
+    async fn begin_serialized(
         &self,
-        record: &SessionRecord,
-        max_active: Option<u32>,
-        now: Timestamp,
-    ) -> Result<Vec<SessionOwner>, StoreError> {
-        let s = &record.session;
-        let params = SessionParams::new(record)?;
-        let insert = sqlx::query(concat!(
-            "INSERT INTO sessions (",
-            session_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-             $17, $18, $19)"
-        ))
-        .session(&params);
-        let Some(max) = max_active else {
-            // No limit, nothing to count: one statement.
-            insert.execute(&self.pool).await.map_err(map_err)?;
-            return Ok(Vec::new());
-        };
-        // Creates of the same user and tenant take turns on an advisory lock, taken before the
-        // insert: a session that does not exist yet cannot be row-locked, and without the lock
-        // two concurrent creates would each count only committed rows plus their own and both
-        // keep `max` others. After the lock every statement's snapshot includes whatever the
-        // previous holder committed, so the count below is exact.
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(self.lock_key(&["sessions", s.user_id.as_str(), s.tenant.as_str()]))
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        insert.execute(&mut *tx).await.map_err(map_err)?;
-        // Everything active beyond the newest `max` (the new session always counts as newest)
-        // is evicted. The victims are row-locked in id order, the order revoke-all uses too,
-        // so the two cannot deadlock; one revoked meanwhile by someone else is skipped.
-        let evicted = sqlx::query(concat!(
-            "UPDATE sessions SET revoked_at = $1, revoke_reason = 'evicted' \
-             WHERE revoked_at IS NULL AND id IN ( \
-               SELECT id FROM sessions WHERE revoked_at IS NULL AND id IN ( \
-                 SELECT id FROM sessions \
-                 WHERE user_id = $2 AND tenant = $3 AND revoked_at IS NULL \
-                   AND idle_expires_at > $1 AND absolute_expires_at > $1 \
-                 ORDER BY (id = $4) DESC, created_at DESC, id DESC OFFSET $5) \
-               ORDER BY id FOR UPDATE) \
-             RETURNING ",
-            owner_columns!()
-        ))
-        .bind(millis(now))
-        .bind(s.user_id.as_str())
-        .bind(s.tenant.as_str())
-        .bind(s.id.as_str())
-        .bind(i64::from(max))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-        evicted.iter().map(owner_from_row).collect()
-    }
-
-    async fn revoke_one(
-        &self,
-        id: &SessionId,
-        at: Timestamp,
-        reason: &RevokeReason,
-    ) -> Result<Revocation, StoreError> {
-        // One statement, one round trip whatever the outcome: the conditional update returns
-        // the owner, and the same statement says whether the row exists at all (its snapshot
-        // predates the update, so a row revoked here is found too).
-        let row = sqlx::query(
-            "WITH revoked AS ( \
-               UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
-               WHERE id = $3 AND revoked_at IS NULL RETURNING id, user_id, tenant) \
-             SELECT revoked.id, revoked.user_id, revoked.tenant, \
-                    EXISTS (SELECT 1 FROM sessions WHERE id = $3) AS found \
-             FROM (SELECT 1) AS one LEFT JOIN revoked ON TRUE",
-        )
-        .bind(millis(at))
-        .bind(reason.as_str())
-        .bind(id.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(map_err)?;
-        let revoked = row.opt_text("sessions.id")?.is_some();
-        rows::revocation(revoked.then_some(&row), row.boolean("found")?)
-    }
-
-    /// Begins a transaction holding the advisory lock of `purpose`'s active key. Every change
-    /// of an active key (bootstrap, rotation) holds it, so they take turns instead of racing
-    /// into the unique index `signing_keys_one_active`.
-    async fn begin_key_change(
-        &self,
-        purpose: KeyPurpose,
+        lock: &[&str],
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(self.lock_key(&["signing_keys", purpose.as_str()]))
+            .bind(self.lock_key(lock))
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
         Ok(tx)
+    }
+
+    /// One statement, one round trip whatever the outcome: the conditional update returns the
+    /// owner, and the same statement says whether the row exists at all (its snapshot predates
+    /// the update, so a row revoked here is found too).
+    async fn revoke_one(
+        &self,
+        revoke: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        _id: &SessionId,
+    ) -> Result<Revocation, StoreError> {
+        let row = revoke.fetch_one(&self.pool).await.map_err(map_err)?;
+        let revoked = row.opt_text("sessions.id")?.is_some();
+        rows::revocation(revoked.then_some(&row), row.boolean("found")?)
     }
 }
 

@@ -1,18 +1,29 @@
 //! The store traits implemented once for both SQL dialects.
 //!
 //! [`sql_store!`] expands to the `SessionStore`, `ClaimStore`, `KeyStore`, `AuditStore` and
-//! `ApiKeyStore` impls of a dialect's store. Everything but the SQL text is the same for SQLite
-//! and PostgreSQL: binding (in the order each [`Statements`] field documents), decoding
-//! (`super::rows`) and outcomes. A dialect supplies its [`Statements`], its connections, a
-//! `map_err` (its error table) in scope, and the steps whose atomicity it gets differently:
-//! - `insert_session(record, max_active, now)`: the insert and the eviction, atomic;
-//! - `revoke_one(id, at, reason)`: the conditional revoke and whether the row exists;
-//! - `begin_key_change(purpose)`: a transaction in which the purpose's active key may change
-//!   (whose first statement must write, for SQLite).
+//! `ApiKeyStore` impls of a dialect's store, and its `open`. Everything but the SQL text is the
+//! same for SQLite and PostgreSQL: binding (in the order each [`Statements`] field documents),
+//! decoding (`super::rows`) and outcomes. A dialect supplies its [`Statements`], its
+//! connections, `connect` and `migrate`, a `map_err` (its error table) in scope, and the two
+//! steps whose atomicity it gets differently:
+//! - `begin_serialized(lock)`: a transaction that every other transaction begun with the same
+//!   `lock` parts waits for (a PostgreSQL advisory lock; SQLite's single writer connection
+//!   already serializes). Its first statement must write, for SQLite. Session creates under a
+//!   limit lock `["sessions", user, tenant]`, key changes `["signing_keys", purpose]`;
+//! - `revoke_one(revoke, id)`: runs the bound `revoke_one` statement and tells a revoked
+//!   session from one that was already revoked or never existed.
 
 /// The SQL text of one dialect. Each statement's parameters are bound in the order given.
 #[derive(Debug)]
 pub(super) struct Statements {
+    /// Insert a session row (`session_columns!`): `Bind::session`.
+    pub insert_session: &'static str,
+    /// Evict the user's active sessions beyond the newest `max` (the new one counts as newest),
+    /// returning their owners: `now`, `user`, `tenant`, `new_id`, `max`.
+    pub evict: &'static str,
+    /// Revoke one active session, returning its owner (for PostgreSQL also whether it exists):
+    /// `at`, `reason`, `id`.
+    pub revoke_one: &'static str,
     /// The session row (`session_columns!`) by id: `id`.
     pub session: &'static str,
     /// Conditional touch: `last_seen_at`, `idle_expires_at`, `id`, `seen_before`.
@@ -34,8 +45,6 @@ pub(super) struct Statements {
     pub claim: &'static str,
     /// GC of claims: `now`, `limit`.
     pub delete_expired_claims: &'static str,
-    /// Every key (`key_columns!`).
-    pub keys: &'static str,
     /// Insert as the purpose's first active key, nothing if it has one: `Bind::new_key`.
     pub insert_first_key: &'static str,
     /// Retire the purpose's active key (only if its id is `expected`, when given), returning
@@ -73,11 +82,74 @@ pub(super) struct Statements {
     pub revoke_api_key: &'static str,
 }
 
+/// Every key (`key_columns!`): the same text in both dialects.
+pub(super) const KEYS: &str = concat!(
+    "SELECT ",
+    super::rows::key_columns!(),
+    " FROM signing_keys ORDER BY created_at, id"
+);
+
 /// Implements the store traits for `$store` with the statements `$sql`, reading through the
-/// pool `self.$read` and writing through `self.$write` (see the module documentation for what
-/// the dialect must have in scope).
+/// pool `self.$read` and writing through `self.$write` of the sqlx database `$db`; `$options`
+/// is the type `connect` takes (see the module documentation for what the dialect must have in
+/// scope).
 macro_rules! sql_store {
-    ($store:ty, $sql:path, read: $read:ident, write: $write:ident) => {
+    ($store:ty, $sql:path, $db:ty, $options:ty, read: $read:ident, write: $write:ident) => {
+        impl $store {
+            /// Connects ([`Self::connect`]) and applies pending migrations ([`Self::migrate`]).
+            ///
+            /// # Errors
+            /// As [`Self::connect`] and [`Self::migrate`].
+            pub async fn open(
+                url: &str,
+                options: $options,
+            ) -> Result<Self, $crate::store::StoreError> {
+                let store = Self::connect(url, options).await?;
+                store.migrate().await?;
+                Ok(store)
+            }
+
+            /// Garbage collection: runs `sql` (`now`, `limit`), returning how many rows it
+            /// deleted.
+            async fn delete_expired(
+                &self,
+                sql: &'static str,
+                now: $crate::clock::Timestamp,
+                limit: u32,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query(sql)
+                    .bind($crate::store::rows::millis(now))
+                    .bind(i64::from(limit))
+                    .execute(&self.$write)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected())
+            }
+
+            /// Records the fingerprint of operator key material that `row`, key `key_id` that
+            /// just stopped signing, carried, so the same material is never installed again.
+            async fn record_retired(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                row: &<$db as sqlx::Database>::Row,
+                purpose: $crate::keys::KeyPurpose,
+                key_id: &str,
+                at: $crate::clock::Timestamp,
+            ) -> Result<(), $crate::store::StoreError> {
+                let Some(fp) = $crate::store::rows::key_fingerprint(row)? else {
+                    return Ok(());
+                };
+                sqlx::query($sql.record_retired_fingerprint)
+                    .bind(fp.as_bytes().as_slice())
+                    .bind(purpose.as_str())
+                    .bind(key_id)
+                    .bind($crate::store::rows::millis(at))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::SessionStore for $store {
             async fn create_session(
@@ -86,7 +158,37 @@ macro_rules! sql_store {
                 max_active: Option<u32>,
                 now: $crate::clock::Timestamp,
             ) -> Result<Vec<$crate::store::SessionOwner>, $crate::store::StoreError> {
-                self.insert_session(record, max_active, now).await
+                use $crate::store::rows::Bind as _;
+                let s = &record.session;
+                let params = $crate::store::rows::SessionParams::new(record)?;
+                let insert = sqlx::query($sql.insert_session).session(&params);
+                let Some(max) = max_active else {
+                    // No limit, nothing to count: one statement.
+                    insert.execute(&self.$write).await.map_err(map_err)?;
+                    return Ok(Vec::new());
+                };
+                // The insert and the eviction in one transaction, creates of the same user and
+                // tenant taking turns: a session that does not exist yet cannot be row-locked,
+                // and two concurrent creates that each inserted and then counted would both miss
+                // the other's uncommitted row and keep one session too many.
+                let mut tx = self
+                    .begin_serialized(&["sessions", s.user_id.as_str(), s.tenant.as_str()])
+                    .await?;
+                insert.execute(&mut *tx).await.map_err(map_err)?;
+                let evicted = sqlx::query($sql.evict)
+                    .bind($crate::store::rows::millis(now))
+                    .bind(s.user_id.as_str())
+                    .bind(s.tenant.as_str())
+                    .bind(s.id.as_str())
+                    .bind(i64::from(max))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                evicted
+                    .iter()
+                    .map($crate::store::rows::owner_from_row)
+                    .collect()
             }
 
             async fn session(
@@ -128,7 +230,11 @@ macro_rules! sql_store {
                 at: $crate::clock::Timestamp,
                 reason: &$crate::session::RevokeReason,
             ) -> Result<$crate::store::Revocation, $crate::store::StoreError> {
-                self.revoke_one(id, at, reason).await
+                let revoke = sqlx::query($sql.revoke_one)
+                    .bind($crate::store::rows::millis(at))
+                    .bind(reason.as_str())
+                    .bind(id.as_str());
+                self.revoke_one(revoke, id).await
             }
 
             async fn revoke_user_sessions(
@@ -192,13 +298,8 @@ macro_rules! sql_store {
                 now: $crate::clock::Timestamp,
                 limit: u32,
             ) -> Result<u64, $crate::store::StoreError> {
-                let done = sqlx::query($sql.delete_expired_sessions)
-                    .bind($crate::store::rows::millis(now))
-                    .bind(i64::from(limit))
-                    .execute(&self.$write)
+                self.delete_expired($sql.delete_expired_sessions, now, limit)
                     .await
-                    .map_err(map_err)?;
-                Ok(done.rows_affected())
             }
 
             async fn rotate_refresh(
@@ -264,13 +365,8 @@ macro_rules! sql_store {
                 now: $crate::clock::Timestamp,
                 limit: u32,
             ) -> Result<u64, $crate::store::StoreError> {
-                let done = sqlx::query($sql.delete_expired_claims)
-                    .bind($crate::store::rows::millis(now))
-                    .bind(i64::from(limit))
-                    .execute(&self.$write)
+                self.delete_expired($sql.delete_expired_claims, now, limit)
                     .await
-                    .map_err(map_err)?;
-                Ok(done.rows_affected())
             }
         }
 
@@ -279,7 +375,7 @@ macro_rules! sql_store {
             async fn keys(
                 &self,
             ) -> Result<Vec<$crate::keys::KeyRecord>, $crate::store::StoreError> {
-                let rows = sqlx::query($sql.keys)
+                let rows = sqlx::query($crate::store::sql::KEYS)
                     .fetch_all(&self.$read)
                     .await
                     .map_err(map_err)?;
@@ -291,7 +387,9 @@ macro_rules! sql_store {
                 key: &$crate::keys::KeyRecord,
             ) -> Result<bool, $crate::store::StoreError> {
                 use $crate::store::rows::Bind as _;
-                let mut tx = self.begin_key_change(key.purpose).await?;
+                let mut tx = self
+                    .begin_serialized(&["signing_keys", key.purpose.as_str()])
+                    .await?;
                 let done = sqlx::query($sql.insert_first_key)
                     .new_key(key)
                     .execute(&mut *tx)
@@ -309,7 +407,9 @@ macro_rules! sql_store {
                 expected_active: Option<&$crate::id::KeyId>,
             ) -> Result<bool, $crate::store::StoreError> {
                 use $crate::store::rows::Bind as _;
-                let mut tx = self.begin_key_change(key.purpose).await?;
+                let mut tx = self
+                    .begin_serialized(&["signing_keys", key.purpose.as_str()])
+                    .await?;
                 let retired = sqlx::query($sql.retire_key)
                     .bind($crate::store::rows::millis(retired_at))
                     .bind($crate::store::rows::millis(verify_until))
@@ -325,16 +425,7 @@ macro_rules! sql_store {
                 if let Some(row) = &retired {
                     use $crate::store::rows::Columns as _;
                     let id = row.text("signing_keys.id")?;
-                    if let Some(fp) = $crate::store::rows::key_fingerprint(row)? {
-                        sqlx::query($sql.record_retired_fingerprint)
-                            .bind(fp.as_bytes().as_slice())
-                            .bind(key.purpose.as_str())
-                            .bind(id.as_str())
-                            .bind($crate::store::rows::millis(retired_at))
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(map_err)?;
-                    }
+                    Self::record_retired(&mut tx, row, key.purpose, &id, retired_at).await?;
                 }
                 sqlx::query($sql.insert_key)
                     .new_key(key)
@@ -354,57 +445,48 @@ macro_rules! sql_store {
             ) -> Result<$crate::store::KeyEnding, $crate::store::StoreError> {
                 use $crate::store::rows::{millis, Bind as _};
                 use $crate::store::KeyEnding;
-                let mut tx = self.begin_key_change(purpose).await?;
-                // The first statement writes (SQLite takes the write lock up front).
-                let active = sqlx::query($sql.end_active_key)
-                    .bind(millis(at))
-                    .bind(id.as_str())
-                    .bind(purpose.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                let (ending, row) = match active {
-                    Some(row) => (KeyEnding::EndedActive, Some(row)),
+                let mut tx = self
+                    .begin_serialized(&["signing_keys", purpose.as_str()])
+                    .await?;
+                // Ends the key if it is active, else if it is retired but still verifies; the
+                // first statement writes (SQLite takes the write lock up front).
+                let mut ended = None;
+                for (sql, ending) in [
+                    ($sql.end_active_key, KeyEnding::EndedActive),
+                    ($sql.end_retired_key, KeyEnding::EndedRetired),
+                ] {
+                    let row = sqlx::query(sql)
+                        .bind(millis(at))
+                        .bind(id.as_str())
+                        .bind(purpose.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    if let Some(row) = row {
+                        ended = Some((ending, row));
+                        break;
+                    }
+                }
+                let ending = match &ended {
+                    Some((ending, row)) => {
+                        Self::record_retired(&mut tx, row, purpose, id.as_str(), at).await?;
+                        *ending
+                    }
                     None => {
-                        let retired = sqlx::query($sql.end_retired_key)
-                            .bind(millis(at))
+                        let exists = sqlx::query($sql.key_exists)
                             .bind(id.as_str())
                             .bind(purpose.as_str())
                             .fetch_optional(&mut *tx)
                             .await
-                            .map_err(map_err)?;
-                        match retired {
-                            Some(row) => (KeyEnding::EndedRetired, Some(row)),
-                            None => {
-                                let exists = sqlx::query($sql.key_exists)
-                                    .bind(id.as_str())
-                                    .bind(purpose.as_str())
-                                    .fetch_optional(&mut *tx)
-                                    .await
-                                    .map_err(map_err)?
-                                    .is_some();
-                                let ending = if exists {
-                                    KeyEnding::AlreadyEnded
-                                } else {
-                                    KeyEnding::NotFound
-                                };
-                                (ending, None)
-                            }
+                            .map_err(map_err)?
+                            .is_some();
+                        if exists {
+                            KeyEnding::AlreadyEnded
+                        } else {
+                            KeyEnding::NotFound
                         }
                     }
                 };
-                if let Some(row) = &row {
-                    if let Some(fp) = $crate::store::rows::key_fingerprint(row)? {
-                        sqlx::query($sql.record_retired_fingerprint)
-                            .bind(fp.as_bytes().as_slice())
-                            .bind(purpose.as_str())
-                            .bind(id.as_str())
-                            .bind(millis(at))
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(map_err)?;
-                    }
-                }
                 if ending == KeyEnding::EndedActive {
                     sqlx::query($sql.insert_key)
                         .new_key(replacement)
@@ -455,13 +537,8 @@ macro_rules! sql_store {
                 now: $crate::clock::Timestamp,
                 limit: u32,
             ) -> Result<u64, $crate::store::StoreError> {
-                let done = sqlx::query($sql.delete_expired_keys)
-                    .bind($crate::store::rows::millis(now))
-                    .bind(i64::from(limit))
-                    .execute(&self.$write)
+                self.delete_expired($sql.delete_expired_keys, now, limit)
                     .await
-                    .map_err(map_err)?;
-                Ok(done.rows_affected())
             }
         }
 

@@ -14,15 +14,11 @@ use sqlx::sqlite::{
 };
 
 use super::rows::{
-    self, api_key_columns, audit_columns, key_columns, millis, owner_columns, owner_from_row,
-    session_columns, Bind, SessionParams,
+    self, api_key_columns, audit_columns, key_columns, owner_columns, session_columns,
 };
 use super::sql::{sql_store, Statements};
-use super::{Revocation, SessionOwner, StoreError};
-use crate::clock::Timestamp;
+use super::{Revocation, StoreError};
 use crate::id::SessionId;
-use crate::keys::KeyPurpose;
-use crate::session::{RevokeReason, SessionRecord};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -69,18 +65,8 @@ fn map_err(e: sqlx::Error) -> StoreError {
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database at `url` (`sqlite://path` or a plain path) and
-    /// applies pending migrations.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the file cannot be opened or migrated.
-    pub async fn open(url: &str, options: SqliteOptions) -> Result<Self, StoreError> {
-        let store = Self::connect(url, options).await?;
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    /// Opens the database without migrating.
+    /// Opens (creating if missing) the database at `url` (`sqlite://path` or a plain path),
+    /// without migrating ([`SqliteStore::open`] also migrates).
     ///
     /// # Errors
     /// [`StoreError`] when the URL is malformed or the file cannot be opened.
@@ -153,6 +139,25 @@ impl SqliteStore {
 
 /// SQLite's statements: `?N` parameters, `MIN` for the idle cap, 0/1 booleans.
 const SQL: Statements = Statements {
+    insert_session: concat!(
+        "INSERT INTO sessions (",
+        session_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ),
+    evict: concat!(
+        "UPDATE sessions SET revoked_at = ?1, revoke_reason = 'evicted' \
+         WHERE id IN (SELECT id FROM sessions \
+           WHERE user_id = ?2 AND tenant = ?3 AND revoked_at IS NULL \
+             AND idle_expires_at > ?1 AND absolute_expires_at > ?1 \
+           ORDER BY (id = ?4) DESC, created_at DESC, id DESC LIMIT -1 OFFSET ?5) \
+         RETURNING ",
+        owner_columns!()
+    ),
+    revoke_one: concat!(
+        "UPDATE sessions SET revoked_at = ?1, revoke_reason = ?2 \
+         WHERE id = ?3 AND revoked_at IS NULL RETURNING ",
+        owner_columns!()
+    ),
     session: concat!(
         "SELECT ",
         session_columns!(),
@@ -194,11 +199,6 @@ const SQL: Statements = Statements {
               claimed_at = excluded.claimed_at WHERE claims.expires_at <= ?3",
     delete_expired_claims: "DELETE FROM claims WHERE id IN \
                             (SELECT id FROM claims WHERE expires_at <= ?1 LIMIT ?2)",
-    keys: concat!(
-        "SELECT ",
-        key_columns!(),
-        " FROM signing_keys ORDER BY created_at, id"
-    ),
     // Conflicts only on the one-active-key index: the id is fresh.
     insert_first_key: concat!(
         "INSERT INTO signing_keys (",
@@ -256,73 +256,27 @@ const SQL: Statements = Statements {
     revoke_api_key: "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
 };
 
-sql_store!(SqliteStore, SQL, read: read, write: write);
+sql_store!(SqliteStore, SQL, sqlx::Sqlite, SqliteOptions, read: read, write: write);
 
 /// The steps [`sql_store!`] leaves to the dialect.
 impl SqliteStore {
-    /// One transaction (the write pool has one connection, and the first statement writes):
-    /// the insert, then the eviction of what is beyond the limit.
-    async fn insert_session(
+    /// A write transaction: the single writer connection already serializes them all, whatever
+    /// the lock.
+    async fn begin_serialized(
         &self,
-        record: &SessionRecord,
-        max_active: Option<u32>,
-        now: Timestamp,
-    ) -> Result<Vec<SessionOwner>, StoreError> {
-        let s = &record.session;
-        let params = SessionParams::new(record)?;
-        let mut tx = self.write.begin().await.map_err(map_err)?;
-        sqlx::query(concat!(
-            "INSERT INTO sessions (",
-            session_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .session(&params)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        let evicted = match max_active {
-            None => Vec::new(),
-            Some(max) => sqlx::query(concat!(
-                "UPDATE sessions SET revoked_at = ?1, revoke_reason = 'evicted' \
-                 WHERE id IN (SELECT id FROM sessions \
-                   WHERE user_id = ?2 AND tenant = ?3 AND revoked_at IS NULL \
-                     AND idle_expires_at > ?1 AND absolute_expires_at > ?1 \
-                   ORDER BY (id = ?4) DESC, created_at DESC, id DESC LIMIT -1 OFFSET ?5) \
-                 RETURNING ",
-                owner_columns!()
-            ))
-            .bind(millis(now))
-            .bind(s.user_id.as_str())
-            .bind(s.tenant.as_str())
-            .bind(s.id.as_str())
-            .bind(i64::from(max))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_err)?,
-        };
-        tx.commit().await.map_err(map_err)?;
-        evicted.iter().map(owner_from_row).collect()
+        _lock: &[&str],
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.write.begin().await.map_err(map_err)
     }
 
     /// SQLite has no RETURNING inside a WITH clause: when nothing was revoked, a second read
     /// tells an already revoked session from a missing one.
-    async fn revoke_one(
+    async fn revoke_one<'q>(
         &self,
+        revoke: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
         id: &SessionId,
-        at: Timestamp,
-        reason: &RevokeReason,
     ) -> Result<Revocation, StoreError> {
-        let revoked = sqlx::query(concat!(
-            "UPDATE sessions SET revoked_at = ?, revoke_reason = ? \
-             WHERE id = ? AND revoked_at IS NULL RETURNING ",
-            owner_columns!()
-        ))
-        .bind(millis(at))
-        .bind(reason.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&self.write)
-        .await
-        .map_err(map_err)?;
+        let revoked = revoke.fetch_optional(&self.write).await.map_err(map_err)?;
         let found = match &revoked {
             Some(_) => true,
             None => sqlx::query("SELECT 1 FROM sessions WHERE id = ?")
@@ -333,14 +287,6 @@ impl SqliteStore {
                 .is_some(),
         };
         rows::revocation(revoked.as_ref(), found)
-    }
-
-    /// A write transaction: the single writer connection already serializes key changes.
-    async fn begin_key_change(
-        &self,
-        _purpose: KeyPurpose,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        self.write.begin().await.map_err(map_err)
     }
 }
 
