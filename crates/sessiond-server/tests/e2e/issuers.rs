@@ -1,5 +1,5 @@
-//! Trusted foreign issuers: JWK Sets from a file and from a URL (fetched, cached, refetched on an
-//! unknown `kid` at most once per minute).
+//! Trusted foreign issuers where the log matters (what is skipped and warned about at start), and
+//! the test issuer's keys, tokens and JWKS server that `inproc::issuers` uses too.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,7 +46,7 @@ pub(crate) fn token(key: &Key, kid: &str, jti: &str) -> String {
 }
 
 /// A one-route HTTP server that serves whatever JWK Set it currently holds, counting requests.
-async fn jwks_server(initial: Value) -> (String, Arc<Mutex<Value>>, Arc<AtomicUsize>) {
+pub(crate) async fn jwks_server(initial: Value) -> (String, Arc<Mutex<Value>>, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
     let body = Arc::new(Mutex::new(initial));
@@ -69,57 +69,6 @@ async fn jwks_server(initial: Value) -> (String, Arc<Mutex<Value>>, Arc<AtomicUs
         }
     });
     (url, body, hits)
-}
-
-#[tokio::test]
-async fn jwks_url_is_fetched_cached_and_refetched_on_an_unknown_kid() {
-    let (a, b) = (idp_key(1), idp_key(2));
-    let (url, body, hits) = jwks_server(json!({"keys": [jwk(&a, "a")]})).await;
-    let s = spawn(Options {
-        config: format!(
-            "[[issuers]]\nissuer = \"{IDP}\"\naudience = \"sessiond\"\njwks_url = \"{url}\"\n"
-        ),
-        ..Options::default()
-    })
-    .await;
-    assert_eq!(
-        hits.load(Ordering::SeqCst),
-        1,
-        "fetched once at start; log:\n{}",
-        s.logs()
-    );
-    let r = s
-        .post("/v1/claims", json!({"token": token(&a, "a", "one")}))
-        .await;
-    assert_eq!(
-        (r.status.as_u16(), r.body["issuer"].as_str()),
-        (201, Some(IDP)),
-        "{}",
-        r.text
-    );
-    s.post("/v1/claims", json!({"token": token(&a, "a", "one")}))
-        .await
-        .assert_problem(409, "token_already_used");
-    assert_eq!(hits.load(Ordering::SeqCst), 1, "served from the cache");
-
-    // The IdP rotates in key b: the first token naming it triggers one refetch.
-    *body.lock().unwrap() = json!({"keys": [jwk(&a, "a"), jwk(&b, "b")]});
-    let r = s
-        .post("/v1/claims", json!({"token": token(&b, "b", "two")}))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    assert_eq!(hits.load(Ordering::SeqCst), 2);
-    // Unknown kids within the minute do not refetch again.
-    for i in 0..5 {
-        s.post(
-            "/v1/claims",
-            json!({"token": token(&b, "nope", &format!("x{i}"))}),
-        )
-        .await
-        .assert_problem(401, "invalid_credential");
-    }
-    assert_eq!(hits.load(Ordering::SeqCst), 2, "refetch is rate-limited");
-    s.stop().await;
 }
 
 /// Every key of an issuer's set that sessiond leaves out is logged at start, with its `kid` and

@@ -9,7 +9,7 @@ use sessiond_relay::{Relay, RelayConfig, CLOSE_POLICY};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{postgres_url, redis_url, spawn, unique, Cluster, Handle, Options};
+use crate::harness::{postgres_url, redis_url, unique, Cluster, Handle};
 use crate::inproc::{spawn_app, Options as AppOptions};
 
 /// A relay in this process in front of the sessiond at `base`; returns its `ws://` URL.
@@ -187,12 +187,14 @@ async fn relay_closes_200_connections_across_three_nodes_on_postgres_alone() {
     );
 }
 
-/// An access token's `exp` closes the connection with 1008 `expired`.
-#[tokio::test]
+/// An access token's `exp` closes the connection with 1008 `expired`. The relay times the
+/// deadline on its own (system) clock, so the token lives 2 s of real time; the server runs in
+/// this process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_closes_at_the_token_deadline() {
-    let s = spawn(Options {
+    let s = spawn_app(AppOptions {
         config: "[token_sessions]\naccess_ttl = \"2s\"\nleeway = \"0s\"\n".into(),
-        ..Options::default()
+        ..AppOptions::default()
     })
     .await;
     let url = start_relay(&s.base, &s.api_key).await;
@@ -216,6 +218,7 @@ async fn relay_closes_at_the_token_deadline() {
         .await
         .unwrap();
     assert_eq!((code, reason.as_str()), (CLOSE_POLICY, "expired"));
+    s.stop().await;
 }
 
 /// `sessiond sessions revoke` (another process, on the cluster's database) closes connections
