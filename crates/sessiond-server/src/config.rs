@@ -637,17 +637,7 @@ impl<'de> Deserialize<'de> for TrustedProxy {
     }
 }
 
-/// `SameSite` of the session cookie.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[non_exhaustive]
-pub enum SameSite {
-    /// Sent on top-level navigations from other sites (default).
-    Lax,
-    /// Never sent from other sites.
-    Strict,
-    /// Always sent; requires `Secure`.
-    None,
-}
+pub use sessiond::cookie::SameSite;
 
 /// `[cookies]`.
 #[derive(Debug, Clone, Deserialize)]

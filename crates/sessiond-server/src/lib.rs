@@ -9,8 +9,8 @@
 //!   environment's [`Secrets`]; `problem`: errors as `application/problem+json`.
 //! - [`parse`]: parsers of untrusted header input (`X-Forwarded-For`, `Last-Event-ID`), public
 //!   for the fuzz targets.
-//! - `cookies` (browser cookie attributes), `tls` (HTTPS, client certificates), `issuers`
-//!   (JWK Sets fetched from URLs), `hub` (the event fan-out behind the SSE streams).
+//! - `tls` (HTTPS, client certificates), `issuers` (JWK Sets fetched from URLs); the browser
+//!   cookies' names and attributes are the library's `sessiond::cookie::CookieSettings`, `hub` (the event fan-out behind the SSE streams).
 //! - `conn`: connections: one accept loop and one HTTP/1.1 connection builder for plain HTTP and
 //!   TLS, with their timeouts and caps; `metrics` (Prometheus, counting streams and
 //!   connections).
@@ -32,7 +32,6 @@ pub mod parse;
 mod app;
 mod auth;
 mod conn;
-mod cookies;
 mod extract;
 mod hub;
 mod issuers;

@@ -7,10 +7,10 @@ use sessiond::{Secret, SessionService};
 use crate::api_keys::ApiKeys;
 use crate::config::Config;
 use crate::conn::Connections;
-use crate::cookies::CookieSettings;
 use crate::hub::EventHub;
 use crate::issuers::RemoteIssuers;
 use crate::metrics::Metrics;
+use sessiond::cookie::CookieSettings;
 
 /// The state shared by every handler and middleware. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -53,7 +53,10 @@ impl AppState {
                 connections.clone(),
             )),
             connections,
-            cookies: Arc::new(CookieSettings::new(&config)),
+            cookies: Arc::new(CookieSettings::new(
+                config.cookies.secure,
+                config.cookies.same_site,
+            )),
             events,
             config,
             api_keys,

@@ -15,6 +15,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::clock::Timestamp;
 use crate::id::{KeyId, SessionId};
 use crate::keys::Key;
 use crate::secret::Secret;
@@ -201,6 +202,119 @@ pub fn parse(value: &str) -> Result<ParsedCookie, CookieError> {
     })
 }
 
+/// `SameSite` of the session and CSRF cookies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[non_exhaustive]
+pub enum SameSite {
+    /// Sent on top-level navigations from other sites (default).
+    Lax,
+    /// Never sent from other sites.
+    Strict,
+    /// Always sent; requires `Secure`.
+    None,
+}
+
+/// The browser cookies' names and attributes (docs/DESIGN.md §9.5), and their `Set-Cookie`
+/// values: the session cookie (`HttpOnly`), the JavaScript-readable CSRF cookie and the refresh
+/// cookie of browser sessions (`HttpOnly`, always `SameSite=Strict`). Every cookie has
+/// `Path=/` and no `Domain`; with `secure` they are `Secure` and named with the `__Host-`
+/// prefix, so no sibling subdomain can set or overwrite them.
+///
+/// ```
+/// use sessiond::cookie::{CookieSettings, SameSite};
+/// use sessiond::Timestamp;
+///
+/// let cookies = CookieSettings::new(true, SameSite::Lax);
+/// assert_eq!(cookies.session, "__Host-sessiond");
+/// let now = Timestamp::from_unix_seconds(1_000);
+/// let set = cookies.session_cookie("v1.a.b.c", now, Timestamp::from_unix_seconds(4_600));
+/// assert!(set.starts_with("__Host-sessiond=v1.a.b.c;") && set.contains("Max-Age=3600"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CookieSettings {
+    /// `Secure` and the `__Host-` prefix.
+    pub secure: bool,
+    /// `SameSite` of the session and CSRF cookies.
+    pub same_site: SameSite,
+    /// The session cookie's name.
+    pub session: String,
+    /// The refresh cookie's name.
+    pub refresh: String,
+    /// The CSRF cookie's name.
+    pub csrf: String,
+}
+
+impl CookieSettings {
+    /// `__Host-sessiond`, `__Host-sessiond-refresh` and `__Host-sessiond-csrf` when `secure`;
+    /// the same names without the prefix (which browsers only accept with `Secure`) for
+    /// plain-http development.
+    pub fn new(secure: bool, same_site: SameSite) -> Self {
+        let prefix = if secure { "__Host-" } else { "" };
+        CookieSettings {
+            secure,
+            same_site,
+            session: format!("{prefix}sessiond"),
+            refresh: format!("{prefix}sessiond-refresh"),
+            csrf: format!("{prefix}sessiond-csrf"),
+        }
+    }
+
+    fn same_site(&self) -> ::cookie::SameSite {
+        match self.same_site {
+            SameSite::Lax => ::cookie::SameSite::Lax,
+            SameSite::Strict => ::cookie::SameSite::Strict,
+            SameSite::None => ::cookie::SameSite::None,
+        }
+    }
+
+    fn build(
+        &self,
+        name: &str,
+        value: &str,
+        http_only: bool,
+        same_site: ::cookie::SameSite,
+        max_age: u64,
+    ) -> String {
+        let max_age = i64::try_from(max_age).unwrap_or(i64::MAX);
+        ::cookie::Cookie::build((name.to_owned(), value.to_owned()))
+            .path("/")
+            .secure(self.secure)
+            .http_only(http_only)
+            .same_site(same_site)
+            .max_age(::cookie::time::Duration::seconds(max_age))
+            .build()
+            .to_string()
+    }
+
+    /// `Set-Cookie` for the session cookie, living until `until`.
+    pub fn session_cookie(&self, value: &str, now: Timestamp, until: Timestamp) -> String {
+        let age = until.duration_since(now).as_secs();
+        self.build(&self.session, value, true, self.same_site(), age)
+    }
+
+    /// `Set-Cookie` for the JavaScript-readable CSRF cookie, living until `until`.
+    pub fn csrf_cookie(&self, value: &str, now: Timestamp, until: Timestamp) -> String {
+        let age = until.duration_since(now).as_secs();
+        self.build(&self.csrf, value, false, self.same_site(), age)
+    }
+
+    /// `Set-Cookie` for the refresh cookie: always `HttpOnly` and `SameSite=Strict`.
+    pub fn refresh_cookie(&self, value: &str, now: Timestamp, until: Timestamp) -> String {
+        let age = until.duration_since(now).as_secs();
+        self.build(&self.refresh, value, true, ::cookie::SameSite::Strict, age)
+    }
+
+    /// `Set-Cookie` values that delete all three cookies.
+    pub fn clear_all(&self) -> [String; 3] {
+        [
+            self.build(&self.session, "", true, self.same_site(), 0),
+            self.build(&self.refresh, "", true, ::cookie::SameSite::Strict, 0),
+            self.build(&self.csrf, "", false, self.same_site(), 0),
+        ]
+    }
+}
+
 /// Finds the value of cookie `name` in a `Cookie` request header (parsed by the `cookie` crate).
 ///
 /// Returns `None` when the cookie is absent. When the header carries the name more than once
@@ -221,6 +335,50 @@ mod tests {
     fn mac_input_is_length_prefixed() {
         assert_eq!(mac_input("ses-x", "sk-y"), b"5:ses-x:4:sk-y".to_vec());
         assert_ne!(mac_input("a", "bc"), mac_input("ab", "c"));
+    }
+
+    #[test]
+    fn attributes_follow_the_design() {
+        let c = CookieSettings::new(true, SameSite::Lax);
+        let now = Timestamp::from_unix_seconds(1_000);
+        let later = Timestamp::from_unix_seconds(4_600);
+        let s = c.session_cookie("v1.x", now, later);
+        assert!(s.starts_with("__Host-sessiond=v1.x;"), "{s}");
+        for attr in [
+            "HttpOnly",
+            "Secure",
+            "Path=/",
+            "SameSite=Lax",
+            "Max-Age=3600",
+        ] {
+            assert!(s.contains(attr), "{s} lacks {attr}");
+        }
+        assert!(
+            !s.contains("Domain"),
+            "__Host- cookies must not carry Domain"
+        );
+        let r = c.refresh_cookie("rt", now, later);
+        assert!(
+            r.starts_with("__Host-sessiond-refresh=rt;")
+                && r.contains("SameSite=Strict")
+                && r.contains("HttpOnly"),
+            "{r}"
+        );
+        let x = c.csrf_cookie("csrf", now, later);
+        assert!(
+            x.starts_with("__Host-sessiond-csrf=csrf;")
+                && !x.contains("HttpOnly")
+                && x.contains("Secure"),
+            "{x}"
+        );
+        // A deadline already passed is an immediate expiry, never a negative age.
+        assert!(c.session_cookie("v", later, now).contains("Max-Age=0"));
+        let dev = CookieSettings::new(false, SameSite::Strict);
+        let d = dev.session_cookie("v", now, later);
+        assert!(d.starts_with("sessiond=v;") && !d.contains("Secure"), "{d}");
+        for cleared in dev.clear_all() {
+            assert!(cleared.contains("Max-Age=0"), "{cleared}");
+        }
     }
 
     #[test]
