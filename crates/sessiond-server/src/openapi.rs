@@ -11,7 +11,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi};
 
-use crate::problem::{doc, Problem};
+use crate::problem::doc;
+use sessiond_api::Problem;
 use crate::routes::{api, browser, dto, events, ops};
 
 struct ApiKeyAuth;
