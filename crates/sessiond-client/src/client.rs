@@ -10,8 +10,8 @@ use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::de::DeserializeOwned;
 use sessiond::{Secret, SessionId, Tenant, UserId};
 use sessiond_api::{
-    ClaimRequest, ClaimResponse, CreateSessionRequest, CreateSessionResponse, CsrfResponse,
-    Health, JwkSet, Readiness, RefreshRequest, RefreshResponse, RevokeRequest, RevokeUserRequest,
+    ClaimRequest, ClaimResponse, CreateSessionRequest, CreateSessionResponse, CsrfResponse, Health,
+    JwkSet, Readiness, RefreshRequest, RefreshResponse, RevokeRequest, RevokeUserRequest,
     RevokeUserResponse, SessionResponse, SessionView, SessionsResponse, ValidateRequest,
     ValidateResponse,
 };
@@ -263,7 +263,7 @@ impl Client {
         request: &CreateSessionRequest,
     ) -> Result<CreateSessionResponse, ClientError> {
         const ROUTE: &str = "POST /v1/sessions";
-        let url = self.url(ROUTE, &["v1", "sessions"])?;
+        let url = self.url(&["v1", "sessions"])?;
         self.call(ROUTE, self.request(Method::POST, url).json(request))
             .await
     }
@@ -292,7 +292,7 @@ impl Client {
         request: &ValidateRequest,
     ) -> Result<ValidateResponse, ClientError> {
         const ROUTE: &str = "POST /v1/sessions/validate";
-        let url = self.url(ROUTE, &["v1", "sessions", "validate"])?;
+        let url = self.url(&["v1", "sessions", "validate"])?;
         self.call(ROUTE, self.request(Method::POST, url).json(request))
             .await
     }
@@ -311,7 +311,7 @@ impl Client {
     /// outages.
     pub async fn get_session(&self, id: &SessionId) -> Result<SessionView, ClientError> {
         const ROUTE: &str = "GET /v1/sessions/{id}";
-        let url = self.url(ROUTE, &["v1", "sessions", id.as_str()])?;
+        let url = self.url(&["v1", "sessions", id.as_str()])?;
         let answer: SessionResponse = self.call(ROUTE, self.request(Method::GET, url)).await?;
         Ok(answer.session)
     }
@@ -334,7 +334,7 @@ impl Client {
         reason: Option<&str>,
     ) -> Result<(), ClientError> {
         const ROUTE: &str = "POST /v1/sessions/{id}/revoke";
-        let url = self.url(ROUTE, &["v1", "sessions", id.as_str(), "revoke"])?;
+        let url = self.url(&["v1", "sessions", id.as_str(), "revoke"])?;
         let body = RevokeRequest {
             reason: reason.map(str::to_owned),
         };
@@ -357,7 +357,7 @@ impl Client {
     /// outages.
     pub async fn rotate_csrf(&self, id: &SessionId) -> Result<CsrfResponse, ClientError> {
         const ROUTE: &str = "POST /v1/sessions/{id}/csrf";
-        let url = self.url(ROUTE, &["v1", "sessions", id.as_str(), "csrf"])?;
+        let url = self.url(&["v1", "sessions", id.as_str(), "csrf"])?;
         self.call(ROUTE, self.request(Method::POST, url)).await
     }
 
@@ -378,7 +378,7 @@ impl Client {
     /// outages.
     pub async fn refresh(&self, request: &RefreshRequest) -> Result<RefreshResponse, ClientError> {
         const ROUTE: &str = "POST /v1/tokens/refresh";
-        let url = self.url(ROUTE, &["v1", "tokens", "refresh"])?;
+        let url = self.url(&["v1", "tokens", "refresh"])?;
         self.call(ROUTE, self.request(Method::POST, url).json(request))
             .await
     }
@@ -402,7 +402,7 @@ impl Client {
         tenant: Option<&Tenant>,
     ) -> Result<Vec<SessionView>, ClientError> {
         const ROUTE: &str = "GET /v1/users/{user_id}/sessions";
-        let url = self.url(ROUTE, &["v1", "users", user.as_str(), "sessions"])?;
+        let url = self.url(&["v1", "users", user.as_str(), "sessions"])?;
         let mut request = self.request(Method::GET, url);
         if let Some(tenant) = tenant {
             request = request.query(&[("tenant", tenant.as_str())]);
@@ -430,7 +430,7 @@ impl Client {
         tenant: Option<&Tenant>,
     ) -> Result<usize, ClientError> {
         const ROUTE: &str = "POST /v1/users/{user_id}/sessions/revoke";
-        let url = self.url(ROUTE, &["v1", "users", user.as_str(), "sessions", "revoke"])?;
+        let url = self.url(&["v1", "users", user.as_str(), "sessions", "revoke"])?;
         let body = RevokeUserRequest {
             except: except.map(|id| id.as_str().to_owned()),
             tenant: tenant.map(|t| t.as_str().to_owned()),
@@ -466,7 +466,7 @@ impl Client {
     /// `invalid_request`; outages (also when only Redis is down).
     pub async fn claim(&self, request: &ClaimRequest) -> Result<ClaimResponse, ClientError> {
         const ROUTE: &str = "POST /v1/claims";
-        let url = self.url(ROUTE, &["v1", "claims"])?;
+        let url = self.url(&["v1", "claims"])?;
         self.call(ROUTE, self.request(Method::POST, url).json(request))
             .await
     }
@@ -483,7 +483,7 @@ impl Client {
     /// Outages.
     pub async fn jwks(&self) -> Result<JwkSet, ClientError> {
         const ROUTE: &str = "GET /.well-known/jwks.json";
-        let url = self.url(ROUTE, &[".well-known", "jwks.json"])?;
+        let url = self.url(&[".well-known", "jwks.json"])?;
         self.call(ROUTE, self.request(Method::GET, url)).await
     }
 
@@ -499,7 +499,7 @@ impl Client {
     /// Outages.
     pub async fn healthz(&self) -> Result<Health, ClientError> {
         const ROUTE: &str = "GET /healthz";
-        let url = self.url(ROUTE, &["healthz"])?;
+        let url = self.url(&["healthz"])?;
         self.call(ROUTE, self.request(Method::GET, url)).await
     }
 
@@ -515,7 +515,7 @@ impl Client {
     /// [`ClientError::Unavailable`] when not ready; outages.
     pub async fn readyz(&self) -> Result<Readiness, ClientError> {
         const ROUTE: &str = "GET /readyz";
-        let url = self.url(ROUTE, &["readyz"])?;
+        let url = self.url(&["readyz"])?;
         self.call(ROUTE, self.request(Method::GET, url)).await
     }
 
@@ -550,7 +550,7 @@ impl Client {
         id: &SessionId,
     ) -> Result<impl Stream<Item = Result<Event, ClientError>> + Send + 'static, ClientError> {
         const ROUTE: &str = "GET /v1/sessions/{id}/events";
-        let url = self.url(ROUTE, &["v1", "sessions", id.as_str(), "events"])?;
+        let url = self.url(&["v1", "sessions", id.as_str(), "events"])?;
         self.follow(ROUTE, url, true).await
     }
 
@@ -593,7 +593,7 @@ impl Client {
         tenant: Option<&Tenant>,
     ) -> Result<impl Stream<Item = Result<Event, ClientError>> + Send + 'static, ClientError> {
         const ROUTE: &str = "GET /v1/events";
-        let mut url = self.url(ROUTE, &["v1", "events"])?;
+        let mut url = self.url(&["v1", "events"])?;
         {
             let mut query = url.query_pairs_mut();
             query.append_pair("user_id", user.as_str());
@@ -605,14 +605,13 @@ impl Client {
     }
 
     /// The base URL with `segments` appended, each percent-encoded as one path segment.
-    fn url(&self, route: &'static str, segments: &[&str]) -> Result<Url, ClientError> {
+    fn url(&self, segments: &[&str]) -> Result<Url, ClientError> {
         let mut url = self.inner.base.clone();
         // `build` refused bases that cannot be a base, the only case this fails.
         url.path_segments_mut()
-            .map_err(|()| ClientError::Decode {
-                route,
-                status: 0,
-                reason: String::from("the base URL cannot take a path"),
+            .map_err(|()| ClientError::Build {
+                reason: "the base URL cannot take a path",
+                source: None,
             })?
             .pop_if_empty()
             .extend(segments);

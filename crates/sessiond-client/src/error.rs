@@ -238,15 +238,50 @@ mod tests {
     fn answers_map_to_variants() {
         let cases: &[(u16, Vec<u8>, Option<ErrorCode>, bool)] = &[
             // status, body, code, outage
-            (401, problem(ErrorCode::InvalidCredential), Some(ErrorCode::InvalidCredential), false),
-            (401, problem(ErrorCode::SessionNotFound), Some(ErrorCode::SessionNotFound), false),
-            (404, problem(ErrorCode::UnknownSession), Some(ErrorCode::UnknownSession), false),
-            (400, problem(ErrorCode::InvalidRequest), Some(ErrorCode::InvalidRequest), false),
-            (503, problem(ErrorCode::Unavailable), Some(ErrorCode::Unavailable), true),
-            (502, b"<html>Bad Gateway</html>".to_vec(), Some(ErrorCode::Unavailable), true),
+            (
+                401,
+                problem(ErrorCode::InvalidCredential),
+                Some(ErrorCode::InvalidCredential),
+                false,
+            ),
+            (
+                401,
+                problem(ErrorCode::SessionNotFound),
+                Some(ErrorCode::SessionNotFound),
+                false,
+            ),
+            (
+                404,
+                problem(ErrorCode::UnknownSession),
+                Some(ErrorCode::UnknownSession),
+                false,
+            ),
+            (
+                400,
+                problem(ErrorCode::InvalidRequest),
+                Some(ErrorCode::InvalidRequest),
+                false,
+            ),
+            (
+                503,
+                problem(ErrorCode::Unavailable),
+                Some(ErrorCode::Unavailable),
+                true,
+            ),
+            (
+                502,
+                b"<html>Bad Gateway</html>".to_vec(),
+                Some(ErrorCode::Unavailable),
+                true,
+            ),
             (504, Vec::new(), Some(ErrorCode::Unavailable), true),
             (500, b"oops".to_vec(), None, false),
-            (418, br#"{"type":"x","title":"t","status":418,"code":"teapot"}"#.to_vec(), None, false),
+            (
+                418,
+                br#"{"type":"x","title":"t","status":418,"code":"teapot"}"#.to_vec(),
+                None,
+                false,
+            ),
         ];
         for (status, body, code, outage) in cases {
             let e = ClientError::from_answer(ROUTE, *status, body);

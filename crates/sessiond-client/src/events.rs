@@ -79,7 +79,10 @@ impl Event {
 
     /// The typed event of a parsed one; `Ok(None)` for an event name this version does not know
     /// (a newer server), which a stream skips.
-    fn from_sse(route: &'static str, raw: eventsource_stream::Event) -> Result<Option<Event>, ClientError> {
+    fn from_sse(
+        route: &'static str,
+        raw: eventsource_stream::Event,
+    ) -> Result<Option<Event>, ClientError> {
         let data = |raw: &eventsource_stream::Event| {
             serde_json::from_str::<EventData>(&raw.data)
                 .map_err(|e| ClientError::decode(route, 200, &e))
@@ -147,9 +150,7 @@ impl Backoff {
     /// The wait before reconnection attempt `failures` (1 for the first).
     fn delay(&self, failures: u32) -> Duration {
         let doublings = failures.saturating_sub(1).min(16);
-        self.initial
-            .saturating_mul(1 << doublings)
-            .min(self.max)
+        self.initial.saturating_mul(1 << doublings).min(self.max)
     }
 
     fn exhausted(&self, failures: u32) -> bool {
@@ -311,7 +312,8 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_its_bound() {
-        let b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000)).max_attempts(3);
+        let b =
+            Backoff::new(Duration::from_millis(100), Duration::from_millis(1000)).max_attempts(3);
         let waits: Vec<u64> = (1..=6).map(|n| b.delay(n).as_millis() as u64).collect();
         assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
         assert_eq!(b.delay(u32::MAX), Duration::from_millis(1000));
@@ -332,7 +334,10 @@ mod tests {
         let e = Event::from_sse("r", raw("revoked", data)).unwrap().unwrap();
         assert!(e.is_terminal());
         assert_eq!(e.id(), "17-3");
-        assert_eq!(e.session_id().map(|s| s.as_str()), Some("ses-AAAAAAAAAAAAAAAAAAAAAA"));
+        assert_eq!(
+            e.session_id().map(|s| s.as_str()),
+            Some("ses-AAAAAAAAAAAAAAAAAAAAAA")
+        );
         let e = Event::from_sse("r", raw("resync", r#"{"reason":"replay_unavailable"}"#))
             .unwrap()
             .unwrap();

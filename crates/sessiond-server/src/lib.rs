@@ -50,7 +50,7 @@ mod tls;
 pub mod testing;
 
 pub use config::{Config, ConfigError, Overrides, Secrets};
+pub use server::Server;
 /// The wire types of the HTTP API (what `/openapi.json` describes): the `sessiond-api` crate.
 pub use sessiond_api as dto;
-pub use server::Server;
 pub use startup::{migrate, open_api_keys, open_service, StartError};

@@ -12,8 +12,8 @@ use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::doc;
-use sessiond_api::Problem;
 use crate::routes::{api, browser, dto, events, ops};
+use sessiond_api::Problem;
 
 struct ApiKeyAuth;
 

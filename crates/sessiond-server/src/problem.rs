@@ -5,8 +5,8 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sessiond::error::ErrorCode;
-use sessiond_api::Problem;
 use sessiond::SessionError;
+use sessiond_api::Problem;
 
 /// The media type of every error response.
 pub(crate) const PROBLEM_JSON: &str = "application/problem+json";

@@ -437,7 +437,12 @@ mod tests {
             ErrorCode::from_wire("session_not_found", 404),
             Some(ErrorCode::UnknownSession)
         );
-        for unknown in ["", "Invalid_Credential", "urn:sessiond:problem:not_found", "teapot"] {
+        for unknown in [
+            "",
+            "Invalid_Credential",
+            "urn:sessiond:problem:not_found",
+            "teapot",
+        ] {
             assert_eq!(ErrorCode::from_wire(unknown, 400), None, "{unknown}");
         }
     }

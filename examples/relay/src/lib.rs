@@ -222,7 +222,12 @@ impl Relay {
             let feed = feeds.entry(user_id.clone()).or_insert_with(|| {
                 let (tx, _) = broadcast::channel(256);
                 let (ready_tx, ready_rx) = watch::channel(false);
-                tokio::spawn(upstream(self.clone(), user_id.clone(), tx.clone(), ready_tx));
+                tokio::spawn(upstream(
+                    self.clone(),
+                    user_id.clone(),
+                    tx.clone(),
+                    ready_tx,
+                ));
                 Feed {
                     tx,
                     connected: ready_rx,

@@ -14,20 +14,27 @@ async fn problems_become_their_codes() {
     let app = spawn("").await;
     let c = &app.client;
     let unknown = SessionId::generate(&OsRandom);
-    let stranger = builder(app.server.base_url(), "not-the-key-0123456789abcdefghijklmnop")
-        .build()
-        .unwrap();
+    let stranger = builder(
+        app.server.base_url(),
+        "not-the-key-0123456789abcdefghijklmnop",
+    )
+    .build()
+    .unwrap();
     // call, status, code
     let cases: Vec<(&str, Result<(), ClientError>, u16, ErrorCode)> = vec![
         (
             "forged cookie",
-            c.validate(&ValidateRequest::cookie("v1.forged")).await.map(drop),
+            c.validate(&ValidateRequest::cookie("v1.forged"))
+                .await
+                .map(drop),
             401,
             ErrorCode::InvalidCredential,
         ),
         (
             "forged access token",
-            c.validate(&ValidateRequest::access_token("a.b.c")).await.map(drop),
+            c.validate(&ValidateRequest::access_token("a.b.c"))
+                .await
+                .map(drop),
             401,
             ErrorCode::InvalidCredential,
         ),
@@ -103,9 +110,12 @@ async fn a_closed_port_is_an_outage_not_a_verdict() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let c = builder(&format!("http://{addr}"), "k-0123456789abcdefghijklmnopqrstuvwxyz")
-        .build()
-        .unwrap();
+    let c = builder(
+        &format!("http://{addr}"),
+        "k-0123456789abcdefghijklmnopqrstuvwxyz",
+    )
+    .build()
+    .unwrap();
     let e = c
         .validate(&ValidateRequest::access_token("secret-access-token"))
         .await
@@ -127,16 +137,23 @@ async fn a_server_that_does_not_answer_times_out() {
     // Accepted by the kernel, never read: the request waits for an answer that never comes.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let c = builder(&format!("http://{addr}"), "k-0123456789abcdefghijklmnopqrstuvwxyz")
-        .request_timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
+    let c = builder(
+        &format!("http://{addr}"),
+        "k-0123456789abcdefghijklmnopqrstuvwxyz",
+    )
+    .request_timeout(Duration::from_millis(300))
+    .build()
+    .unwrap();
     let started = std::time::Instant::now();
     let e = c.healthz().await.unwrap_err();
     assert!(matches!(e, ClientError::Timeout { .. }), "{e:?}");
     assert!(e.is_outage());
     assert!(started.elapsed() < Duration::from_secs(5));
-    let e = c.session_events(&SessionId::generate(&OsRandom)).await.err().unwrap();
+    let e = c
+        .session_events(&SessionId::generate(&OsRandom))
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(e, ClientError::Timeout { .. }), "{e:?}");
     drop(listener);
 }
@@ -158,7 +175,14 @@ async fn expiry_follows_the_server_clock() {
         .await
         .unwrap_err();
     assert!(
-        matches!(e, ClientError::Api { status: 401, code: ErrorCode::SessionExpired, .. }),
+        matches!(
+            e,
+            ClientError::Api {
+                status: 401,
+                code: ErrorCode::SessionExpired,
+                ..
+            }
+        ),
         "{e:?}"
     );
 }
@@ -172,7 +196,10 @@ async fn no_secret_in_errors_or_debug() {
     let tokens = tokens.tokens.unwrap();
     let cookie = created.cookie.unwrap();
     let csrf = created.csrf_token.unwrap();
-    app.client.revoke_user_sessions(&sessiond::UserId::new("fay").unwrap(), None, None).await.unwrap();
+    app.client
+        .revoke_user_sessions(&sessiond::UserId::new("fay").unwrap(), None, None)
+        .await
+        .unwrap();
     let secrets = [
         app.api_key.as_str(),
         cookie.as_str(),
@@ -199,9 +226,13 @@ async fn no_secret_in_errors_or_debug() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed = listener.local_addr().unwrap();
     drop(listener);
-    let offline = builder(&format!("http://{closed}"), &app.api_key).build().unwrap();
+    let offline = builder(&format!("http://{closed}"), &app.api_key)
+        .build()
+        .unwrap();
     errors.push(offline.validate(&with_csrf).await.unwrap_err());
-    let bad_key = builder(app.server.base_url(), "bad\nkey").build().unwrap_err();
+    let bad_key = builder(app.server.base_url(), "bad\nkey")
+        .build()
+        .unwrap_err();
     errors.push(bad_key);
     assert_eq!(errors.len(), 6);
     let mut shown: Vec<String> = errors
@@ -217,7 +248,10 @@ async fn no_secret_in_errors_or_debug() {
         })
         .collect();
     shown.push(format!("{c:?}"));
-    shown.push(format!("{:?}", builder(app.server.base_url(), &app.api_key)));
+    shown.push(format!(
+        "{:?}",
+        builder(app.server.base_url(), &app.api_key)
+    ));
     for text in &shown {
         for secret in secrets {
             assert!(!text.contains(secret), "a secret in {text}");

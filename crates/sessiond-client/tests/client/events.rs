@@ -43,12 +43,18 @@ async fn a_session_stream_ends_with_revoked() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(next_event(&mut stream).await.is_none(), "ends after revoked");
+    assert!(
+        next_event(&mut stream).await.is_none(),
+        "ends after revoked"
+    );
 
     // Already ended: the terminal event at once, then the end.
     let stream = app.client.session_events(&id).await.unwrap();
     futures_util::pin_mut!(stream);
-    assert!(matches!(next_event(&mut stream).await, Some(Event::Revoked { .. })));
+    assert!(matches!(
+        next_event(&mut stream).await,
+        Some(Event::Revoked { .. })
+    ));
     assert!(next_event(&mut stream).await.is_none());
 
     // Unknown: refused when opening.
@@ -121,7 +127,10 @@ async fn a_user_stream_resumes_after_its_connection_is_cut() {
 
     proxy.cut();
     outage(&mut stream).await;
-    app.client.revoke_session(&second, Some("admin")).await.unwrap();
+    app.client
+        .revoke_session(&second, Some("admin"))
+        .await
+        .unwrap();
     proxy.open();
 
     match next_event(&mut stream).await {
@@ -134,7 +143,10 @@ async fn a_user_stream_resumes_after_its_connection_is_cut() {
     // And live events follow.
     let (third, _) = app.create("jo", KindParam::Cookie).await;
     app.client.revoke_session(&third, None).await.unwrap();
-    assert_eq!(next_event(&mut stream).await.unwrap().session_id(), Some(&third));
+    assert_eq!(
+        next_event(&mut stream).await.unwrap().session_id(),
+        Some(&third)
+    );
 }
 
 /// The ring holds two events; three other revocations happen while the connection is down, so
@@ -149,7 +161,10 @@ async fn a_user_stream_surfaces_resync_when_replay_is_unavailable() {
     let stream = client.user_events(&kim, None).await.unwrap();
     futures_util::pin_mut!(stream);
     app.client.revoke_session(&first, None).await.unwrap();
-    assert_eq!(next_event(&mut stream).await.unwrap().session_id(), Some(&first));
+    assert_eq!(
+        next_event(&mut stream).await.unwrap().session_id(),
+        Some(&first)
+    );
 
     proxy.cut();
     outage(&mut stream).await;
@@ -167,7 +182,10 @@ async fn a_user_stream_surfaces_resync_when_replay_is_unavailable() {
     }
     let (next, _) = app.create("kim", KindParam::Cookie).await;
     app.client.revoke_session(&next, None).await.unwrap();
-    assert_eq!(next_event(&mut stream).await.unwrap().session_id(), Some(&next));
+    assert_eq!(
+        next_event(&mut stream).await.unwrap().session_id(),
+        Some(&next)
+    );
 }
 
 /// A bounded backoff gives up: the stream yields its outages and ends.
@@ -176,11 +194,10 @@ async fn a_bounded_backoff_gives_up() {
     let app = spawn("").await;
     let proxy = Proxy::start(app.server.base_url()).await;
     let client = builder(&proxy.base(), &app.api_key)
-        .reconnect(sessiond_client::Backoff::new(
-            Duration::from_millis(10),
-            Duration::from_millis(20),
+        .reconnect(
+            sessiond_client::Backoff::new(Duration::from_millis(10), Duration::from_millis(20))
+                .max_attempts(3),
         )
-        .max_attempts(3))
         .build()
         .unwrap();
     let stream = client

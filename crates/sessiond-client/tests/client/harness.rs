@@ -38,7 +38,10 @@ pub async fn spawn(toml: &str) -> App {
         ..Overrides::default()
     };
     let config = Config::load_str(toml, std::iter::empty(), &overrides).unwrap();
-    let api_key = format!("client-test-key-{}-0123456789abcdefghij", std::process::id());
+    let api_key = format!(
+        "client-test-key-{}-0123456789abcdefghij",
+        std::process::id()
+    );
     let secrets = Secrets::default().with_api_key(Secret::new(api_key.clone()));
     let server = InProcess::start(config, secrets).await.unwrap();
     let client = builder(server.base_url(), &api_key).build().unwrap();
@@ -54,7 +57,10 @@ pub async fn spawn(toml: &str) -> App {
 pub fn builder(base: &str, key: &str) -> ClientBuilder {
     Client::builder(base)
         .api_key(Secret::new(key.to_owned()))
-        .reconnect(Backoff::new(Duration::from_millis(20), Duration::from_millis(200)))
+        .reconnect(Backoff::new(
+            Duration::from_millis(20),
+            Duration::from_millis(200),
+        ))
 }
 
 impl App {
@@ -107,10 +113,7 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(upstream: &str) -> Proxy {
-        let upstream: SocketAddr = upstream
-            .trim_start_matches("http://")
-            .parse()
-            .unwrap();
+        let upstream: SocketAddr = upstream.trim_start_matches("http://").parse().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let open = Arc::new(AtomicBool::new(true));

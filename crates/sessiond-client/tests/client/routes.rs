@@ -57,9 +57,19 @@ async fn a_cookie_session_from_creation_to_revocation() {
     c.revoke_session(&id, None).await.unwrap(); // idempotent
     let session = c.get_session(&id).await.unwrap();
     assert_eq!(session.revoke_reason.as_deref(), Some("admin"));
-    let e = c.validate(&ValidateRequest::cookie(cookie)).await.unwrap_err();
+    let e = c
+        .validate(&ValidateRequest::cookie(cookie))
+        .await
+        .unwrap_err();
     assert!(
-        matches!(e, ClientError::Api { status: 401, code: ErrorCode::SessionRevoked, .. }),
+        matches!(
+            e,
+            ClientError::Api {
+                status: 401,
+                code: ErrorCode::SessionRevoked,
+                ..
+            }
+        ),
         "{e:?}"
     );
     assert!(c.user_sessions(&alice, None).await.unwrap().is_empty());
@@ -111,7 +121,9 @@ async fn token_sessions_refresh_and_users_log_out_elsewhere() {
     assert_eq!(left.len(), 2, "{left:?}");
     assert_eq!(c.revoke_user_sessions(&bob, None, None).await.unwrap(), 2);
     let e = c
-        .validate(&ValidateRequest::access_token(refreshed.tokens.access_token))
+        .validate(&ValidateRequest::access_token(
+            refreshed.tokens.access_token,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::SessionRevoked), "{e:?}");
@@ -121,7 +133,11 @@ async fn token_sessions_refresh_and_users_log_out_elsewhere() {
 async fn claims_succeed_once() {
     let app = spawn("").await;
     let c = &app.client;
-    let until = app.server.clock().now().saturating_add(Duration::from_secs(3600));
+    let until = app
+        .server
+        .clock()
+        .now()
+        .saturating_add(Duration::from_secs(3600));
     let claim = ClaimRequest::Id(IdClaim {
         id: "enrol-7".to_owned(),
         expires_at: until.to_rfc3339(),
@@ -130,7 +146,14 @@ async fn claims_succeed_once() {
     assert!(claimed.claimed);
     let e = c.claim(&claim).await.unwrap_err();
     assert!(
-        matches!(e, ClientError::Api { status: 409, code: ErrorCode::TokenAlreadyUsed, .. }),
+        matches!(
+            e,
+            ClientError::Api {
+                status: 409,
+                code: ErrorCode::TokenAlreadyUsed,
+                ..
+            }
+        ),
         "{e:?}"
     );
     // Our own access token is a claimable token too.
@@ -161,7 +184,9 @@ async fn operations_endpoints_and_jwks() {
     // The access tokens name a published key.
     let (_, created) = app.create("dee", KindParam::Tokens).await;
     let valid = c
-        .validate(&ValidateRequest::access_token(created.tokens.unwrap().access_token))
+        .validate(&ValidateRequest::access_token(
+            created.tokens.unwrap().access_token,
+        ))
         .await
         .unwrap();
     assert!(
