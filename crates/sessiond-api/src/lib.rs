@@ -621,8 +621,10 @@ pub struct PublicJwk {
     pub kid: String,
 }
 
-/// The body of every error response (`application/problem+json`, RFC 9457; docs/DESIGN.md
-/// §9.2). `code` is the contract; [`Problem::error_code`] reads it back.
+// `application/problem+json` (RFC 9457; docs/DESIGN.md §9.2); `code` is the contract, and
+// [`Problem::error_code`] reads it back. The doc line below is the schema's description in
+// `/openapi.json`.
+/// The body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
     /// A URI naming the problem type: `urn:sessiond:problem:<code>`.
