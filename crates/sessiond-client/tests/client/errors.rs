@@ -7,7 +7,7 @@ use sessiond::{ErrorCode, OsRandom, SessionId};
 use sessiond_client::api::{CreateSessionRequest, KindParam, RefreshRequest, ValidateRequest};
 use sessiond_client::ClientError;
 
-use crate::harness::{builder, spawn};
+use crate::harness::{assert_problem, builder, spawn};
 
 #[tokio::test]
 async fn problems_become_their_codes() {
@@ -169,22 +169,8 @@ async fn expiry_follows_the_server_clock() {
         .await
         .unwrap();
     app.advance(Duration::from_secs(30 * 60));
-    let e = app
-        .client
-        .validate(&ValidateRequest::cookie(cookie))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            ClientError::Api {
-                status: 401,
-                code: ErrorCode::SessionExpired,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    let expired = app.client.validate(&ValidateRequest::cookie(cookie)).await;
+    assert_problem(expired, 401, ErrorCode::SessionExpired);
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use sessiond::{Secret, SessionId};
+use sessiond::{ErrorCode, Secret, SessionId};
 use sessiond_client::api::{CreateSessionRequest, KindParam};
 use sessiond_client::{Backoff, Client, ClientBuilder, ClientError, Event};
 use sessiond_server::testing::InProcess;
@@ -153,5 +153,19 @@ impl Proxy {
     /// Lets connections through again.
     pub fn open(&self) {
         self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+/// `result` failed with the problem `status` `code`.
+pub fn assert_problem<T: std::fmt::Debug>(
+    result: Result<T, ClientError>,
+    status: u16,
+    code: ErrorCode,
+) {
+    match result {
+        Err(ClientError::Api {
+            status: s, code: c, ..
+        }) if (s, c) == (status, code) => {}
+        other => panic!("expected {status} {code}: {other:?}"),
     }
 }

@@ -7,9 +7,8 @@ use sessiond_client::api::{
     ClaimRequest, CreateSessionRequest, IdClaim, KindParam, RefreshRequest, TokenClaim,
     ValidateRequest,
 };
-use sessiond_client::ClientError;
 
-use crate::harness::spawn;
+use crate::harness::{assert_problem, spawn};
 
 #[tokio::test]
 async fn a_cookie_session_from_creation_to_revocation() {
@@ -57,21 +56,8 @@ async fn a_cookie_session_from_creation_to_revocation() {
     c.revoke_session(&id, None).await.unwrap(); // idempotent
     let session = c.get_session(&id).await.unwrap();
     assert_eq!(session.revoke_reason.as_deref(), Some("admin"));
-    let e = c
-        .validate(&ValidateRequest::cookie(cookie))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            ClientError::Api {
-                status: 401,
-                code: ErrorCode::SessionRevoked,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    let revoked = c.validate(&ValidateRequest::cookie(cookie)).await;
+    assert_problem(revoked, 401, ErrorCode::SessionRevoked);
     assert!(c.user_sessions(&alice, None).await.unwrap().is_empty());
 }
 
@@ -144,18 +130,7 @@ async fn claims_succeed_once() {
     });
     let claimed = c.claim(&claim).await.unwrap();
     assert!(claimed.claimed);
-    let e = c.claim(&claim).await.unwrap_err();
-    assert!(
-        matches!(
-            e,
-            ClientError::Api {
-                status: 409,
-                code: ErrorCode::TokenAlreadyUsed,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert_problem(c.claim(&claim).await, 409, ErrorCode::TokenAlreadyUsed);
     // Our own access token is a claimable token too.
     let (_, created) = app.create("cy", KindParam::Tokens).await;
     let token = ClaimRequest::Token(TokenClaim {

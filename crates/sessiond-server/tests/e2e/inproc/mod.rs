@@ -167,14 +167,7 @@ impl TestApp {
 
     /// `POST /v1/sessions` for `user` with `kind`, which must succeed.
     pub async fn create_session(&self, user: &str, kind: KindParam) -> CreateSessionResponse {
-        let request = CreateSessionRequest {
-            user_id: user.to_owned(),
-            tenant: None,
-            kind,
-            ip: None,
-            user_agent: None,
-            claims: None,
-        };
+        let request = CreateSessionRequest::new(user, kind);
         self.call(Method::POST, "/v1/sessions", &request)
             .await
             .unwrap_or_else(|r| panic!("create failed: {}", r.text))
@@ -182,41 +175,21 @@ impl TestApp {
 
     /// `POST /v1/sessions/validate` of an access token.
     pub async fn validate_access_token(&self, token: &str) -> Result<ValidateResponse, Reply> {
-        let request = ValidateRequest {
-            cookie: None,
-            cookie_header: None,
-            access_token: Some(token.to_owned()),
-            csrf_token: None,
-            require_csrf: false,
-            ip: None,
-            user_agent: None,
-        };
+        let request = ValidateRequest::access_token(token);
         self.call(Method::POST, "/v1/sessions/validate", &request)
             .await
     }
 
     /// `POST /v1/sessions/validate` of a session cookie's value.
     pub async fn validate_cookie(&self, cookie: &str) -> Result<ValidateResponse, Reply> {
-        let request = ValidateRequest {
-            cookie: Some(cookie.to_owned()),
-            cookie_header: None,
-            access_token: None,
-            csrf_token: None,
-            require_csrf: false,
-            ip: None,
-            user_agent: None,
-        };
+        let request = ValidateRequest::cookie(cookie);
         self.call(Method::POST, "/v1/sessions/validate", &request)
             .await
     }
 
     /// `POST /v1/tokens/refresh`.
     pub async fn refresh(&self, refresh_token: &str) -> Result<RefreshResponse, Reply> {
-        let request = RefreshRequest {
-            refresh_token: refresh_token.to_owned(),
-            ip: None,
-            user_agent: None,
-        };
+        let request = RefreshRequest::new(refresh_token);
         self.call(Method::POST, "/v1/tokens/refresh", &request)
             .await
     }
