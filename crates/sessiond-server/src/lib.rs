@@ -18,10 +18,11 @@
 //!   API-key table.
 //! - `state`: what handlers reach (`AppState`); `extract`: the JSON extractor;
 //!   `auth`: the API-key layer on `/v1`.
-//! - `routes`: handlers by audience (`api`, `browser`, `events`, `ops`) and the wire types
-//!   (`dto`); `openapi`: the generated API description.
+//! - `routes`: handlers by audience (`api`, `browser`, `events`, `ops`); the wire types are the
+//!   `sessiond-api` crate ([`dto`]); `openapi`: the generated API description.
 //! - `app`: the router; `startup`: storage, master key, signing keys ([`StartError`]);
 //!   `server`: [`Server`], which owns the listener and every background task.
+//! - `testing` (feature `testing`): a [`Server`] inside a test's process, on a manual clock.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -44,8 +45,11 @@ mod startup;
 mod state;
 mod tls;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 pub use config::{Config, ConfigError, Overrides, Secrets};
-/// The wire types of the HTTP API (what `/openapi.json` describes).
-pub use routes::dto;
 pub use server::Server;
+/// The wire types of the HTTP API (what `/openapi.json` describes): the `sessiond-api` crate.
+pub use sessiond_api as dto;
 pub use startup::{migrate, open_api_keys, open_service, StartError};

@@ -11,8 +11,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi};
 
-use crate::problem::{doc, Problem};
+use crate::problem::doc;
 use crate::routes::{api, browser, dto, events, ops};
+use sessiond_api::Problem;
 
 struct ApiKeyAuth;
 

@@ -4,81 +4,12 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use sessiond::error::ErrorCode;
 use sessiond::SessionError;
+use sessiond_api::Problem;
 
 /// The media type of every error response.
 pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
-
-/// The body of every error response.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct Problem {
-    /// A URI naming the problem type: `urn:sessiond:problem:<code>`.
-    #[serde(rename = "type")]
-    #[schema(pattern = "^urn:sessiond:problem:[a-z_]+$")]
-    pub kind: String,
-    /// A short human-readable summary.
-    pub title: String,
-    /// The HTTP status.
-    #[schema(minimum = 400, maximum = 599)]
-    pub status: u16,
-    /// The machine-readable code: the contract (the responses of each operation say which).
-    #[schema(schema_with = doc::every_code)]
-    pub code: String,
-}
-
-/// Every wire code, in [`code_index`] order: the OpenAPI document lists them.
-pub(crate) const ALL_CODES: [ErrorCode; 20] = [
-    ErrorCode::InvalidCredential,
-    ErrorCode::SessionNotFound,
-    ErrorCode::SessionExpired,
-    ErrorCode::TokenExpired,
-    ErrorCode::SessionRevoked,
-    ErrorCode::RefreshTokenReused,
-    ErrorCode::BindingMismatch,
-    ErrorCode::Unauthorized,
-    ErrorCode::CsrfMissing,
-    ErrorCode::CsrfMismatch,
-    ErrorCode::InvalidRequest,
-    ErrorCode::NotFound,
-    ErrorCode::UnknownSession,
-    ErrorCode::MethodNotAllowed,
-    ErrorCode::RequestTimeout,
-    ErrorCode::TokenAlreadyUsed,
-    ErrorCode::PayloadTooLarge,
-    ErrorCode::UnsupportedMediaType,
-    ErrorCode::TooManyStreams,
-    ErrorCode::Unavailable,
-];
-
-/// The position of `code` in [`ALL_CODES`]. `ErrorCode` is exhaustive, so a new code fails to
-/// compile here until it is listed (a test checks the two agree).
-#[cfg_attr(not(test), allow(dead_code))]
-const fn code_index(code: ErrorCode) -> usize {
-    match code {
-        ErrorCode::InvalidCredential => 0,
-        ErrorCode::SessionNotFound => 1,
-        ErrorCode::SessionExpired => 2,
-        ErrorCode::TokenExpired => 3,
-        ErrorCode::SessionRevoked => 4,
-        ErrorCode::RefreshTokenReused => 5,
-        ErrorCode::BindingMismatch => 6,
-        ErrorCode::Unauthorized => 7,
-        ErrorCode::CsrfMissing => 8,
-        ErrorCode::CsrfMismatch => 9,
-        ErrorCode::InvalidRequest => 10,
-        ErrorCode::NotFound => 11,
-        ErrorCode::UnknownSession => 12,
-        ErrorCode::MethodNotAllowed => 13,
-        ErrorCode::RequestTimeout => 14,
-        ErrorCode::TokenAlreadyUsed => 15,
-        ErrorCode::PayloadTooLarge => 16,
-        ErrorCode::UnsupportedMediaType => 17,
-        ErrorCode::TooManyStreams => 18,
-        ErrorCode::Unavailable => 19,
-    }
-}
 
 /// An error a handler returns.
 #[derive(Debug)]
@@ -112,12 +43,7 @@ impl From<SessionError> for ApiError {
 
 /// Builds a problem response: status and title come with the code (`sessiond::ErrorCode`).
 pub(crate) fn problem(code: ErrorCode) -> Response {
-    let body = Problem {
-        kind: format!("urn:sessiond:problem:{code}"),
-        title: code.title().to_owned(),
-        status: code.status(),
-        code: code.as_str().to_owned(),
-    };
+    let body = Problem::new(code);
     let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, axum::Json(body)).into_response();
     response
@@ -164,32 +90,12 @@ pub(crate) mod doc {
     use std::collections::BTreeMap;
 
     use sessiond::error::ErrorCode;
-    use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Schema, Type};
+    use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
     use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
-    use super::{ALL_CODES, PROBLEM_JSON};
+    use sessiond_api::wire_codes;
 
-    /// The distinct wire strings of `codes`, in order.
-    fn wire_codes(codes: &[ErrorCode]) -> Vec<&'static str> {
-        let mut wire: Vec<&'static str> = Vec::new();
-        for code in codes {
-            if !wire.contains(&code.as_str()) {
-                wire.push(code.as_str());
-            }
-        }
-        wire
-    }
-
-    /// `Problem.code`: one of every wire code.
-    pub(crate) fn every_code() -> Schema {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some(wire_codes(&ALL_CODES)))
-            .description(Some(
-                "The machine-readable code: the contract (the responses of each operation say which).",
-            ))
-            .into()
-    }
+    use super::PROBLEM_JSON;
 
     /// A problem response of `status` whose code is one of `codes`.
     fn problem_response(
@@ -313,13 +219,6 @@ pub(crate) mod doc {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_code_is_listed_once_in_order() {
-        for (i, code) in ALL_CODES.iter().enumerate() {
-            assert_eq!(code_index(*code), i, "{code:?}");
-        }
-    }
 
     #[test]
     fn documented_problem_responses_carry_codes_of_their_status() {

@@ -59,6 +59,75 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, once (`SessionNotFound` and `UnknownSession` share a wire string, so the
+    /// distinct wire strings are one fewer). [`ErrorCode::index`] keeps the list complete: a new
+    /// code fails to compile there until it is listed, and a test checks the two agree.
+    pub const ALL: [ErrorCode; 20] = [
+        ErrorCode::InvalidCredential,
+        ErrorCode::SessionNotFound,
+        ErrorCode::SessionExpired,
+        ErrorCode::TokenExpired,
+        ErrorCode::SessionRevoked,
+        ErrorCode::RefreshTokenReused,
+        ErrorCode::BindingMismatch,
+        ErrorCode::Unauthorized,
+        ErrorCode::CsrfMissing,
+        ErrorCode::CsrfMismatch,
+        ErrorCode::InvalidRequest,
+        ErrorCode::NotFound,
+        ErrorCode::UnknownSession,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::RequestTimeout,
+        ErrorCode::TokenAlreadyUsed,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::TooManyStreams,
+        ErrorCode::Unavailable,
+    ];
+
+    /// The position of `self` in [`ErrorCode::ALL`].
+    #[cfg_attr(not(test), allow(dead_code))]
+    const fn index(self) -> usize {
+        match self {
+            ErrorCode::InvalidCredential => 0,
+            ErrorCode::SessionNotFound => 1,
+            ErrorCode::SessionExpired => 2,
+            ErrorCode::TokenExpired => 3,
+            ErrorCode::SessionRevoked => 4,
+            ErrorCode::RefreshTokenReused => 5,
+            ErrorCode::BindingMismatch => 6,
+            ErrorCode::Unauthorized => 7,
+            ErrorCode::CsrfMissing => 8,
+            ErrorCode::CsrfMismatch => 9,
+            ErrorCode::InvalidRequest => 10,
+            ErrorCode::NotFound => 11,
+            ErrorCode::UnknownSession => 12,
+            ErrorCode::MethodNotAllowed => 13,
+            ErrorCode::RequestTimeout => 14,
+            ErrorCode::TokenAlreadyUsed => 15,
+            ErrorCode::PayloadTooLarge => 16,
+            ErrorCode::UnsupportedMediaType => 17,
+            ErrorCode::TooManyStreams => 18,
+            ErrorCode::Unavailable => 19,
+        }
+    }
+
+    /// The code a problem body names, for clients of the HTTP API: `code` is its `code` member,
+    /// `status` the response's status. The status only tells apart the two codes that share the
+    /// wire string `session_not_found`: [`ErrorCode::UnknownSession`] on a 404 (an id in the
+    /// path names no session), [`ErrorCode::SessionNotFound`] otherwise (a credential's session
+    /// is gone, 401). `None` for a code this version does not know.
+    pub fn from_wire(code: &str, status: u16) -> Option<ErrorCode> {
+        if code == ErrorCode::UnknownSession.as_str() {
+            return Some(if status == ErrorCode::UnknownSession.status() {
+                ErrorCode::UnknownSession
+            } else {
+                ErrorCode::SessionNotFound
+            });
+        }
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+
     /// The code on the wire (`code` of the problem body, last segment of its `type`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -335,6 +404,46 @@ impl From<KeyError> for SessionError {
         match e {
             KeyError::Store(s) => SessionError::Store(s),
             other => SessionError::Keys(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_listed_once_in_order() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(code.index(), i, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn every_code_round_trips_through_the_wire() {
+        for code in ErrorCode::ALL {
+            assert_eq!(
+                ErrorCode::from_wire(code.as_str(), code.status()),
+                Some(code),
+                "{code:?}"
+            );
+        }
+        // The shared string: the status decides.
+        assert_eq!(
+            ErrorCode::from_wire("session_not_found", 401),
+            Some(ErrorCode::SessionNotFound)
+        );
+        assert_eq!(
+            ErrorCode::from_wire("session_not_found", 404),
+            Some(ErrorCode::UnknownSession)
+        );
+        for unknown in [
+            "",
+            "Invalid_Credential",
+            "urn:sessiond:problem:not_found",
+            "teapot",
+        ] {
+            assert_eq!(ErrorCode::from_wire(unknown, 400), None, "{unknown}");
         }
     }
 }

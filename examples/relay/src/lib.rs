@@ -12,7 +12,9 @@
 //!    `revoked` event arrives, or `expired` when the validation's `deadline` passes, whichever
 //!    comes first. On `resync` (events were lost) re-read the session.
 //!
-//! Connections echo text and binary messages; a real relay would forward them to a backend.
+//! Connections echo text and binary messages; a real relay would forward them to a backend. Every
+//! call to sessiond goes through `sessiond_client` (typed answers, outages told apart from
+//! refusals, the event stream's parsing and resume).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,9 +26,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use futures_util::StreamExt;
 use serde::Deserialize;
-use serde_json::{json, Value};
-use sessiond::{Clock, SystemClock, Timestamp};
+use sessiond::{Clock, Secret, SessionId, SystemClock, Timestamp, UserId};
+use sessiond_client::api::ValidateRequest;
+use sessiond_client::{Client, ClientError, Event};
 use tokio::sync::{broadcast, watch};
 
 /// The WebSocket close code sent when a credential ends: 1008, policy violation.
@@ -54,7 +58,7 @@ impl std::fmt::Debug for RelayConfig {
 #[derive(Debug, Clone)]
 enum FeedEvent {
     /// A session of the user was revoked.
-    Revoked(String),
+    Revoked(SessionId),
     /// Events may have been lost: re-read your session.
     Resync,
 }
@@ -67,9 +71,8 @@ struct Feed {
 
 #[derive(Debug)]
 struct Inner {
-    config: RelayConfig,
-    http: reqwest::Client,
-    feeds: Mutex<HashMap<String, Feed>>,
+    client: Client,
+    feeds: Mutex<HashMap<UserId, Feed>>,
 }
 
 /// The relay's shared state. Cheap to clone.
@@ -83,8 +86,22 @@ pub struct Relay {
 enum Refusal {
     /// sessiond said no (the reason stays in sessiond's log).
     Unauthorized,
-    /// sessiond could not be asked.
+    /// sessiond could not be asked, or could not decide.
     Upstream,
+}
+
+impl Refusal {
+    /// sessiond's refusal is a 401; anything else (an outage, an answer that does not parse)
+    /// decided nothing.
+    fn of(e: &ClientError) -> Refusal {
+        match e {
+            ClientError::Api { .. } => Refusal::Unauthorized,
+            other => {
+                tracing::warn!(error = %other, "sessiond could not decide");
+                Refusal::Upstream
+            }
+        }
+    }
 }
 
 impl IntoResponse for Refusal {
@@ -108,8 +125,8 @@ pub struct WsQuery {
 /// A validated connection: what it needs to enforce.
 #[derive(Debug)]
 struct Validated {
-    session_id: String,
-    user_id: String,
+    session_id: SessionId,
+    user_id: UserId,
     deadline: Timestamp,
     /// A cookie's deadline is the session's, whose idle part slides with activity; an access
     /// token's `exp` never moves.
@@ -118,14 +135,20 @@ struct Validated {
 
 impl Relay {
     /// A relay talking to sessiond per `config`.
-    pub fn new(config: RelayConfig) -> Self {
-        Relay {
+    ///
+    /// # Errors
+    /// The client cannot be built: a malformed URL or key, or no rustls `CryptoProvider`
+    /// installed (see `sessiond_client`).
+    pub fn new(config: RelayConfig) -> Result<Self, ClientError> {
+        let client = Client::builder(config.sessiond_url)
+            .api_key(Secret::new(config.api_key))
+            .build()?;
+        Ok(Relay {
             inner: Arc::new(Inner {
-                config,
-                http: reqwest::Client::new(),
+                client,
                 feeds: Mutex::new(HashMap::new()),
             }),
-        }
+        })
     }
 
     /// The router: `GET /ws` upgrades to a WebSocket.
@@ -133,112 +156,75 @@ impl Relay {
         Router::new().route("/ws", get(upgrade)).with_state(self)
     }
 
-    fn url(&self, path: &str) -> String {
-        format!(
-            "{}{path}",
-            self.inner.config.sessiond_url.trim_end_matches('/')
-        )
-    }
-
     async fn validate(&self, headers: &HeaderMap, query: &WsQuery) -> Result<Validated, Refusal> {
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let body = if let Some(token) = query.access_token.as_deref().or(bearer) {
-            json!({ "access_token": token })
+        let request = if let Some(token) = query.access_token.as_deref().or(bearer) {
+            ValidateRequest::access_token(token)
         } else if let Some(cookies) = headers.get(header::COOKIE).and_then(|v| v.to_str().ok()) {
-            json!({ "cookie_header": cookies })
+            ValidateRequest::cookie_header(cookies)
         } else {
             return Err(Refusal::Unauthorized);
         };
-        let resp = self
+        // The reason of a refusal is in sessiond's audit log; the client learns only
+        // "unauthorized".
+        let valid = self
             .inner
-            .http
-            .post(self.url("/v1/sessions/validate"))
-            .bearer_auth(&self.inner.config.api_key)
-            .json(&body)
-            .send()
+            .client
+            .validate(&request)
             .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "sessiond unreachable");
-                Refusal::Upstream
-            })?;
-        let status = resp.status();
-        if status.is_server_error() {
-            return Err(Refusal::Upstream);
-        }
-        if !status.is_success() {
-            // The reason is in sessiond's audit log; the client learns only "unauthorized".
-            return Err(Refusal::Unauthorized);
-        }
-        let v: Value = resp.json().await.map_err(|_| Refusal::Upstream)?;
-        let text = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_owned);
-        let (Some(session_id), Some(user_id), Some(deadline)) = (
-            text("/session/id"),
-            text("/session/user_id"),
-            text("/deadline").and_then(|d| Timestamp::parse_rfc3339(&d).ok()),
+            .map_err(|e| Refusal::of(&e))?;
+        let (Ok(session_id), Ok(user_id), Ok(deadline)) = (
+            SessionId::parse(&valid.session.id),
+            UserId::new(valid.session.user_id),
+            Timestamp::parse_rfc3339(&valid.deadline),
         ) else {
             return Err(Refusal::Upstream);
         };
-        let sliding = text("/credential/type").as_deref() == Some("cookie");
         Ok(Validated {
             session_id,
             user_id,
             deadline,
-            sliding,
+            sliding: valid.credential.kind == "cookie",
         })
     }
 
     /// The session's current deadline by a fresh read; `None` when it is revoked or gone.
-    async fn current_deadline(&self, session_id: &str) -> Result<Option<Timestamp>, Refusal> {
-        let resp = self
-            .inner
-            .http
-            .get(self.url(&format!("/v1/sessions/{session_id}")))
-            .bearer_auth(&self.inner.config.api_key)
-            .send()
-            .await
-            .map_err(|_| Refusal::Upstream)?;
-        if resp.status().is_client_error() {
-            return Ok(None);
-        }
-        if !resp.status().is_success() {
-            return Err(Refusal::Upstream);
-        }
-        let v: Value = resp.json().await.map_err(|_| Refusal::Upstream)?;
-        if !v.pointer("/session/revoked_at").is_none_or(Value::is_null) {
-            return Ok(None);
-        }
-        let at = |p: &str| {
-            v.pointer(p)
-                .and_then(Value::as_str)
-                .and_then(|t| Timestamp::parse_rfc3339(t).ok())
+    async fn current_deadline(&self, session_id: &SessionId) -> Result<Option<Timestamp>, Refusal> {
+        let session = match self.inner.client.get_session(session_id).await {
+            Ok(session) => session,
+            Err(ClientError::Api { .. }) => return Ok(None),
+            Err(e) => return Err(Refusal::of(&e)),
         };
+        if session.revoked_at.is_some() {
+            return Ok(None);
+        }
         match (
-            at("/session/idle_expires_at"),
-            at("/session/absolute_expires_at"),
+            Timestamp::parse_rfc3339(&session.idle_expires_at),
+            Timestamp::parse_rfc3339(&session.absolute_expires_at),
         ) {
-            (Some(idle), Some(abs)) => Ok(Some(idle.min(abs))),
+            (Ok(idle), Ok(abs)) => Ok(Some(idle.min(abs))),
             _ => Err(Refusal::Upstream),
         }
     }
 
     /// Subscribes to the user's feed, starting its upstream stream if needed, and waits until
     /// the upstream is connected.
-    async fn subscribe(&self, user_id: &str) -> Result<broadcast::Receiver<FeedEvent>, Refusal> {
+    async fn subscribe(&self, user_id: &UserId) -> Result<broadcast::Receiver<FeedEvent>, Refusal> {
         let (rx, mut connected) = {
             let mut feeds = self
                 .inner
                 .feeds
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let feed = feeds.entry(user_id.to_owned()).or_insert_with(|| {
+            let feed = feeds.entry(user_id.clone()).or_insert_with(|| {
                 let (tx, _) = broadcast::channel(256);
                 let (ready_tx, ready_rx) = watch::channel(false);
                 tokio::spawn(upstream(
                     self.clone(),
-                    user_id.to_owned(),
+                    user_id.clone(),
                     tx.clone(),
                     ready_tx,
                 ));
@@ -257,30 +243,14 @@ impl Relay {
     }
 }
 
-/// Parses one SSE block into (event, id, data).
-fn parse_block(raw: &str) -> (Option<&str>, Option<&str>, Option<&str>) {
-    let (mut event, mut id, mut data) = (None, None, None);
-    for line in raw.lines() {
-        if let Some(v) = line.strip_prefix("event:") {
-            event = Some(v.trim());
-        } else if let Some(v) = line.strip_prefix("id:") {
-            id = Some(v.trim());
-        } else if let Some(v) = line.strip_prefix("data:") {
-            data = Some(v.trim());
-        }
-    }
-    (event, id, data)
-}
-
-/// One user's upstream SSE stream, shared by the user's connections; reconnects with
-/// `Last-Event-ID`, ends when the user has no connection left.
+/// One user's upstream event stream, shared by the user's connections; the client resumes it
+/// with `Last-Event-ID` after a broken connection. Ends when the user has no connection left.
 async fn upstream(
     relay: Relay,
-    user_id: String,
+    user_id: UserId,
     tx: broadcast::Sender<FeedEvent>,
     ready: watch::Sender<bool>,
 ) {
-    let mut last_id: Option<String> = None;
     loop {
         {
             let mut feeds = relay
@@ -294,62 +264,44 @@ async fn upstream(
                 return;
             }
         }
-        let mut req = relay
-            .inner
-            .http
-            .get(relay.url("/v1/events"))
-            .query(&[("user_id", user_id.as_str())])
-            .bearer_auth(&relay.inner.config.api_key);
-        if let Some(id) = &last_id {
-            req = req.header("last-event-id", id.as_str());
-        }
-        let mut resp = match req.send().await {
-            Ok(r) if r.status().is_success() => r,
-            Ok(r) => {
-                tracing::warn!(status = %r.status(), "event stream refused; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
+        let events = match relay.inner.client.user_events(&user_id, None).await {
+            Ok(events) => events,
             Err(e) => {
-                tracing::warn!(error = %e, "event stream failed; retrying");
+                tracing::warn!(error = %e, "event stream refused; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
         };
         ready.send_replace(true);
-        let mut buf = String::new();
+        futures_util::pin_mut!(events);
         loop {
             // Check for abandonment now and then even when the stream is quiet.
-            let chunk = match tokio::time::timeout(Duration::from_secs(30), resp.chunk()).await {
-                Ok(chunk) => chunk,
+            let item = match tokio::time::timeout(Duration::from_secs(30), events.next()).await {
+                Ok(item) => item,
                 Err(_quiet) if tx.receiver_count() == 0 => break,
                 Err(_quiet) => continue,
             };
-            let Ok(Some(bytes)) = chunk else { break };
-            buf.push_str(&String::from_utf8_lossy(&bytes));
-            while let Some(end) = buf.find("\n\n") {
-                let raw: String = buf.drain(..end + 2).collect();
-                let (event, id, data) = parse_block(&raw);
-                if let Some(id) = id {
-                    last_id = Some(id.to_owned());
+            match item {
+                Some(Ok(Event::Revoked { data, .. })) => {
+                    let _ = tx.send(FeedEvent::Revoked(data.session_id));
                 }
-                let data: Option<Value> = data.and_then(|d| serde_json::from_str(d).ok());
-                let session = data
-                    .as_ref()
-                    .and_then(|d| d.get("session_id"))
-                    .and_then(Value::as_str);
-                match (event, session) {
-                    (Some("revoked"), Some(s)) => {
-                        let _ = tx.send(FeedEvent::Revoked(s.to_owned()));
-                    }
-                    (Some("resync"), _) => {
-                        let _ = tx.send(FeedEvent::Resync);
-                    }
-                    _ => {}
+                Some(Ok(Event::Resync { .. })) => {
+                    let _ = tx.send(FeedEvent::Resync);
                 }
+                Some(Ok(_)) => {}
+                // The client reconnects by itself, resuming from the last event: nothing is
+                // lost, or a `resync` follows.
+                Some(Err(e)) if e.is_outage() => {
+                    tracing::warn!(error = %e, "event stream interrupted; resuming");
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "event stream error");
+                    let _ = tx.send(FeedEvent::Resync);
+                }
+                None => break,
             }
         }
-        // The stream broke: events until the reconnect are replayed (or a resync comes).
+        // The stream ended: events until a new one is open may be lost.
         let _ = tx.send(FeedEvent::Resync);
     }
 }

@@ -22,10 +22,12 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let api_key = std::env::var("SESSIOND_API_KEY").context("SESSIOND_API_KEY is not set")?;
+    // The sessiond client speaks TLS through rustls with the provider the application picks.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let relay = Relay::new(RelayConfig {
         sessiond_url,
         api_key,
-    });
+    })?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -43,7 +43,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sessiond::{
     EndReason, EventKind, ExtraDeadline, SessionError, SessionEvent, SessionId, SessionService,
     Tenant, Timestamp, UserId,
@@ -57,21 +57,12 @@ use crate::extract::{ApiPath, ApiQuery};
 use crate::hub::{EventHub, Item};
 use crate::problem::doc::{ApiKeyRefused, BadRequest, NoSuchSession, TooManyStreams, Unavailable};
 use crate::problem::ApiError;
-use crate::routes::dto::SessionPath;
+use crate::routes::dto::{EventData, ResyncData, SessionPath};
 use crate::state::AppState;
 use crate::tls::ClientCertificate;
 
 /// Events a slow client may have queued before its stream stops reading the fan-out.
 const CLIENT_QUEUE: usize = 64;
-
-/// The SSE `data` of docs/DESIGN.md §9.6.
-#[derive(Debug, Serialize)]
-struct EventData<'a> {
-    session_id: &'a SessionId,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-    at: Timestamp,
-}
 
 fn sse_event(id: String, kind: EventKind, event: &SessionEvent) -> Event {
     sse_data(
@@ -91,8 +82,8 @@ fn sse_data(
     at: Timestamp,
 ) -> Event {
     let data = EventData {
-        session_id,
-        reason,
+        session_id: session_id.clone(),
+        reason: reason.map(str::to_owned),
         at,
     };
     let json = serde_json::to_string(&data).unwrap_or_else(|_| String::from("{}"));
@@ -100,10 +91,12 @@ fn sse_data(
 }
 
 fn resync_event(id: String) -> Event {
-    Event::default()
-        .event("resync")
-        .id(id)
-        .data(r#"{"reason":"replay_unavailable"}"#)
+    let data = ResyncData {
+        reason: ResyncData::REPLAY_UNAVAILABLE.to_owned(),
+    };
+    let json = serde_json::to_string(&data)
+        .unwrap_or_else(|_| String::from(r#"{"reason":"replay_unavailable"}"#));
+    Event::default().event("resync").id(id).data(json)
 }
 
 fn sse_response(state: &AppState, rx: mpsc::Receiver<Event>) -> Response {

@@ -17,7 +17,8 @@ async fn start_relay(base: &str, api_key: &str) -> String {
     let relay = Relay::new(RelayConfig {
         sessiond_url: base.to_owned(),
         api_key: api_key.to_owned(),
-    });
+    })
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     // Small frames (close frames) must not wait for delayed ACKs.

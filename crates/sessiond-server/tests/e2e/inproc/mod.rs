@@ -16,21 +16,19 @@ mod metrics;
 mod openapi;
 mod rotation;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use sessiond::{Clock as _, ManualClock, Secret, SystemClock};
+use sessiond::{ManualClock, Secret};
 use sessiond_server::dto::{
     CreateSessionRequest, CreateSessionResponse, KindParam, RefreshRequest, RefreshResponse,
     ValidateRequest, ValidateResponse,
 };
-use sessiond_server::{Config, Overrides, Secrets, Server};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use sessiond_server::testing::InProcess;
+use sessiond_server::{Config, Overrides, Secrets};
 
 use crate::harness::{api_key, cli_in, write_config, Handle, Reply, Target};
 
@@ -50,10 +48,10 @@ pub struct TestApp {
     pub api_key: String,
     /// The server's clock: it stands still until a test moves it.
     pub clock: ManualClock,
+    /// Declared before `dir`: dropping it signals the shutdown before the directory goes.
+    server: InProcess,
     pub dir: tempfile::TempDir,
     client: reqwest::Client,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 /// Starts a server with `options` on 127.0.0.1:0, its data in a fresh temporary directory, its
@@ -80,23 +78,16 @@ pub async fn spawn_app_in(dir: tempfile::TempDir, options: Options) -> TestApp {
     if let Some((_, master)) = options.env.iter().find(|(k, _)| k == "SESSIOND_MASTER_KEY") {
         secrets = secrets.with_master_key(Secret::new(master.clone()));
     }
-    let clock = ManualClock::new(SystemClock.now());
-    let server = Server::build(config, secrets, Arc::new(clock.clone()))
+    let server = InProcess::start(config, secrets)
         .await
         .unwrap_or_else(|e| panic!("server did not start: {e:#}"));
-    let base = format!("http://{}", server.local_addr());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
     TestApp {
-        base,
+        base: server.base_url().to_owned(),
         api_key: key,
-        clock,
+        clock: server.clock().clone(),
+        server,
         dir,
         client: reqwest::Client::new(),
-        shutdown: Some(stop),
-        task: Some(task),
     }
 }
 
@@ -176,14 +167,7 @@ impl TestApp {
 
     /// `POST /v1/sessions` for `user` with `kind`, which must succeed.
     pub async fn create_session(&self, user: &str, kind: KindParam) -> CreateSessionResponse {
-        let request = CreateSessionRequest {
-            user_id: user.to_owned(),
-            tenant: None,
-            kind,
-            ip: None,
-            user_agent: None,
-            claims: None,
-        };
+        let request = CreateSessionRequest::new(user, kind);
         self.call(Method::POST, "/v1/sessions", &request)
             .await
             .unwrap_or_else(|r| panic!("create failed: {}", r.text))
@@ -191,58 +175,32 @@ impl TestApp {
 
     /// `POST /v1/sessions/validate` of an access token.
     pub async fn validate_access_token(&self, token: &str) -> Result<ValidateResponse, Reply> {
-        let request = ValidateRequest {
-            cookie: None,
-            cookie_header: None,
-            access_token: Some(token.to_owned()),
-            csrf_token: None,
-            require_csrf: false,
-            ip: None,
-            user_agent: None,
-        };
+        let request = ValidateRequest::access_token(token);
         self.call(Method::POST, "/v1/sessions/validate", &request)
             .await
     }
 
     /// `POST /v1/sessions/validate` of a session cookie's value.
     pub async fn validate_cookie(&self, cookie: &str) -> Result<ValidateResponse, Reply> {
-        let request = ValidateRequest {
-            cookie: Some(cookie.to_owned()),
-            cookie_header: None,
-            access_token: None,
-            csrf_token: None,
-            require_csrf: false,
-            ip: None,
-            user_agent: None,
-        };
+        let request = ValidateRequest::cookie(cookie);
         self.call(Method::POST, "/v1/sessions/validate", &request)
             .await
     }
 
     /// `POST /v1/tokens/refresh`.
     pub async fn refresh(&self, refresh_token: &str) -> Result<RefreshResponse, Reply> {
-        let request = RefreshRequest {
-            refresh_token: refresh_token.to_owned(),
-            ip: None,
-            user_agent: None,
-        };
+        let request = RefreshRequest::new(refresh_token);
         self.call(Method::POST, "/v1/tokens/refresh", &request)
             .await
     }
 
     /// Shuts the server down as SIGTERM does (stop accepting, end the event streams, drain) and
     /// waits for it to finish cleanly.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.shutdown.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(15), task)
-                .await
-                .expect("server did not stop")
-                .expect("server task panicked")
-                .expect("server failed");
-        }
+    pub async fn stop(self) {
+        self.server
+            .stop(Duration::from_secs(15))
+            .await
+            .expect("server did not stop cleanly");
     }
 }
 
@@ -257,13 +215,5 @@ impl Target for TestApp {
 
     fn handle(&self) -> Handle {
         TestApp::handle(self)
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(stop) = self.shutdown.take() {
-            let _ = stop.send(());
-        }
     }
 }

@@ -1,13 +1,28 @@
-//! Wire types of the HTTP API (docs/DESIGN.md §9.3). They are what the server sends and accepts, and what
-//! `/openapi.json` documents (derived from these definitions).
+//! The wire types of sessiond's HTTP API (docs/DESIGN.md §9): what the server sends and
+//! accepts, what `/openapi.json` documents (derived from these definitions), and what the typed
+//! client (`sessiond-client`) reads. One definition serves all three, so they cannot drift.
+//!
+//! # Layout
+//! - Requests and answers of the `/v1` routes (§9.3): [`CreateSessionRequest`] →
+//!   [`CreateSessionResponse`], [`ValidateRequest`] → [`ValidateResponse`], [`RefreshRequest`]
+//!   → [`RefreshResponse`], … with the shared views [`SessionView`], [`TokensView`],
+//!   [`CredentialView`].
+//! - The operations endpoints and the JWK Set: [`Health`], [`Readiness`], [`JwkSet`].
+//! - Errors: [`Problem`], the `application/problem+json` body of every error (§9.2).
+//! - Event streams (§9.6): [`EventData`] and [`ResyncData`], the `data` of the SSE events.
+//! - Path and query parameters as the server extracts them: [`SessionPath`], [`UserPath`],
+//!   [`TenantQuery`].
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sessiond::{Credential, Session, SessionKind, TokenPair};
+use sessiond::error::ErrorCode;
+use sessiond::{Credential, Session, SessionId, SessionKind, Timestamp, TokenPair};
 use utoipa::{IntoParams, ToSchema};
 
 // The rules below are the server's (docs/DESIGN.md §2.1, §5.3), spelled for JSON Schema; the
-// tests of `crate::openapi` check the numbers against the library's constants. JSON Schema counts
+// tests of the server's `openapi` module check the numbers against the library's constants. JSON Schema counts
 // characters where the server counts UTF-8 bytes, and cannot say "bytes": `maxLength` is the byte
 // limit (exact for ASCII, and a bound every accepted value meets), the descriptions say bytes.
 //
@@ -143,6 +158,28 @@ pub struct CreateSessionRequest {
     pub claims: Option<Map<String, Value>>,
 }
 
+impl CreateSessionRequest {
+    /// A session of `kind` for `user_id` in the default tenant, without IP, User-Agent or
+    /// claims (set the public fields for those).
+    ///
+    /// ```
+    /// use sessiond_api::{CreateSessionRequest, KindParam};
+    ///
+    /// let mut request = CreateSessionRequest::new("alice", KindParam::Cookie);
+    /// request.ip = Some("203.0.113.7".to_owned());
+    /// ```
+    pub fn new(user_id: impl Into<String>, kind: KindParam) -> Self {
+        CreateSessionRequest {
+            user_id: user_id.into(),
+            tenant: None,
+            kind,
+            ip: None,
+            user_agent: None,
+            claims: None,
+        }
+    }
+}
+
 /// A token pair as the API returns it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TokensView {
@@ -228,6 +265,51 @@ pub struct ValidateRequest {
 }
 
 impl ValidateRequest {
+    /// Validates a session cookie's value (no CSRF token, no binding inputs; set the public
+    /// fields for those).
+    ///
+    /// ```
+    /// use sessiond_api::ValidateRequest;
+    ///
+    /// let mut request = ValidateRequest::cookie("v1.ses-….sk-….mac");
+    /// request.csrf_token = Some("the X-CSRF-Token header".to_owned());
+    /// request.require_csrf = true;
+    /// ```
+    pub fn cookie(value: impl Into<String>) -> Self {
+        ValidateRequest {
+            cookie: Some(value.into()),
+            ..ValidateRequest::empty()
+        }
+    }
+
+    /// Validates the session cookie found in a whole `Cookie` request header.
+    pub fn cookie_header(header: impl Into<String>) -> Self {
+        ValidateRequest {
+            cookie_header: Some(header.into()),
+            ..ValidateRequest::empty()
+        }
+    }
+
+    /// Validates an access JWT.
+    pub fn access_token(token: impl Into<String>) -> Self {
+        ValidateRequest {
+            access_token: Some(token.into()),
+            ..ValidateRequest::empty()
+        }
+    }
+
+    fn empty() -> Self {
+        ValidateRequest {
+            cookie: None,
+            cookie_header: None,
+            access_token: None,
+            csrf_token: None,
+            require_csrf: false,
+            ip: None,
+            user_agent: None,
+        }
+    }
+
     /// The credential fields, of which a request gives exactly one (a `null` is not given).
     pub const CREDENTIALS: [&'static str; 3] = ["cookie", "cookie_header", "access_token"];
 
@@ -309,6 +391,18 @@ pub struct RefreshRequest {
     #[serde(default)]
     #[schema(max_length = 1024, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub user_agent: Option<String>,
+}
+
+impl RefreshRequest {
+    /// Refreshes with `refresh_token`, without binding inputs (set `ip` and `user_agent` for a
+    /// session bound to them).
+    pub fn new(refresh_token: impl Into<String>) -> Self {
+        RefreshRequest {
+            refresh_token: refresh_token.into(),
+            ip: None,
+            user_agent: None,
+        }
+    }
 }
 
 /// `200` of `POST /v1/tokens/refresh`.
@@ -527,10 +621,127 @@ pub struct PublicJwk {
     pub kid: String,
 }
 
+// `application/problem+json` (RFC 9457; docs/DESIGN.md §9.2); `code` is the contract, and
+// [`Problem::error_code`] reads it back. The doc line below is the schema's description in
+// `/openapi.json`.
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type: `urn:sessiond:problem:<code>`.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^urn:sessiond:problem:[a-z_]+$")]
+    pub kind: String,
+    /// A short human-readable summary.
+    pub title: String,
+    /// The HTTP status.
+    #[schema(minimum = 400, maximum = 599)]
+    pub status: u16,
+    /// The machine-readable code: the contract (the responses of each operation say which).
+    #[schema(schema_with = schemas::every_code)]
+    pub code: String,
+    /// A human-readable explanation of this occurrence (RFC 9457). sessiond does not send one
+    /// (input is never echoed); clients keep it when something in between (a proxy speaking
+    /// problem+json) does, so it is not part of the documented schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
+    pub detail: Option<String>,
+}
+
+impl Problem {
+    /// The problem the server sends for `code`: its status and title come with the code.
+    ///
+    /// ```
+    /// use sessiond::ErrorCode;
+    /// use sessiond_api::Problem;
+    ///
+    /// let p = Problem::new(ErrorCode::InvalidCredential);
+    /// assert_eq!((p.status, p.kind.as_str()), (401, "urn:sessiond:problem:invalid_credential"));
+    /// ```
+    pub fn new(code: ErrorCode) -> Self {
+        Problem {
+            kind: format!("urn:sessiond:problem:{code}"),
+            title: code.title().to_owned(),
+            status: code.status(),
+            code: code.as_str().to_owned(),
+            detail: None,
+        }
+    }
+
+    /// The code, by [`ErrorCode::from_wire`] (the status tells apart the two meanings of
+    /// `session_not_found`); `None` for a code this version does not know.
+    ///
+    /// ```
+    /// use sessiond::ErrorCode;
+    /// use sessiond_api::Problem;
+    ///
+    /// let p = Problem::new(ErrorCode::UnknownSession);
+    /// assert_eq!(p.error_code(), Some(ErrorCode::UnknownSession));
+    /// ```
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        ErrorCode::from_wire(&self.code, self.status)
+    }
+}
+
+/// The distinct wire strings of `codes`, in order (two codes share `session_not_found`).
+///
+/// ```
+/// use sessiond::ErrorCode;
+///
+/// let wire = sessiond_api::wire_codes(&[ErrorCode::SessionNotFound, ErrorCode::UnknownSession]);
+/// assert_eq!(wire, ["session_not_found"]);
+/// ```
+pub fn wire_codes(codes: &[ErrorCode]) -> Vec<&'static str> {
+    let mut wire: Vec<&'static str> = Vec::new();
+    for code in codes {
+        if !wire.contains(&code.as_str()) {
+            wire.push(code.as_str());
+        }
+    }
+    wire
+}
+
+/// The `data` of the `revoked`, `expired` and `refreshed` events of the event streams
+/// (docs/DESIGN.md §9.6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventData {
+    /// The session the event is about.
+    pub session_id: SessionId,
+    /// `revoked`: the revoke reason (absent when none was recorded); `expired`: `idle_expired`,
+    /// `absolute_expired`, `deleted` or `certificate_expired`; `refreshed`: absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it happened, by the server's clock.
+    pub at: Timestamp,
+}
+
+/// The `data` of a `resync` event: events could not be replayed; re-read the user's sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResyncData {
+    /// Why: `replay_unavailable` ([`ResyncData::REPLAY_UNAVAILABLE`]).
+    pub reason: String,
+}
+
+impl ResyncData {
+    /// The one reason the server sends today.
+    pub const REPLAY_UNAVAILABLE: &'static str = "replay_unavailable";
+}
+
 /// Schemas the derive cannot spell with attributes.
 mod schemas {
+    use sessiond::error::ErrorCode;
     use sessiond::service::{MAX_CLAIMS_BYTES, RESERVED_CLAIMS};
     use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+
+    /// `Problem.code`: one of every wire code.
+    pub(super) fn every_code() -> Schema {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(super::wire_codes(&ErrorCode::ALL)))
+            .description(Some(
+                "The machine-readable code: the contract (the responses of each operation say which).",
+            ))
+            .into()
+    }
 
     /// `claims` of `POST /v1/sessions`: an object (or null) whose names are not reserved.
     pub(super) fn custom_claims() -> Schema {

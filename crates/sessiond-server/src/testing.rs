@@ -1,0 +1,86 @@
+//! A [`Server`] running inside a test's process (feature `testing`): built from a
+//! [`Config`] whose `listen` is port 0, on a [`ManualClock`] that stands still until the test
+//! moves it, served by a background task until it is stopped as SIGTERM stops the binary. The
+//! e2e suite of this crate and the client's tests start their servers with it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sessiond::{Clock as _, ManualClock, SystemClock};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::{Config, Secrets, Server, StartError};
+
+/// A server running in this process. Dropping it signals the shutdown without waiting.
+#[derive(Debug)]
+pub struct InProcess {
+    base: String,
+    clock: ManualClock,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl InProcess {
+    /// Builds the server of `config` with `secrets` on a manual clock set to the current time,
+    /// and serves it on a task of the current runtime.
+    ///
+    /// # Errors
+    /// [`StartError`] when the server cannot be built (storage, keys, listener).
+    pub async fn start(config: Config, secrets: Secrets) -> Result<InProcess, StartError> {
+        let clock = ManualClock::new(SystemClock.now());
+        let server = Server::build(config, secrets, Arc::new(clock.clone())).await?;
+        let base = format!("http://{}", server.local_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Ok(InProcess {
+            base,
+            clock,
+            shutdown: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The server's clock.
+    pub fn clock(&self) -> &ManualClock {
+        &self.clock
+    }
+
+    /// Shuts the server down as SIGTERM does (stop accepting, end the event streams, drain) and
+    /// waits at most `within` for it to finish.
+    ///
+    /// # Errors
+    /// The server's own error; `TimedOut` when it did not stop within `within`; `Other` when its
+    /// task panicked.
+    pub async fn stop(mut self, within: Duration) -> std::io::Result<()> {
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(within, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(std::io::Error::other(join)),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the server did not stop in time",
+            )),
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+    }
+}
