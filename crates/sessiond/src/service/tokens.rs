@@ -143,18 +143,7 @@ impl SessionService {
             ));
         }
         let policy = &self.inner.config.tokens;
-        let refresh_key = self
-            .inner
-            .keys
-            .active(KeyPurpose::Refresh)
-            .await
-            .map_err(SessionError::Keys)?;
-        let access_key = self
-            .inner
-            .keys
-            .active(KeyPurpose::Access)
-            .await
-            .map_err(SessionError::Keys)?;
+        let (access_key, refresh_key) = self.pair_keys().await?;
         let session = self.new_session_row(
             new,
             kind,
@@ -495,20 +484,20 @@ impl SessionService {
         generation: u64,
         now: Timestamp,
     ) -> Result<TokenSession, SessionError> {
-        let access_key = self
-            .inner
-            .keys
-            .active(KeyPurpose::Access)
-            .await
-            .map_err(SessionError::Keys)?;
-        let refresh_key = self
-            .inner
-            .keys
-            .active(KeyPurpose::Refresh)
-            .await
-            .map_err(SessionError::Keys)?;
+        let (access_key, refresh_key) = self.pair_keys().await?;
         let tokens = self.pair(&session, &access_key, &refresh_key, secret, generation, now)?;
         Ok(TokenSession { session, tokens })
+    }
+
+    /// The active access and refresh keys, which sign a new pair.
+    async fn pair_keys(&self) -> Result<(Arc<Key>, Arc<Key>), SessionError> {
+        let keys = &self.inner.keys;
+        let access = keys.active(KeyPurpose::Access).await;
+        let refresh = keys.active(KeyPurpose::Refresh).await;
+        Ok((
+            access.map_err(SessionError::Keys)?,
+            refresh.map_err(SessionError::Keys)?,
+        ))
     }
 
     /// Revokes the session of a presented refresh token that counts as reuse, and reports it.
