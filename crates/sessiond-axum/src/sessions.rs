@@ -314,11 +314,14 @@ impl Sessions {
             new.user_agent.clone_from(&request.user_agent);
         }
         if let Some(old) = &request.cookie {
-            match self
-                .backend()
-                .validate_cookie(old.expose(), &RequestContext::default())
-                .await
-            {
+            // Validated as the request it came with (bindings included): only a session this
+            // browser could use is one it could have been fixed to.
+            let ctx = RequestContext {
+                ip: request.ip.as_deref(),
+                user_agent: request.user_agent.as_deref(),
+                ..RequestContext::default()
+            };
+            match self.backend().validate_cookie(old.expose(), &ctx).await {
                 Ok(previous) => {
                     self.backend()
                         .revoke(&previous.session.id, &superseded())
