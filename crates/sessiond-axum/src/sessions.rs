@@ -74,19 +74,14 @@ impl fmt::Debug for Sessions {
 /// Builds [`Sessions`]: from [`Sessions::embedded`] or [`Sessions::with_backend`].
 #[must_use = "call build() to get the Sessions"]
 pub struct SessionsBuilder {
-    backend: Arc<dyn SessionBackend>,
-    cookies: CookieSettings,
-    csrf_header: HeaderName,
-    csrf_field: String,
-    on_refusal: Option<RefusalHandler>,
-    client_ip: ClientIp,
+    inner: Inner,
 }
 
 impl fmt::Debug for SessionsBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionsBuilder")
-            .field("backend", &self.backend)
-            .field("cookies", &self.cookies)
+            .field("backend", &self.inner.backend)
+            .field("cookies", &self.inner.cookies)
             .finish_non_exhaustive()
     }
 }
@@ -106,7 +101,7 @@ impl SessionsBuilder {
     /// # }
     /// ```
     pub fn cookies(mut self, cookies: CookieSettings) -> Self {
-        self.cookies = cookies;
+        self.inner.cookies = cookies;
         self
     }
 
@@ -122,7 +117,7 @@ impl SessionsBuilder {
     /// # }
     /// ```
     pub fn csrf_header(mut self, name: HeaderName) -> Self {
-        self.csrf_header = name;
+        self.inner.csrf_header = name;
         self
     }
 
@@ -135,7 +130,7 @@ impl SessionsBuilder {
     /// # }
     /// ```
     pub fn csrf_field(mut self, name: impl Into<String>) -> Self {
-        self.csrf_field = name.into();
+        self.inner.csrf_field = name.into();
         self
     }
 
@@ -161,7 +156,7 @@ impl SessionsBuilder {
     where
         F: Fn(Refusal, &Parts) -> Response + Send + Sync + 'static,
     {
-        self.on_refusal = Some(Arc::new(handler));
+        self.inner.on_refusal = Some(Arc::new(handler));
         self
     }
 
@@ -184,21 +179,14 @@ impl SessionsBuilder {
     where
         F: Fn(&Parts) -> Option<String> + Send + Sync + 'static,
     {
-        self.client_ip = Arc::new(find);
+        self.inner.client_ip = Arc::new(find);
         self
     }
 
     /// The [`Sessions`].
     pub fn build(self) -> Sessions {
         Sessions {
-            inner: Arc::new(Inner {
-                backend: self.backend,
-                cookies: self.cookies,
-                csrf_header: self.csrf_header,
-                csrf_field: self.csrf_field,
-                on_refusal: self.on_refusal,
-                client_ip: self.client_ip,
-            }),
+            inner: Arc::new(self.inner),
         }
     }
 }
@@ -221,12 +209,14 @@ impl Sessions {
     /// wrapper around one).
     pub fn with_backend(backend: impl SessionBackend) -> SessionsBuilder {
         SessionsBuilder {
-            backend: Arc::new(backend),
-            cookies: CookieSettings::new(true, SameSite::Lax),
-            csrf_header: HeaderName::from_static(DEFAULT_CSRF_HEADER),
-            csrf_field: DEFAULT_CSRF_FIELD.to_owned(),
-            on_refusal: None,
-            client_ip: Arc::new(peer_ip),
+            inner: Inner {
+                backend: Arc::new(backend),
+                cookies: CookieSettings::new(true, SameSite::Lax),
+                csrf_header: HeaderName::from_static(DEFAULT_CSRF_HEADER),
+                csrf_field: DEFAULT_CSRF_FIELD.to_owned(),
+                on_refusal: None,
+                client_ip: Arc::new(peer_ip),
+            },
         }
     }
 
