@@ -617,3 +617,23 @@ macro_rules! set_cookies_into_response_parts {
 }
 
 set_cookies_into_response_parts!(LoggedIn, CsrfRotated);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_cookie_value() {
+        let secret = "v1.ses-secretvalue.sk-key.mac";
+        let request = LoginRequest {
+            ip: Some("192.0.2.1".into()),
+            user_agent: Some("ua".into()),
+            cookie: Some(Secret::new(secret.to_owned())),
+        };
+        let cookies = SetCookies(vec![format!("__Host-sessiond={secret}; HttpOnly")]);
+        for shown in [format!("{request:?}"), format!("{cookies:?}")] {
+            assert!(!shown.contains("secretvalue"), "{shown}");
+        }
+        assert!(format!("{request:?}").contains("has_cookie: true"));
+    }
+}
