@@ -18,7 +18,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sessiond::error::ErrorCode;
-use sessiond::{Credential, Session, SessionId, SessionKind, Timestamp, TokenPair};
+use sessiond::{
+    Credential, KeyId, RevokeReason, Session, SessionId, SessionKind, Tenant, Timestamp, TokenPair,
+    UserId, Validated,
+};
 use utoipa::{IntoParams, ToSchema};
 
 // The rules below are the server's (docs/DESIGN.md §2.1, §5.3), spelled for JSON Schema; the
@@ -101,6 +104,64 @@ impl From<&Session> for SessionView {
             user_agent: s.user_agent.clone(),
             claims: s.claims.clone(),
         }
+    }
+}
+
+/// A wire value that does not turn back into the library's type: `field` is outside its rules
+/// (a server of another version, or not a sessiond server). Names the field, never its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidView {
+    /// The offending field, e.g. `session.idle_expires_at`.
+    pub field: &'static str,
+}
+
+impl std::fmt::Display for InvalidView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` is not a valid value", self.field)
+    }
+}
+
+impl std::error::Error for InvalidView {}
+
+/// Maps any parse error of `field` to [`InvalidView`] (the error's text may quote the value).
+fn invalid<E>(field: &'static str) -> impl Fn(E) -> InvalidView {
+    move |_| InvalidView { field }
+}
+
+fn wire_time(text: &str, field: &'static str) -> Result<Timestamp, InvalidView> {
+    Timestamp::parse_rfc3339(text).map_err(|_| InvalidView { field })
+}
+
+impl TryFrom<&SessionView> for Session {
+    type Error = InvalidView;
+
+    /// The session a server described (the inverse of `From<&Session>`).
+    fn try_from(v: &SessionView) -> Result<Self, InvalidView> {
+        Ok(Session {
+            id: SessionId::parse(&v.id).map_err(invalid("session.id"))?,
+            user_id: UserId::new(v.user_id.as_str()).map_err(invalid("session.user_id"))?,
+            tenant: Tenant::new(v.tenant.as_str()).map_err(invalid("session.tenant"))?,
+            kind: SessionKind::parse(&v.kind).ok_or(InvalidView {
+                field: "session.kind",
+            })?,
+            created_at: wire_time(&v.created_at, "session.created_at")?,
+            last_seen_at: wire_time(&v.last_seen_at, "session.last_seen_at")?,
+            idle_expires_at: wire_time(&v.idle_expires_at, "session.idle_expires_at")?,
+            absolute_expires_at: wire_time(&v.absolute_expires_at, "session.absolute_expires_at")?,
+            revoked_at: v
+                .revoked_at
+                .as_deref()
+                .map(|t| wire_time(t, "session.revoked_at"))
+                .transpose()?,
+            revoke_reason: v
+                .revoke_reason
+                .as_deref()
+                .map(|r| RevokeReason::new(r).map_err(invalid("session.revoke_reason")))
+                .transpose()?,
+            ip: v.ip.clone(),
+            user_agent: v.user_agent.clone(),
+            claims: v.claims.clone(),
+        })
     }
 }
 
@@ -359,6 +420,43 @@ impl From<&Credential> for CredentialView {
                 expires_at: None,
             },
         }
+    }
+}
+
+impl TryFrom<&CredentialView> for Credential {
+    type Error = InvalidView;
+
+    /// The credential a server described (the inverse of `From<&Credential>`).
+    fn try_from(v: &CredentialView) -> Result<Self, InvalidView> {
+        let key_id = KeyId::parse(&v.key_id).map_err(|_| InvalidView {
+            field: "credential.key_id",
+        })?;
+        match (v.kind.as_str(), v.expires_at.as_deref()) {
+            ("cookie", _) => Ok(Credential::Cookie { key_id }),
+            ("access_token", Some(exp)) => Ok(Credential::AccessToken {
+                key_id,
+                expires_at: wire_time(exp, "credential.expires_at")?,
+            }),
+            ("access_token", None) => Err(InvalidView {
+                field: "credential.expires_at",
+            }),
+            _ => Err(InvalidView {
+                field: "credential.type",
+            }),
+        }
+    }
+}
+
+impl TryFrom<&ValidateResponse> for Validated {
+    type Error = InvalidView;
+
+    /// The validation a server reported.
+    fn try_from(v: &ValidateResponse) -> Result<Self, InvalidView> {
+        Ok(Validated::new(
+            Session::try_from(&v.session)?,
+            wire_time(&v.deadline, "deadline")?,
+            Credential::try_from(&v.credential)?,
+        ))
     }
 }
 
@@ -724,6 +822,14 @@ pub struct ResyncData {
 impl ResyncData {
     /// The one reason the server sends today.
     pub const REPLAY_UNAVAILABLE: &'static str = "replay_unavailable";
+}
+
+/// The `data` of a `heartbeat` event (the deployment-wide stream only, every `[events]
+/// keep_alive`): the stream is alive and every event up to this event's `id` has been sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatData {
+    /// When it was sent, by the server's clock.
+    pub at: Timestamp,
 }
 
 /// Schemas the derive cannot spell with attributes.

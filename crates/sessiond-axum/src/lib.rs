@@ -52,6 +52,8 @@
 mod backend;
 mod extract;
 mod rejection;
+#[cfg(feature = "remote")]
+mod remote;
 mod sessions;
 
 pub use backend::{Failure, SessionBackend};
@@ -59,6 +61,8 @@ pub use extract::{
     BearerAuth, CookieAuth, CsrfForm, CsrfHeader, CsrfPolicy, NoCsrf, MAX_FORM_BYTES,
 };
 pub use rejection::Refusal;
+#[cfg(feature = "remote")]
+pub use remote::{RemoteBackend, DEFAULT_RECHECK};
 pub use sessions::{
     CsrfRotated, Device, LoggedIn, LoginRequest, Sessions, SessionsBuilder, SetCookies,
     DEFAULT_CSRF_FIELD, DEFAULT_CSRF_HEADER,

@@ -205,6 +205,25 @@ impl Sessions {
         Sessions::with_backend(service)
     }
 
+    /// Sessions on a remote sessiond server (feature `remote`): [`crate::RemoteBackend`] on the
+    /// system clock. The application code is the same as with [`Sessions::embedded`].
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), sessiond_client::ClientError> {
+    /// use sessiond::Secret;
+    /// use sessiond_axum::Sessions;
+    ///
+    /// let client = sessiond_client::Client::builder("http://127.0.0.1:8080")
+    ///     .api_key(Secret::new(std::env::var("SESSIOND_API_KEY").unwrap_or_default()))
+    ///     .build()?;
+    /// let sessions = Sessions::remote(client).build();
+    /// # let _ = sessions; Ok(()) }
+    /// ```
+    #[cfg(feature = "remote")]
+    pub fn remote(client: sessiond_client::Client) -> SessionsBuilder {
+        Sessions::with_backend(crate::RemoteBackend::new(client))
+    }
+
     /// Sessions in any [`SessionBackend`] (a remote sessiond server's client, or your own
     /// wrapper around one).
     pub fn with_backend(backend: impl SessionBackend) -> SessionsBuilder {

@@ -1,7 +1,7 @@
 //! The layer's route tests: one small application on the layer, driven request by request
 //! (tower's `oneshot`, no sockets), against a backend given by a harness. The suite is a macro
-//! so every backend runs the same tests; today the embedded library on SQLite, on a manual
-//! clock.
+//! so every backend runs the same tests: the embedded library on SQLite, and a sessiond server
+//! running in this process (`RemoteBackend` over HTTP), each on a manual clock.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -22,8 +22,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sessiond::store::sqlite::{SqliteOptions, SqliteStore};
 use sessiond::store::Backend;
-use sessiond::{ManualClock, MasterKey, NewSession, SessionId, SessionService, Timestamp, UserId};
-use sessiond_axum::{CookieAuth, CsrfForm, LoginRequest, NoCsrf, Refusal, Sessions};
+use sessiond::{
+    ManualClock, MasterKey, NewSession, Secret, SessionId, SessionService, Timestamp, UserId,
+};
+use sessiond_axum::{CookieAuth, CsrfForm, LoginRequest, NoCsrf, Refusal, RemoteBackend, Sessions};
+use sessiond_client::{Backoff, Client};
+use sessiond_server::testing::InProcess;
+use sessiond_server::{Config, Overrides, Secrets};
 use tower::ServiceExt as _;
 
 type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
@@ -35,7 +40,10 @@ struct Harness {
     sessions: Sessions,
     clock: ManualClock,
     outage: Box<dyn Fn() -> BoxFuture + Send + Sync>,
-    _dir: tempfile::TempDir,
+    /// The server's base URL (remote backends only).
+    base_url: Option<String>,
+    /// What must live as long as the test (the database's directory, the server).
+    _keep: Box<dyn std::any::Any + Send>,
 }
 
 /// A service on a fresh SQLite file (in `dir`) and a manual clock.
@@ -67,7 +75,55 @@ async fn embedded() -> Harness {
         sessions: Sessions::embedded(service).build(),
         clock,
         outage: Box::new(outage),
-        _dir: dir,
+        base_url: None,
+        _keep: Box::new(dir),
+    }
+}
+
+/// A sessiond server in this process (SQLite in a temporary directory, its manual clock shared
+/// with the backend) reached over HTTP by `RemoteBackend`; the outage stops the server, so every
+/// later call cannot connect.
+async fn remote() -> Harness {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".to_owned()),
+        data_dir: Some(dir.path().join("data")),
+        ..Overrides::default()
+    };
+    let config = Config::load_str("", std::iter::empty(), &overrides).unwrap();
+    let api_key = String::from("layer-test-key-0123456789abcdefghijklmnop");
+    let secrets = Secrets::default().with_api_key(Secret::new(api_key.clone()));
+    let server = InProcess::start(config, secrets).await.unwrap();
+    let clock = server.clock().clone();
+    let base_url = server.base_url().to_owned();
+    let client = Client::builder(server.base_url())
+        .api_key(Secret::new(api_key))
+        .reconnect(Backoff::new(
+            Duration::from_millis(20),
+            Duration::from_millis(200),
+        ))
+        .build()
+        .unwrap();
+    let backend = RemoteBackend::new(client)
+        .clock(Arc::new(clock.clone()))
+        .recheck(Duration::from_millis(100));
+    let server = Arc::new(tokio::sync::Mutex::new(Some(server)));
+    let stop = server.clone();
+    let outage = move || -> BoxFuture {
+        let stop = stop.clone();
+        Box::pin(async move {
+            if let Some(server) = stop.lock().await.take() {
+                server.stop(Duration::from_secs(10)).await.unwrap();
+            }
+        })
+    };
+    Harness {
+        sessions: Sessions::with_backend(backend).build(),
+        clock,
+        outage: Box::new(outage),
+        base_url: Some(base_url),
+        _keep: Box::new((server, dir)),
     }
 }
 
@@ -613,6 +669,7 @@ macro_rules! layer_suite {
 }
 
 layer_suite!(embedded_sqlite, embedded());
+layer_suite!(remote_in_process, remote());
 
 /// The application's refusal handler: a redirect for verdicts, the default for an outage.
 #[tokio::test]
@@ -631,4 +688,105 @@ async fn refusals_can_redirect_to_the_login_page() {
     let r = send(&sessions, &Browser::default(), "GET", "/me", &[], None).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(r.headers[header::LOCATION], "/login");
+}
+
+/// The event streams the server has open (its `/metrics`).
+async fn streams_open(base: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("sessiond_event_streams_open "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Validates `browser`'s cookie through the backend and starts watching it.
+async fn watch(
+    sessions: &Sessions,
+    browser: &Browser,
+) -> tokio::task::JoinHandle<Result<sessiond::EndReason, sessiond_axum::Failure>> {
+    let validated = sessions
+        .backend()
+        .validate_cookie(
+            browser.session.as_deref().unwrap(),
+            &sessiond::RequestContext::default(),
+        )
+        .await
+        .unwrap();
+    let sessions = sessions.clone();
+    tokio::spawn(async move { sessions.ended(&validated).await })
+}
+
+async fn end_code(
+    task: tokio::task::JoinHandle<Result<sessiond::EndReason, sessiond_axum::Failure>>,
+) -> &'static str {
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the watch ends within 5 s")
+        .unwrap()
+        .unwrap()
+        .code()
+}
+
+/// Remote mode watches every connection of the process on ONE event stream: five watchers, one
+/// stream open on the server; a revocation ends only its session's watchers; the clock ends the
+/// rest at their deadline.
+#[tokio::test]
+async fn remote_watchers_share_one_stream() {
+    let h = remote().await;
+    let base = h.base_url.clone().unwrap();
+    let laptop = log_in(&h.sessions, &Browser::default(), "olga").await;
+    let phone = log_in(&h.sessions, &Browser::default(), "olga").await;
+    let tablet = log_in(&h.sessions, &Browser::default(), "olga").await;
+    let mut laptop_watches = Vec::new();
+    for _ in 0..3 {
+        laptop_watches.push(watch(&h.sessions, &laptop).await);
+    }
+    let phone_watch = watch(&h.sessions, &phone).await;
+    let tablet_watch = watch(&h.sessions, &tablet).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(streams_open(&base).await, 1, "one stream for five watchers");
+
+    let me = send(&h.sessions, &phone, "GET", "/me", &[], None).await;
+    let phone_id = SessionId::parse(me.json()["session"].as_str().unwrap()).unwrap();
+    h.sessions
+        .backend()
+        .revoke(&phone_id, &sessiond::RevokeReason::logout())
+        .await
+        .unwrap();
+    assert_eq!(end_code(phone_watch).await, "revoked");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!tablet_watch.is_finished(), "another session's revocation");
+    assert!(laptop_watches.iter().all(|w| !w.is_finished()));
+
+    // Two hours without a request: past the one-hour idle window.
+    h.clock.advance(Duration::from_secs(2 * 3600));
+    assert_eq!(end_code(tablet_watch).await, "idle_expired");
+    for w in laptop_watches {
+        assert_eq!(end_code(w).await, "idle_expired");
+    }
+    assert_eq!(
+        streams_open(&base).await,
+        1,
+        "the stream stays for the next watch"
+    );
+}
+
+/// With the server gone, a remote watch keeps the deadline it knows: the idle deadline cannot be
+/// re-checked, so the watch ends there (fail closed) instead of holding the connection open.
+#[tokio::test]
+async fn a_remote_watch_ends_at_its_deadline_while_the_server_is_down() {
+    let h = remote().await;
+    let b = log_in(&h.sessions, &Browser::default(), "petra").await;
+    let watching = watch(&h.sessions, &b).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (h.outage)().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!watching.is_finished(), "an outage alone does not end it");
+    h.clock.advance(Duration::from_secs(3601));
+    assert_eq!(end_code(watching).await, "idle_expired");
 }

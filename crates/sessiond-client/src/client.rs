@@ -604,6 +604,44 @@ impl Client {
         self.follow(ROUTE, url, false).await
     }
 
+    /// `GET /v1/events?tenant=`: the `revoked` and `refreshed` events of every user of the
+    /// deployment (of `tenant` when given), and an [`Event::Heartbeat`] every `[events]
+    /// keep_alive` of the server. The stream a process holds once to watch many sessions (never
+    /// one per connection); otherwise as [`Client::user_events`]: reconnection with
+    /// `Last-Event-ID`, [`Event::Resync`] when missed events cannot be replayed.
+    ///
+    /// ```no_run
+    /// # async fn run(client: sessiond_client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures_util::StreamExt;
+    /// use sessiond_client::Event;
+    ///
+    /// let events = client.deployment_events(None).await?;
+    /// futures_util::pin_mut!(events);
+    /// while let Some(event) = events.next().await {
+    ///     match event {
+    ///         Ok(Event::Revoked { data, .. }) => println!("close {}", data.session_id),
+    ///         Ok(Event::Heartbeat { at, .. }) => println!("alive at {at}"),
+    ///         Ok(_) => {}
+    ///         Err(e) => eprintln!("{e}"),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Client::user_events`].
+    pub async fn deployment_events(
+        &self,
+        tenant: Option<&Tenant>,
+    ) -> Result<impl Stream<Item = Result<Event, ClientError>> + Send + 'static, ClientError> {
+        const ROUTE: &str = "GET /v1/events";
+        let mut url = self.url(&["v1", "events"])?;
+        if let Some(tenant) = tenant {
+            url.query_pairs_mut().append_pair("tenant", tenant.as_str());
+        }
+        self.follow(ROUTE, url, false).await
+    }
+
     /// The base URL with `segments` appended, each percent-encoded as one path segment.
     fn url(&self, segments: &[&str]) -> Result<Url, ClientError> {
         let mut url = self.inner.base.clone();

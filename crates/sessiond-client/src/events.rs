@@ -9,7 +9,8 @@ use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::stream::{self, Stream, StreamExt};
 use reqwest::Url;
 use sessiond::SessionId;
-use sessiond_api::{EventData, ResyncData};
+use sessiond::Timestamp;
+use sessiond_api::{EventData, HeartbeatData, ResyncData};
 
 use crate::error::ClientError;
 use crate::Client;
@@ -49,6 +50,14 @@ pub enum Event {
         /// Why (`replay_unavailable`).
         reason: String,
     },
+    /// The deployment-wide stream is alive ([`Client::deployment_events`]): every event up to
+    /// this one's id has been sent.
+    Heartbeat {
+        /// The event id (resuming from it replays nothing already sent).
+        id: String,
+        /// The server's time when it was sent.
+        at: Timestamp,
+    },
 }
 
 impl Event {
@@ -58,17 +67,18 @@ impl Event {
             Event::Revoked { id, .. }
             | Event::Expired { id, .. }
             | Event::Refreshed { id, .. }
-            | Event::Resync { id, .. } => id,
+            | Event::Resync { id, .. }
+            | Event::Heartbeat { id, .. } => id,
         }
     }
 
-    /// The session the event is about (`None` for [`Event::Resync`]).
+    /// The session the event is about (`None` for [`Event::Resync`] and [`Event::Heartbeat`]).
     pub fn session_id(&self) -> Option<&SessionId> {
         match self {
             Event::Revoked { data, .. }
             | Event::Expired { data, .. }
             | Event::Refreshed { data, .. } => Some(&data.session_id),
-            Event::Resync { .. } => None,
+            Event::Resync { .. } | Event::Heartbeat { .. } => None,
         }
     }
 
@@ -104,6 +114,12 @@ impl Event {
                 reason: serde_json::from_str::<ResyncData>(&raw.data)
                     .map_err(|e| ClientError::decode(route, 200, &e))?
                     .reason,
+                id: raw.id,
+            },
+            "heartbeat" => Event::Heartbeat {
+                at: serde_json::from_str::<HeartbeatData>(&raw.data)
+                    .map_err(|e| ClientError::decode(route, 200, &e))?
+                    .at,
                 id: raw.id,
             },
             _ => return Ok(None),
@@ -348,6 +364,11 @@ mod tests {
                 reason: String::from("replay_unavailable")
             }
         );
+        let e = Event::from_sse("r", raw("heartbeat", r#"{"at":"2026-01-02T03:04:05Z"}"#))
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.session_id(), None);
+        assert!(!e.is_terminal());
         assert_eq!(Event::from_sse("r", raw("hello", "{}")).unwrap(), None);
         assert!(matches!(
             Event::from_sse("r", raw("refreshed", "{}")),

@@ -217,3 +217,33 @@ async fn a_bounded_backoff_gives_up() {
     assert_eq!(errors.len(), 2, "{errors:?}"); // the drop counts as the first failure
     assert!(errors.iter().all(ClientError::is_outage), "{errors:?}");
 }
+
+/// The deployment-wide stream: every user's revocations, by tenant when asked, and heartbeats.
+#[tokio::test]
+async fn the_deployment_stream_carries_every_user_and_heartbeats() {
+    let app = spawn("[events]\nkeep_alive = \"100ms\"\n").await;
+    let stream = app.client.deployment_events(None).await.unwrap();
+    futures_util::pin_mut!(stream);
+    let mut beats = 0;
+    let mut revoked = Vec::new();
+    let (a, _) = app.create("kim", KindParam::Cookie).await;
+    let (b, _) = app.create("lee", KindParam::Cookie).await;
+    app.client.revoke_session(&a, None).await.unwrap();
+    app.client.revoke_session(&b, None).await.unwrap();
+    while revoked.len() < 2 || beats < 2 {
+        let event = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("an event within the wait")
+            .expect("the stream goes on")
+            .unwrap();
+        match event {
+            Event::Heartbeat { id, .. } => {
+                assert!(!id.is_empty());
+                beats += 1;
+            }
+            Event::Revoked { data, .. } => revoked.push(data.session_id),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(revoked, [a, b]);
+}

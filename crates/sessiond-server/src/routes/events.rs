@@ -17,11 +17,18 @@
 //! ends with `expired` (`reason` `certificate_expired`) then, and only after that event has been
 //! written does the connection close (see [`crate::tls`]).
 //!
-//! # Per-user stream and resume
-//! Carries the bus events (`revoked`, `refreshed`) of one user, and of one tenant when `tenant`
-//! is given (an event whose tenant is unknown passes: a revocation is never hidden). Expiry is
-//! not published on the bus, so it does not appear here; clients keep their own deadline. On an
-//! mTLS connection the stream ends (without an event) when the client certificate expires.
+//! # Per-user and deployment-wide streams, and resume
+//! Carries the bus events (`revoked`, `refreshed`) of one user (`user_id`), or without
+//! `user_id` of every user of the deployment, and of one tenant when `tenant` is given (an event
+//! whose tenant is unknown passes: a revocation is never hidden). Expiry is not published on the
+//! bus, so it does not appear here; clients keep their own deadline. On an mTLS connection the
+//! stream ends (without an event) when the client certificate expires.
+//!
+//! The deployment-wide stream is what a process that watches many sessions holds open (one per
+//! process, never one per connection: the axum layer's remote backend, local verifiers). Besides
+//! the `: keep-alive` comment it sends `event: heartbeat`, `data: {"at"}` every `[events]
+//! keep_alive`, with an `id:` up to which every event has been sent: a client that has seen a
+//! heartbeat within its bound knows it has missed nothing older than that bound.
 //! The node keeps the last `[events] replay_buffer` bus events in memory. A client that
 //! reconnects with `Last-Event-ID` gets the missed events of its user replayed first. When they
 //! cannot be replayed — the id names another server process (a restart, another node), is
@@ -57,7 +64,7 @@ use crate::extract::{ApiPath, ApiQuery};
 use crate::hub::{EventHub, Item};
 use crate::problem::doc::{ApiKeyRefused, BadRequest, NoSuchSession, TooManyStreams, Unavailable};
 use crate::problem::ApiError;
-use crate::routes::dto::{EventData, ResyncData, SessionPath};
+use crate::routes::dto::{EventData, HeartbeatData, ResyncData, SessionPath};
 use crate::state::AppState;
 use crate::tls::ClientCertificate;
 
@@ -97,6 +104,11 @@ fn resync_event(id: String) -> Event {
     let json = serde_json::to_string(&data)
         .unwrap_or_else(|_| String::from(r#"{"reason":"replay_unavailable"}"#));
     Event::default().event("resync").id(id).data(json)
+}
+
+fn heartbeat_event(id: String, at: Timestamp) -> Event {
+    let json = serde_json::to_string(&HeartbeatData { at }).unwrap_or_else(|_| String::from("{}"));
+    Event::default().event("heartbeat").id(id).data(json)
 }
 
 fn sse_response(state: &AppState, rx: mpsc::Receiver<Event>) -> Response {
@@ -218,9 +230,9 @@ pub(crate) async fn session_events(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UserEventsQuery {
-    /// The user whose sessions to follow (required): 1 to 256 bytes, no control characters.
+    /// The user whose sessions to follow: 1 to 256 bytes, no control characters. Without it,
+    /// every user's (the deployment-wide stream, with `heartbeat` events).
     #[param(
-        required = true,
         min_length = 1,
         max_length = 256,
         pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
@@ -246,22 +258,23 @@ pub(crate) struct LastEventId {
     pub last_event_id: Option<String>,
 }
 
-fn wanted(event: &SessionEvent, user: &UserId, tenant: Option<&Tenant>) -> bool {
-    event.user_id == *user
+fn wanted(event: &SessionEvent, user: Option<&UserId>, tenant: Option<&Tenant>) -> bool {
+    user.is_none_or(|user| event.user_id == *user)
         && match (tenant, &event.tenant) {
             (Some(want), Some(have)) => want == have,
             _ => true,
         }
 }
 
-/// `GET /v1/events?user_id=&tenant=`: the bus events of one user, with `Last-Event-ID`
-/// resume from the node's replay ring (see the module documentation).
+/// `GET /v1/events?user_id=&tenant=`: the bus events of one user, or of every user, with
+/// `Last-Event-ID` resume from the node's replay ring (see the module documentation).
 #[utoipa::path(get, path = "/v1/events", tag = "events",
     params(UserEventsQuery, LastEventId),
     responses(
         (status = 200, content_type = "text/event-stream",
-            description = "SSE: `revoked` and `refreshed` events of the user; `resync` when a \
-                resume cannot be replayed"),
+            description = "SSE: `revoked` and `refreshed` events of the user (of every user \
+                without `user_id`, then with a `heartbeat` event every `[events] keep_alive`); \
+                `resync` when a resume cannot be replayed"),
         BadRequest, ApiKeyRefused, TooManyStreams, Unavailable,
     ),
     security(("api_key" = [])))]
@@ -275,12 +288,12 @@ pub(crate) async fn user_events(
     let user = query
         .user_id
         .as_deref()
-        .ok_or(ApiError::BadRequest("user_id is required"))
-        .and_then(|u| {
+        .map(|u| {
             UserId::new(u).map_err(|_| {
                 ApiError::BadRequest("user_id must be 1 to 256 bytes without control characters")
             })
-        })?;
+        })
+        .transpose()?;
     let tenant = query
         .tenant
         .as_deref()
@@ -295,8 +308,17 @@ pub(crate) async fn user_events(
     let mut fanout = hub.subscribe();
     let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
     let service = state.service.clone();
+    let keep_alive = state
+        .config
+        .events
+        .keep_alive
+        .0
+        .max(Duration::from_millis(10));
     tokio::spawn(async move {
         let _slot = slot;
+        // Heartbeats on the deployment-wide stream only.
+        let mut heartbeat = tokio::time::interval(keep_alive);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // On an mTLS connection the stream ends (cleanly) when the client certificate expires.
         let cert_expiry = async {
             match client_cert {
@@ -312,7 +334,7 @@ pub(crate) async fn user_events(
                     Some(events) => {
                         for s in events
                             .iter()
-                            .filter(|s| wanted(&s.event, &user, tenant.as_ref()))
+                            .filter(|s| wanted(&s.event, user.as_ref(), tenant.as_ref()))
                         {
                             if tx
                                 .send(sse_event(hub.id(s.seq), s.event.kind, &s.event))
@@ -366,11 +388,16 @@ pub(crate) async fn user_events(
                             continue;
                         }
                         sent_upto = s.seq;
-                        if wanted(&s.event, &user, tenant.as_ref())
+                        if wanted(&s.event, user.as_ref(), tenant.as_ref())
                             && tx.send(sse_event(hub.id(s.seq), s.event.kind, &s.event)).await.is_err()
                         {
                             return;
                         }
+                    }
+                }
+                _ = heartbeat.tick(), if user.is_none() => {
+                    if tx.send(heartbeat_event(hub.id(sent_upto), service.now())).await.is_err() {
+                        return;
                     }
                 }
                 () = tx.closed() => return,
@@ -438,11 +465,15 @@ mod tests {
         let t1 = Tenant::new("t1").unwrap();
         let t2 = Tenant::new("t2").unwrap();
         let mut e = revoked("alice");
-        assert!(wanted(&e, &alice, Some(&t1)), "unknown tenant passes");
+        assert!(wanted(&e, Some(&alice), Some(&t1)), "unknown tenant passes");
         e.tenant = Some(t2.clone());
-        assert!(!wanted(&e, &alice, Some(&t1)));
-        assert!(wanted(&e, &alice, Some(&t2)));
-        assert!(wanted(&e, &alice, None));
-        assert!(!wanted(&revoked("bob"), &alice, None));
+        assert!(!wanted(&e, Some(&alice), Some(&t1)));
+        assert!(wanted(&e, Some(&alice), Some(&t2)));
+        assert!(wanted(&e, Some(&alice), None));
+        assert!(!wanted(&revoked("bob"), Some(&alice), None));
+        // The deployment-wide stream: every user, still by tenant.
+        assert!(wanted(&revoked("bob"), None, None));
+        assert!(wanted(&e, None, Some(&t2)));
+        assert!(!wanted(&e, None, Some(&t1)));
     }
 }

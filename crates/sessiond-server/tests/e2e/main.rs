@@ -17,6 +17,7 @@ mod cli;
 mod crash;
 mod events;
 mod issuers;
+mod layer;
 mod logs;
 mod nodes;
 mod outage;

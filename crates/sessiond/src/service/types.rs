@@ -124,6 +124,18 @@ pub struct CookieSession {
     pub csrf_token: Secret<String>,
 }
 
+impl CookieSession {
+    /// A created cookie session as another process reported it (a remote sessiond server's
+    /// answer).
+    pub fn new(session: Session, cookie: Secret<String>, csrf_token: Secret<String>) -> Self {
+        CookieSession {
+            session,
+            cookie,
+            csrf_token,
+        }
+    }
+}
+
 /// Facts about the request a credential arrived with. Build it with `Default` and the setters,
 /// or as a literal.
 #[derive(Debug, Clone, Copy, Default)]
@@ -194,6 +206,18 @@ pub struct Validated {
     pub deadline: Timestamp,
     /// What was presented.
     pub credential: Credential,
+}
+
+impl Validated {
+    /// A validation as another process reported it (a remote sessiond server's answer, turned
+    /// back into the library's type by a client).
+    pub fn new(session: Session, deadline: Timestamp, credential: Credential) -> Self {
+        Validated {
+            session,
+            deadline,
+            credential,
+        }
+    }
 }
 
 /// What a garbage-collection run deleted.

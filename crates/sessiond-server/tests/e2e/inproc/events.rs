@@ -1,5 +1,5 @@
 //! Server-Sent Event streams in process: per session (revoked, expired on the manual clock),
-//! per user with `Last-Event-ID` resume.
+//! per user with `Last-Event-ID` resume, deployment-wide with heartbeats.
 
 use std::time::Duration;
 
@@ -47,7 +47,7 @@ async fn session_stream_gets_revoked_then_closes() {
         )
         .await;
     r.assert_problem(401, "unauthorized");
-    let r = s.get("/v1/events").await;
+    let r = s.get("/v1/events?user_id=").await;
     r.assert_problem(400, "invalid_request");
 
     let doc = s
@@ -146,6 +146,60 @@ async fn user_stream_filters_and_resumes_with_last_event_id() {
         assert_eq!(block.event.as_deref(), Some("resync"), "{block:?}");
         assert_eq!(block.data.as_ref().unwrap()["reason"], "replay_unavailable");
         assert!(block.id.is_some());
+    }
+}
+
+/// Without `user_id`: every user's events (by tenant when given), and a `heartbeat` every
+/// `keep_alive` whose id resumes after everything sent so far.
+#[tokio::test]
+async fn deployment_stream_carries_every_user_and_heartbeats() {
+    let s = spawn_app(Options {
+        config: "[events]\nkeep_alive = \"100ms\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut all = SseClient::connect(&s, "/v1/events", None).await;
+    // The first heartbeat comes at once: the stream is live.
+    let beat = all.event(WAIT).await;
+    assert_eq!(beat.event.as_deref(), Some("heartbeat"), "{beat:?}");
+    assert!(beat.data.as_ref().unwrap()["at"].is_string());
+    let a = create(&s, "alice").await;
+    let b = create(&s, "bob").await;
+    for id in [&a, &b] {
+        s.post(&format!("/v1/sessions/{id}/revoke"), json!({}))
+            .await;
+    }
+    let mut revoked = Vec::new();
+    let mut last_beat = None;
+    while revoked.len() < 2 || last_beat.is_none() {
+        let block = all.event(WAIT).await;
+        match block.event.as_deref() {
+            Some("revoked") => revoked.push(
+                block.data.as_ref().unwrap()["session_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            ),
+            Some("heartbeat") if revoked.len() == 2 => last_beat = block.id,
+            Some("heartbeat") => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(revoked, [a, b.clone()]);
+    drop(all);
+    // Resuming from a heartbeat replays nothing already sent: the next event is new.
+    let mut resumed = SseClient::connect(&s, "/v1/events", last_beat.as_deref()).await;
+    let c = create(&s, "carol").await;
+    s.post(&format!("/v1/sessions/{c}/revoke"), json!({})).await;
+    loop {
+        let block = resumed.event(WAIT).await;
+        match block.event.as_deref() {
+            Some("heartbeat") => continue,
+            _ => {
+                assert_event(&block, "revoked", &c);
+                break;
+            }
+        }
     }
 }
 
