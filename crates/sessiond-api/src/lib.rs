@@ -830,6 +830,10 @@ impl ResyncData {
 pub struct HeartbeatData {
     /// When it was sent, by the server's clock.
     pub at: Timestamp,
+    /// The access-token keys that verify now (the `kid`s of the JWKS): a verifier drops any
+    /// other key it holds, so a retired key stops verifying within one heartbeat.
+    #[serde(default)]
+    pub keys: Vec<KeyId>,
 }
 
 /// Schemas the derive cannot spell with attributes.

@@ -9,7 +9,7 @@ use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::stream::{self, Stream, StreamExt};
 use reqwest::Url;
 use sessiond::SessionId;
-use sessiond::Timestamp;
+use sessiond::{KeyId, Timestamp};
 use sessiond_api::{EventData, HeartbeatData, ResyncData};
 
 use crate::error::ClientError;
@@ -57,6 +57,8 @@ pub enum Event {
         id: String,
         /// The server's time when it was sent.
         at: Timestamp,
+        /// The access-token keys that verify now (the JWKS's `kid`s).
+        keys: Vec<KeyId>,
     },
 }
 
@@ -116,12 +118,15 @@ impl Event {
                     .reason,
                 id: raw.id,
             },
-            "heartbeat" => Event::Heartbeat {
-                at: serde_json::from_str::<HeartbeatData>(&raw.data)
-                    .map_err(|e| ClientError::decode(route, 200, &e))?
-                    .at,
-                id: raw.id,
-            },
+            "heartbeat" => {
+                let beat = serde_json::from_str::<HeartbeatData>(&raw.data)
+                    .map_err(|e| ClientError::decode(route, 200, &e))?;
+                Event::Heartbeat {
+                    at: beat.at,
+                    keys: beat.keys,
+                    id: raw.id,
+                }
+            }
             _ => return Ok(None),
         };
         Ok(Some(event))

@@ -39,9 +39,11 @@
 mod client;
 mod error;
 mod events;
+mod verify;
 
 pub use client::{Client, ClientBuilder};
 pub use error::ClientError;
 pub use events::{Backoff, Event};
 /// The wire types (the `sessiond-api` crate).
 pub use sessiond_api as api;
+pub use verify::{LocalVerifier, Verified, VerifierBuilder, VerifyError, Via, WhenStale};

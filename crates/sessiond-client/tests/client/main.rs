@@ -11,3 +11,4 @@ mod errors;
 mod events;
 mod harness;
 mod routes;
+mod verify;

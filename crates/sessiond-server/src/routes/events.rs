@@ -26,9 +26,11 @@
 //!
 //! The deployment-wide stream is what a process that watches many sessions holds open (one per
 //! process, never one per connection: the axum layer's remote backend, local verifiers). Besides
-//! the `: keep-alive` comment it sends `event: heartbeat`, `data: {"at"}` every `[events]
+//! the `: keep-alive` comment it sends `event: heartbeat`, `data: {"at", "keys"}` every `[events]
 //! keep_alive`, with an `id:` up to which every event has been sent: a client that has seen a
-//! heartbeat within its bound knows it has missed nothing older than that bound.
+//! heartbeat within its bound knows it has missed nothing older than that bound. `keys` are the
+//! access-token keys that verify now (the JWKS's `kid`s), so a retired key reaches local
+//! verifiers within one heartbeat.
 //! The node keeps the last `[events] replay_buffer` bus events in memory. A client that
 //! reconnects with `Last-Event-ID` gets the missed events of its user replayed first. When they
 //! cannot be replayed — the id names another server process (a restart, another node), is
@@ -52,8 +54,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde::Deserialize;
 use sessiond::{
-    EndReason, EventKind, ExtraDeadline, SessionError, SessionEvent, SessionId, SessionService,
-    Tenant, Timestamp, UserId,
+    EndReason, EventKind, ExtraDeadline, KeyId, SessionError, SessionEvent, SessionId,
+    SessionService, Tenant, Timestamp, UserId,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -106,8 +108,9 @@ fn resync_event(id: String) -> Event {
     Event::default().event("resync").id(id).data(json)
 }
 
-fn heartbeat_event(id: String, at: Timestamp) -> Event {
-    let json = serde_json::to_string(&HeartbeatData { at }).unwrap_or_else(|_| String::from("{}"));
+fn heartbeat_event(id: String, at: Timestamp, keys: Vec<KeyId>) -> Event {
+    let json =
+        serde_json::to_string(&HeartbeatData { at, keys }).unwrap_or_else(|_| String::from("{}"));
     Event::default().event("heartbeat").id(id).data(json)
 }
 
@@ -396,7 +399,8 @@ pub(crate) async fn user_events(
                     }
                 }
                 _ = heartbeat.tick(), if user.is_none() => {
-                    if tx.send(heartbeat_event(hub.id(sent_upto), service.now())).await.is_err() {
+                    let keys = service.access_key_ids().await;
+                    if tx.send(heartbeat_event(hub.id(sent_upto), service.now(), keys)).await.is_err() {
                         return;
                     }
                 }

@@ -598,6 +598,14 @@ impl TrustedIssuer {
         &self.keys
     }
 
+    /// This issuer with only the keys `keep` accepts (e.g. those the issuer still lists after
+    /// retiring one, without fetching the set again).
+    pub fn retain_keys(&self, keep: impl Fn(&ForeignKey) -> bool) -> TrustedIssuer {
+        let mut issuer = self.clone();
+        issuer.keys.retain(|k| keep(k));
+        issuer
+    }
+
     /// The keys of the set that were left out, and why, in the set's order.
     pub fn skipped(&self) -> &[SkippedKey] {
         &self.skipped

@@ -25,6 +25,7 @@ use super::rotation::{self, Reuse, Rules, Verdict};
 use super::{Credential, NewSession, RequestContext, SessionService, Validated};
 use crate::clock::Timestamp;
 use crate::error::{CredentialError, SessionError};
+use crate::id::KeyId;
 use crate::jose::JwsError;
 use crate::keys::{Key, KeyError, KeyPurpose};
 use crate::secret::Secret;
@@ -581,5 +582,12 @@ impl SessionService {
     pub async fn jwks(&self) -> serde_json::Value {
         let keys: Vec<Arc<Key>> = self.inner.keys.verifying_keys(KeyPurpose::Access).await;
         crate::jose::jwks(&keys)
+    }
+
+    /// The ids of the keys [`SessionService::jwks`] publishes: the access-token keys that verify
+    /// now. A key missing here has been retired (or collected): its tokens are refused.
+    pub async fn access_key_ids(&self) -> Vec<KeyId> {
+        let keys: Vec<Arc<Key>> = self.inner.keys.verifying_keys(KeyPurpose::Access).await;
+        keys.iter().map(|k| k.id().clone()).collect()
     }
 }
