@@ -68,7 +68,10 @@ fn layer(c: &mut Criterion) {
             .await
             .unwrap();
         let tokens = service
-            .create_token_session(NewSession::new(UserId::new("bob").unwrap()), SessionKind::Tokens)
+            .create_token_session(
+                NewSession::new(UserId::new("bob").unwrap()),
+                SessionKind::Tokens,
+            )
             .await
             .unwrap();
         (
@@ -119,9 +122,12 @@ fn layer(c: &mut Criterion) {
             data_dir: Some(server_dir.path().join("data")),
             ..Overrides::default()
         };
-        let config =
-            Config::load_str("[events]\nkeep_alive = \"1s\"\n", std::iter::empty(), &overrides)
-                .unwrap();
+        let config = Config::load_str(
+            "[events]\nkeep_alive = \"1s\"\n",
+            std::iter::empty(),
+            &overrides,
+        )
+        .unwrap();
         let key = String::from("bench-key-0123456789abcdefghijklmnopqrstuv");
         let secrets = Secrets::default().with_api_key(Secret::new(key.clone()));
         let server = InProcess::start(config, secrets).await.unwrap();

@@ -23,8 +23,9 @@
 //! # Keys
 //! The JWKS is fetched at start and refetched when a token names an unknown `kid` (at most once
 //! per `refetch_interval`, so a flood of forged `kid`s cannot turn into a flood of fetches).
-//! Every heartbeat lists the access keys that verify now; a key the verifier holds that is not
-//! listed is dropped at once, so a retired key stops verifying within one heartbeat.
+//! Every heartbeat lists the access keys that verify now: a key the verifier holds that is not
+//! listed is dropped at once, so a retired key stops verifying within one heartbeat, and a
+//! listed key it lacks (a rotation) makes it fetch the set then, whatever `refetch_interval`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -465,8 +466,9 @@ impl Shared {
         }
     }
 
-    /// Applies one stream event.
-    fn hear(&self, event: Event) {
+    /// Applies one stream event; `true` when a heartbeat names a key the verifier does not
+    /// hold (a rotation): the caller refetches the JWKS.
+    fn hear(&self, event: Event) -> bool {
         let now = self.clock.now();
         let mut state = self.lock();
         state.heard_at = Some((Instant::now(), now));
@@ -488,9 +490,14 @@ impl Shared {
                 }
                 let horizon = now.saturating_sub(self.retain);
                 state.revoked.retain(|_, at| *at > horizon);
+                let held = state.keys.keys();
+                return keys
+                    .iter()
+                    .any(|kid| !held.iter().any(|k| k.kid() == Some(kid.as_str())));
             }
             _ => {}
         }
+        false
     }
 
     /// The stream stopped or failed: revocations may be lost from here on.
@@ -527,7 +534,13 @@ async fn listen(shared: Arc<Shared>) {
                     match item {
                         Ok(event) => {
                             failures = 0;
-                            shared.hear(event);
+                            // A key the server verifies with that we lack: fetch it now (the
+                            // server names it, so this is not a token-driven fetch).
+                            if shared.hear(event) {
+                                if let Err(e) = shared.refetch().await {
+                                    tracing::warn!(error = %e, "cannot fetch sessiond's JWKS after a key rotation");
+                                }
+                            }
                         }
                         // Reconnecting: `heard_at` ages until the stream is back; the replay (or
                         // a resync) covers the gap.
@@ -550,5 +563,92 @@ async fn listen(shared: Arc<Shared>) {
             .saturating_mul(1 << failures.min(6))
             .min(Duration::from_secs(10));
         tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use sessiond::ManualClock;
+    use sessiond_api::HeartbeatData;
+
+    const K1: &str = "sk-AAAAAAAAAAAAAAAAAAAAAA";
+    const K2: &str = "sk-BAAAAAAAAAAAAAAAAAAAAA";
+
+    /// A verifier's state holding one key `K1` (RFC 8037's example Ed25519 public key).
+    fn shared() -> Shared {
+        let jwks = format!(
+            r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","use":"sig","alg":"EdDSA","kid":"{K1}"}}]}}"#
+        );
+        let keys = TrustedIssuer::from_jwks_json("sessiond", "sessiond", &jwks).unwrap();
+        assert_eq!(keys.keys().len(), 1);
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Shared {
+            client: Client::builder("http://127.0.0.1:9").build().unwrap(),
+            issuer: String::from("sessiond"),
+            audience: String::from("sessiond"),
+            stale_after: Duration::from_secs(45),
+            when_stale: WhenStale::Online,
+            refetch_interval: Duration::from_secs(30),
+            clock_skew: Duration::from_secs(5),
+            retain: Duration::from_secs(3600),
+            clock: Arc::new(ManualClock::new(Timestamp::from_unix_millis(1_000_000))),
+            state: Mutex::new(State {
+                keys: Arc::new(keys),
+                fetched_at: Instant::now(),
+                revoked: HashMap::new(),
+                heard_at: None,
+                listening_since: None,
+            }),
+        }
+    }
+
+    fn beat(keys: &[&str]) -> Event {
+        let data = HeartbeatData {
+            at: Timestamp::from_unix_millis(1_000_000),
+            keys: keys.iter().map(|k| KeyId::parse(k).unwrap()).collect(),
+        };
+        Event::Heartbeat {
+            id: String::from("1-1"),
+            at: data.at,
+            keys: data.keys,
+        }
+    }
+
+    #[test]
+    fn heartbeats_retire_keys_and_announce_new_ones() {
+        let s = shared();
+        assert!(!s.standing_fresh());
+        assert!(!s.hear(beat(&[K1])), "nothing new");
+        assert!(s.standing_fresh());
+        assert!(s.lock().listening_since.is_some());
+        assert!(s.hear(beat(&[K1, K2])), "a rotation: fetch the set");
+        assert_eq!(s.keys().keys().len(), 1);
+        // K1 retired: dropped at once, without a fetch.
+        s.hear(beat(&[K2]));
+        assert!(s.keys().keys().is_empty());
+    }
+
+    #[test]
+    fn revocations_are_remembered_for_retain_and_lost_events_reset_catching_up() {
+        let s = shared();
+        s.hear(beat(&[K1]));
+        let id = SessionId::parse("ses-AAAAAAAAAAAAAAAAAAAAAA").unwrap();
+        s.hear(Event::Revoked {
+            id: String::from("1-2"),
+            data: sessiond_api::EventData {
+                session_id: id.clone(),
+                reason: None,
+                at: Timestamp::from_unix_millis(1_000_000),
+            },
+        });
+        assert!(s.standing(&id).2);
+        s.lost();
+        assert!(s.lock().listening_since.is_none(), "older tokens go online");
+        s.hear(beat(&[K1]));
+        assert!(s.lock().listening_since.is_some());
+        assert!(s.standing(&id).2, "a lost event forgets no revocation");
     }
 }
