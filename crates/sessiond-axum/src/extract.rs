@@ -12,7 +12,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use sessiond::error::ErrorCode;
-use sessiond::{RequestContext, Validated};
+use sessiond::{RequestContext, Secret, Validated};
 
 use crate::backend::Failure;
 use crate::rejection::Refusal;
@@ -113,6 +113,7 @@ impl CsrfPolicy for NoCsrf {
 /// ```
 pub struct CookieAuth<C: CsrfPolicy = CsrfHeader> {
     validated: Validated,
+    csrf_cookie: Option<Secret<String>>,
     _csrf: PhantomData<C>,
 }
 
@@ -120,6 +121,24 @@ impl<C: CsrfPolicy> CookieAuth<C> {
     /// The validation result.
     pub fn into_inner(self) -> Validated {
         self.validated
+    }
+
+    /// The CSRF token the browser holds (its CSRF cookie), for a form this response renders:
+    /// put it in a hidden field named as the layer's CSRF field (default `csrf_token`), and
+    /// [`CsrfForm`] checks it when the form comes back. `None` when the browser sent no CSRF
+    /// cookie. Reading it here checks nothing; the check is the session's.
+    ///
+    /// ```
+    /// use sessiond_axum::CookieAuth;
+    ///
+    /// async fn page(auth: CookieAuth) -> String {
+    ///     let token = auth.csrf_token().map(|t| t.expose().clone()).unwrap_or_default();
+    ///     format!(r#"<form method="post" action="/notes">
+    ///                  <input type="hidden" name="csrf_token" value="{token}">…</form>"#)
+    /// }
+    /// ```
+    pub fn csrf_token(&self) -> Option<&Secret<String>> {
+        self.csrf_cookie.as_ref()
     }
 }
 
@@ -191,6 +210,7 @@ impl<S: Send + Sync, C: CsrfPolicy> FromRequestParts<S> for CookieAuth<C> {
         match validate_cookie(&sessions, parts, csrf, require).await {
             Some(Ok(validated)) => Ok(CookieAuth {
                 validated,
+                csrf_cookie: sessions.csrf_cookie(&parts.headers).map(Secret::new),
                 _csrf: PhantomData,
             }),
             Some(Err(failure)) => Err(refuse(&sessions, parts, &failure)),
@@ -385,6 +405,7 @@ where
         Ok(CsrfForm {
             auth: CookieAuth {
                 validated,
+                csrf_cookie: sessions.csrf_cookie(&parts.headers).map(Secret::new),
                 _csrf: PhantomData,
             },
             form,

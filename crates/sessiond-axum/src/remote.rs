@@ -158,6 +158,7 @@ fn failure(e: ClientError) -> Failure {
     match *code {
         // The server's answer about this integration, not about the user's credential.
         ErrorCode::Unauthorized
+        | ErrorCode::Forbidden
         | ErrorCode::NotFound
         | ErrorCode::MethodNotAllowed
         | ErrorCode::RequestTimeout

@@ -284,6 +284,17 @@ impl Sessions {
             .find_map(|h| sessiond::cookie::from_header(h, &self.inner.cookies.session))
     }
 
+    /// The CSRF cookie's value in `headers`: the token the browser holds, for a form the page
+    /// renders (a hidden field named as [`SessionsBuilder::csrf_field`]). Not a check: the
+    /// extractors compare what comes back with the session's own token.
+    pub(crate) fn csrf_cookie(&self, headers: &HeaderMap) -> Option<String> {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|h| sessiond::cookie::from_header(h, &self.inner.cookies.csrf))
+    }
+
     /// Creates a cookie session for `new` and returns the `Set-Cookie` headers that hand it to
     /// the browser (the `HttpOnly` session cookie and the JavaScript-readable CSRF cookie).
     /// The client's IP and User-Agent are recorded from `request` unless `new` sets them.

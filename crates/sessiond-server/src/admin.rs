@@ -190,22 +190,28 @@ pub async fn run(command: Command, config: Config, secrets: &Secrets) -> anyhow:
 async fn api_keys(action: ApiKeysAction, config: &Config) -> anyhow::Result<()> {
     let api_keys = sessiond_server::open_api_keys(config).await?;
     match action {
-        ApiKeysAction::Create { name } => {
-            let (info, key) = api_keys.create(&name).await?;
-            println!("created API key {} ({})", info.id, info.name);
+        ApiKeysAction::Create { name, scope } => {
+            let (info, key) = api_keys.create(&name, scope).await?;
+            println!(
+                "created API key {} ({}, scope {})",
+                info.id,
+                info.name,
+                info.scope.as_str()
+            );
             println!("{}", key.expose());
             eprintln!("This is the only time the key is shown; sessiond stores only its hash.");
         }
         ApiKeysAction::List => {
             println!(
-                "{:<28} {:<24} {:<26} revoked_at",
-                "id", "name", "created_at"
+                "{:<28} {:<24} {:<7} {:<26} revoked_at",
+                "id", "name", "scope", "created_at"
             );
             for k in api_keys.list().await? {
                 println!(
-                    "{:<28} {:<24} {:<26} {}",
+                    "{:<28} {:<24} {:<7} {:<26} {}",
                     k.id.as_str(),
                     k.name,
+                    k.scope.as_str(),
                     k.created_at.to_rfc3339(),
                     k.revoked_at
                         .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339())

@@ -16,7 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::Serialize;
 use sessiond::clock::is_expired;
-use sessiond::store::{ApiKeyRecord, ApiKeyStore};
+use sessiond::store::{ApiKeyRecord, ApiKeyScope, ApiKeyStore};
 use sessiond::{ApiKeyId, Clock, RandomSource, Secret, SessionError, Timestamp};
 use sha2::{Digest, Sha256};
 
@@ -42,10 +42,17 @@ pub struct ApiKeyInfo {
     pub id: ApiKeyId,
     /// Its label.
     pub name: String,
+    /// What it may do.
+    #[serde(serialize_with = "scope_name")]
+    pub scope: ApiKeyScope,
     /// When it was created.
     pub created_at: Timestamp,
     /// When it was revoked, if it was.
     pub revoked_at: Option<Timestamp>,
+}
+
+fn scope_name<S: serde::Serializer>(scope: &ApiKeyScope, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(scope.as_str())
 }
 
 impl From<&ApiKeyRecord> for ApiKeyInfo {
@@ -53,6 +60,7 @@ impl From<&ApiKeyRecord> for ApiKeyInfo {
         ApiKeyInfo {
             id: r.id.clone(),
             name: r.name.clone(),
+            scope: r.scope,
             created_at: r.created_at,
             revoked_at: r.revoked_at,
         }
@@ -114,12 +122,16 @@ impl ApiKeys {
         }
     }
 
-    /// Creates an API key labelled `name`. The returned secret is the only copy.
+    /// Creates an API key labelled `name` with `scope`. The returned secret is the only copy.
     ///
     /// # Errors
     /// [`SessionError::InvalidInput`] for an empty, oversize or non-printable name;
     /// [`SessionError::Store`].
-    pub async fn create(&self, name: &str) -> Result<(ApiKeyInfo, Secret<String>), SessionError> {
+    pub async fn create(
+        &self,
+        name: &str,
+        scope: ApiKeyScope,
+    ) -> Result<(ApiKeyInfo, Secret<String>), SessionError> {
         if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
             return Err(SessionError::InvalidInput(
                 "api key name must be 1 to 128 printable bytes",
@@ -130,12 +142,13 @@ impl ApiKeys {
         let record = ApiKeyRecord {
             id: ApiKeyId::generate(self.inner.rng.as_ref()),
             name: name.to_owned(),
+            scope,
             hash: hash(key.expose()),
             created_at: self.inner.clock.now(),
             revoked_at: None,
         };
         self.inner.store.insert_api_key(&record).await?;
-        tracing::info!(api_key_id = %record.id, name, "API key created");
+        tracing::info!(api_key_id = %record.id, name, scope = scope.as_str(), "API key created");
         Ok((ApiKeyInfo::from(&record), key))
     }
 
@@ -236,7 +249,7 @@ mod tests {
     #[tokio::test]
     async fn authenticate_until_revoked() {
         let (keys, _clock, _dir) = keys().await;
-        let (info, key) = keys.create("backend").await.unwrap();
+        let (info, key) = keys.create("backend", ApiKeyScope::Admin).await.unwrap();
         assert!(key.expose().starts_with(API_KEY_PREFIX));
         assert_eq!(key.expose().len(), API_KEY_PREFIX.len() + 43);
         let found = keys.authenticate(key.expose()).await.unwrap().unwrap();
@@ -250,7 +263,10 @@ mod tests {
         assert!(keys.list().await.unwrap()[0].revoked_at.is_some());
         for bad in [" ", "", "a\nb", &"x".repeat(129)] {
             assert_eq!(
-                keys.create(bad).await.unwrap_err().code(),
+                keys.create(bad, ApiKeyScope::Admin)
+                    .await
+                    .unwrap_err()
+                    .code(),
                 ErrorCode::InvalidRequest
             );
         }
@@ -262,7 +278,7 @@ mod tests {
     #[tokio::test]
     async fn a_revocation_elsewhere_reaches_this_node_within_the_cache_ttl() {
         let (keys, clock, dir) = keys().await;
-        let (info, key) = keys.create("backend").await.unwrap();
+        let (info, key) = keys.create("backend", ApiKeyScope::Admin).await.unwrap();
         assert!(keys.authenticate(key.expose()).await.unwrap().is_some());
         let path = dir.path().join("sessiond.db");
         let other = ApiKeys::new(

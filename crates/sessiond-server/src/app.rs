@@ -23,19 +23,26 @@ async fn method_not_allowed() -> ApiError {
 
 /// The router with every route of docs/DESIGN.md §9.3 (the event streams come with live enforcement).
 pub(crate) fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/sessions", post(api::create_session))
+    // What a `verify` key may call: validation, reads, the event streams.
+    let verify = Router::new()
         .route("/sessions/validate", post(api::validate))
         .route("/sessions/{id}", get(api::get_session))
+        .route("/users/{user_id}/sessions", get(api::user_sessions))
+        .route("/sessions/{id}/events", get(events::session_events))
+        .route("/events", get(events::user_events));
+    // Everything that changes state needs an `admin` key.
+    let admin = Router::new()
+        .route("/sessions", post(api::create_session))
         .route("/sessions/{id}/revoke", post(api::revoke_session))
         .route("/sessions/{id}/csrf", post(api::rotate_csrf))
         .route("/tokens/refresh", post(api::refresh))
-        .route("/users/{user_id}/sessions", get(api::user_sessions))
         .route("/users/{user_id}/sessions/revoke", post(api::revoke_user))
         .route("/claims", post(api::claim))
-        .route("/sessions/{id}/events", get(events::session_events))
-        .route("/events", get(events::user_events))
+        .route_layer(axum::middleware::from_fn(crate::auth::require_admin));
+    let v1 = verify
+        .merge(admin)
         // `route_layer`: an unknown path stays 404 and a wrong method 405, as without a key.
+        // Outermost, so the caller is known before the scope is checked.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_api_key,

@@ -1,6 +1,8 @@
 //! API-key authentication of the `/v1` routes, as one layer ([`require_api_key`]) on the whole
 //! `/v1` router: a handler cannot forget it. The caller it proves ([`ApiCaller`]) travels in the
-//! request's extensions for the handlers that need it (the SSE stream cap counts by key).
+//! request's extensions for the handlers that need it (the SSE stream cap counts by key), and for
+//! [`require_admin`], the layer on the routes that change state: a `verify`-scoped key gets 403
+//! `forbidden` there. Which routes need `admin` is decided where the router is built.
 
 use std::sync::Arc;
 
@@ -8,6 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
+use sessiond::store::ApiKeyScope;
 use sessiond::ApiKeyId;
 use subtle::ConstantTimeEq;
 
@@ -25,6 +28,13 @@ impl ApiCaller {
     /// The key's public id; `None` for the bootstrap key.
     pub(crate) fn key_id(&self) -> Option<&ApiKeyId> {
         self.0.as_ref().map(|info| &info.id)
+    }
+
+    /// What the key may do; the bootstrap key may do everything.
+    pub(crate) fn scope(&self) -> ApiKeyScope {
+        self.0
+            .as_ref()
+            .map_or(ApiKeyScope::Admin, |info| info.scope)
     }
 }
 
@@ -74,6 +84,24 @@ pub(crate) async fn require_api_key(
             next.run(request).await
         }
         Err(e) => e.into_response(),
+    }
+}
+
+/// Middleware on the routes that change state (inside [`require_api_key`]): only an `admin` key
+/// passes; a `verify` key is 403 `forbidden`. A request that reached it without a caller (a
+/// router built wrong) is refused too, never let through.
+pub(crate) async fn require_admin(request: Request, next: Next) -> Response {
+    match request
+        .extensions()
+        .get::<ApiCaller>()
+        .map(ApiCaller::scope)
+    {
+        Some(ApiKeyScope::Admin) => next.run(request).await,
+        Some(ApiKeyScope::Verify) => ApiError::Forbidden.into_response(),
+        None => {
+            tracing::error!("an admin route was reached without API-key authentication");
+            ApiError::Unauthorized.into_response()
+        }
     }
 }
 

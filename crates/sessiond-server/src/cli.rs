@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sessiond::store::ApiKeyScope;
 
 /// sessiond: sessions and credentials after login — issue, validate, refresh, revoke.
 ///
@@ -138,12 +139,21 @@ pub enum ApiKeysAction {
         /// A label, e.g. the calling service's name.
         #[arg(long)]
         name: String,
+        /// What the key may do: `admin` (every route) or `verify` (validate, read sessions,
+        /// event streams: a resource server's key).
+        #[arg(long, default_value = "admin", value_parser = parse_scope)]
+        scope: ApiKeyScope,
     },
-    /// Every key (ids and labels, never the keys).
+    /// Every key (ids, labels and scopes, never the keys).
     List,
     /// Revoke a key by id (ak-…).
     Revoke {
         /// The key id.
         id: String,
     },
+}
+
+/// `--scope`: `admin` or `verify`.
+fn parse_scope(text: &str) -> Result<ApiKeyScope, String> {
+    ApiKeyScope::parse(text).ok_or_else(|| String::from("expected admin or verify"))
 }

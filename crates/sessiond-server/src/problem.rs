@@ -20,6 +20,8 @@ pub(crate) enum ApiError {
     BadRequest(&'static str),
     /// 401 `unauthorized`: missing or wrong API key, or any browser-route failure.
     Unauthorized,
+    /// 403 `forbidden`: the API key's scope does not include the route.
+    Forbidden,
     /// 404: `not_found` (no such route) or `session_not_found` (an id names no session).
     NotFound(ErrorCode),
     /// 405 `method_not_allowed`.
@@ -66,6 +68,7 @@ impl IntoResponse for ApiError {
                 problem(ErrorCode::InvalidRequest)
             }
             ApiError::Unauthorized => problem(ErrorCode::Unauthorized),
+            ApiError::Forbidden => problem(ErrorCode::Forbidden),
             ApiError::NotFound(code) => problem(code),
             ApiError::MethodNotAllowed => problem(ErrorCode::MethodNotAllowed),
             ApiError::RequestTimeout => {
@@ -198,6 +201,8 @@ pub(crate) mod doc {
         BrowserRefused = 401, [Unauthorized];
         /// `csrf_missing` or `csrf_mismatch`.
         CsrfRefused = 403, [CsrfMissing, CsrfMismatch];
+        /// `forbidden`: the API key is `verify`-scoped; this route needs an `admin` key.
+        ScopeRefused = 403, [Forbidden];
         /// `session_not_found`: the id names no session (or is not a session id).
         NoSuchSession = 404, [UnknownSession];
         /// `request_timeout`: the body did not arrive within `server.body_read_timeout` of the

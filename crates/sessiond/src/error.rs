@@ -32,6 +32,9 @@ pub enum ErrorCode {
     BindingMismatch,
     /// 401: missing or wrong API key, or any failure of the browser routes.
     Unauthorized,
+    /// 403: the API key's scope does not include this route (a `verify` key that tries to
+    /// create or revoke).
+    Forbidden,
     /// 403: CSRF protection was required and no token came.
     CsrfMissing,
     /// 403: the CSRF token does not match the session's.
@@ -62,7 +65,7 @@ impl ErrorCode {
     /// Every code, once (`SessionNotFound` and `UnknownSession` share a wire string, so the
     /// distinct wire strings are one fewer). [`ErrorCode::index`] keeps the list complete: a new
     /// code fails to compile there until it is listed, and a test checks the two agree.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::InvalidCredential,
         ErrorCode::SessionNotFound,
         ErrorCode::SessionExpired,
@@ -83,6 +86,7 @@ impl ErrorCode {
         ErrorCode::UnsupportedMediaType,
         ErrorCode::TooManyStreams,
         ErrorCode::Unavailable,
+        ErrorCode::Forbidden,
     ];
 
     /// The position of `self` in [`ErrorCode::ALL`].
@@ -109,6 +113,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => 17,
             ErrorCode::TooManyStreams => 18,
             ErrorCode::Unavailable => 19,
+            ErrorCode::Forbidden => 20,
         }
     }
 
@@ -139,6 +144,7 @@ impl ErrorCode {
             ErrorCode::RefreshTokenReused => "refresh_token_reused",
             ErrorCode::BindingMismatch => "binding_mismatch",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::CsrfMissing => "csrf_missing",
             ErrorCode::CsrfMismatch => "csrf_mismatch",
             ErrorCode::InvalidRequest => "invalid_request",
@@ -164,7 +170,7 @@ impl ErrorCode {
             | ErrorCode::RefreshTokenReused
             | ErrorCode::BindingMismatch
             | ErrorCode::Unauthorized => 401,
-            ErrorCode::CsrfMissing | ErrorCode::CsrfMismatch => 403,
+            ErrorCode::CsrfMissing | ErrorCode::CsrfMismatch | ErrorCode::Forbidden => 403,
             ErrorCode::InvalidRequest => 400,
             ErrorCode::NotFound | ErrorCode::UnknownSession => 404,
             ErrorCode::MethodNotAllowed => 405,
@@ -192,6 +198,7 @@ impl ErrorCode {
             }
             ErrorCode::BindingMismatch => "The request does not match the session's binding",
             ErrorCode::Unauthorized => "Unauthorized",
+            ErrorCode::Forbidden => "The API key's scope does not allow this route",
             ErrorCode::CsrfMissing => "CSRF token required",
             ErrorCode::CsrfMismatch => "CSRF token does not match",
             ErrorCode::InvalidRequest => "The request is malformed",

@@ -16,7 +16,7 @@ use super::dto::*;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 use crate::problem::doc::{
     AlreadyClaimed, ApiKeyRefused, BadRequest, BodyTimeout, CredentialRefused, CsrfRefused,
-    NoSuchSession, PayloadTooLarge, Unavailable, UnsupportedMediaType,
+    NoSuchSession, PayloadTooLarge, ScopeRefused, Unavailable, UnsupportedMediaType,
 };
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -63,7 +63,7 @@ fn tenant(text: Option<&str>) -> Result<Option<Tenant>, ApiError> {
                 ("RefreshTokens" = (operation_id = "refresh_tokens",
                     request_body = json!({"refresh_token": "$response.body#/tokens/refresh_token"}))),
             )),
-        BadRequest, ApiKeyRefused, BodyTimeout, PayloadTooLarge, UnsupportedMediaType,
+        BadRequest, ApiKeyRefused, ScopeRefused, BodyTimeout, PayloadTooLarge, UnsupportedMediaType,
         Unavailable,
     ),
     security(("api_key" = [])))]
@@ -181,7 +181,7 @@ pub(crate) async fn validate(
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "The session and its new token pair", body = RefreshResponse),
-        BadRequest, CredentialRefused, BodyTimeout, PayloadTooLarge, UnsupportedMediaType,
+        BadRequest, CredentialRefused, ScopeRefused, BodyTimeout, PayloadTooLarge, UnsupportedMediaType,
         Unavailable,
     ),
     security(("api_key" = [])))]
@@ -232,7 +232,7 @@ pub(crate) async fn get_session(
         description = "Optional: an empty body revokes with reason `logout`"),
     responses(
         (status = 204, description = "Revoked (or it already was)"),
-        BadRequest, ApiKeyRefused, NoSuchSession, BodyTimeout, PayloadTooLarge, Unavailable,
+        BadRequest, ApiKeyRefused, ScopeRefused, NoSuchSession, BodyTimeout, PayloadTooLarge, Unavailable,
     ),
     security(("api_key" = [])))]
 pub(crate) async fn revoke_session(
@@ -256,7 +256,7 @@ pub(crate) async fn revoke_session(
 #[utoipa::path(post, path = "/v1/sessions/{id}/csrf", tag = "sessions", params(SessionPath),
     responses(
         (status = 200, description = "The new CSRF token and its cookie", body = CsrfResponse),
-        BadRequest, CredentialRefused, NoSuchSession, Unavailable,
+        BadRequest, CredentialRefused, ScopeRefused, NoSuchSession, Unavailable,
     ),
     security(("api_key" = [])))]
 pub(crate) async fn rotate_csrf(
@@ -306,7 +306,7 @@ pub(crate) async fn user_sessions(
         description = "Optional: an empty body revokes every session of the user in every tenant"),
     responses(
         (status = 200, description = "How many sessions were revoked", body = RevokeUserResponse),
-        BadRequest, ApiKeyRefused, BodyTimeout, PayloadTooLarge, Unavailable,
+        BadRequest, ApiKeyRefused, ScopeRefused, BodyTimeout, PayloadTooLarge, Unavailable,
     ),
     security(("api_key" = [])))]
 pub(crate) async fn revoke_user(
@@ -339,7 +339,7 @@ pub(crate) async fn revoke_user(
 #[utoipa::path(post, path = "/v1/claims", tag = "claims", request_body = ClaimRequest,
     responses(
         (status = 201, description = "Claimed: this was the first use", body = ClaimResponse),
-        BadRequest, CredentialRefused, AlreadyClaimed, BodyTimeout, PayloadTooLarge,
+        BadRequest, CredentialRefused, ScopeRefused, AlreadyClaimed, BodyTimeout, PayloadTooLarge,
         UnsupportedMediaType, Unavailable,
     ),
     security(("api_key" = [])))]

@@ -318,6 +318,36 @@ pub trait AuditStore: Send + Sync + fmt::Debug {
     async fn audit_records(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
+/// What an API key may do on the server's `/v1` routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApiKeyScope {
+    /// Every route (the default, and what keys created before scopes existed have).
+    Admin,
+    /// Read and watch only: validate credentials, read sessions (one, or a user's), and the
+    /// event streams. What a resource server (a local verifier) needs; it cannot create, revoke,
+    /// refresh, rotate or claim.
+    Verify,
+}
+
+impl ApiKeyScope {
+    /// The stored and displayed name: `admin`, `verify`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiKeyScope::Admin => "admin",
+            ApiKeyScope::Verify => "verify",
+        }
+    }
+
+    /// Parses a stored or typed name; `None` for one we do not know.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "admin" => Some(ApiKeyScope::Admin),
+            "verify" => Some(ApiKeyScope::Verify),
+            _ => None,
+        }
+    }
+}
+
 /// An API key as stored: its hash, never the key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKeyRecord {
@@ -325,6 +355,8 @@ pub struct ApiKeyRecord {
     pub id: ApiKeyId,
     /// A human label.
     pub name: String,
+    /// What it may do.
+    pub scope: ApiKeyScope,
     /// SHA-256 of the key.
     pub hash: [u8; 32],
     /// When it was created.
@@ -338,6 +370,7 @@ impl fmt::Debug for ApiKeyRecord {
         f.debug_struct("ApiKeyRecord")
             .field("id", &self.id)
             .field("name", &self.name)
+            .field("scope", &self.scope)
             .field("created_at", &self.created_at)
             .field("revoked_at", &self.revoked_at)
             .finish_non_exhaustive()

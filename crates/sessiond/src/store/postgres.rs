@@ -455,7 +455,7 @@ const SQL: Statements = Statements {
     insert_api_key: concat!(
         "INSERT INTO api_keys (",
         api_key_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5)"
+        ") VALUES ($1, $2, $3, $4, $5, $6)"
     ),
     api_key_by_hash: concat!(
         "SELECT ",

@@ -9,7 +9,7 @@
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, Row, Type};
 
-use super::{ApiKeyRecord, ClaimOutcome, Revocation, SessionOwner, StoreError};
+use super::{ApiKeyRecord, ApiKeyScope, ClaimOutcome, Revocation, SessionOwner, StoreError};
 use crate::audit::{AuditEvent, AuditQuery, AuditRecord};
 use crate::clock::Timestamp;
 use crate::id::{ApiKeyId, KeyId, SessionId, Tenant, UserId};
@@ -52,7 +52,7 @@ macro_rules! audit_columns {
 /// The columns of an API-key row, in the order [`Bind::api_key`] binds them.
 macro_rules! api_key_columns {
     () => {
-        "id, name, hash, created_at, revoked_at"
+        "id, name, hash, created_at, revoked_at, scope"
     };
 }
 
@@ -350,6 +350,7 @@ pub(super) fn api_key_from_row(row: &impl Columns) -> Result<ApiKeyRecord, Store
         hash: row.hash("api_keys.hash")?,
         created_at: row.timestamp("api_keys.created_at")?,
         revoked_at: row.opt_timestamp("api_keys.revoked_at")?,
+        scope: row.parsed("api_keys.scope", |s| ApiKeyScope::parse(&s).ok_or(()))?,
     })
 }
 
@@ -469,5 +470,6 @@ where
             .bind(key.hash.as_slice())
             .bind(millis(key.created_at))
             .bind(key.revoked_at.map(millis))
+            .bind(key.scope.as_str())
     }
 }

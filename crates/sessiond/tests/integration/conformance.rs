@@ -8,8 +8,8 @@ use sessiond::audit::{AuditEvent, AuditQuery, AuditRecord};
 use sessiond::keys::{Fingerprint, KeyAlgorithm, KeyOrigin, KeyPurpose, KeyRecord};
 use sessiond::session::{RefreshState, RefreshStep, Session, SessionKind, SessionRecord};
 use sessiond::store::{
-    ApiKeyRecord, ApiKeyStore, Backend, ClaimOutcome, ClaimStore, KeyEnding, RefreshRotation,
-    Revocation, SessionOwner, StoreError,
+    ApiKeyRecord, ApiKeyScope, ApiKeyStore, Backend, ClaimOutcome, ClaimStore, KeyEnding,
+    RefreshRotation, Revocation, SessionOwner, StoreError,
 };
 use sessiond::{KeyId, RevokeReason, SeededRandom, SessionId, Tenant, Timestamp, UserId};
 
@@ -1246,11 +1246,19 @@ pub async fn api_keys_are_stored_by_hash_and_revoked_once(store: Arc<dyn ApiKeyS
     let key = |name: &str, hash: u8, created: i64| ApiKeyRecord {
         id: sessiond::ApiKeyId::generate(&rng()),
         name: name.into(),
+        scope: ApiKeyScope::Admin,
         hash: [hash; 32],
         created_at: t(created),
         revoked_at: None,
     };
-    let (a, b) = (key("backend", 1, 0), key("admin cli", 2, 5));
+    // The scope round-trips.
+    let (a, b) = (
+        key("backend", 1, 0),
+        ApiKeyRecord {
+            scope: ApiKeyScope::Verify,
+            ..key("resource server", 2, 5)
+        },
+    );
     store.insert_api_key(&b).await.unwrap();
     store.insert_api_key(&a).await.unwrap();
     assert!(
@@ -1528,6 +1536,7 @@ pub async fn corrupt_rows_are_reported_by_column<S, F, Fut>(
         let api_key = ApiKeyRecord {
             id: sessiond::ApiKeyId::generate(&rng()),
             name: "corrupt".into(),
+            scope: ApiKeyScope::Admin,
             hash: [u8::try_from(i).unwrap(); 32],
             created_at: t(0),
             revoked_at: None,

@@ -20,6 +20,13 @@ async fn v1_routes(s: &super::TestApp) -> Vec<(Method, String)> {
             .replace("{id}", "ses-AAAAAAAAAAAAAAAAAAAAAA")
             .replace("{user_id}", "alice");
         assert!(!path.contains('{'), "unfilled parameter in {path}");
+        // Without `user_id` the events route is the deployment-wide stream, which never ends;
+        // an empty one answers at once (400), after authentication.
+        let path = if path == "/v1/events" {
+            String::from("/v1/events?user_id=")
+        } else {
+            path
+        };
         for method in item.as_object().unwrap().keys() {
             let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
             routes.push((method, path.clone()));
@@ -104,5 +111,71 @@ async fn malformed_paths_and_queries_are_problems() {
         assert_eq!(r.status, 400, "{path}: {}", r.text);
         r.assert_problem(400, "invalid_request");
     }
+    s.stop().await;
+}
+
+/// A `verify`-scoped key (`sessiond api-keys create --scope verify`) may validate, read and
+/// watch, and nothing else: every route that changes state answers 403 `forbidden`, before its
+/// body is even read. An `admin` key (the default) reaches every route.
+#[tokio::test]
+async fn a_verify_key_validates_and_watches_but_cannot_change_anything() {
+    let s = spawn_app(Options::default()).await;
+    let out = s
+        .cli(&[
+            "api-keys",
+            "create",
+            "--name",
+            "resource server",
+            "--scope",
+            "verify",
+        ])
+        .await;
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("scope verify"), "{stdout}");
+    let key = stdout.lines().nth(1).unwrap().trim().to_owned();
+    let auth = format!("Bearer {key}");
+    let headers = [("authorization", auth.as_str())];
+    let read_only = [
+        (Method::POST, "/v1/sessions/validate"),
+        (Method::GET, "/v1/sessions/{id}"),
+        (Method::GET, "/v1/users/{user_id}/sessions"),
+        (Method::GET, "/v1/sessions/{id}/events"),
+        (Method::GET, "/v1/events"),
+    ];
+    let routes = v1_routes(&s).await;
+    let mut forbidden = 0;
+    for (method, path) in &routes {
+        let template = path
+            .trim_end_matches("?user_id=")
+            .replace("ses-AAAAAAAAAAAAAAAAAAAAAA", "{id}")
+            .replace("alice", "{user_id}");
+        let r = s.request(method.clone(), path, None, &headers, false).await;
+        if read_only.contains(&(method.clone(), template.as_str())) {
+            assert_ne!(r.code(), "forbidden", "{method} {path}: {}", r.text);
+            assert_ne!(r.code(), "unauthorized", "{method} {path}: {}", r.text);
+        } else {
+            r.assert_problem(403, "forbidden");
+            forbidden += 1;
+        }
+    }
+    assert_eq!(forbidden, routes.len() - read_only.len());
+    // The read-only routes work for real: a session the admin key created validates.
+    let created = s
+        .create_session("alice", sessiond_server::dto::KindParam::Cookie)
+        .await;
+    let body = serde_json::json!({"cookie": created.cookie.unwrap()});
+    let r = s
+        .request(
+            Method::POST,
+            "/v1/sessions/validate",
+            Some(&body),
+            &headers,
+            false,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let list = s.cli(&["api-keys", "list"]).await;
+    assert!(String::from_utf8(list.stdout).unwrap().contains("verify"));
     s.stop().await;
 }
