@@ -104,6 +104,6 @@ export const badKind: Schemas["CreateSessionRequest"] = { user_id: "a", kind: "p
 // @ts-expect-error: validate needs a credential.
 export const noCredential: Schemas["ValidateRequest"] = { require_csrf: true };
 // @ts-expect-error: a code that does not exist.
-export const badCode: ErrorCode = "forbidden";
+export const badCode: ErrorCode = "im_a_teapot";
 // @ts-expect-error: a claim is a token or an id with its expiry.
 export const badClaim: Schemas["ClaimRequest"] = { id: "x" };
