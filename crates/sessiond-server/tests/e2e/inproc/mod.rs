@@ -15,6 +15,7 @@ mod issuers;
 mod metrics;
 mod openapi;
 mod rotation;
+mod verifier;
 
 use std::time::Duration;
 
