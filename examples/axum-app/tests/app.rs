@@ -9,9 +9,11 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use sessiond::store::sqlite::{SqliteOptions, SqliteStore};
-use sessiond::{MasterKey, SessionService};
+use sessiond::{MasterKey, Secret, SessionService};
 use sessiond_axum::Sessions;
 use sessiond_axum_app::{app, with_login_redirect, Notes, DEMO_PASSWORD};
+use sessiond_server::testing::InProcess;
+use sessiond_server::{Config, Overrides, Secrets};
 use tower::ServiceExt as _;
 
 struct Reply {
@@ -108,8 +110,9 @@ fn csrf(jar: &Jar) -> String {
     jar.get("__Host-sessiond-csrf").unwrap().to_owned()
 }
 
+/// The default: the embedded library on SQLite.
 #[tokio::test]
-async fn a_visit_from_sign_in_to_logout() {
+async fn a_visit_on_the_embedded_library() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sessions.db");
     let store = SqliteStore::open(path.to_str().unwrap(), SqliteOptions::default())
@@ -119,8 +122,37 @@ async fn a_visit_from_sign_in_to_logout() {
         .start()
         .await
         .unwrap();
-    let sessions = with_login_redirect(Sessions::embedded(service));
-    let app = app(&sessions, Notes::default());
+    visit(&with_login_redirect(Sessions::embedded(service))).await;
+}
+
+/// The one setting: the same application against a sessiond server (in this process).
+#[tokio::test]
+async fn a_visit_on_a_remote_server() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".to_owned()),
+        data_dir: Some(dir.path().join("data")),
+        ..Overrides::default()
+    };
+    let config = Config::load_str("", std::iter::empty(), &overrides).unwrap();
+    let key = String::from("example-app-test-key-0123456789abcdefghij");
+    let server = InProcess::start(
+        config,
+        Secrets::default().with_api_key(Secret::new(key.clone())),
+    )
+    .await
+    .unwrap();
+    let client = sessiond_client::Client::builder(server.base_url())
+        .api_key(Secret::new(key))
+        .build()
+        .unwrap();
+    visit(&with_login_redirect(Sessions::remote(client))).await;
+}
+
+/// Sign in, a CSRF-protected form, escaping, the devices page, logout.
+async fn visit(sessions: &Sessions) {
+    let app = app(sessions, Notes::default());
 
     let mut laptop = Jar::default();
     let r = send(&app, &mut laptop, "GET", "/", None).await;
