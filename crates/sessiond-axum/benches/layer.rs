@@ -37,7 +37,6 @@ use sessiond_axum::{CookieAuth, Sessions};
 use sessiond_client::api::{CreateSessionRequest, KindParam, ValidateRequest};
 use sessiond_client::{Client, LocalVerifier, Via};
 use sessiond_server::testing::InProcess;
-use sessiond_server::{Config, Overrides, Secrets};
 use tower::ServiceExt as _;
 
 async fn home(auth: CookieAuth) -> String {
@@ -117,22 +116,12 @@ fn layer(c: &mut Criterion) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let server_dir = tempfile::tempdir().unwrap();
     let (server, client, remote_token, verifier) = rt.block_on(async {
-        let overrides = Overrides {
-            listen: Some("127.0.0.1:0".to_owned()),
-            data_dir: Some(server_dir.path().join("data")),
-            ..Overrides::default()
-        };
-        let config = Config::load_str(
-            "[events]\nkeep_alive = \"1s\"\n",
-            std::iter::empty(),
-            &overrides,
-        )
-        .unwrap();
-        let key = String::from("bench-key-0123456789abcdefghijklmnopqrstuv");
-        let secrets = Secrets::default().with_api_key(Secret::new(key.clone()));
-        let server = InProcess::start(config, secrets).await.unwrap();
+        let key = "bench-key-0123456789abcdefghijklmnopqrstuv";
+        let server = InProcess::start_in(server_dir.path(), "[events]\nkeep_alive = \"1s\"\n", key)
+            .await
+            .unwrap();
         let client = Client::builder(server.base_url())
-            .api_key(Secret::new(key))
+            .api_key(Secret::new(key.to_owned()))
             .build()
             .unwrap();
         let verifier = LocalVerifier::builder(client.clone())

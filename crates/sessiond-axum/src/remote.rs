@@ -474,10 +474,7 @@ impl Hub {
             }
             // The stream ended (it reconnects by itself through short outages): open it again.
             failures = failures.saturating_add(1);
-            let wait = Duration::from_millis(250)
-                .saturating_mul(1 << failures.min(6))
-                .min(Duration::from_secs(10));
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(client.backoff().delay(failures)).await;
         }
     }
 }

@@ -28,7 +28,6 @@ use sessiond::{
 use sessiond_axum::{CookieAuth, CsrfForm, LoginRequest, NoCsrf, Refusal, RemoteBackend, Sessions};
 use sessiond_client::{Backoff, Client};
 use sessiond_server::testing::InProcess;
-use sessiond_server::{Config, Overrides, Secrets};
 use tower::ServiceExt as _;
 
 type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
@@ -86,19 +85,12 @@ async fn embedded() -> Harness {
 async fn remote() -> Harness {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".to_owned()),
-        data_dir: Some(dir.path().join("data")),
-        ..Overrides::default()
-    };
-    let config = Config::load_str("", std::iter::empty(), &overrides).unwrap();
-    let api_key = String::from("layer-test-key-0123456789abcdefghijklmnop");
-    let secrets = Secrets::default().with_api_key(Secret::new(api_key.clone()));
-    let server = InProcess::start(config, secrets).await.unwrap();
+    let api_key = "layer-test-key-0123456789abcdefghijklmnop";
+    let server = InProcess::start_in(dir.path(), "", api_key).await.unwrap();
     let clock = server.clock().clone();
     let base_url = server.base_url().to_owned();
     let client = Client::builder(server.base_url())
-        .api_key(Secret::new(api_key))
+        .api_key(Secret::new(api_key.to_owned()))
         .reconnect(Backoff::new(
             Duration::from_millis(20),
             Duration::from_millis(200),

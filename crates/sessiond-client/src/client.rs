@@ -642,6 +642,21 @@ impl Client {
         self.follow(ROUTE, url, false).await
     }
 
+    /// The reconnection [`Backoff`] this client was built with.
+    ///
+    /// ```
+    /// # fn run() -> Result<(), sessiond_client::ClientError> {
+    /// # let _ = rustls::crypto::ring::default_provider().install_default();
+    /// use sessiond_client::{Backoff, Client};
+    ///
+    /// let client = Client::builder("http://127.0.0.1:8080").build()?;
+    /// assert_eq!(client.backoff(), Backoff::default());
+    /// # Ok(()) }
+    /// ```
+    pub fn backoff(&self) -> Backoff {
+        self.inner.backoff
+    }
+
     /// The base URL with `segments` appended, each percent-encoded as one path segment.
     fn url(&self, segments: &[&str]) -> Result<Url, ClientError> {
         let mut url = self.inner.base.clone();

@@ -168,8 +168,19 @@ impl Backoff {
         self
     }
 
-    /// The wait before reconnection attempt `failures` (1 for the first).
-    fn delay(&self, failures: u32) -> Duration {
+    /// The wait before reconnection attempt `failures` (1 for the first): what the streams
+    /// use, and what a task that reopens a stream itself should use too.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sessiond_client::Backoff;
+    ///
+    /// let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+    /// assert_eq!(b.delay(1), Duration::from_millis(100));
+    /// assert_eq!(b.delay(3), Duration::from_millis(400));
+    /// assert_eq!(b.delay(30), Duration::from_secs(1));
+    /// ```
+    pub fn delay(&self, failures: u32) -> Duration {
         let doublings = failures.saturating_sub(1).min(16);
         self.initial.saturating_mul(1 << doublings).min(self.max)
     }

@@ -559,10 +559,7 @@ async fn listen(shared: Arc<Shared>) {
             }
         }
         failures = failures.saturating_add(1);
-        let wait = Duration::from_millis(250)
-            .saturating_mul(1 << failures.min(6))
-            .min(Duration::from_secs(10));
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(shared.client.backoff().delay(failures)).await;
     }
 }
 

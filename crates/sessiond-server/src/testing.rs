@@ -3,14 +3,15 @@
 //! moves it, served by a background task until it is stopped as SIGTERM stops the binary. The
 //! e2e suite of this crate and the client's tests start their servers with it.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sessiond::{Clock as _, ManualClock, SystemClock};
+use sessiond::{Clock as _, ManualClock, Secret, SystemClock};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::{Config, Secrets, Server, StartError};
+use crate::{Config, Overrides, Secrets, Server, StartError};
 
 /// A server running in this process. Dropping it signals the shutdown without waiting.
 #[derive(Debug)]
@@ -41,6 +42,26 @@ impl InProcess {
             shutdown: Some(stop),
             task: Some(task),
         })
+    }
+
+    /// The usual test server: the configuration `toml` with `listen` on 127.0.0.1:0 and the
+    /// data (SQLite, master key) in `dir/data`, accepting `api_key` as the bootstrap API key.
+    ///
+    /// # Errors
+    /// The configuration's error, or [`StartError`].
+    pub async fn start_in(
+        dir: &Path,
+        toml: &str,
+        api_key: &str,
+    ) -> Result<InProcess, Box<dyn std::error::Error + Send + Sync>> {
+        let overrides = Overrides {
+            listen: Some(String::from("127.0.0.1:0")),
+            data_dir: Some(dir.join("data")),
+            ..Overrides::default()
+        };
+        let config = Config::load_str(toml, std::iter::empty(), &overrides)?;
+        let secrets = Secrets::default().with_api_key(Secret::new(api_key.to_owned()));
+        Ok(InProcess::start(config, secrets).await?)
     }
 
     /// `http://127.0.0.1:<port>`.

@@ -13,7 +13,6 @@ use sessiond::{MasterKey, Secret, SessionService};
 use sessiond_axum::Sessions;
 use sessiond_axum_app::{app, with_login_redirect, Notes, DEMO_PASSWORD};
 use sessiond_server::testing::InProcess;
-use sessiond_server::{Config, Overrides, Secrets};
 use tower::ServiceExt as _;
 
 struct Reply {
@@ -130,21 +129,10 @@ async fn a_visit_on_the_embedded_library() {
 async fn a_visit_on_a_remote_server() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".to_owned()),
-        data_dir: Some(dir.path().join("data")),
-        ..Overrides::default()
-    };
-    let config = Config::load_str("", std::iter::empty(), &overrides).unwrap();
-    let key = String::from("example-app-test-key-0123456789abcdefghij");
-    let server = InProcess::start(
-        config,
-        Secrets::default().with_api_key(Secret::new(key.clone())),
-    )
-    .await
-    .unwrap();
+    let key = "example-app-test-key-0123456789abcdefghij";
+    let server = InProcess::start_in(dir.path(), "", key).await.unwrap();
     let client = sessiond_client::Client::builder(server.base_url())
-        .api_key(Secret::new(key))
+        .api_key(Secret::new(key.to_owned()))
         .build()
         .unwrap();
     visit(&with_login_redirect(Sessions::remote(client))).await;

@@ -12,7 +12,6 @@ use sessiond::{ErrorCode, Secret, SessionId};
 use sessiond_client::api::{CreateSessionRequest, KindParam};
 use sessiond_client::{Backoff, Client, ClientBuilder, ClientError, Event};
 use sessiond_server::testing::InProcess;
-use sessiond_server::{Config, Overrides, Secrets};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -32,18 +31,13 @@ pub async fn spawn(toml: &str) -> App {
     // reqwest uses rustls with the provider the application installs.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".to_owned()),
-        data_dir: Some(dir.path().join("data")),
-        ..Overrides::default()
-    };
-    let config = Config::load_str(toml, std::iter::empty(), &overrides).unwrap();
     let api_key = format!(
         "client-test-key-{}-0123456789abcdefghij",
         std::process::id()
     );
-    let secrets = Secrets::default().with_api_key(Secret::new(api_key.clone()));
-    let server = InProcess::start(config, secrets).await.unwrap();
+    let server = InProcess::start_in(dir.path(), toml, &api_key)
+        .await
+        .unwrap();
     let client = builder(server.base_url(), &api_key).build().unwrap();
     App {
         server,
