@@ -159,6 +159,7 @@ fn failure(e: ClientError) -> Failure {
         // The server's answer about this integration, not about the user's credential.
         ErrorCode::Unauthorized
         | ErrorCode::Forbidden
+        | ErrorCode::OriginNotAllowed
         | ErrorCode::NotFound
         | ErrorCode::MethodNotAllowed
         | ErrorCode::RequestTimeout

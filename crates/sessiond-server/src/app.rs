@@ -47,10 +47,26 @@ pub(crate) fn router(state: AppState) -> Router {
             state.clone(),
             crate::auth::require_api_key,
         ));
+    // The browser routes answer pages of other origins: CORS for `cookies.allowed_origins`.
+    // The CORS middleware answers preflights (`OPTIONS` with `Access-Control-Request-Method`)
+    // itself; the explicit `OPTIONS` route keeps them inside the layer (the router's 405
+    // fallback is not), and answers a plain `OPTIONS` 405 as before.
+    let browser_routes = Router::new()
+        .route(
+            "/auth/browser/refresh",
+            post(browser::refresh).options(method_not_allowed),
+        )
+        .route(
+            "/auth/browser/logout",
+            post(browser::logout).options(method_not_allowed),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            browser::cors,
+        ));
     Router::new()
         .nest("/v1", v1)
-        .route("/auth/browser/refresh", post(browser::refresh))
-        .route("/auth/browser/logout", post(browser::logout))
+        .merge(browser_routes)
         .route("/.well-known/jwks.json", get(ops::jwks))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

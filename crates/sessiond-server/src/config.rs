@@ -637,7 +637,7 @@ impl<'de> Deserialize<'de> for TrustedProxy {
     }
 }
 
-pub use sessiond::cookie::SameSite;
+pub use sessiond::cookie::{CookieName, SameSite};
 
 /// `[cookies]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -648,8 +648,15 @@ pub struct Cookies {
     pub secure: bool,
     /// `SameSite` of the session cookie (the refresh cookie is always `Strict`).
     pub same_site: SameSite,
-    /// Origins accepted by `/auth/browser/*`.
+    /// Origins accepted by `/auth/browser/*` (and given CORS headers there).
     pub allowed_origins: Vec<Origin>,
+    /// The cookies' base name (default `sessiond`): `__Host-<name>`, `-refresh`, `-csrf`.
+    #[serde(deserialize_with = "cookie_name")]
+    pub name: CookieName,
+    /// What `POST /auth/browser/logout` asks the browser to clear besides sessiond's cookies
+    /// (`Clear-Site-Data`): none by default, since it acts on the whole origin (every cookie of
+    /// the host, or the application's own storage).
+    pub clear_site_data: Vec<ClearSiteData>,
 }
 
 impl Default for Cookies {
@@ -658,8 +665,39 @@ impl Default for Cookies {
             secure: true,
             same_site: SameSite::Lax,
             allowed_origins: Vec::new(),
+            name: CookieName::default(),
+            clear_site_data: Vec::new(),
         }
     }
+}
+
+/// A `Clear-Site-Data` directive (`cookies.clear_site_data`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ClearSiteData {
+    /// `"cookies"`: every cookie of the registrable domain, the application's too.
+    Cookies,
+    /// `"storage"`: the origin's localStorage, IndexedDB, service workers.
+    Storage,
+    /// `"cache"`: the origin's HTTP cache.
+    Cache,
+}
+
+impl ClearSiteData {
+    /// The quoted directive as the header carries it.
+    pub fn directive(self) -> &'static str {
+        match self {
+            ClearSiteData::Cookies => "\"cookies\"",
+            ClearSiteData::Storage => "\"storage\"",
+            ClearSiteData::Cache => "\"cache\"",
+        }
+    }
+}
+
+fn cookie_name<'de, D: Deserializer<'de>>(d: D) -> Result<CookieName, D::Error> {
+    let text = String::deserialize(d)?;
+    CookieName::parse(&text).map_err(serde::de::Error::custom)
 }
 
 /// A web origin, `scheme://host[:port]` with an `http` or `https` scheme: no path, query,
@@ -1405,6 +1443,14 @@ mod tests {
                 "[cookies]\nallowed_origins = [\"https://app.example/path\"]",
                 &[],
                 "cookies.allowed_origins[0]",
+            ),
+            ("[cookies]\nname = \"a;b\"", &[], "cookies.name"),
+            ("[cookies]\nname = \"__Host-x\"", &[], "cookies.name"),
+            ("[cookies]\nname = \"\"", &[], "cookies.name"),
+            (
+                "[cookies]\nclear_site_data = [\"everything\"]",
+                &[],
+                "cookies.clear_site_data[0]",
             ),
             (
                 "[[issuers]]\nissuer = \"x\"\naudience = \"y\"",

@@ -22,6 +22,8 @@ pub(crate) enum ApiError {
     Unauthorized,
     /// 403 `forbidden`: the API key's scope does not include the route.
     Forbidden,
+    /// 403 `origin_not_allowed`: a browser route called from an origin not configured.
+    OriginNotAllowed,
     /// 404: `not_found` (no such route) or `session_not_found` (an id names no session).
     NotFound(ErrorCode),
     /// 405 `method_not_allowed`.
@@ -69,6 +71,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unauthorized => problem(ErrorCode::Unauthorized),
             ApiError::Forbidden => problem(ErrorCode::Forbidden),
+            ApiError::OriginNotAllowed => problem(ErrorCode::OriginNotAllowed),
             ApiError::NotFound(code) => problem(code),
             ApiError::MethodNotAllowed => problem(ErrorCode::MethodNotAllowed),
             ApiError::RequestTimeout => {
@@ -196,9 +199,12 @@ pub(crate) mod doc {
             Unauthorized, InvalidCredential, SessionNotFound, SessionExpired, TokenExpired,
             SessionRevoked, RefreshTokenReused, BindingMismatch,
         ];
-        /// `unauthorized`: any failure of a browser route (missing or foreign `Origin`, missing,
-        /// invalid or ended refresh cookie); the reason is logged, never sent.
+        /// `unauthorized`: no usable session (missing, invalid, expired, revoked or reused
+        /// refresh cookie): log in again. Which check failed is logged, never sent.
         BrowserRefused = 401, [Unauthorized];
+        /// `origin_not_allowed`: the `Origin` header is missing or not in
+        /// `cookies.allowed_origins` (configuration, not the session).
+        OriginRefused = 403, [OriginNotAllowed];
         /// `csrf_missing` or `csrf_mismatch`.
         CsrfRefused = 403, [CsrfMissing, CsrfMismatch];
         /// `forbidden`: the API key is `verify`-scoped; this route needs an `admin` key.

@@ -53,7 +53,8 @@ impl AppState {
                 connections.clone(),
             )),
             connections,
-            cookies: Arc::new(CookieSettings::new(
+            cookies: Arc::new(CookieSettings::named(
+                &config.cookies.name,
                 config.cookies.secure,
                 config.cookies.same_site,
             )),

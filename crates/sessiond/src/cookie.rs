@@ -245,18 +245,77 @@ pub struct CookieSettings {
     pub csrf: String,
 }
 
+/// The base name of a deployment's cookies (default `sessiond`): 1 to 64 characters of
+/// `[A-Za-z0-9_-]`, not starting with `__` (the `__Host-` prefix is added, never written), so
+/// that two deployments on one host can keep their cookies apart.
+///
+/// ```
+/// use sessiond::cookie::{CookieName, CookieSettings, SameSite};
+///
+/// let name = CookieName::parse("shop-auth").unwrap();
+/// let cookies = CookieSettings::named(&name, true, SameSite::Lax);
+/// assert_eq!(cookies.refresh, "__Host-shop-auth-refresh");
+/// assert!(CookieName::parse("__Host-x").is_err());
+/// assert!(CookieName::parse("a;b").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieName(String);
+
+/// A cookie base name outside the rules of [`CookieName`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a cookie name is 1 to 64 characters of [A-Za-z0-9_-], not starting with \"__\"")]
+pub struct InvalidCookieName;
+
+impl CookieName {
+    /// Checks `text` against the rules.
+    ///
+    /// # Errors
+    /// [`InvalidCookieName`].
+    pub fn parse(text: &str) -> Result<Self, InvalidCookieName> {
+        let ok = (1..=64).contains(&text.len())
+            && !text.starts_with("__")
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(CookieName(text.to_owned()))
+        } else {
+            Err(InvalidCookieName)
+        }
+    }
+
+    /// The name as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for CookieName {
+    /// `sessiond`.
+    fn default() -> Self {
+        CookieName(String::from("sessiond"))
+    }
+}
+
 impl CookieSettings {
     /// `__Host-sessiond`, `__Host-sessiond-refresh` and `__Host-sessiond-csrf` when `secure`;
     /// the same names without the prefix (which browsers only accept with `Secure`) for
     /// plain-http development.
     pub fn new(secure: bool, same_site: SameSite) -> Self {
+        CookieSettings::named(&CookieName::default(), secure, same_site)
+    }
+
+    /// As [`CookieSettings::new`] with another base name: `__Host-<name>`,
+    /// `__Host-<name>-refresh`, `__Host-<name>-csrf` (without the prefix when not `secure`).
+    pub fn named(name: &CookieName, secure: bool, same_site: SameSite) -> Self {
         let prefix = if secure { "__Host-" } else { "" };
+        let base = name.as_str();
         CookieSettings {
             secure,
             same_site,
-            session: format!("{prefix}sessiond"),
-            refresh: format!("{prefix}sessiond-refresh"),
-            csrf: format!("{prefix}sessiond-csrf"),
+            session: format!("{prefix}{base}"),
+            refresh: format!("{prefix}{base}-refresh"),
+            csrf: format!("{prefix}{base}-csrf"),
         }
     }
 

@@ -35,6 +35,10 @@ pub enum ErrorCode {
     /// 403: the API key's scope does not include this route (a `verify` key that tries to
     /// create or revoke).
     Forbidden,
+    /// 403: a browser route was called from an origin not in `cookies.allowed_origins` (a
+    /// configuration problem, not a session one; a cross-origin page gets no CORS headers and
+    /// cannot read it).
+    OriginNotAllowed,
     /// 403: CSRF protection was required and no token came.
     CsrfMissing,
     /// 403: the CSRF token does not match the session's.
@@ -65,7 +69,7 @@ impl ErrorCode {
     /// Every code, once (`SessionNotFound` and `UnknownSession` share a wire string, so the
     /// distinct wire strings are one fewer). [`ErrorCode::index`] keeps the list complete: a new
     /// code fails to compile there until it is listed, and a test checks the two agree.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::InvalidCredential,
         ErrorCode::SessionNotFound,
         ErrorCode::SessionExpired,
@@ -87,6 +91,7 @@ impl ErrorCode {
         ErrorCode::TooManyStreams,
         ErrorCode::Unavailable,
         ErrorCode::Forbidden,
+        ErrorCode::OriginNotAllowed,
     ];
 
     /// The position of `self` in [`ErrorCode::ALL`].
@@ -114,6 +119,7 @@ impl ErrorCode {
             ErrorCode::TooManyStreams => 18,
             ErrorCode::Unavailable => 19,
             ErrorCode::Forbidden => 20,
+            ErrorCode::OriginNotAllowed => 21,
         }
     }
 
@@ -145,6 +151,7 @@ impl ErrorCode {
             ErrorCode::BindingMismatch => "binding_mismatch",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::OriginNotAllowed => "origin_not_allowed",
             ErrorCode::CsrfMissing => "csrf_missing",
             ErrorCode::CsrfMismatch => "csrf_mismatch",
             ErrorCode::InvalidRequest => "invalid_request",
@@ -170,7 +177,10 @@ impl ErrorCode {
             | ErrorCode::RefreshTokenReused
             | ErrorCode::BindingMismatch
             | ErrorCode::Unauthorized => 401,
-            ErrorCode::CsrfMissing | ErrorCode::CsrfMismatch | ErrorCode::Forbidden => 403,
+            ErrorCode::CsrfMissing
+            | ErrorCode::CsrfMismatch
+            | ErrorCode::Forbidden
+            | ErrorCode::OriginNotAllowed => 403,
             ErrorCode::InvalidRequest => 400,
             ErrorCode::NotFound | ErrorCode::UnknownSession => 404,
             ErrorCode::MethodNotAllowed => 405,
@@ -199,6 +209,7 @@ impl ErrorCode {
             ErrorCode::BindingMismatch => "The request does not match the session's binding",
             ErrorCode::Unauthorized => "Unauthorized",
             ErrorCode::Forbidden => "The API key's scope does not allow this route",
+            ErrorCode::OriginNotAllowed => "The page's origin is not in cookies.allowed_origins",
             ErrorCode::CsrfMissing => "CSRF token required",
             ErrorCode::CsrfMismatch => "CSRF token does not match",
             ErrorCode::InvalidRequest => "The request is malformed",

@@ -1,6 +1,14 @@
 //! The browser-facing endpoints of the hybrid model: refresh and logout with the HttpOnly refresh
-//! cookie. Every failure is a uniform 401 `unauthorized` (the reason goes to the log only), except
-//! an outage, which is 503 so that clients retry instead of logging the user out.
+//! cookie. A page whose `Origin` is not in `cookies.allowed_origins` gets 403
+//! `origin_not_allowed` (a configuration problem; cross-origin it also gets no CORS headers, so
+//! it cannot read even that). Every session failure is a uniform 401 `unauthorized`, meaning "log
+//! in again" (which check failed goes to the log only). An outage is 503, so that clients retry
+//! instead of logging the user out.
+//!
+//! CORS ([`cors`]): responses to an allowed origin carry `Access-Control-Allow-Origin` (that
+//! origin) and `-Allow-Credentials: true`; its preflights get `POST`, `content-type` and
+//! `authorization`; `Vary: Origin` always. Other origins get no CORS header at all (their
+//! preflight is 403 `origin_not_allowed`), so their pages cannot read any answer.
 
 use std::net::SocketAddr;
 
@@ -13,7 +21,7 @@ use sessiond::{RequestContext, SessionError};
 use super::dto::BrowserRefreshResponse;
 use crate::config::Origin;
 use crate::parse::client_ip;
-use crate::problem::doc::{BrowserRefused, Unavailable};
+use crate::problem::doc::{BrowserRefused, OriginRefused, Unavailable};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -84,7 +92,7 @@ fn fail(e: SessionError) -> ApiError {
     responses(
         (status = 200, description = "A new access token; the rotated refresh token is in `Set-Cookie`",
             body = BrowserRefreshResponse),
-        BrowserRefused, Unavailable,
+        OriginRefused, BrowserRefused, Unavailable,
     ))]
 pub(crate) async fn refresh(
     State(state): State<AppState>,
@@ -92,7 +100,8 @@ pub(crate) async fn refresh(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !origin_allowed(&state, &headers) {
-        return Err(uniform("origin_not_allowed"));
+        tracing::info!("browser request from an origin not in cookies.allowed_origins");
+        return Err(ApiError::OriginNotAllowed);
     }
     let token =
         refresh_cookie(&state, &headers).ok_or_else(|| uniform("refresh_cookie_missing"))?;
@@ -134,7 +143,7 @@ pub(crate) async fn refresh(
     responses(
         (status = 204,
             description = "Logged out: the session is revoked, the cookies cleared (`Clear-Site-Data`)"),
-        BrowserRefused, Unavailable,
+        OriginRefused, BrowserRefused, Unavailable,
     ))]
 pub(crate) async fn logout(
     State(state): State<AppState>,
@@ -142,7 +151,8 @@ pub(crate) async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !origin_allowed(&state, &headers) {
-        return Err(uniform("origin_not_allowed"));
+        tracing::info!("browser request from an origin not in cookies.allowed_origins");
+        return Err(ApiError::OriginNotAllowed);
     }
     let ip = request_ip(&state, peer, &headers);
     let ctx = RequestContext {
@@ -171,10 +181,19 @@ pub(crate) async fn logout(
     for cookie in state.cookies.clear_all() {
         set_cookie(&mut response, &cookie);
     }
-    response.headers_mut().insert(
-        "clear-site-data",
-        HeaderValue::from_static("\"cookies\", \"storage\""),
-    );
+    // Only what the operator asked for: the directives act on the whole origin.
+    let directives: Vec<&str> = state
+        .config
+        .cookies
+        .clear_site_data
+        .iter()
+        .map(|d| d.directive())
+        .collect();
+    if !directives.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&directives.join(", ")) {
+            response.headers_mut().insert("clear-site-data", value);
+        }
+    }
     no_store(&mut response);
     Ok(response)
 }
@@ -189,4 +208,57 @@ fn no_store(response: &mut Response) {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// The CORS middleware of the browser routes (module documentation). A preflight is answered
+/// here: 204 with the CORS headers for an allowed origin; 403 `origin_not_allowed` without any
+/// CORS header otherwise, so the browser stops before sending the request. Other requests go on
+/// to their handler, and an allowed origin's answer (success or failure) gets
+/// `Access-Control-Allow-Origin` and `-Allow-Credentials`; `Vary: Origin` is on every answer.
+pub(crate) async fn cors(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let allowed = origin_allowed(&state, request.headers())
+        .then(|| request.headers().get(header::ORIGIN).cloned())
+        .flatten();
+    let preflight = request.method() == axum::http::Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = if preflight {
+        match &allowed {
+            Some(_) => {
+                let mut r = StatusCode::NO_CONTENT.into_response();
+                let h = r.headers_mut();
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    HeaderValue::from_static("POST"),
+                );
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    HeaderValue::from_static("content-type, authorization"),
+                );
+                h.insert(
+                    header::ACCESS_CONTROL_MAX_AGE,
+                    HeaderValue::from_static("600"),
+                );
+                r
+            }
+            None => ApiError::OriginNotAllowed.into_response(),
+        }
+    } else {
+        next.run(request).await
+    };
+    let h = response.headers_mut();
+    if let Some(origin) = allowed {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
+    h.append(header::VARY, HeaderValue::from_static("origin"));
+    response
 }

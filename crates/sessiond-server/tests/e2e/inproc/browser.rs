@@ -85,7 +85,8 @@ async fn browser_refresh_rotates_the_cookie_and_detects_reuse() {
         .await;
     assert_eq!(v.status, 200, "{}", v.text);
 
-    // Uniform 401s: wrong origin, no origin, no cookie, garbage cookie.
+    // A wrong or missing origin is 403 `origin_not_allowed` (configuration, not the session);
+    // every session failure a uniform 401 `unauthorized` (log in again): no cookie, garbage.
     let second_cookie = format!("__Host-sessiond-refresh={second}");
     for headers in [
         vec![
@@ -93,6 +94,12 @@ async fn browser_refresh_rotates_the_cookie_and_detects_reuse() {
             ("origin", "https://evil.example"),
         ],
         vec![("cookie", second_cookie.as_str())],
+    ] {
+        s.request(Method::POST, "/auth/browser/refresh", None, &headers, false)
+            .await
+            .assert_problem(403, "origin_not_allowed");
+    }
+    for headers in [
         vec![("origin", ORIGIN)],
         vec![
             ("cookie", "__Host-sessiond-refresh=garbage"),
@@ -148,7 +155,7 @@ async fn browser_logout_revokes_and_clears() {
         false,
     )
     .await
-    .assert_problem(401, "unauthorized");
+    .assert_problem(403, "origin_not_allowed");
     let out = s
         .request(
             Method::POST,
@@ -159,9 +166,9 @@ async fn browser_logout_revokes_and_clears() {
         )
         .await;
     assert_eq!(out.status, 204, "{}", out.text);
-    assert_eq!(
-        out.headers.get("clear-site-data").unwrap(),
-        "\"cookies\", \"storage\""
+    assert!(
+        out.headers.get("clear-site-data").is_none(),
+        "off by default: it would clear the application's own data"
     );
     let cleared = out.set_cookies();
     assert_eq!(cleared.len(), 3);
@@ -183,5 +190,164 @@ async fn browser_logout_revokes_and_clears() {
     )
     .await
     .assert_problem(401, "unauthorized");
+    s.stop().await;
+}
+
+/// CORS on the browser routes: an allowed origin gets `Access-Control-Allow-Origin` (itself) with
+/// credentials, on answers and preflights; any other origin gets no CORS header at all, so its
+/// page cannot read the answer (and the server refuses it too). `Vary: Origin` either way.
+#[tokio::test]
+async fn cors_answers_allowed_origins_only() {
+    let s = browser_server().await;
+    let created = s
+        .post("/v1/sessions", json!({"user_id": "gus", "kind": "browser"}))
+        .await;
+    let cookie = format!(
+        "__Host-sessiond-refresh={}",
+        cookie_value(created.body["set_cookie"][0].as_str().unwrap())
+    );
+    for path in ["/auth/browser/refresh", "/auth/browser/logout"] {
+        // Preflight from the application's origin.
+        let pre = s
+            .request(
+                Method::OPTIONS,
+                path,
+                None,
+                &[
+                    ("origin", ORIGIN),
+                    ("access-control-request-method", "POST"),
+                    ("access-control-request-headers", "content-type"),
+                ],
+                false,
+            )
+            .await;
+        assert!(pre.status.is_success(), "{path}: {}", pre.status);
+        assert_eq!(pre.headers["access-control-allow-origin"], ORIGIN);
+        assert_eq!(pre.headers["access-control-allow-credentials"], "true");
+        assert!(pre.headers["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST"));
+        assert!(pre.headers["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("content-type"));
+        assert!(pre.headers["vary"].to_str().unwrap().contains("origin"));
+        // Preflight from anywhere else: no CORS headers, so the browser stops there.
+        let foreign = s
+            .request(
+                Method::OPTIONS,
+                path,
+                None,
+                &[
+                    ("origin", "https://evil.example"),
+                    ("access-control-request-method", "POST"),
+                ],
+                false,
+            )
+            .await;
+        assert!(foreign.headers.get("access-control-allow-origin").is_none());
+        assert!(foreign
+            .headers
+            .get("access-control-allow-credentials")
+            .is_none());
+    }
+    // The answers themselves: readable by the allowed origin (success and failure alike).
+    let ok = s
+        .request(
+            Method::POST,
+            "/auth/browser/refresh",
+            None,
+            &[("cookie", &cookie), ("origin", ORIGIN)],
+            false,
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert_eq!(ok.headers["access-control-allow-origin"], ORIGIN);
+    assert_eq!(ok.headers["access-control-allow-credentials"], "true");
+    assert!(ok.headers["vary"].to_str().unwrap().contains("origin"));
+    let refused = s
+        .request(
+            Method::POST,
+            "/auth/browser/refresh",
+            None,
+            &[("origin", ORIGIN)],
+            false,
+        )
+        .await;
+    refused.assert_problem(401, "unauthorized");
+    assert_eq!(refused.headers["access-control-allow-origin"], ORIGIN);
+    let foreign = s
+        .request(
+            Method::POST,
+            "/auth/browser/refresh",
+            None,
+            &[("cookie", &cookie), ("origin", "https://evil.example")],
+            false,
+        )
+        .await;
+    foreign.assert_problem(403, "origin_not_allowed");
+    assert!(foreign.headers.get("access-control-allow-origin").is_none());
+    // The /v1 API is for servers: no CORS there.
+    let api = s
+        .request(
+            Method::OPTIONS,
+            "/v1/sessions",
+            None,
+            &[
+                ("origin", ORIGIN),
+                ("access-control-request-method", "POST"),
+            ],
+            false,
+        )
+        .await;
+    assert!(api.headers.get("access-control-allow-origin").is_none());
+    s.stop().await;
+}
+
+/// `cookies.name` renames the three cookies (keeping `__Host-`), so two deployments on one host
+/// keep theirs apart; `cookies.clear_site_data` adds exactly the directives asked for.
+#[tokio::test]
+async fn cookie_names_and_clear_site_data_are_settings() {
+    let s = spawn_app(Options {
+        config: format!(
+            "[cookies]\nallowed_origins = [\"{ORIGIN}\"]\nname = \"shop\"\n\
+             clear_site_data = [\"storage\", \"cache\"]\n"
+        ),
+        ..Options::default()
+    })
+    .await;
+    let created = s
+        .post("/v1/sessions", json!({"user_id": "hal", "kind": "browser"}))
+        .await;
+    let set = created.body["set_cookie"][0].as_str().unwrap().to_owned();
+    assert!(set.starts_with("__Host-shop-refresh="), "{set}");
+    let cookie = format!("__Host-shop-refresh={}", cookie_value(&set));
+    // The default name is not this deployment's cookie.
+    let other = format!("__Host-sessiond-refresh={}", cookie_value(&set));
+    s.request(
+        Method::POST,
+        "/auth/browser/refresh",
+        None,
+        &[("cookie", &other), ("origin", ORIGIN)],
+        false,
+    )
+    .await
+    .assert_problem(401, "unauthorized");
+    let out = s
+        .request(
+            Method::POST,
+            "/auth/browser/logout",
+            None,
+            &[("cookie", &cookie), ("origin", ORIGIN)],
+            false,
+        )
+        .await;
+    assert_eq!(out.status, 204, "{}", out.text);
+    assert_eq!(out.headers["clear-site-data"], "\"storage\", \"cache\"");
+    let cleared = out.set_cookies();
+    for name in ["__Host-shop=", "__Host-shop-refresh=", "__Host-shop-csrf="] {
+        assert!(cleared.iter().any(|c| c.starts_with(name)), "{cleared:?}");
+    }
     s.stop().await;
 }

@@ -183,8 +183,8 @@ async fn the_document_describes_the_router() {
                 r.body
             );
             if browser {
-                // No allowed origin is configured: the uniform refusal, after the route.
-                check!(r.status == 401, "{what}: {}", r.body);
+                // No allowed origin is configured: the origin refusal, after the route.
+                check!(r.status == 403, "{what}: {}", r.body);
             } else if body.is_null() || body["required"] != true {
                 check!(
                     r.status.is_success(),
@@ -222,7 +222,7 @@ async fn the_document_describes_the_router() {
                 let r = send(&s, &method, &with_query, &[], None, false).await;
                 (401, r)
             } else if browser {
-                (401, send(&s, &method, &path, &[], None, false).await)
+                (403, send(&s, &method, &path, &[], None, false).await)
             } else {
                 continue;
             };
