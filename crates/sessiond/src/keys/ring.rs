@@ -219,7 +219,10 @@ enum Material {
 /// An unsealed key: its public description and its private material.
 pub struct Key {
     info: KeyInfo,
-    material: Material,
+    material: Arc<Material>,
+    /// The sealed blob the material was opened from (empty for a key made in memory): a reload
+    /// that reads the same blob for the same key reuses the material instead of opening it again.
+    sealed: Vec<u8>,
 }
 
 impl fmt::Debug for Key {
@@ -243,7 +246,7 @@ impl Key {
 
     /// A keyed HMAC-SHA256 state to clone per message, for HS256 keys.
     pub(crate) fn hmac(&self) -> Option<&Hmac<Sha256>> {
-        match &self.material {
+        match self.material.as_ref() {
             Material::Hmac { mac, .. } => Some(mac),
             Material::Ed25519(_) => None,
         }
@@ -252,7 +255,7 @@ impl Key {
     /// The raw HMAC secret, for HS256 keys.
     #[allow(dead_code)] // used by the token module
     pub(crate) fn hmac_secret(&self) -> Option<&[u8]> {
-        match &self.material {
+        match self.material.as_ref() {
             Material::Hmac { secret, .. } => Some(secret.expose().as_slice()),
             Material::Ed25519(_) => None,
         }
@@ -261,7 +264,7 @@ impl Key {
     /// The Ed25519 signing key, for EdDSA keys.
     #[allow(dead_code)] // used by the token module
     pub(crate) fn ed25519(&self) -> Option<&ed25519_dalek::SigningKey> {
-        match &self.material {
+        match self.material.as_ref() {
             Material::Ed25519(k) => Some(k),
             Material::Hmac { .. } => None,
         }
@@ -272,7 +275,7 @@ impl Key {
     fn holds(&self, alg: KeyAlgorithm, material: &[u8]) -> bool {
         use subtle::ConstantTimeEq;
         self.info.algorithm == alg
-            && match &self.material {
+            && match self.material.as_ref() {
                 Material::Hmac { secret, .. } => {
                     bool::from(secret.expose().as_slice().ct_eq(material))
                 }
@@ -331,10 +334,45 @@ impl Key {
             origin: KeyOrigin::Generated,
             public_key,
         };
-        Ok(Key { info, material })
+        Ok(Key {
+            info,
+            material: Arc::new(material),
+            sealed: Vec::new(),
+        })
     }
 
-    fn unseal(master: &MasterKey, record: &KeyRecord) -> Result<Key, KeyError> {
+    /// The key stored as `record`. When `known` (the same id in the previous snapshot) was
+    /// opened from the very blob `record` holds, for the same purpose and algorithm (all three
+    /// are bound into the seal), its material is reused: opening the blob again under the same
+    /// master key would give the same bytes. Anything else is opened afresh. The description
+    /// (retirement, origin, ...) always comes from `record`.
+    fn unseal(
+        master: &MasterKey,
+        record: &KeyRecord,
+        known: Option<&Key>,
+    ) -> Result<Key, KeyError> {
+        let info = KeyInfo {
+            id: record.id.clone(),
+            purpose: record.purpose,
+            algorithm: record.algorithm,
+            created_at: record.created_at,
+            retired_at: record.retired_at,
+            verify_until: record.verify_until,
+            origin: record.origin,
+            public_key: record.public_key.clone(),
+        };
+        if let Some(known) = known.filter(|k| {
+            !k.sealed.is_empty()
+                && k.sealed == record.sealed
+                && k.info.purpose == record.purpose
+                && k.info.algorithm == record.algorithm
+        }) {
+            return Ok(Key {
+                info,
+                material: known.material.clone(),
+                sealed: known.sealed.clone(),
+            });
+        }
         let plain = seal::open(
             master,
             &record.id,
@@ -357,17 +395,11 @@ impl Key {
                 Material::Ed25519(ed25519_dalek::SigningKey::from_bytes(seed))
             }
         };
-        let info = KeyInfo {
-            id: record.id.clone(),
-            purpose: record.purpose,
-            algorithm: record.algorithm,
-            created_at: record.created_at,
-            retired_at: record.retired_at,
-            verify_until: record.verify_until,
-            origin: record.origin,
-            public_key: record.public_key.clone(),
-        };
-        Ok(Key { info, material })
+        Ok(Key {
+            info,
+            material: Arc::new(material),
+            sealed: record.sealed.clone(),
+        })
     }
 }
 
@@ -440,28 +472,40 @@ impl KeyRing {
     /// [`KeyError::Bootstrap`] naming the first purpose that could not be ensured; a server must
     /// refuse to start on it.
     pub async fn ensure_active(&self) -> Result<(), KeyError> {
+        // One load serves every purpose that already has its key (every start but the first);
+        // a purpose that needs a write reloads after it. A set that went stale meanwhile only
+        // costs a lost compare-and-swap and a reload: every write below is conditional.
+        let mut set = None;
         for purpose in KeyPurpose::ALL {
-            self.ensure_purpose(purpose)
-                .await
-                .map_err(|e| KeyError::Bootstrap {
-                    purpose,
-                    source: Box::new(e),
-                })?;
+            let ensured = self.ensure_purpose(purpose, set).await;
+            set = Some(ensured.map_err(|e| KeyError::Bootstrap {
+                purpose,
+                source: Box::new(e),
+            })?);
         }
         Ok(())
     }
 
-    async fn ensure_purpose(&self, purpose: KeyPurpose) -> Result<(), KeyError> {
+    /// Ensures `purpose`'s active key, deciding first on `loaded` (a set from this bootstrap)
+    /// when given; returns the newest set it saw.
+    async fn ensure_purpose(
+        &self,
+        purpose: KeyPurpose,
+        mut loaded: Option<Arc<KeySet>>,
+    ) -> Result<Arc<KeySet>, KeyError> {
         let wanted = self.inner.policy.algorithm_for(purpose);
         for _ in 0..CAS_ATTEMPTS {
-            let set = self.reload_set().await?;
+            let set = match loaded.take() {
+                Some(set) => set,
+                None => self.reload_set().await?,
+            };
             match set.active.get(&purpose) {
-                Some(key) if key.info.algorithm == wanted => return Ok(()),
+                Some(key) if key.info.algorithm == wanted => return Ok(set),
                 // Replacing an operator key is the operator-key policy's decision
                 // (`reconcile_operator_key`, run by the server at start), never a side effect
                 // of bootstrap: an admin command run with another `access_alg` must not
                 // withdraw the deployment's shared secret for good.
-                Some(key) if key.info.origin == KeyOrigin::Operator => return Ok(()),
+                Some(key) if key.info.origin == KeyOrigin::Operator => return Ok(set),
                 Some(key) => {
                     tracing::info!(
                         purpose = purpose.as_str(),
@@ -486,7 +530,7 @@ impl KeyRing {
         }
         let set = self.reload_set().await?;
         match set.active.get(&purpose) {
-            Some(_) => Ok(()),
+            Some(_) => Ok(set),
             None => Err(KeyError::NoActiveKey(purpose)),
         }
     }
@@ -816,12 +860,14 @@ impl KeyRing {
     async fn reload_set(&self) -> Result<Arc<KeySet>, KeyError> {
         let _guard = self.inner.reload_lock.lock().await;
         let records = self.inner.store.keys().await?;
+        let previous = self.snapshot();
         let mut set = KeySet {
             loaded_at: self.inner.clock.now(),
             ..KeySet::default()
         };
         for record in &records {
-            let key = match Key::unseal(&self.inner.master, record) {
+            let known = previous.by_id.get(&record.id).map(Arc::as_ref);
+            let key = match Key::unseal(&self.inner.master, record, known) {
                 Ok(key) => Arc::new(key),
                 Err(e) if record.retired_at.is_some() => {
                     tracing::warn!(key_id = %record.id, error = %e, "skipping a retired key that does not open");

@@ -61,3 +61,36 @@ async fn corrupt_rows_are_reported_by_column_as_on_postgres() {
     })
     .await;
 }
+
+/// A reload reuses a key's unsealed material only while the key's row holds the very blob it
+/// was opened from: a blob changed under a running ring is opened again (here, another key's
+/// blob, which its associated data refuses), never answered from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_blob_changed_under_a_running_ring_is_opened_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessiond.db");
+    let path = path.to_str().unwrap();
+    let store = SqliteStore::open(path, SqliteOptions::default())
+        .await
+        .unwrap();
+    let service = sessiond::SessionService::builder(
+        Arc::new(store),
+        sessiond::MasterKey::from_bytes([7; 32]),
+    )
+    .start()
+    .await
+    .unwrap();
+    service.keys().reload().await.unwrap();
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{path}"))
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "UPDATE signing_keys SET sealed = (SELECT sealed FROM signing_keys WHERE purpose = 'refresh') \
+         WHERE purpose = 'cookie'",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
+    let err = service.keys().reload().await.unwrap_err();
+    assert!(matches!(err, sessiond::keys::KeyError::Unseal), "{err:?}");
+}
