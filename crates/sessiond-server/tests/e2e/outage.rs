@@ -19,7 +19,9 @@ use tokio::task::JoinSet;
 
 use crate::harness::{host_port, postgres_url, redis_url, unique, Cluster, Handle, Proxy, Reply};
 
-const CUT_FOR: Duration = Duration::from_secs(8);
+// Longer than three acquire timeouts, so every probe meets the cut and the pools stay cut
+// while the load runs into it.
+const CUT_FOR: Duration = Duration::from_secs(5);
 const REDIS_CUT_FOR: Duration = Duration::from_secs(3);
 const RECOVER_WITHIN: Duration = Duration::from_secs(10);
 /// `database_acquire_timeout` of the PostgreSQL outage test's nodes.
