@@ -13,6 +13,24 @@ use sessiond::{
 /// Why a backend call did not succeed: a verdict or bad input ([`Failure::Refused`], with its
 /// wire code), or an outage ([`Failure::Unavailable`]). The two are told apart by type, never by
 /// text: a credential that could not be checked is neither accepted nor called invalid.
+///
+/// ```
+/// use sessiond::ErrorCode;
+/// use sessiond_axum::{Failure, Refusal};
+///
+/// // What the layer does with a failure: log an outage's cause, answer with the code only.
+/// fn refusal(failure: &Failure) -> Refusal {
+///     if let Failure::Unavailable(source) = failure {
+///         tracing::warn!(error = %source, "session could not be checked");
+///     }
+///     Refusal::new(failure.code())
+/// }
+///
+/// let revoked = refusal(&Failure::Refused(ErrorCode::SessionRevoked));
+/// assert_eq!(revoked.code(), ErrorCode::SessionRevoked);
+/// let outage = refusal(&Failure::Unavailable("connection refused".into()));
+/// assert!(outage.is_outage());
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Failure {
@@ -25,6 +43,15 @@ pub enum Failure {
 
 impl Failure {
     /// The wire code: the refusal's, or `unavailable`.
+    ///
+    /// ```
+    /// use sessiond::ErrorCode;
+    /// use sessiond_axum::Failure;
+    ///
+    /// let failure = Failure::Unavailable("connection refused".into());
+    /// assert_eq!(failure.code(), ErrorCode::Unavailable);
+    /// assert_eq!(failure.code().status(), 503);
+    /// ```
     pub fn code(&self) -> ErrorCode {
         match self {
             Failure::Refused(code) => *code,
@@ -57,6 +84,102 @@ impl From<SessionError> for Failure {
 /// The session operations the layer and its helpers need. [`SessionService`] implements it
 /// (the embedded library); a remote server client does too. Implement it to put something in
 /// between (a cache, a circuit breaker), keeping the contract of each method.
+///
+/// A wrapper that logs every outage and every revocation, and delegates the rest:
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use sessiond::{
+///     CookieSession, EndReason, NewSession, RequestContext, RevokeReason, Secret, Session,
+///     SessionId, Tenant, Timestamp, UserId, Validated,
+/// };
+/// use sessiond_axum::{Failure, SessionBackend, Sessions};
+///
+/// #[derive(Debug)]
+/// struct Logged {
+///     inner: Arc<dyn SessionBackend>,
+/// }
+///
+/// /// Logs an outage (its cause stays in the log) and passes the result on unchanged.
+/// fn logged<T>(operation: &str, result: Result<T, Failure>) -> Result<T, Failure> {
+///     if let Err(Failure::Unavailable(source)) = &result {
+///         tracing::warn!(operation, error = %source, "session backend unavailable");
+///     }
+///     result
+/// }
+///
+/// #[async_trait::async_trait]
+/// impl SessionBackend for Logged {
+///     async fn validate_cookie(
+///         &self,
+///         cookie: &str,
+///         ctx: &RequestContext<'_>,
+///     ) -> Result<Validated, Failure> {
+///         logged("validate_cookie", self.inner.validate_cookie(cookie, ctx).await)
+///     }
+///
+///     async fn validate_access_token(
+///         &self,
+///         token: &str,
+///         ctx: &RequestContext<'_>,
+///     ) -> Result<Validated, Failure> {
+///         logged("validate_access_token", self.inner.validate_access_token(token, ctx).await)
+///     }
+///
+///     async fn create_cookie_session(&self, new: NewSession) -> Result<CookieSession, Failure> {
+///         logged("create_cookie_session", self.inner.create_cookie_session(new).await)
+///     }
+///
+///     async fn revoke(&self, id: &SessionId, reason: &RevokeReason) -> Result<(), Failure> {
+///         let result = logged("revoke", self.inner.revoke(id, reason).await);
+///         if result.is_ok() {
+///             tracing::info!(session_id = %id, %reason, "session revoked");
+///         }
+///         result
+///     }
+///
+///     async fn revoke_user(
+///         &self,
+///         user: &UserId,
+///         tenant: &Tenant,
+///         except: Option<&SessionId>,
+///         reason: &RevokeReason,
+///     ) -> Result<usize, Failure> {
+///         let result = self.inner.revoke_user(user, tenant, except, reason).await;
+///         let result = logged("revoke_user", result);
+///         if let Ok(count) = &result {
+///             tracing::info!(user_id = %user, %tenant, count, %reason, "sessions revoked");
+///         }
+///         result
+///     }
+///
+///     async fn user_sessions(
+///         &self,
+///         user: &UserId,
+///         tenant: &Tenant,
+///     ) -> Result<Vec<Session>, Failure> {
+///         logged("user_sessions", self.inner.user_sessions(user, tenant).await)
+///     }
+///
+///     async fn rotate_csrf(&self, id: &SessionId) -> Result<Secret<String>, Failure> {
+///         logged("rotate_csrf", self.inner.rotate_csrf(id).await)
+///     }
+///
+///     async fn ended(&self, validated: &Validated) -> Result<EndReason, Failure> {
+///         logged("ended", self.inner.ended(validated).await)
+///     }
+///
+///     fn now(&self) -> Timestamp {
+///         self.inner.now()
+///     }
+/// }
+///
+/// # fn f(service: sessiond::SessionService) {
+/// let backend = Logged { inner: Arc::new(service) };
+/// let sessions = Sessions::with_backend(backend).build();
+/// # let _ = sessions; }
+/// ```
 #[async_trait]
 pub trait SessionBackend: Send + Sync + fmt::Debug + 'static {
     /// Validates a session cookie value: MAC, status, expiry, bindings, and CSRF as `ctx` asks

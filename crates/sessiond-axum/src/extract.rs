@@ -19,6 +19,15 @@ use crate::rejection::Refusal;
 use crate::sessions::{LoginRequest, Sessions};
 
 /// The largest form body [`CsrfForm`] reads.
+///
+/// ```
+/// use sessiond_axum::MAX_FORM_BYTES;
+///
+/// // A larger body is refused (413) unread. A comment form stays far below the limit,
+/// // even with every byte of the comment percent-encoded.
+/// const MAX_COMMENT_BYTES: usize = 8 * 1024;
+/// assert!(3 * MAX_COMMENT_BYTES < MAX_FORM_BYTES);
+/// ```
 pub const MAX_FORM_BYTES: usize = 64 * 1024;
 
 /// The answer when the layer is missing: a programming error, reported loudly.
@@ -54,6 +63,25 @@ impl<S: Send + Sync> FromRequestParts<S> for LoginRequest {
 
 /// Whether [`CookieAuth`] checks a CSRF token on unsafe methods: [`CsrfHeader`] (the default)
 /// or [`NoCsrf`] (a per-route opt-out).
+///
+/// Code shared by handlers of either policy is generic over it:
+///
+/// ```
+/// use sessiond_axum::{CookieAuth, CsrfHeader, CsrfPolicy, NoCsrf};
+///
+/// fn greeting<C: CsrfPolicy>(auth: &CookieAuth<C>) -> String {
+///     format!("hello {}", auth.session.user_id)
+/// }
+///
+/// async fn page(auth: CookieAuth) -> String {
+///     greeting(&auth)
+/// }
+/// async fn beacon(auth: CookieAuth<NoCsrf>) -> String {
+///     greeting(&auth)
+/// }
+///
+/// assert!(CsrfHeader::CHECK && !NoCsrf::CHECK);
+/// ```
 pub trait CsrfPolicy: Send + Sync + 'static {
     /// Whether POST, PUT, PATCH and DELETE must carry the CSRF token in the header.
     const CHECK: bool;
@@ -62,6 +90,20 @@ pub trait CsrfPolicy: Send + Sync + 'static {
 /// CSRF is enforced: POST, PUT, PATCH and DELETE must carry the session's CSRF token in the
 /// configured header ([`crate::SessionsBuilder::csrf_header`]); `csrf_missing` or
 /// `csrf_mismatch` (403) otherwise.
+///
+/// It is the default: `CookieAuth` is `CookieAuth<CsrfHeader>`.
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// use sessiond_axum::{CookieAuth, CsrfHeader};
+///
+/// // A POST without the session's token in `x-csrf-token` never reaches the handler.
+/// async fn delete_note(auth: CookieAuth<CsrfHeader>) -> String {
+///     format!("deleted by {}", auth.session.user_id)
+/// }
+///
+/// let routes: Router = Router::new().route("/notes/delete", post(delete_note));
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct CsrfHeader;
 
@@ -71,6 +113,19 @@ impl CsrfPolicy for CsrfHeader {
 
 /// No CSRF check (a per-route opt-out). Safe only for routes that change nothing, or that
 /// check the token another way ([`CsrfForm`] does, from a form field).
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// use sessiond_axum::{CookieAuth, NoCsrf};
+///
+/// // `navigator.sendBeacon` cannot set headers; the beacon only records a page view.
+/// async fn page_view(auth: CookieAuth<NoCsrf>) -> &'static str {
+///     tracing::info!(user_id = %auth.session.user_id, "page viewed");
+///     "recorded"
+/// }
+///
+/// let routes: Router = Router::new().route("/beacon", post(page_view));
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct NoCsrf;
 
@@ -119,6 +174,20 @@ pub struct CookieAuth<C: CsrfPolicy = CsrfHeader> {
 
 impl<C: CsrfPolicy> CookieAuth<C> {
     /// The validation result.
+    ///
+    /// ```
+    /// use sessiond_axum::CookieAuth;
+    ///
+    /// async fn export(auth: CookieAuth) -> &'static str {
+    ///     // The job outlives the request: it takes the validation with it.
+    ///     let validated = auth.into_inner();
+    ///     tokio::spawn(async move {
+    ///         let session = &validated.session;
+    ///         tracing::info!(user_id = %session.user_id, session_id = %session.id, "export");
+    ///     });
+    ///     "export started"
+    /// }
+    /// ```
     pub fn into_inner(self) -> Validated {
         self.validated
     }
@@ -271,6 +340,16 @@ pub struct BearerAuth {
 
 impl BearerAuth {
     /// The validation result.
+    ///
+    /// ```
+    /// use sessiond::Validated;
+    /// use sessiond_axum::BearerAuth;
+    ///
+    /// async fn whoami(auth: BearerAuth) -> String {
+    ///     let Validated { session, deadline, .. } = auth.into_inner();
+    ///     format!("{} in {}, until {deadline}", session.user_id, session.tenant)
+    /// }
+    /// ```
     pub fn into_inner(self) -> Validated {
         self.validated
     }

@@ -29,11 +29,40 @@ pub struct Refusal {
 
 impl Refusal {
     /// A refusal with `code`.
+    ///
+    /// ```
+    /// use axum::response::{IntoResponse, Response};
+    /// use sessiond::ErrorCode;
+    /// use sessiond_axum::{CookieAuth, Refusal};
+    ///
+    /// // A handler's own refusal, answered as the layer answers: 403 `forbidden`.
+    /// async fn admin(auth: CookieAuth) -> Response {
+    ///     let role = auth.session.claims.get("role").and_then(|r| r.as_str());
+    ///     if role != Some("admin") {
+    ///         return Refusal::new(ErrorCode::Forbidden).into_response();
+    ///     }
+    ///     format!("welcome, {}", auth.session.user_id).into_response()
+    /// }
+    /// ```
     pub fn new(code: ErrorCode) -> Self {
         Refusal { code }
     }
 
     /// The wire code.
+    ///
+    /// ```
+    /// use axum::response::{IntoResponse, Redirect};
+    /// use sessiond::ErrorCode;
+    /// # fn f(service: sessiond::SessionService) {
+    /// // An expired session goes back to the login page, with a word of explanation.
+    /// let sessions = sessiond_axum::Sessions::embedded(service)
+    ///     .on_refusal(|refusal, _request| match refusal.code() {
+    ///         ErrorCode::SessionExpired => Redirect::to("/login?expired=1").into_response(),
+    ///         _ => refusal.into_response(),
+    ///     })
+    ///     .build();
+    /// # let _ = sessions; }
+    /// ```
     pub fn code(&self) -> ErrorCode {
         self.code
     }
@@ -41,6 +70,14 @@ impl Refusal {
     /// Whether the credential could not be checked (503), as opposed to a verdict about it.
     /// A handler that redirects refused requests to a login page should answer an outage with
     /// the default response instead: the person is not logged out, the service is down.
+    ///
+    /// ```
+    /// use sessiond::ErrorCode;
+    /// use sessiond_axum::Refusal;
+    ///
+    /// assert!(Refusal::new(ErrorCode::Unavailable).is_outage());
+    /// assert!(!Refusal::new(ErrorCode::SessionRevoked).is_outage());
+    /// ```
     pub fn is_outage(&self) -> bool {
         self.code.is_outage()
     }

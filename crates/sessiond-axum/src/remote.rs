@@ -35,6 +35,15 @@ use tokio::time::Instant;
 use crate::backend::{Failure, SessionBackend};
 
 /// Default period of a watcher's re-reads while the event stream is down.
+///
+/// ```
+/// # fn run(client: sessiond_client::Client) {
+/// use sessiond_axum::{RemoteBackend, DEFAULT_RECHECK};
+///
+/// // Many watched connections: poll half as often while the stream is down.
+/// let backend = RemoteBackend::new(client).recheck(DEFAULT_RECHECK * 2);
+/// # let _ = backend; }
+/// ```
 pub const DEFAULT_RECHECK: Duration = Duration::from_secs(1);
 
 /// Buffer of the fan-out from the one stream to every watcher; a watcher that falls further
@@ -83,6 +92,15 @@ impl fmt::Debug for RemoteBackend {
 impl RemoteBackend {
     /// The server behind `client`, on the system clock, re-reading every
     /// [`DEFAULT_RECHECK`] while its event stream is down.
+    ///
+    /// ```
+    /// # fn run(client: sessiond_client::Client) {
+    /// use sessiond_axum::{RemoteBackend, Sessions};
+    ///
+    /// // Clones of a client share its connection pool: keep one for the application's own calls.
+    /// let sessions = Sessions::with_backend(RemoteBackend::new(client.clone())).build();
+    /// # let _ = (sessions, client); }
+    /// ```
     pub fn new(client: Client) -> Self {
         RemoteBackend {
             client,
@@ -127,6 +145,19 @@ impl RemoteBackend {
     }
 
     /// The client this backend calls.
+    ///
+    /// ```no_run
+    /// # async fn run(client: sessiond_client::Client) {
+    /// use sessiond_axum::{RemoteBackend, Sessions};
+    ///
+    /// let backend = RemoteBackend::new(client);
+    /// // Before serving: is sessiond ready (database, keys)?
+    /// if let Err(e) = backend.client().readyz().await {
+    ///     tracing::warn!(error = %e, "sessiond is not ready; requests will get 503 until it is");
+    /// }
+    /// let sessions = Sessions::with_backend(backend).build();
+    /// # let _ = sessions; }
+    /// ```
     pub fn client(&self) -> &Client {
         &self.client
     }

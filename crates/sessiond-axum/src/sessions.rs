@@ -20,8 +20,31 @@ use crate::backend::{Failure, SessionBackend};
 use crate::rejection::{Refusal, RefusalHandler};
 
 /// The default header a page sends its CSRF token in.
+///
+/// ```
+/// # fn main() -> Result<(), axum::http::Error> {
+/// use axum::http::Request;
+/// use sessiond_axum::DEFAULT_CSRF_HEADER;
+///
+/// // What a page's script sends on a POST, with the token read from the CSRF cookie.
+/// let request = Request::post("/notes")
+///     .header(DEFAULT_CSRF_HEADER, "token-from-the-csrf-cookie")
+///     .body(String::from("text=hello"))?;
+/// assert!(request.headers().contains_key("x-csrf-token"));
+/// # Ok(()) }
+/// ```
 pub const DEFAULT_CSRF_HEADER: &str = "x-csrf-token";
 /// The default form field a server-rendered form sends its CSRF token in.
+///
+/// ```
+/// use sessiond_axum::{CookieAuth, DEFAULT_CSRF_FIELD};
+///
+/// // The hidden field of a form that `CsrfForm` checks when it comes back.
+/// fn csrf_field(auth: &CookieAuth) -> String {
+///     let token = auth.csrf_token().map(|t| t.expose().as_str()).unwrap_or_default();
+///     format!(r#"<input type="hidden" name="{DEFAULT_CSRF_FIELD}" value="{token}">"#)
+/// }
+/// ```
 pub const DEFAULT_CSRF_FIELD: &str = "csrf_token";
 
 /// How the layer finds the client's address (for IP binding and the devices page).
@@ -72,6 +95,20 @@ impl fmt::Debug for Sessions {
 }
 
 /// Builds [`Sessions`]: from [`Sessions::embedded`] or [`Sessions::with_backend`].
+///
+/// ```
+/// # fn f(service: sessiond::SessionService) {
+/// use axum::http::HeaderName;
+/// use sessiond::cookie::{CookieSettings, SameSite};
+/// use sessiond_axum::Sessions;
+///
+/// let sessions = Sessions::embedded(service)
+///     .cookies(CookieSettings::new(true, SameSite::Strict))
+///     .csrf_header(HeaderName::from_static("x-xsrf-token"))
+///     .csrf_field("_csrf")
+///     .build();
+/// # let _ = sessions; }
+/// ```
 #[must_use = "call build() to get the Sessions"]
 pub struct SessionsBuilder {
     inner: Inner,
@@ -184,6 +221,17 @@ impl SessionsBuilder {
     }
 
     /// The [`Sessions`].
+    ///
+    /// ```
+    /// # fn f(service: sessiond::SessionService) {
+    /// use axum::Router;
+    /// use sessiond_axum::Sessions;
+    ///
+    /// let sessions = Sessions::embedded(service).build();
+    /// // Cheap to clone: the layer holds one, the application may keep another.
+    /// let app: Router = Router::new().layer(sessions.layer());
+    /// # let _ = (app, sessions); }
+    /// ```
     pub fn build(self) -> Sessions {
         Sessions {
             inner: Arc::new(self.inner),
@@ -201,6 +249,15 @@ fn peer_ip(parts: &Parts) -> Option<String> {
 impl Sessions {
     /// Sessions in the embedded library: validation and every change happen in this process,
     /// on the service's store.
+    ///
+    /// ```
+    /// # fn f(service: sessiond::SessionService) {
+    /// use sessiond_axum::Sessions;
+    ///
+    /// // `service`: the application's `SessionService`, started once at boot.
+    /// let sessions = Sessions::embedded(service).build();
+    /// # let _ = sessions; }
+    /// ```
     pub fn embedded(service: SessionService) -> SessionsBuilder {
         Sessions::with_backend(service)
     }
@@ -226,6 +283,17 @@ impl Sessions {
 
     /// Sessions in any [`SessionBackend`] (a remote sessiond server's client, or your own
     /// wrapper around one).
+    ///
+    /// ```
+    /// # fn f(client: sessiond_client::Client) {
+    /// use std::time::Duration;
+    /// use sessiond_axum::{RemoteBackend, Sessions};
+    ///
+    /// // A remote backend with its own settings (`Sessions::remote` takes the defaults).
+    /// let backend = RemoteBackend::new(client).recheck(Duration::from_millis(500));
+    /// let sessions = Sessions::with_backend(backend).build();
+    /// # let _ = sessions; }
+    /// ```
     pub fn with_backend(backend: impl SessionBackend) -> SessionsBuilder {
         SessionsBuilder {
             inner: Inner {
@@ -241,16 +309,64 @@ impl Sessions {
 
     /// The layer that makes these sessions available to the extractors of every route it
     /// wraps.
+    ///
+    /// ```
+    /// # fn f(sessions: sessiond_axum::Sessions) {
+    /// use axum::{routing::get, Router};
+    /// use sessiond_axum::CookieAuth;
+    ///
+    /// async fn me(auth: CookieAuth) -> String {
+    ///     format!("hello {}", auth.session.user_id)
+    /// }
+    /// async fn health() -> &'static str {
+    ///     "ok"
+    /// }
+    ///
+    /// // A layer wraps the routes added before it: `/health` needs no session.
+    /// let app: Router = Router::new()
+    ///     .route("/me", get(me))
+    ///     .layer(sessions.layer())
+    ///     .route("/health", get(health));
+    /// # let _ = app; }
+    /// ```
     pub fn layer(&self) -> Extension<Sessions> {
         Extension(self.clone())
     }
 
     /// The backend.
+    ///
+    /// ```
+    /// use sessiond::{RequestContext, Validated};
+    /// use sessiond_axum::{Failure, Sessions};
+    ///
+    /// // A token that came another way than the `Authorization` header (a WebSocket's first
+    /// // message, say), validated as `BearerAuth` would.
+    /// async fn check(sessions: &Sessions, token: &str) -> Result<Validated, Failure> {
+    ///     let ctx = RequestContext::default();
+    ///     sessions.backend().validate_access_token(token, &ctx).await
+    /// }
+    /// ```
     pub fn backend(&self) -> &dyn SessionBackend {
         &*self.inner.backend
     }
 
     /// The cookie settings in force.
+    ///
+    /// ```
+    /// use axum::http::{header, HeaderMap};
+    /// use sessiond_axum::Sessions;
+    ///
+    /// // Whether the browser sent a session cookie at all, valid or not: "your session has
+    /// // ended" rather than "please log in".
+    /// fn had_session(sessions: &Sessions, headers: &HeaderMap) -> bool {
+    ///     let name = &sessions.cookie_settings().session;
+    ///     headers
+    ///         .get_all(header::COOKIE)
+    ///         .iter()
+    ///         .filter_map(|v| v.to_str().ok())
+    ///         .any(|h| sessiond::cookie::from_header(h, name).is_some())
+    /// }
+    /// ```
     pub fn cookie_settings(&self) -> &CookieSettings {
         &self.inner.cookies
     }
@@ -399,12 +515,34 @@ impl Sessions {
     }
 
     /// The `Set-Cookie` headers that delete the session, CSRF and refresh cookies.
+    ///
+    /// ```
+    /// use axum::response::{IntoResponse, Redirect, Response};
+    /// use sessiond_axum::Sessions;
+    ///
+    /// // For a browser whose session already ended (nothing to revoke): its cookies still go.
+    /// async fn forget_me(sessions: Sessions) -> Response {
+    ///     (sessions.clear_cookies(), Redirect::to("/login")).into_response()
+    /// }
+    /// ```
     pub fn clear_cookies(&self) -> SetCookies {
         SetCookies(self.inner.cookies.clear_all().to_vec())
     }
 
     /// Revokes every other session of the validated session's user in its tenant ("log out
     /// other devices"); the current one stays. Returns how many were revoked.
+    ///
+    /// ```no_run
+    /// use axum::response::{IntoResponse, Response};
+    /// use sessiond_axum::{CookieAuth, Sessions};
+    ///
+    /// async fn log_out_others(sessions: Sessions, auth: CookieAuth) -> Response {
+    ///     match sessions.log_out_others(&auth).await {
+    ///         Ok(count) => format!("logged out of {count} other device(s)").into_response(),
+    ///         Err(refusal) => refusal.into_response(),
+    ///     }
+    /// }
+    /// ```
     ///
     /// # Errors
     /// A [`Refusal`] (`unavailable` when the backend cannot be reached).
@@ -423,6 +561,19 @@ impl Sessions {
 
     /// Replaces the validated cookie session's CSRF token: the old one stops working at once.
     /// Returns the new token and its `Set-Cookie`.
+    ///
+    /// ```no_run
+    /// use axum::response::{IntoResponse, Redirect, Response};
+    /// use sessiond_axum::{CookieAuth, Sessions};
+    ///
+    /// async fn change_password(sessions: Sessions, auth: CookieAuth) -> Response {
+    ///     // ... change the password; then tokens copied into older pages stop working:
+    ///     match sessions.rotate_csrf(&auth).await {
+    ///         Ok(rotated) => (rotated, Redirect::to("/settings")).into_response(),
+    ///         Err(refusal) => refusal.into_response(),
+    ///     }
+    /// }
+    /// ```
     ///
     /// # Errors
     /// A [`Refusal`]: the session's status when it ended meanwhile, `unavailable` when the
@@ -447,6 +598,26 @@ impl Sessions {
     /// The active sessions of the validated session's user in its tenant, oldest first, each
     /// marked whether it is the one making this request: a "your devices" page.
     ///
+    /// ```no_run
+    /// use axum::response::{IntoResponse, Response};
+    /// use sessiond_axum::{CookieAuth, Sessions};
+    ///
+    /// async fn devices(sessions: Sessions, auth: CookieAuth) -> Response {
+    ///     let devices = match sessions.devices(&auth).await {
+    ///         Ok(devices) => devices,
+    ///         Err(refusal) => return refusal.into_response(),
+    ///     };
+    ///     let mut page = String::new();
+    ///     for device in devices {
+    ///         let browser = device.session.user_agent.as_deref().unwrap_or("unknown browser");
+    ///         let this = if device.current { " (this device)" } else { "" };
+    ///         let seen = device.session.last_seen_at;
+    ///         page.push_str(&format!("{browser}, last seen {seen}{this}\n"));
+    ///     }
+    ///     page.into_response()
+    /// }
+    /// ```
+    ///
     /// # Errors
     /// A [`Refusal`] (`unavailable` when the backend cannot be reached).
     pub async fn devices(&self, validated: &Validated) -> Result<Vec<Device>, Refusal> {
@@ -468,6 +639,26 @@ impl Sessions {
     /// Revokes `id` if it is an active session of the validated session's own user and tenant
     /// (reason `logout`); returns whether it was. A session of anyone else is never touched,
     /// whatever id the request names.
+    ///
+    /// ```no_run
+    /// use axum::extract::Path;
+    /// use axum::http::StatusCode;
+    /// use axum::response::{IntoResponse, Redirect, Response};
+    /// use sessiond::SessionId;
+    /// use sessiond_axum::{CookieAuth, Sessions};
+    ///
+    /// // POST /devices/{id}/revoke
+    /// async fn revoke(sessions: Sessions, auth: CookieAuth, Path(id): Path<String>) -> Response {
+    ///     let Ok(id) = SessionId::parse(&id) else {
+    ///         return StatusCode::NOT_FOUND.into_response();
+    ///     };
+    ///     match sessions.revoke_device(&auth, &id).await {
+    ///         Ok(true) => Redirect::to("/devices").into_response(),
+    ///         Ok(false) => StatusCode::NOT_FOUND.into_response(),
+    ///         Err(refusal) => refusal.into_response(),
+    ///     }
+    /// }
+    /// ```
     ///
     /// # Errors
     /// A [`Refusal`] (`unavailable` when the backend cannot be reached).
@@ -533,6 +724,37 @@ fn refusal(failure: Failure) -> Refusal {
 /// What a login needs of its request (an extractor): the client's IP and User-Agent, recorded
 /// with the new session, and the session cookie it may already carry, revoked by
 /// [`Sessions::log_in`].
+///
+/// ```no_run
+/// use axum::http::StatusCode;
+/// use axum::response::{IntoResponse, Redirect, Response};
+/// use axum::Form;
+/// use serde::Deserialize;
+/// use sessiond::{NewSession, UserId};
+/// use sessiond_axum::{LoginRequest, Sessions};
+///
+/// #[derive(Deserialize)]
+/// struct Credentials {
+///     user: String,
+///     password: String,
+/// }
+///
+/// async fn login(
+///     sessions: Sessions,
+///     request: LoginRequest,
+///     Form(credentials): Form<Credentials>,
+/// ) -> Response {
+///     tracing::info!(ip = ?request.ip, user_agent = ?request.user_agent, "login attempt");
+///     // ... check credentials.password against the stored hash first ...
+///     let Ok(user) = UserId::new(credentials.user) else {
+///         return StatusCode::BAD_REQUEST.into_response();
+///     };
+///     match sessions.log_in(&request, NewSession::new(user)).await {
+///         Ok(logged_in) => (logged_in, Redirect::to("/")).into_response(),
+///         Err(refusal) => refusal.into_response(),
+///     }
+/// }
+/// ```
 #[derive(Clone)]
 pub struct LoginRequest {
     /// The client's address, as [`SessionsBuilder::client_ip`] finds it.
@@ -567,11 +789,35 @@ impl LoginRequest {
 }
 
 /// `Set-Cookie` headers to add to a response (`IntoResponseParts`).
+///
+/// ```
+/// use axum::response::{IntoResponse, Redirect, Response};
+/// use sessiond_axum::SetCookies;
+///
+/// // Before the body, like any other response parts.
+/// fn leave(cleared: SetCookies) -> Response {
+///     (cleared, Redirect::to("/goodbye")).into_response()
+/// }
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct SetCookies(Vec<String>);
 
 impl SetCookies {
     /// The header values.
+    ///
+    /// ```
+    /// use axum::http::{header, HeaderMap, HeaderValue};
+    /// use sessiond_axum::SetCookies;
+    ///
+    /// // A response assembled by hand rather than through `IntoResponseParts`.
+    /// fn add_to(headers: &mut HeaderMap, cookies: &SetCookies) {
+    ///     for value in cookies.values() {
+    ///         if let Ok(value) = HeaderValue::from_str(value) {
+    ///             headers.append(header::SET_COOKIE, value);
+    ///         }
+    ///     }
+    /// }
+    /// ```
     pub fn values(&self) -> &[String] {
         &self.0
     }
@@ -602,6 +848,28 @@ impl IntoResponseParts for SetCookies {
 
 /// A new login: the session and the cookies that hand it to the browser. Add it to the
 /// response (`IntoResponseParts`).
+///
+/// ```no_run
+/// use axum::response::{Html, IntoResponse, Response};
+/// use sessiond::{NewSession, UserId};
+/// use sessiond_axum::{LoginRequest, Sessions};
+///
+/// // Called once the password is checked: the welcome page carries a form, and its token.
+/// async fn start_session(sessions: &Sessions, request: &LoginRequest, user: UserId) -> Response {
+///     match sessions.log_in(request, NewSession::new(user)).await {
+///         Ok(logged_in) => {
+///             tracing::info!(session_id = %logged_in.session.id, "logged in");
+///             let page = format!(
+///                 r#"<form method="post" action="/notes">
+///                      <input type="hidden" name="csrf_token" value="{}">…</form>"#,
+///                 logged_in.csrf_token.expose()
+///             );
+///             (logged_in, Html(page)).into_response()
+///         }
+///         Err(refusal) => refusal.into_response(),
+///     }
+/// }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct LoggedIn {
@@ -614,6 +882,22 @@ pub struct LoggedIn {
 }
 
 /// A rotated CSRF token and its cookie. Add it to the response (`IntoResponseParts`).
+///
+/// ```no_run
+/// use axum::response::{IntoResponse, Response};
+/// use sessiond_axum::{CookieAuth, Sessions};
+///
+/// // A single-page app asks for a fresh token: in the body, and in the CSRF cookie.
+/// async fn new_csrf_token(sessions: Sessions, auth: CookieAuth) -> Response {
+///     match sessions.rotate_csrf(&auth).await {
+///         Ok(rotated) => {
+///             let token = rotated.csrf_token.expose().clone();
+///             (rotated, token).into_response()
+///         }
+///         Err(refusal) => refusal.into_response(),
+///     }
+/// }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct CsrfRotated {
@@ -624,6 +908,17 @@ pub struct CsrfRotated {
 }
 
 /// One of the user's active sessions, for a "your devices" page.
+///
+/// ```
+/// use sessiond_axum::Device;
+///
+/// fn label(device: &Device) -> String {
+///     let browser = device.session.user_agent.as_deref().unwrap_or("unknown browser");
+///     let address = device.session.ip.as_deref().unwrap_or("unknown address");
+///     let this = if device.current { " (this device)" } else { "" };
+///     format!("{browser} at {address}, since {}{this}", device.session.created_at)
+/// }
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Device {

@@ -45,6 +45,18 @@ use crate::{Client, ClientError, Event};
 
 /// What [`LocalVerifier::verify`] does while the event stream has not been heard from for
 /// longer than `stale_after`.
+///
+/// ```no_run
+/// # async fn run(client: sessiond_client::Client) -> Result<(), sessiond_client::VerifyError> {
+/// use sessiond_client::{LocalVerifier, WhenStale};
+///
+/// // A payment API would rather answer 503 than accept a token it cannot vouch for.
+/// let verifier = LocalVerifier::builder(client)
+///     .when_stale(WhenStale::FailClosed)
+///     .start()
+///     .await?;
+/// # let _ = verifier; Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WhenStale {
@@ -57,6 +69,19 @@ pub enum WhenStale {
 }
 
 /// How a token was accepted.
+///
+/// ```
+/// use sessiond_client::{LocalVerifier, Verified, VerifyError, Via};
+///
+/// async fn verify(verifier: &LocalVerifier, token: &str) -> Result<Verified, VerifyError> {
+///     let verified = verifier.verify(token).await?;
+///     if verified.via == Via::Online {
+///         // A round trip to sessiond: many of these mean a stale stream or a fresh restart.
+///         tracing::debug!(session_id = %verified.session_id, "token checked online");
+///     }
+///     Ok(verified)
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Via {
@@ -67,6 +92,17 @@ pub enum Via {
 }
 
 /// An accepted access token.
+///
+/// ```
+/// use sessiond::UserId;
+/// use sessiond_client::{LocalVerifier, VerifyError};
+///
+/// async fn user_of(verifier: &LocalVerifier, token: &str) -> Result<UserId, VerifyError> {
+///     let verified = verifier.verify(token).await?;
+///     // A long-lived connection it authenticates must close at `verified.expires_at`.
+///     Ok(verified.user_id)
+/// }
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Verified {
@@ -81,6 +117,23 @@ pub struct Verified {
 }
 
 /// Why a token was not accepted: a verdict with its wire code, or an outage (nothing decided).
+///
+/// ```
+/// use sessiond_client::{LocalVerifier, VerifyError};
+///
+/// // The HTTP status to answer a request bearing `token` with.
+/// async fn status(verifier: &LocalVerifier, token: &str) -> u16 {
+///     match verifier.verify(token).await {
+///         Ok(_) => 200,
+///         Err(VerifyError::Unavailable(why)) => {
+///             // Nothing was decided: log the cause, answer 503, and log nobody out.
+///             tracing::warn!(%why, "token could not be checked");
+///             503
+///         }
+///         Err(refused) => refused.code().status(),
+///     }
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
@@ -95,6 +148,17 @@ pub enum VerifyError {
 
 impl VerifyError {
     /// The wire code (`unavailable` for an outage).
+    ///
+    /// ```
+    /// use sessiond::ErrorCode;
+    /// use sessiond_client::VerifyError;
+    ///
+    /// let refused = VerifyError::Refused(ErrorCode::SessionRevoked);
+    /// assert_eq!(refused.code().status(), 401);
+    /// let outage = VerifyError::Unavailable(String::from("the JWKS fetch timed out"));
+    /// assert_eq!(outage.code(), ErrorCode::Unavailable);
+    /// assert_eq!(outage.code().status(), 503);
+    /// ```
     pub fn code(&self) -> ErrorCode {
         match self {
             VerifyError::Refused(code) => *code,
@@ -146,12 +210,30 @@ impl fmt::Debug for VerifierBuilder {
 
 impl VerifierBuilder {
     /// `iss` the tokens must carry (the server's `tokens.issuer`; default `sessiond`).
+    ///
+    /// ```
+    /// # fn run(client: sessiond_client::Client) {
+    /// use sessiond_client::LocalVerifier;
+    ///
+    /// // The server's `[token_sessions] issuer = "https://auth.example.com"`.
+    /// let builder = LocalVerifier::builder(client).issuer("https://auth.example.com");
+    /// # let _ = builder; }
+    /// ```
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = issuer.into();
         self
     }
 
     /// `aud` the tokens must carry (the server's access audience; default `sessiond`).
+    ///
+    /// ```
+    /// # fn run(client: sessiond_client::Client) {
+    /// use sessiond_client::LocalVerifier;
+    ///
+    /// // The server's `[token_sessions] audience = "api.example.com"`.
+    /// let builder = LocalVerifier::builder(client).audience("api.example.com");
+    /// # let _ = builder; }
+    /// ```
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.audience = audience.into();
         self
@@ -159,18 +241,46 @@ impl VerifierBuilder {
 
     /// How long the stream may be silent before [`WhenStale`] applies (default 45 s: three
     /// heartbeats of the server's default 15 s `[events] keep_alive`; keep it above that).
+    ///
+    /// ```
+    /// # fn run(client: sessiond_client::Client) {
+    /// use std::time::Duration;
+    /// use sessiond_client::LocalVerifier;
+    ///
+    /// // The server's `[events] keep_alive = "5s"`: three heartbeats.
+    /// let builder = LocalVerifier::builder(client).stale_after(Duration::from_secs(15));
+    /// # let _ = builder; }
+    /// ```
     pub fn stale_after(mut self, bound: Duration) -> Self {
         self.stale_after = bound;
         self
     }
 
     /// What a stale verifier does (default [`WhenStale::Online`]).
+    ///
+    /// ```
+    /// # fn run(client: sessiond_client::Client, strict: bool) {
+    /// use sessiond_client::{LocalVerifier, WhenStale};
+    ///
+    /// let when = if strict { WhenStale::FailClosed } else { WhenStale::Online };
+    /// let builder = LocalVerifier::builder(client).when_stale(when);
+    /// # let _ = builder; }
+    /// ```
     pub fn when_stale(mut self, when: WhenStale) -> Self {
         self.when_stale = when;
         self
     }
 
     /// The shortest time between two JWKS fetches for unknown `kid`s (default 30 s).
+    ///
+    /// ```
+    /// # fn run(client: sessiond_client::Client) {
+    /// use std::time::Duration;
+    /// use sessiond_client::LocalVerifier;
+    ///
+    /// let builder = LocalVerifier::builder(client).refetch_interval(Duration::from_secs(60));
+    /// # let _ = builder; }
+    /// ```
     pub fn refetch_interval(mut self, interval: Duration) -> Self {
         self.refetch_interval = interval;
         self
@@ -178,6 +288,16 @@ impl VerifierBuilder {
 
     /// How far the server nodes' clocks may differ from the one whose heartbeat marked the
     /// start of listening (default 5 s); see the module documentation.
+    ///
+    /// ```
+    /// # fn run(client: sessiond_client::Client) {
+    /// use std::time::Duration;
+    /// use sessiond_client::LocalVerifier;
+    ///
+    /// // Nodes whose clocks are kept within a second of each other.
+    /// let builder = LocalVerifier::builder(client).clock_skew(Duration::from_secs(2));
+    /// # let _ = builder; }
+    /// ```
     pub fn clock_skew(mut self, skew: Duration) -> Self {
         self.clock_skew = skew;
         self
@@ -185,12 +305,33 @@ impl VerifierBuilder {
 
     /// How long a delivered revocation is remembered (default 1 h; at least the server's
     /// access-token lifetime, after which the session's tokens have all expired).
+    ///
+    /// ```
+    /// # fn run(client: sessiond_client::Client) {
+    /// use std::time::Duration;
+    /// use sessiond_client::LocalVerifier;
+    ///
+    /// // The server's `[token_sessions] access_ttl = "2h"`: remember a little longer.
+    /// let builder = LocalVerifier::builder(client).retain(Duration::from_secs(3 * 3600));
+    /// # let _ = builder; }
+    /// ```
     pub fn retain(mut self, retain: Duration) -> Self {
         self.retain = retain;
         self
     }
 
     /// The clock `exp` is compared with (default the system clock; tests give a manual one).
+    ///
+    /// ```
+    /// # fn run(client: sessiond_client::Client) {
+    /// use std::sync::Arc;
+    /// use sessiond::{ManualClock, Timestamp};
+    /// use sessiond_client::LocalVerifier;
+    ///
+    /// let clock = ManualClock::new(Timestamp::from_unix_millis(0));
+    /// let builder = LocalVerifier::builder(client).clock(Arc::new(clock));
+    /// # let _ = builder; }
+    /// ```
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -198,6 +339,21 @@ impl VerifierBuilder {
 
     /// Fetches the JWKS and starts listening to the deployment-wide stream on a task of the
     /// current runtime (stopped when the last clone of the verifier is dropped).
+    ///
+    /// ```no_run
+    /// # async fn run(client: sessiond_client::Client) {
+    /// use sessiond_client::LocalVerifier;
+    ///
+    /// let verifier = match LocalVerifier::builder(client).start().await {
+    ///     Ok(verifier) => verifier,
+    ///     Err(e) => {
+    ///         // Without the JWKS nothing can be verified: retry later, or do not serve.
+    ///         tracing::error!(error = %e, "cannot start the token verifier");
+    ///         return;
+    ///     }
+    /// };
+    /// # let _ = verifier; }
+    /// ```
     ///
     /// # Errors
     /// [`VerifyError::Unavailable`] when the JWKS cannot be fetched or read.
@@ -295,6 +451,15 @@ struct State {
 
 impl LocalVerifier {
     /// A builder with the defaults (see its methods).
+    ///
+    /// ```
+    /// # fn run(client: sessiond_client::Client) {
+    /// use sessiond_client::LocalVerifier;
+    ///
+    /// // Tokens for this API only; every other setting at its default.
+    /// let builder = LocalVerifier::builder(client).audience("api.example.com");
+    /// # let _ = builder; }
+    /// ```
     pub fn builder(client: Client) -> VerifierBuilder {
         VerifierBuilder {
             client,
@@ -310,6 +475,21 @@ impl LocalVerifier {
     }
 
     /// Verifies an access token (module documentation).
+    ///
+    /// ```
+    /// use sessiond_client::LocalVerifier;
+    ///
+    /// // The HTTP status to answer a request with, from its `Authorization` header.
+    /// async fn status(verifier: &LocalVerifier, authorization: &str) -> u16 {
+    ///     let Some(token) = authorization.strip_prefix("Bearer ") else {
+    ///         return 401;
+    ///     };
+    ///     match verifier.verify(token).await {
+    ///         Ok(_) => 200,
+    ///         Err(e) => e.code().status(),
+    ///     }
+    /// }
+    /// ```
     ///
     /// # Errors
     /// [`VerifyError::Refused`] with the verdict; [`VerifyError::Unavailable`] when it could not
@@ -357,6 +537,13 @@ impl LocalVerifier {
     }
 
     /// Whether the stream has been heard from within `stale_after`.
+    ///
+    /// ```
+    /// # fn run(verifier: sessiond_client::LocalVerifier) {
+    /// // A readiness probe's detail: stale means tokens go online (or fail closed).
+    /// let detail = if verifier.is_fresh() { "ok" } else { "revocation stream stale" };
+    /// # let _ = detail; }
+    /// ```
     pub fn is_fresh(&self) -> bool {
         self.inner.state.standing_fresh()
     }
