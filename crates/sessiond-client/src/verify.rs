@@ -209,7 +209,7 @@ impl fmt::Debug for VerifierBuilder {
 }
 
 impl VerifierBuilder {
-    /// `iss` the tokens must carry (the server's `tokens.issuer`; default `sessiond`).
+    /// `iss` the tokens must carry (the server's `token_sessions.issuer`; default `sessiond`).
     ///
     /// ```
     /// # fn run(client: sessiond_client::Client) {
@@ -224,7 +224,7 @@ impl VerifierBuilder {
         self
     }
 
-    /// `aud` the tokens must carry (the server's access audience; default `sessiond`).
+    /// `aud` the tokens must carry (the server's `token_sessions.audience`; default `sessiond`).
     ///
     /// ```
     /// # fn run(client: sessiond_client::Client) {
