@@ -246,6 +246,15 @@ fn peer_ip(parts: &Parts) -> Option<String> {
         .map(|ConnectInfo(addr)| addr.ip().to_string())
 }
 
+/// The value of the cookie `name` in `headers` (every `Cookie` header is searched).
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|h| sessiond::cookie::from_header(h, name))
+}
+
 impl Sessions {
     /// Sessions in the embedded library: validation and every change happen in this process,
     /// on the service's store.
@@ -393,22 +402,14 @@ impl Sessions {
 
     /// The session cookie's value in `headers` (every `Cookie` header is searched).
     pub(crate) fn session_cookie(&self, headers: &HeaderMap) -> Option<String> {
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|h| sessiond::cookie::from_header(h, &self.inner.cookies.session))
+        cookie(headers, &self.inner.cookies.session)
     }
 
     /// The CSRF cookie's value in `headers`: the token the browser holds, for a form the page
     /// renders (a hidden field named as [`SessionsBuilder::csrf_field`]). Not a check: the
     /// extractors compare what comes back with the session's own token.
     pub(crate) fn csrf_cookie(&self, headers: &HeaderMap) -> Option<String> {
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|h| sessiond::cookie::from_header(h, &self.inner.cookies.csrf))
+        cookie(headers, &self.inner.cookies.csrf)
     }
 
     /// Creates a cookie session for `new` and returns the `Set-Cookie` headers that hand it to
