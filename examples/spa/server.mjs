@@ -16,7 +16,8 @@
 // Environment: SPA_PORT (default 3000), SPA_MODE, SESSIOND_URL (how this server reaches
 // sessiond, default http://127.0.0.1:8080), SESSIOND_PUBLIC_URL (how the browser reaches
 // sessiond in the cross-origin deployment, default SESSIOND_URL), SESSIOND_API_KEY (required),
-// SPA_SDK (path of the SDK's script-tag build, default ../../clients/browser/dist/sessiond.iife.js).
+// SPA_SDK (path of the SDK's script-tag build, default ../../clients/browser/dist/sessiond.iife.js),
+// SPA_REFRESH_MARGIN (the SDK's refreshMargin, seconds).
 import { createServer, request as httpRequest } from "node:http";
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
@@ -37,6 +38,8 @@ export function startBackend(options = {}) {
   const sdkPath = env.SPA_SDK ?? join(here, "../../clients/browser/dist/sessiond.iife.js");
   // The page's view of sessiond: its own origin when this server proxies, else sessiond's.
   const pageConfig = { mode, sessiondUrl: mode === "same-origin" ? "" : publicUrl };
+  // The SDK's proactive refresh margin (seconds; its default, 30, when unset).
+  if (env.SPA_REFRESH_MARGIN) pageConfig.refreshMargin = Number(env.SPA_REFRESH_MARGIN);
 
   async function sessiondApi(path, body) {
     const response = await fetch(new URL(path, sessiond), {

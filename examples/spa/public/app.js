@@ -3,7 +3,10 @@
 const config = await (await fetch("/config.json", { cache: "no-store" })).json();
 const $ = (selector) => document.querySelector(selector);
 
-const sessiond = Sessiond.createSessiond({ baseUrl: config.sessiondUrl });
+const sessiond = Sessiond.createSessiond({
+  baseUrl: config.sessiondUrl,
+  refreshMargin: config.refreshMargin,
+});
 // For the example's browser tests: what the page saw, never a token.
 const seen = { ends: [] };
 window.spa = { sessiond, seen, ready: null };

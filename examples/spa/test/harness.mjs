@@ -40,7 +40,7 @@ export async function freePort() {
  * /auth/browser/*) or "cross-origin" (the page talks to sessiond on another origin of the same
  * site: another port of localhost). `toml`: extra configuration appended to the file.
  */
-export async function startStack({ mode, toml = "" }) {
+export async function startStack({ mode, toml = "", refreshMargin }) {
   const bin = sessiondBin();
   if (!existsSync(bin)) {
     throw new Error(`no sessiond binary at ${bin}: build it (cargo build -p sessiond-server) or set SESSIOND_BIN`);
@@ -83,6 +83,7 @@ ${toml}
     SESSIOND_URL: internal,
     SESSIOND_PUBLIC_URL: sessiondOrigin,
     SESSIOND_API_KEY: apiKey,
+    ...(refreshMargin ? { SPA_REFRESH_MARGIN: String(refreshMargin) } : {}),
   });
 
   async function api(method, path, body) {
