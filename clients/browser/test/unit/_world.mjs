@@ -97,6 +97,7 @@ export class FakeSessiond {
     this.streams = new Set();
     this.violations = [];
     this.nextCode = 0;
+    this.latency = 0; // virtual ms before an answer
   }
   newCode(challenge) {
     const code = "code-" + ++this.nextCode;
@@ -125,6 +126,7 @@ export class FakeSessiond {
   }
   fetch = async (input, init = {}) => {
     await new Promise((r) => setImmediate(r));
+    if (this.latency) await new Promise((r) => this.clock.setTimeout(r, this.latency));
     const url = new URL(typeof input === "string" ? input : input.url ?? String(input));
     const path = url.pathname;
     const headers = new Headers(init.headers ?? input.headers);

@@ -7,6 +7,7 @@ test("5 tabs sharing one channel + lock → 1 refresh per expiry", async (t) => 
   t.after(w.close);
   const tabs = [w.tab(), w.tab(), w.tab(), w.tab(), w.tab()];
   await w.login(tabs[0]);
+  w.server.latency = 2_000; // slow answers: peers' timers fire while a refresh is under way
   for (const x of tabs.slice(1)) assert.equal(await w.during(x.sd.getAccessToken(), 200), "at-1");
   assert.equal(w.server.calls.refresh, 0);
   await w.clock.run(600_000);
@@ -23,6 +24,7 @@ test("5 tabs sharing one channel + lock → 1 refresh per expiry", async (t) => 
 test("5 fresh tabs asking at once (no token anywhere) → 1 refresh", async (t) => {
   const w = world();
   t.after(w.close);
+  w.server.latency = 300; // they all queue on the refresh lock while the first refreshes
   const tabs = [w.tab(), w.tab(), w.tab(), w.tab(), w.tab()];
   const toks = await w.during(Promise.all(tabs.map((x) => x.sd.getAccessToken())), 1_000);
   assert.deepEqual(toks, ["at-1", "at-1", "at-1", "at-1", "at-1"]);
