@@ -72,6 +72,7 @@ export function createSessiond(o: SessiondOptions): Sessiond {
   let life = 0; // lifetime of the current token (ms)
   let seq = 0; // bumps with every token received
   let ended = false;
+  let epoch = 0; // bumps with every end: a refresh answer from before an end is discarded
   let closed = false;
   let asked = false;
   let verifier: string | undefined;
@@ -111,6 +112,14 @@ export function createSessiond(o: SessiondOptions): Sessiond {
   };
   const share = () => fresh() && post({ t: "token", token: token!, expiresInMs: exp - now() });
 
+  /** Token and lifetime (ms) of a login/refresh answer; `expires_in` is clock-independent, `expires_at` a fallback. */
+  const got = async (r: Response): Promise<[string, number]> => {
+    const b = await r.json();
+    if (typeof b.access_token != "string") throw new Error("sessiond: no access_token in the answer");
+    const ms = typeof b.expires_in == "number" ? b.expires_in * 1e3 : Date.parse(b.expires_at) - Date.now();
+    return [b.access_token, ms > 0 ? ms : 6e4];
+  };
+
   const setToken = (t: string, inMs: number) => {
     token = t;
     life = inMs;
@@ -124,6 +133,7 @@ export function createSessiond(o: SessiondOptions): Sessiond {
 
   const end = (reason: EndReason, tell: boolean) => {
     if (tell) post({ t: "end", reason });
+    epoch++;
     token = null;
     exp = 0;
     G.clearTimeout(timer);
@@ -209,14 +219,15 @@ export function createSessiond(o: SessiondOptions): Sessiond {
     try {
       return await locked(async () => {
         if (seq != s && fresh()) return [token, false]; // a peer refreshed while we waited
+        const e = epoch;
         const r = await req("/auth/browser/refresh", {});
+        if (e != epoch) return [null, false]; // logged out meanwhile: drop the answer
         if (r.status == 401) {
           end("unauthorized", true);
           return [null, false];
         }
         if (!r.ok) throw await httpError(r, "refresh");
-        const b = await r.json();
-        setToken(b.access_token, b.expires_in * 1e3);
+        setToken(...(await got(r)));
         share();
         return [token, true];
       });
@@ -236,7 +247,8 @@ export function createSessiond(o: SessiondOptions): Sessiond {
     G.clearTimeout(timer);
     if (!token || closed || ended) return;
     const m = Math.min((o.refreshMargin ?? 30) * 1e3, life / 2);
-    timer = G.setTimeout(tick, Math.max(0, exp - m - (rand() * m) / 2 - now()));
+    // never sooner than 5 s after a token arrives: a tiny lifetime must not become a refresh loop
+    timer = G.setTimeout(tick, Math.max(5e3 - (now() - (exp - life)), exp - m - (rand() * m) / 2 - now()));
   }
   function tick() {
     if (hidden() || offline() || closed) return; // visibilitychange / online reschedule
@@ -319,9 +331,8 @@ export function createSessiond(o: SessiondOptions): Sessiond {
       if (!v) throw new Error("sessiond: call beginLogin() before login()");
       const r = await req("/auth/browser/login", {}, { code, code_verifier: v });
       if (!r.ok) throw await httpError(r, "login");
-      const b = await r.json();
       asked = true;
-      setToken(b.access_token, b.expires_in * 1e3);
+      setToken(...(await got(r)));
       share();
     },
 

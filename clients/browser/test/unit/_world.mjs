@@ -98,6 +98,7 @@ export class FakeSessiond {
     this.violations = [];
     this.nextCode = 0;
     this.latency = 0; // virtual ms before an answer
+    this.refreshLatency = 0; // virtual ms between a refresh's decision and its answer
   }
   newCode(challenge) {
     const code = "code-" + ++this.nextCode;
@@ -140,7 +141,11 @@ export class FakeSessiond {
         this.refreshTimes.push(this.clock.t);
         if (this.mode === 503) return json(503, { code: "unavailable" });
         if (!this.alive) return json(401, { code: "unauthorized" });
-        return json(200, this.issue());
+        {
+          const ans = json(200, this.issue());
+          if (this.refreshLatency) await new Promise((r) => this.clock.setTimeout(r, this.refreshLatency));
+          return ans;
+        }
       case "/auth/browser/login": {
         this.calls.login++;
         const { code, code_verifier } = JSON.parse(init.body);

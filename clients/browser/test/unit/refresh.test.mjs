@@ -190,3 +190,40 @@ test("close() stops timers", async (t) => {
   assert.equal(await a.sd.getAccessToken(), null);
   await settle();
 });
+
+test("logout while a refresh is in flight: the late answer is dropped", async (t) => {
+  const w = world();
+  t.after(w.close);
+  const a = w.tab();
+  const b = w.tab();
+  a.setVisible(false);
+  b.setVisible(false);
+  await w.login(a);
+  await w.clock.run(61_000); // expired; hidden tabs did not refresh
+  w.server.refreshLatency = 2_000; // rotated server-side, answer slow to arrive
+  const p = a.sd.getAccessToken();
+  await w.clock.run(500);
+  assert.equal(w.server.calls.refresh, 1);
+  await a.sd.logout();
+  await w.clock.run(5_000);
+  assert.equal(await p, null);
+  assert.deepEqual(a.ends, ["logout"]);
+  assert.deepEqual(b.ends, ["logout"]);
+  for (const x of [a, b]) {
+    assert.equal(x.sd.loggedIn, false);
+    assert.equal(await x.sd.getAccessToken(), null);
+  }
+});
+
+test("a zero or missing lifetime does not become a refresh loop", async (t) => {
+  const w = world();
+  t.after(w.close);
+  w.server.ttl = 0;
+  const a = w.tab();
+  await w.login(a);
+  await w.clock.run(60_000);
+  assert.ok(w.server.calls.refresh <= 13, `${w.server.calls.refresh} refreshes in a minute`);
+  w.server.ttl = undefined; // an older server: expires_at only
+  await w.clock.run(60_000);
+  assert.ok(w.server.calls.refresh <= 26, `${w.server.calls.refresh} refreshes in two minutes`);
+});

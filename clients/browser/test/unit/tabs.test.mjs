@@ -135,6 +135,27 @@ test("the leader reopens a dropped stream with backoff; another tab leads when i
   assert.deepEqual(a.ends, [], "a closed tab hears nothing");
 });
 
+test("SSE parsing: chunks split anywhere, CRLF, comments, other events, multi-line data", async (t) => {
+  const w = world();
+  t.after(w.close);
+  const a = w.tab({ liveEnd: true });
+  const b = w.tab({ liveEnd: true });
+  await w.login(a);
+  await w.clock.run(1_000);
+  assert.equal(w.server.streams.size, 1);
+  const [c] = w.server.streams;
+  const text =
+    ': keep-alive\r\n\r\nevent: refreshed\r\ndata: {"reason":"logout"}\r\n\r\n' +
+    'id: 1-2\nevent:ended\ndata: {"session_id":"s1",\ndata: "reason":"revoked","detail":"admin"}\n\n';
+  for (let i = 0; i < text.length; i += 7) {
+    c.enqueue(new TextEncoder().encode(text.slice(i, i + 7)));
+    await settle(1);
+  }
+  await w.clock.run(1_000);
+  assert.deepEqual(a.ends, ["revoked"]);
+  assert.deepEqual(b.ends, ["revoked"]);
+});
+
 test("events 401 (token no longer validates) → refresh → 401 unauthorized ends the session", async (t) => {
   const w = world();
   t.after(w.close);
