@@ -72,6 +72,7 @@ export function createSessiond(o: SessiondOptions): Sessiond {
   let life = 0; // lifetime of the current token (ms)
   let seq = 0; // bumps with every token received
   let ended = false;
+  let had = false; // this tab has held a token (a session that can end, as opposed to none yet)
   let epoch = 0; // bumps with every end: a refresh answer from before an end is discarded
   let closed = false;
   let asked = false;
@@ -122,6 +123,7 @@ export function createSessiond(o: SessiondOptions): Sessiond {
 
   const setToken = (t: string, inMs: number) => {
     token = t;
+    had = true;
     life = inMs;
     exp = now() + inMs;
     seq++;
@@ -223,7 +225,9 @@ export function createSessiond(o: SessiondOptions): Sessiond {
         const r = await req("/auth/browser/refresh", {});
         if (e != epoch) return [null, false]; // logged out meanwhile: drop the answer
         if (r.status == 401) {
-          end("unauthorized", true);
+          // A session this tab knew has ended; a page opened without one just has none.
+          if (had) end("unauthorized", true);
+          else ended = true;
           return [null, false];
         }
         if (!r.ok) throw await httpError(r, "refresh");

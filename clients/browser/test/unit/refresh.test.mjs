@@ -227,3 +227,21 @@ test("a zero or missing lifetime does not become a refresh loop", async (t) => {
   await w.clock.run(60_000);
   assert.ok(w.server.calls.refresh <= 26, `${w.server.calls.refresh} refreshes in two minutes`);
 });
+
+test("a page opened without a session: null, no onSessionEnd, no end told to other tabs", async (t) => {
+  const w = world();
+  t.after(w.close);
+  w.server.alive = false; // no refresh cookie, or a dead one
+  const heard = [];
+  const ear = new BroadcastChannel("sessiond:" + w.name);
+  ear.onmessage = (e) => heard.push(e.data.t);
+  t.after(() => ear.close());
+  const a = w.tab();
+  assert.equal(await w.during(a.sd.getAccessToken()), null);
+  assert.equal(await a.sd.getAccessToken(), null);
+  await w.clock.run(1000);
+  assert.deepEqual(a.ends, []);
+  assert.ok(!heard.includes("end"), `heard ${heard}`);
+  assert.equal(w.server.calls.refresh, 1);
+  assert.equal(a.sd.loggedIn, false);
+});
