@@ -669,7 +669,23 @@ pub struct BrowserRefreshResponse {
     /// Its `exp`.
     #[schema(format = DateTime)]
     pub expires_at: String,
+    /// Whole seconds of the access token's life left, by the server's clock (so a page does not
+    /// depend on its own clock).
+    #[schema(minimum = 0)]
+    pub expires_in: i64,
 }
+
+impl BrowserRefreshResponse {
+    /// The access half of `pair`, as of `now`.
+    pub fn new(pair: &TokenPair, now: sessiond::Timestamp) -> Self {
+        BrowserRefreshResponse {
+            access_token: pair.access_token.expose().clone(),
+            expires_at: pair.access_expires_at.to_rfc3339(),
+            expires_in: (pair.access_expires_at.unix_seconds() - now.unix_seconds()).max(0),
+        }
+    }
+}
+
 
 /// `200` of `GET /healthz`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -123,10 +123,7 @@ pub(crate) async fn refresh(
         now,
         refreshed.tokens.refresh_expires_at,
     );
-    let body = BrowserRefreshResponse {
-        access_token: refreshed.tokens.access_token.expose().clone(),
-        expires_at: refreshed.tokens.access_expires_at.to_rfc3339(),
-    };
+    let body = BrowserRefreshResponse::new(&refreshed.tokens, now);
     let mut response = Json(body).into_response();
     set_cookie(&mut response, &cookie);
     no_store(&mut response);

@@ -70,6 +70,8 @@ async fn browser_refresh_rotates_the_cookie_and_detects_reuse() {
         .await;
     assert_eq!(ok.status, 200, "{}", ok.text);
     assert!(ok.body["access_token"].is_string() && ok.body["expires_at"].is_string());
+    // The manual clock stands still: the whole access lifetime (default 10 minutes) is left.
+    assert_eq!(ok.body["expires_in"], 600, "{}", ok.text);
     assert!(ok.body.get("refresh_token").is_none());
     assert_eq!(ok.headers.get("cache-control").unwrap(), "no-store");
     let rotated = ok.set_cookies();
