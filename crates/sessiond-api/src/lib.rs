@@ -686,6 +686,89 @@ impl BrowserRefreshResponse {
     }
 }
 
+/// `POST /v1/browser/login-codes`: a login code for the browser login handoff.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginCodeRequest {
+    /// Whose session: 1 to 256 bytes, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
+    pub user_id: String,
+    /// Tenant (default `default`): 1 to 256 bytes, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
+    pub tenant: Option<String>,
+    /// Custom claims copied into access tokens: no reserved claim name; the whole code must
+    /// stay within 2048 characters.
+    #[schema(schema_with = schemas::custom_claims)]
+    pub claims: Option<Map<String, Value>>,
+    /// The page's PKCE challenge: base64url without padding of SHA-256 of its code verifier.
+    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
+    pub code_challenge: String,
+    /// Always `S256`.
+    pub code_challenge_method: ChallengeMethod,
+}
+
+/// A PKCE challenge method: only `S256`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum ChallengeMethod {
+    /// SHA-256, base64url without padding (RFC 7636).
+    S256,
+}
+
+/// `201` of `POST /v1/browser/login-codes`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LoginCodeResponse {
+    /// The code for the page to exchange at `POST /auth/browser/login` (opaque, URL-safe,
+    /// at most 2048 characters, single use).
+    #[schema(max_length = 2048, pattern = "^[A-Za-z0-9._-]+$")]
+    pub login_code: String,
+    /// The id the session will have once the code is exchanged (no session exists before).
+    #[schema(pattern = "^ses-[A-Za-z0-9_-]{21}[AQgw]$")]
+    pub session_id: String,
+    /// Until when the code may be exchanged (`browser.login_code_ttl`).
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+/// `POST /auth/browser/login`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BrowserLoginRequest {
+    /// The login code from `POST /v1/browser/login-codes`.
+    #[schema(max_length = 2048)]
+    pub code: String,
+    /// The PKCE code verifier whose S256 challenge the code carries: 43 to 128 characters of
+    /// `[A-Za-z0-9-._~]`.
+    #[schema(
+        min_length = 43,
+        max_length = 128,
+        pattern = "^[A-Za-z0-9._~-]{43,128}$"
+    )]
+    pub code_verifier: String,
+}
+
+/// `200` of `POST /auth/browser/login`: as [`BrowserRefreshResponse`], plus the session's id.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BrowserLoginResponse {
+    /// The access JWT (keep it in memory only).
+    pub access_token: String,
+    /// Its `exp`.
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    /// Whole seconds of the access token's life left, by the server's clock.
+    #[schema(minimum = 0)]
+    pub expires_in: i64,
+    /// The new session.
+    #[schema(pattern = "^ses-[A-Za-z0-9_-]{21}[AQgw]$")]
+    pub session_id: String,
+}
 
 /// `200` of `GET /healthz`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

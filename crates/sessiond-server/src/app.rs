@@ -38,6 +38,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/tokens/refresh", post(api::refresh))
         .route("/users/{user_id}/sessions/revoke", post(api::revoke_user))
         .route("/claims", post(api::claim))
+        .route("/browser/login-codes", post(api::create_login_code))
         .route_layer(axum::middleware::from_fn(crate::auth::require_admin));
     let v1 = verify
         .merge(admin)
@@ -52,6 +53,10 @@ pub(crate) fn router(state: AppState) -> Router {
     // itself; the explicit `OPTIONS` route keeps them inside the layer (the router's 405
     // fallback is not), and answers a plain `OPTIONS` 405 as before.
     let browser_routes = Router::new()
+        .route(
+            "/auth/browser/login",
+            post(browser::login).options(method_not_allowed),
+        )
         .route(
             "/auth/browser/refresh",
             post(browser::refresh).options(method_not_allowed),

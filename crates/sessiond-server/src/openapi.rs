@@ -86,9 +86,9 @@ impl Modify for ExactlyOneCredential {
     info(title = "sessiond", description = "Session and credential lifecycle service"),
     paths(
         api::create_session, api::validate, api::refresh, api::get_session, api::revoke_session,
-        api::rotate_csrf, api::user_sessions, api::revoke_user, api::claim,
+        api::rotate_csrf, api::user_sessions, api::revoke_user, api::claim, api::create_login_code,
         events::session_events, events::user_events,
-        browser::refresh, browser::logout,
+        browser::login, browser::refresh, browser::logout,
         ops::healthz, ops::readyz, ops::metrics, openapi, ops::jwks,
     ),
     components(schemas(
@@ -97,7 +97,8 @@ impl Modify for ExactlyOneCredential {
         dto::RefreshRequest, dto::RefreshResponse, dto::RevokeRequest, dto::CsrfResponse,
         dto::SessionResponse, dto::SessionsResponse, dto::RevokeUserRequest, dto::RevokeUserResponse,
         dto::ClaimRequest, dto::TokenClaim, dto::IdClaim, dto::ClaimResponse,
-        dto::BrowserRefreshResponse, dto::Health, dto::Readiness, dto::JwkSet, dto::PublicJwk,
+        dto::BrowserRefreshResponse, dto::LoginCodeRequest, dto::ChallengeMethod,
+        dto::LoginCodeResponse, dto::BrowserLoginRequest, dto::BrowserLoginResponse, dto::Health, dto::Readiness, dto::JwkSet, dto::PublicJwk,
     )),
     modifiers(&ApiKeyAuth, &ProblemResponses, &ExactlyOneCredential)
 )]
@@ -159,7 +160,7 @@ mod tests {
         let doc = document();
         assert_eq!(doc["openapi"], "3.1.0");
         let ops = operations(&doc);
-        assert_eq!(ops.len(), 18);
+        assert_eq!(ops.len(), 20);
         let mut ids = BTreeSet::new();
         for (method, path, op) in &ops {
             let id = op["operationId"]
@@ -269,6 +270,12 @@ mod tests {
             Some(MAX_CLAIM_ID_BYTES as u64)
         );
         assert_eq!(max(&schemas["RevokeUserRequest"], "tenant"), Some(name));
+        assert_eq!(max(&schemas["LoginCodeRequest"], "user_id"), Some(name));
+        assert_eq!(max(&schemas["LoginCodeRequest"], "tenant"), Some(name));
+        assert_eq!(
+            max(&schemas["LoginCodeResponse"], "login_code"),
+            Some(sessiond::login_code::MAX_LEN as u64)
+        );
         let validate = &schemas["ValidateRequest"]["allOf"];
         for (i, credential) in dto::ValidateRequest::CREDENTIALS.iter().enumerate() {
             assert!(

@@ -1,5 +1,5 @@
-//! The browser-facing endpoints of the hybrid model: refresh and logout with the HttpOnly refresh
-//! cookie. A page whose `Origin` is not in `cookies.allowed_origins` gets 403
+//! The browser-facing endpoints of the hybrid model: the login handoff's exchange, refresh and
+//! logout with the HttpOnly refresh cookie. A page whose `Origin` is not in `cookies.allowed_origins` gets 403
 //! `origin_not_allowed` (a configuration problem; cross-origin it also gets no CORS headers, so
 //! it cannot read even that). Every session failure is a uniform 401 `unauthorized`, meaning "log
 //! in again" (which check failed goes to the log only). An outage is 503, so that clients retry
@@ -18,10 +18,14 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use sessiond::{RequestContext, SessionError};
 
-use super::dto::BrowserRefreshResponse;
+use super::dto::{BrowserLoginRequest, BrowserLoginResponse, BrowserRefreshResponse};
 use crate::config::Origin;
+use crate::extract::ApiJson;
 use crate::parse::client_ip;
-use crate::problem::doc::{BrowserRefused, OriginRefused, Unavailable};
+use crate::problem::doc::{
+    BadRequest, BodyTimeout, BrowserRefused, OriginRefused, PayloadTooLarge, Unavailable,
+    UnsupportedMediaType,
+};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -124,6 +128,60 @@ pub(crate) async fn refresh(
         refreshed.tokens.refresh_expires_at,
     );
     let body = BrowserRefreshResponse::new(&refreshed.tokens, now);
+    let mut response = Json(body).into_response();
+    set_cookie(&mut response, &cookie);
+    no_store(&mut response);
+    Ok(response)
+}
+
+/// The login handoff's exchange: a login code and the page's PKCE verifier become a new
+/// `browser` session, its access token in the body, its refresh token in the cookie.
+#[utoipa::path(post, path = "/auth/browser/login", tag = "browser", operation_id = "browser_login",
+    request_body = BrowserLoginRequest,
+    params(
+        ("Origin" = String, Header, description = "The page's origin: one of `cookies.allowed_origins`"),
+    ),
+    responses(
+        (status = 200, description = "Logged in: the access token; the refresh token is in `Set-Cookie`",
+            body = BrowserLoginResponse),
+        BadRequest, BrowserRefused, OriginRefused, BodyTimeout, PayloadTooLarge, UnsupportedMediaType,
+        Unavailable,
+    ))]
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Result<ApiJson<BrowserLoginRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    if !origin_allowed(&state, &headers) {
+        tracing::info!("browser request from an origin not in cookies.allowed_origins");
+        return Err(ApiError::OriginNotAllowed);
+    }
+    let ApiJson(req) = body?;
+    let ip = request_ip(&state, peer, &headers);
+    let ctx = RequestContext {
+        ip: ip.as_deref(),
+        user_agent: user_agent(&headers),
+        ..RequestContext::default()
+    };
+    let now = state.service.now();
+    let created = state
+        .service
+        .exchange_login_code(&req.code, &req.code_verifier, &ctx)
+        .await
+        .map_err(fail)?;
+    let cookie = state.cookies.refresh_cookie(
+        created.tokens.refresh_token.expose(),
+        now,
+        created.tokens.refresh_expires_at,
+    );
+    let access = BrowserRefreshResponse::new(&created.tokens, now);
+    let body = BrowserLoginResponse {
+        access_token: access.access_token,
+        expires_at: access.expires_at,
+        expires_in: access.expires_in,
+        session_id: created.session.id.as_str().to_owned(),
+    };
     let mut response = Json(body).into_response();
     set_cookie(&mut response, &cookie);
     no_store(&mut response);

@@ -11,6 +11,7 @@ mod cli;
 mod connections;
 mod events;
 mod expiry;
+mod handoff;
 mod issuers;
 mod metrics;
 mod openapi;
