@@ -770,6 +770,64 @@ pub struct BrowserLoginResponse {
     pub session_id: String,
 }
 
+/// One of the user's sessions as the account page shows it (`GET /auth/browser/sessions`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceSession {
+    /// `ses-…`
+    #[schema(pattern = "^ses-[A-Za-z0-9_-]{21}[AQgw]$")]
+    pub id: String,
+    /// Whether it is the session of the access token that asked.
+    pub current: bool,
+    /// Created.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// Last activity (validation or refresh).
+    #[schema(format = DateTime)]
+    pub last_seen_at: String,
+    /// Client IP recorded at creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub ip: Option<String>,
+    /// Client User-Agent recorded at creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub user_agent: Option<String>,
+    /// What the User-Agent says about the device (empty when it says nothing known).
+    pub device: DeviceInfo,
+}
+
+/// The device a User-Agent names, as far as it can be told.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct DeviceInfo {
+    /// Browser name, e.g. `Chrome`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub browser: Option<String>,
+    /// Browser version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub browser_version: Option<String>,
+    /// Operating system, e.g. `Mac OSX`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub os: Option<String>,
+    /// Operating system version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub os_version: Option<String>,
+    /// `pc`, `smartphone`, `mobilephone`, `appliance` or `crawler`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub category: Option<String>,
+}
+
+/// `200` of `GET /auth/browser/sessions`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceSessionsResponse {
+    /// The user's active sessions in the token's tenant, most recently seen first.
+    pub sessions: Vec<DeviceSession>,
+}
+
 /// `200` of `GET /healthz`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {

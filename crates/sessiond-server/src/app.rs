@@ -65,6 +65,18 @@ pub(crate) fn router(state: AppState) -> Router {
             "/auth/browser/logout",
             post(browser::logout).options(method_not_allowed),
         )
+        .route(
+            "/auth/browser/sessions",
+            get(browser::sessions).options(method_not_allowed),
+        )
+        .route(
+            "/auth/browser/sessions/{id}/revoke",
+            post(browser::revoke_session).options(method_not_allowed),
+        )
+        .route(
+            "/auth/browser/sessions/revoke-others",
+            post(browser::revoke_others).options(method_not_allowed),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             browser::cors,

@@ -1,12 +1,14 @@
 //! The browser-facing endpoints of the hybrid model: the login handoff's exchange, refresh and
-//! logout with the HttpOnly refresh cookie. A page whose `Origin` is not in `cookies.allowed_origins` gets 403
+//! logout with the HttpOnly refresh cookie; the account routes (the user's sessions) with the
+//! access token (`Authorization: Bearer`) of a `browser` session, where `token_expired` is the
+//! one failure told apart from `unauthorized`. A page whose `Origin` is not in `cookies.allowed_origins` gets 403
 //! `origin_not_allowed` (a configuration problem; cross-origin it also gets no CORS headers, so
 //! it cannot read even that). Every session failure is a uniform 401 `unauthorized`, meaning "log
 //! in again" (which check failed goes to the log only). An outage is 503, so that clients retry
 //! instead of logging the user out.
 //!
 //! CORS ([`cors`]): responses to an allowed origin carry `Access-Control-Allow-Origin` (that
-//! origin) and `-Allow-Credentials: true`; its preflights get `POST`, `content-type` and
+//! origin) and `-Allow-Credentials: true`; its preflights get `GET, POST`, `content-type` and
 //! `authorization`; `Vary: Origin` always. Other origins get no CORS header at all (their
 //! preflight is 403 `origin_not_allowed`), so their pages cannot read any answer.
 
@@ -16,15 +18,22 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use sessiond::{RequestContext, SessionError};
+use sessiond::error::ErrorCode;
+use sessiond::{
+    RequestContext, RevokeReason, Session, SessionError, SessionId, SessionKind, SessionStatus,
+    Validated,
+};
 
-use super::dto::{BrowserLoginRequest, BrowserLoginResponse, BrowserRefreshResponse};
+use super::dto::{
+    BrowserLoginRequest, BrowserLoginResponse, BrowserRefreshResponse, DeviceInfo, DeviceSession,
+    DeviceSessionsResponse, RevokeUserResponse, SessionPath,
+};
 use crate::config::Origin;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::parse::client_ip;
 use crate::problem::doc::{
-    BadRequest, BodyTimeout, BrowserRefused, OriginRefused, PayloadTooLarge, Unavailable,
-    UnsupportedMediaType,
+    AccountRefused, BadRequest, BodyTimeout, BrowserRefused, NoSuchOwnSession, OriginRefused,
+    PayloadTooLarge, Unavailable, UnsupportedMediaType,
 };
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -289,7 +298,7 @@ pub(crate) async fn cors(
                 let h = r.headers_mut();
                 h.insert(
                     header::ACCESS_CONTROL_ALLOW_METHODS,
-                    HeaderValue::from_static("POST"),
+                    HeaderValue::from_static("GET, POST"),
                 );
                 h.insert(
                     header::ACCESS_CONTROL_ALLOW_HEADERS,
@@ -316,4 +325,179 @@ pub(crate) async fn cors(
     }
     h.append(header::VARY, HeaderValue::from_static("origin"));
     response
+}
+
+/// The access token of `Authorization: Bearer`, validated as `POST /v1/sessions/validate` does
+/// (with this request's ip and user agent for the bindings), of a `browser` session only.
+/// Every refusal is the uniform 401 `unauthorized`, except an access token whose only fault is
+/// its expiry: 401 `token_expired` (the page refreshes once and retries).
+async fn account(
+    state: &AppState,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: &HeaderMap,
+) -> Result<Validated, ApiError> {
+    if !origin_allowed(state, headers) {
+        tracing::info!("browser request from an origin not in cookies.allowed_origins");
+        return Err(ApiError::OriginNotAllowed);
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::bearer)
+        .ok_or_else(|| uniform("access_token_missing"))?;
+    let ip = request_ip(state, peer, headers);
+    let ctx = RequestContext {
+        ip: ip.as_deref(),
+        user_agent: user_agent(headers),
+        ..RequestContext::default()
+    };
+    let validated = match state.service.validate_access_token(token, &ctx).await {
+        Ok(v) => v,
+        Err(SessionError::TokenExpired) => {
+            tracing::info!(reason = "token_expired", "browser request refused");
+            return Err(ApiError::Session(SessionError::TokenExpired));
+        }
+        Err(e) => return Err(fail(e)),
+    };
+    if validated.session.kind != SessionKind::Browser {
+        return Err(uniform("wrong_kind"));
+    }
+    Ok(validated)
+}
+
+/// The device a User-Agent names, as far as woothee can tell (its `UNKNOWN` is left out).
+fn device(user_agent: Option<&str>) -> DeviceInfo {
+    let Some(parsed) = user_agent.and_then(|ua| woothee::parser::Parser::new().parse(ua)) else {
+        return DeviceInfo::default();
+    };
+    let known =
+        |v: &str| (!v.is_empty() && v != woothee::woothee::VALUE_UNKNOWN).then(|| v.to_owned());
+    DeviceInfo {
+        browser: known(parsed.name),
+        browser_version: known(parsed.version),
+        os: known(parsed.os),
+        os_version: known(&parsed.os_version),
+        category: known(parsed.category),
+    }
+}
+
+fn device_session(session: &Session, current: &SessionId) -> DeviceSession {
+    DeviceSession {
+        id: session.id.as_str().to_owned(),
+        current: session.id == *current,
+        created_at: session.created_at.to_rfc3339(),
+        last_seen_at: session.last_seen_at.to_rfc3339(),
+        ip: session.ip.clone(),
+        user_agent: session.user_agent.clone(),
+        device: device(session.user_agent.as_deref()),
+    }
+}
+
+/// The account page's device list: the token's user's active sessions in the token's tenant.
+#[utoipa::path(get, path = "/auth/browser/sessions", tag = "browser",
+    operation_id = "browser_sessions",
+    params(
+        ("Origin" = String, Header, description = "The page's origin: one of `cookies.allowed_origins`"),
+    ),
+    responses(
+        (status = 200, description = "The user's active sessions in this tenant, most recently seen first",
+            body = DeviceSessionsResponse),
+        AccountRefused, OriginRefused, Unavailable,
+    ),
+    security(("access_token" = [])))]
+pub(crate) async fn sessions(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let me = account(&state, peer, &headers).await?.session;
+    let mut list = state
+        .service
+        .user_sessions(&me.user_id, Some(&me.tenant))
+        .await?;
+    list.retain(|s| s.user_id == me.user_id && s.tenant == me.tenant);
+    list.sort_by(|a, b| {
+        b.last_seen_at
+            .cmp(&a.last_seen_at)
+            .then(b.created_at.cmp(&a.created_at))
+            .then(a.id.as_str().cmp(b.id.as_str()))
+    });
+    let body = DeviceSessionsResponse {
+        sessions: list.iter().map(|s| device_session(s, &me.id)).collect(),
+    };
+    let mut response = Json(body).into_response();
+    no_store(&mut response);
+    Ok(response)
+}
+
+/// End one of the user's sessions (this one: reason `logout`; another: `user_revoked`).
+#[utoipa::path(post, path = "/auth/browser/sessions/{id}/revoke", tag = "browser",
+    operation_id = "browser_revoke_session",
+    params(
+        SessionPath,
+        ("Origin" = String, Header, description = "The page's origin: one of `cookies.allowed_origins`"),
+    ),
+    responses(
+        (status = 204, description = "Revoked"),
+        AccountRefused, OriginRefused, NoSuchOwnSession, Unavailable,
+    ),
+    security(("access_token" = [])))]
+pub(crate) async fn revoke_session(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    ApiPath(SessionPath { id }): ApiPath<SessionPath>,
+) -> Result<Response, ApiError> {
+    let me = account(&state, peer, &headers).await?.session;
+    let not_found = || ApiError::NotFound(ErrorCode::UnknownSession);
+    let id = SessionId::parse(&id).map_err(|_| not_found())?;
+    let target = state.service.session(&id).await?.ok_or_else(not_found)?;
+    // Another user's or tenant's session, or one that has ended, is "not found": whether it
+    // exists is not this user's business.
+    if target.user_id != me.user_id
+        || target.tenant != me.tenant
+        || target.status(state.service.now()) != SessionStatus::Active
+    {
+        return Err(not_found());
+    }
+    let reason = if id == me.id {
+        RevokeReason::logout()
+    } else {
+        RevokeReason::user_revoked()
+    };
+    state.service.revoke(&id, &reason).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    no_store(&mut response);
+    Ok(response)
+}
+
+/// End every other session of the user in this tenant ("log out other devices").
+#[utoipa::path(post, path = "/auth/browser/sessions/revoke-others", tag = "browser",
+    operation_id = "browser_revoke_others",
+    params(
+        ("Origin" = String, Header, description = "The page's origin: one of `cookies.allowed_origins`"),
+    ),
+    responses(
+        (status = 200, description = "How many sessions were revoked", body = RevokeUserResponse),
+        AccountRefused, OriginRefused, Unavailable,
+    ),
+    security(("access_token" = [])))]
+pub(crate) async fn revoke_others(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let me = account(&state, peer, &headers).await?.session;
+    let ids = state
+        .service
+        .revoke_user(
+            &me.user_id,
+            Some(&me.tenant),
+            Some(&me.id),
+            &RevokeReason::user_revoked(),
+        )
+        .await?;
+    let mut response = Json(RevokeUserResponse { revoked: ids.len() }).into_response();
+    no_store(&mut response);
+    Ok(response)
 }
