@@ -969,6 +969,20 @@ pub struct EventData {
     pub at: Timestamp,
 }
 
+/// The `data` of the `ended` event of `GET /auth/browser/events` (docs/DESIGN.md §9.6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedData {
+    /// The session that ended.
+    pub session_id: SessionId,
+    /// `logout`, `reuse_detected`, `revoked` or `expired`.
+    pub reason: String,
+    /// `revoked`: the revoke reason; `expired`: `idle_expired`, `absolute_expired` or `deleted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// When it ended, by the server's clock.
+    pub at: Timestamp,
+}
+
 /// The `data` of a `resync` event: events could not be replayed; re-read the user's sessions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResyncData {

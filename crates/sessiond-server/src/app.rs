@@ -77,6 +77,10 @@ pub(crate) fn router(state: AppState) -> Router {
             "/auth/browser/sessions/revoke-others",
             post(browser::revoke_others).options(method_not_allowed),
         )
+        .route(
+            "/auth/browser/events",
+            get(browser::events).options(method_not_allowed),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             browser::cors,

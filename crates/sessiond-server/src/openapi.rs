@@ -102,7 +102,7 @@ impl Modify for ExactlyOneCredential {
         api::rotate_csrf, api::user_sessions, api::revoke_user, api::claim, api::create_login_code,
         events::session_events, events::user_events,
         browser::login, browser::refresh, browser::logout, browser::sessions,
-        browser::revoke_session, browser::revoke_others,
+        browser::revoke_session, browser::revoke_others, browser::events,
         ops::healthz, ops::readyz, ops::metrics, openapi, ops::jwks,
     ),
     components(schemas(
@@ -175,7 +175,7 @@ mod tests {
         let doc = document();
         assert_eq!(doc["openapi"], "3.1.0");
         let ops = operations(&doc);
-        assert_eq!(ops.len(), 23);
+        assert_eq!(ops.len(), 24);
         let mut ids = BTreeSet::new();
         for (method, path, op) in &ops {
             let id = op["operationId"]

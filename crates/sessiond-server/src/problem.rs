@@ -35,7 +35,8 @@ pub(crate) enum ApiError {
     PayloadTooLarge,
     /// 415 `unsupported_media_type`.
     UnsupportedMediaType,
-    /// 429 `too_many_streams`: the API key has its most event streams open.
+    /// 429 `too_many_streams`: the API key (or the browser session) has its most event streams
+    /// open.
     TooManyStreams,
 }
 
@@ -229,6 +230,8 @@ pub(crate) mod doc {
         UnsupportedMediaType = 415, [UnsupportedMediaType];
         /// `too_many_streams`: the API key has its most event streams open.
         TooManyStreams = 429, [TooManyStreams];
+        /// `too_many_streams`: the session has 4 live-end streams open on this node.
+        SessionStreamsRefused = 429, [TooManyStreams];
         /// `unavailable`: storage or keys could not be reached; nothing was decided. Retry.
         Unavailable = 503, [Unavailable];
     }

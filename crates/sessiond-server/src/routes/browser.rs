@@ -1,7 +1,7 @@
 //! The browser-facing endpoints of the hybrid model: the login handoff's exchange, refresh and
-//! logout with the HttpOnly refresh cookie; the account routes (the user's sessions) with the
-//! access token (`Authorization: Bearer`) of a `browser` session, where `token_expired` is the
-//! one failure told apart from `unauthorized`. A page whose `Origin` is not in `cookies.allowed_origins` gets 403
+//! logout with the HttpOnly refresh cookie; the account routes (the user's sessions) and the
+//! live-end stream with the access token (`Authorization: Bearer`) of a `browser` session, where
+//! `token_expired` is the one failure told apart from `unauthorized`. A page whose `Origin` is not in `cookies.allowed_origins` gets 403
 //! `origin_not_allowed` (a configuration problem; cross-origin it also gets no CORS headers, so
 //! it cannot read even that). Every session failure is a uniform 401 `unauthorized`, meaning "log
 //! in again" (which check failed goes to the log only). An outage is 503, so that clients retry
@@ -16,24 +16,26 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use sessiond::error::ErrorCode;
 use sessiond::{
-    RequestContext, RevokeReason, Session, SessionError, SessionId, SessionKind, SessionStatus,
-    Validated,
+    EndReason, RequestContext, RevokeReason, Session, SessionError, SessionId, SessionKind,
+    SessionStatus, Validated,
 };
+use tokio::sync::mpsc;
 
 use super::dto::{
     BrowserLoginRequest, BrowserLoginResponse, BrowserRefreshResponse, DeviceInfo, DeviceSession,
-    DeviceSessionsResponse, RevokeUserResponse, SessionPath,
+    DeviceSessionsResponse, EndedData, RevokeUserResponse, SessionPath,
 };
 use crate::config::Origin;
 use crate::extract::{ApiJson, ApiPath};
 use crate::parse::client_ip;
 use crate::problem::doc::{
     AccountRefused, BadRequest, BodyTimeout, BrowserRefused, NoSuchOwnSession, OriginRefused,
-    PayloadTooLarge, Unavailable, UnsupportedMediaType,
+    PayloadTooLarge, SessionStreamsRefused, Unavailable, UnsupportedMediaType,
 };
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -498,6 +500,85 @@ pub(crate) async fn revoke_others(
         )
         .await?;
     let mut response = Json(RevokeUserResponse { revoked: ids.len() }).into_response();
+    no_store(&mut response);
+    Ok(response)
+}
+
+/// The `ended` event of a session whose watch ended with `end`.
+fn ended_event(session_id: &SessionId, end: &EndReason, at: sessiond::Timestamp) -> Event {
+    let (reason, detail) = match end {
+        EndReason::Revoked { reason: Some(r) } if *r == RevokeReason::logout() => ("logout", None),
+        EndReason::Revoked { reason: Some(r) } if *r == RevokeReason::refresh_token_reused() => {
+            ("reuse_detected", None)
+        }
+        EndReason::Revoked { reason } => {
+            ("revoked", reason.as_ref().map(|r| r.as_str().to_owned()))
+        }
+        other => ("expired", Some(other.code().to_owned())),
+    };
+    let data = EndedData {
+        session_id: session_id.clone(),
+        reason: reason.to_owned(),
+        detail,
+        at,
+    };
+    let json = serde_json::to_string(&data).unwrap_or_else(|_| String::from("{}"));
+    Event::default().event("ended").data(json)
+}
+
+/// The live end of a page's session: one `ended` event when the session ends, then the stream
+/// closes (see docs/DESIGN.md §9.6).
+#[utoipa::path(get, path = "/auth/browser/events", tag = "browser",
+    operation_id = "browser_events",
+    params(
+        ("Origin" = String, Header, description = "The page's origin: one of `cookies.allowed_origins`"),
+    ),
+    responses(
+        (status = 200, content_type = "text/event-stream",
+            description = "SSE: `: keep-alive` comments, then one `ended` event (`data`: \
+                `{session_id, reason, detail?, at}`, `reason` one of `logout`, `reuse_detected`, \
+                `revoked`, `expired`) when the session ends; closes after it, or without an event \
+                when the server shuts down"),
+        AccountRefused, OriginRefused, SessionStreamsRefused, Unavailable,
+    ),
+    security(("access_token" = [])))]
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let me = account(&state, peer, &headers).await?.session;
+    let hub = state.events.clone();
+    let slot = hub.acquire_for_session(me.id.clone())?;
+    // The session's own end (revocation, idle or absolute deadline), not the access token's:
+    // the stream outlives the token it was opened with.
+    let watch = match state.service.watch(&me.id, None).await {
+        Ok(w) => w,
+        Err(SessionError::NotFound) => return Err(uniform("session_not_found")),
+        Err(e) => return Err(fail(e)),
+    };
+    let (tx, rx) = mpsc::channel(1);
+    let service = state.service.clone();
+    let id = me.id;
+    tokio::spawn(async move {
+        let _slot = slot;
+        tokio::select! {
+            end = watch.wait() => {
+                let revoked_at = match &end {
+                    EndReason::Revoked { .. } => {
+                        service.session(&id).await.ok().flatten().and_then(|s| s.revoked_at)
+                    }
+                    _ => None,
+                };
+                let at = revoked_at.unwrap_or_else(|| service.now());
+                let _ = tx.send(ended_event(&id, &end, at)).await;
+            }
+            () = tx.closed() => {}
+            // Shutdown: close without an event; the page reopens with backoff.
+            () = hub.shutting_down() => {}
+        }
+    });
+    let mut response = super::events::sse_response(&state, rx);
     no_store(&mut response);
     Ok(response)
 }

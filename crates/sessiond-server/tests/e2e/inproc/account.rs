@@ -191,6 +191,7 @@ async fn account_routes_refuse_what_is_not_a_live_browser_token() {
     let paths = [
         (Method::GET, "/auth/browser/sessions"),
         (Method::POST, "/auth/browser/sessions/revoke-others"),
+        (Method::GET, "/auth/browser/events"),
     ];
     for (method, path) in &paths {
         for bad in ["", "garbage", &other_kind, &format!("{token}x")] {

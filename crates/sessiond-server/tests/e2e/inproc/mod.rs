@@ -14,6 +14,7 @@ mod events;
 mod expiry;
 mod handoff;
 mod issuers;
+mod live_end;
 mod metrics;
 mod openapi;
 mod rotation;

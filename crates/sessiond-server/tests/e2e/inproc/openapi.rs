@@ -250,7 +250,7 @@ async fn the_document_describes_the_router() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(operations, 23);
+    assert_eq!(operations, 24);
     // The revocations above took their optional bodies as absent: the session is revoked.
     let revoked = s.get(&format!("/v1/sessions/{}", session.id)).await;
     assert_eq!(
