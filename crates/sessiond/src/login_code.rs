@@ -1,4 +1,4 @@
-//! The login code of the browser login handoff, wire format version 1 (docs/DESIGN.md §3.5).
+//! The login code of the browser login handoff, wire format version 1 (docs/DESIGN.md §3.7).
 //!
 //! ```text
 //! lc1.<key_id>.<payload>.<mac>

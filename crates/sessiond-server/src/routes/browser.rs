@@ -338,7 +338,7 @@ async fn account(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: &HeaderMap,
 ) -> Result<Validated, ApiError> {
-    if !origin_allowed(state, headers) {
+    if !origin_allowed(state, headers) && !same_origin_read(headers) {
         tracing::info!("browser request from an origin not in cookies.allowed_origins");
         return Err(ApiError::OriginNotAllowed);
     }
@@ -365,6 +365,19 @@ async fn account(
         return Err(uniform("wrong_kind"));
     }
     Ok(validated)
+}
+
+/// A browser's same-origin `GET` without `Origin`: browsers send `Origin` on a same-origin
+/// request only when its method is not `GET` or `HEAD` (Fetch standard), so a page served from
+/// sessiond's own origin reads its device list and live-end stream without one. Its
+/// `Sec-Fetch-Site: same-origin` (a header pages cannot set) says where it came from. Only for
+/// the access-token routes: the credential is the `Authorization` header, never ambient, and a
+/// request that does carry `Origin` is judged by it alone.
+fn same_origin_read(headers: &HeaderMap) -> bool {
+    !headers.contains_key(header::ORIGIN)
+        && headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() == b"same-origin")
 }
 
 /// The device a User-Agent names, as far as woothee can tell (its `UNKNOWN` is left out).

@@ -1,4 +1,4 @@
-//! The browser login handoff on [`SessionService`] (docs/DESIGN.md §3.5): the application's
+//! The browser login handoff on [`SessionService`] (docs/DESIGN.md §3.7): the application's
 //! backend, having authenticated a user, gets a short-lived [`crate::login_code`] bound to the
 //! page's PKCE challenge; the page exchanges it, with its code verifier, for a `browser` session
 //! created at that moment, on sessiond's origin, so the refresh cookie is set by sessiond itself.

@@ -248,3 +248,38 @@ async fn a_login_from_a_foreign_origin_never_reaches_the_list() {
     assert_eq!(ids(&r.body), [current]);
     s.stop().await;
 }
+
+/// A page on sessiond's own origin: browsers send no `Origin` on a same-origin `GET`, only
+/// `Sec-Fetch-Site: same-origin`; that reads the list. Without it, or from another site, 403.
+#[tokio::test]
+async fn a_same_origin_get_needs_no_origin_header() {
+    let s = browser_server("").await;
+    let (token, current) = log_in_as(&s, "cal", "default", CHROME).await;
+    let bearer = format!("Bearer {token}");
+    let r = s
+        .request(
+            Method::GET,
+            "/auth/browser/sessions",
+            None,
+            &[("authorization", &bearer), ("sec-fetch-site", "same-origin")],
+            false,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(ids(&r.body), [current]);
+    for headers in [
+        vec![("authorization", bearer.as_str())],
+        vec![("authorization", bearer.as_str()), ("sec-fetch-site", "cross-site")],
+        vec![("authorization", bearer.as_str()), ("sec-fetch-site", "same-site")],
+        vec![
+            ("authorization", bearer.as_str()),
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "https://evil.example"),
+        ],
+    ] {
+        s.request(Method::GET, "/auth/browser/sessions", None, &headers, false)
+            .await
+            .assert_problem(403, "origin_not_allowed");
+    }
+    s.stop().await;
+}
