@@ -261,7 +261,10 @@ async fn a_same_origin_get_needs_no_origin_header() {
             Method::GET,
             "/auth/browser/sessions",
             None,
-            &[("authorization", &bearer), ("sec-fetch-site", "same-origin")],
+            &[
+                ("authorization", &bearer),
+                ("sec-fetch-site", "same-origin"),
+            ],
             false,
         )
         .await;
@@ -269,8 +272,14 @@ async fn a_same_origin_get_needs_no_origin_header() {
     assert_eq!(ids(&r.body), [current]);
     for headers in [
         vec![("authorization", bearer.as_str())],
-        vec![("authorization", bearer.as_str()), ("sec-fetch-site", "cross-site")],
-        vec![("authorization", bearer.as_str()), ("sec-fetch-site", "same-site")],
+        vec![
+            ("authorization", bearer.as_str()),
+            ("sec-fetch-site", "cross-site"),
+        ],
+        vec![
+            ("authorization", bearer.as_str()),
+            ("sec-fetch-site", "same-site"),
+        ],
         vec![
             ("authorization", bearer.as_str()),
             ("sec-fetch-site", "same-origin"),
