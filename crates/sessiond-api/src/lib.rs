@@ -669,6 +669,163 @@ pub struct BrowserRefreshResponse {
     /// Its `exp`.
     #[schema(format = DateTime)]
     pub expires_at: String,
+    /// Whole seconds of the access token's life left, by the server's clock (so a page does not
+    /// depend on its own clock).
+    #[schema(minimum = 0)]
+    pub expires_in: i64,
+}
+
+impl BrowserRefreshResponse {
+    /// The access half of `pair`, as of `now`.
+    pub fn new(pair: &TokenPair, now: sessiond::Timestamp) -> Self {
+        BrowserRefreshResponse {
+            access_token: pair.access_token.expose().clone(),
+            expires_at: pair.access_expires_at.to_rfc3339(),
+            expires_in: (pair.access_expires_at.unix_seconds() - now.unix_seconds()).max(0),
+        }
+    }
+}
+
+/// `POST /v1/browser/login-codes`: a login code for the browser login handoff.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginCodeRequest {
+    /// Whose session: 1 to 256 bytes, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
+    pub user_id: String,
+    /// Tenant (default `default`): 1 to 256 bytes, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
+    pub tenant: Option<String>,
+    /// Custom claims copied into access tokens: no reserved claim name; the whole code must
+    /// stay within 2048 characters.
+    #[schema(schema_with = schemas::custom_claims)]
+    pub claims: Option<Map<String, Value>>,
+    /// The page's PKCE challenge: base64url without padding of SHA-256 of its code verifier.
+    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
+    pub code_challenge: String,
+    /// Always `S256`.
+    pub code_challenge_method: ChallengeMethod,
+}
+
+/// A PKCE challenge method: only `S256`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum ChallengeMethod {
+    /// SHA-256, base64url without padding (RFC 7636).
+    S256,
+}
+
+/// `201` of `POST /v1/browser/login-codes`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LoginCodeResponse {
+    /// The code for the page to exchange at `POST /auth/browser/login` (opaque, URL-safe,
+    /// at most 2048 characters, single use).
+    #[schema(max_length = 2048, pattern = "^[A-Za-z0-9._-]+$")]
+    pub login_code: String,
+    /// The id the session will have once the code is exchanged (no session exists before).
+    #[schema(pattern = "^ses-[A-Za-z0-9_-]{21}[AQgw]$")]
+    pub session_id: String,
+    /// Until when the code may be exchanged (`browser.login_code_ttl`).
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+/// `POST /auth/browser/login`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BrowserLoginRequest {
+    /// The login code from `POST /v1/browser/login-codes`.
+    #[schema(max_length = 2048)]
+    pub code: String,
+    /// The PKCE code verifier whose S256 challenge the code carries: 43 to 128 characters of
+    /// `[A-Za-z0-9-._~]`.
+    #[schema(
+        min_length = 43,
+        max_length = 128,
+        pattern = "^[A-Za-z0-9._~-]{43,128}$"
+    )]
+    pub code_verifier: String,
+}
+
+/// `200` of `POST /auth/browser/login`: as [`BrowserRefreshResponse`], plus the session's id.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BrowserLoginResponse {
+    /// The access JWT (keep it in memory only).
+    pub access_token: String,
+    /// Its `exp`.
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    /// Whole seconds of the access token's life left, by the server's clock.
+    #[schema(minimum = 0)]
+    pub expires_in: i64,
+    /// The new session.
+    #[schema(pattern = "^ses-[A-Za-z0-9_-]{21}[AQgw]$")]
+    pub session_id: String,
+}
+
+/// One of the user's sessions as the account page shows it (`GET /auth/browser/sessions`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceSession {
+    /// `ses-…`
+    #[schema(pattern = "^ses-[A-Za-z0-9_-]{21}[AQgw]$")]
+    pub id: String,
+    /// Whether it is the session of the access token that asked.
+    pub current: bool,
+    /// Created.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// Last activity (validation or refresh).
+    #[schema(format = DateTime)]
+    pub last_seen_at: String,
+    /// Client IP recorded at creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub ip: Option<String>,
+    /// Client User-Agent recorded at creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub user_agent: Option<String>,
+    /// What the User-Agent says about the device (empty when it says nothing known).
+    pub device: DeviceInfo,
+}
+
+/// The device a User-Agent names, as far as it can be told.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct DeviceInfo {
+    /// Browser name, e.g. `Chrome`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub browser: Option<String>,
+    /// Browser version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub browser_version: Option<String>,
+    /// Operating system, e.g. `Mac OSX`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub os: Option<String>,
+    /// Operating system version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub os_version: Option<String>,
+    /// `pc`, `smartphone`, `mobilephone`, `appliance` or `crawler`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub category: Option<String>,
+}
+
+/// `200` of `GET /auth/browser/sessions`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceSessionsResponse {
+    /// The user's active sessions in the token's tenant, most recently seen first.
+    pub sessions: Vec<DeviceSession>,
 }
 
 /// `200` of `GET /healthz`.
@@ -809,6 +966,20 @@ pub struct EventData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// When it happened, by the server's clock.
+    pub at: Timestamp,
+}
+
+/// The `data` of the `ended` event of `GET /auth/browser/events` (docs/DESIGN.md §9.6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedData {
+    /// The session that ended.
+    pub session_id: SessionId,
+    /// `logout`, `reuse_detected`, `revoked` or `expired`.
+    pub reason: String,
+    /// `revoked`: the revoke reason; `expired`: `idle_expired`, `absolute_expired` or `deleted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// When it ended, by the server's clock.
     pub at: Timestamp,
 }
 

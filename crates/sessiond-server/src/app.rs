@@ -38,6 +38,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/tokens/refresh", post(api::refresh))
         .route("/users/{user_id}/sessions/revoke", post(api::revoke_user))
         .route("/claims", post(api::claim))
+        .route("/browser/login-codes", post(api::create_login_code))
         .route_layer(axum::middleware::from_fn(crate::auth::require_admin));
     let v1 = verify
         .merge(admin)
@@ -53,12 +54,32 @@ pub(crate) fn router(state: AppState) -> Router {
     // fallback is not), and answers a plain `OPTIONS` 405 as before.
     let browser_routes = Router::new()
         .route(
+            "/auth/browser/login",
+            post(browser::login).options(method_not_allowed),
+        )
+        .route(
             "/auth/browser/refresh",
             post(browser::refresh).options(method_not_allowed),
         )
         .route(
             "/auth/browser/logout",
             post(browser::logout).options(method_not_allowed),
+        )
+        .route(
+            "/auth/browser/sessions",
+            get(browser::sessions).options(method_not_allowed),
+        )
+        .route(
+            "/auth/browser/sessions/{id}/revoke",
+            post(browser::revoke_session).options(method_not_allowed),
+        )
+        .route(
+            "/auth/browser/sessions/revoke-others",
+            post(browser::revoke_others).options(method_not_allowed),
+        )
+        .route(
+            "/auth/browser/events",
+            get(browser::events).options(method_not_allowed),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

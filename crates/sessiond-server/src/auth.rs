@@ -40,7 +40,7 @@ impl ApiCaller {
 
 /// The credential of an `Authorization: Bearer <credential>` value. The scheme name is
 /// case-insensitive (RFC 9110 §11.1); whitespace around the credential is dropped.
-fn bearer(value: &str) -> Option<&str> {
+pub(crate) fn bearer(value: &str) -> Option<&str> {
     let (scheme, credential) = value.trim_start().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

@@ -213,6 +213,8 @@ pub struct Config {
     pub sessions: Sessions,
     /// Cookie attributes and browser origins.
     pub cookies: Cookies,
+    /// The browser routes' own settings (the login handoff).
+    pub browser: Browser,
     /// Signing keys.
     pub keys: Keys,
     /// Garbage collection.
@@ -242,6 +244,7 @@ struct RawConfig {
     token_sessions: TokenSessions,
     sessions: Sessions,
     cookies: Cookies,
+    browser: Browser,
     keys: Keys,
     gc: Gc,
     issuers: Vec<RawIssuer>,
@@ -263,6 +266,7 @@ impl Default for RawConfig {
             token_sessions: TokenSessions::default(),
             sessions: Sessions::default(),
             cookies: Cookies::default(),
+            browser: Browser::default(),
             keys: Keys::default(),
             gc: Gc::default(),
             issuers: Vec::new(),
@@ -811,6 +815,24 @@ impl Default for Gc {
     }
 }
 
+/// `[browser]`: the browser routes' own settings (docs/DESIGN.md §9.4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct Browser {
+    /// How long a login code of the handoff (`POST /v1/browser/login-codes`) may be exchanged
+    /// at `POST /auth/browser/login`; greater than zero.
+    pub login_code_ttl: Dur,
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Browser {
+            login_code_ttl: secs(30),
+        }
+    }
+}
+
 /// `[events]`: the Server-Sent Event streams.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -1217,6 +1239,7 @@ impl Config {
                 raw.token_sessions.refresh_absolute_ttl,
             ),
             ("gc.interval", raw.gc.interval),
+            ("browser.login_code_ttl", raw.browser.login_code_ttl),
             ("database_acquire_timeout", raw.database_acquire_timeout),
             ("server.header_read_timeout", raw.server.header_read_timeout),
             ("server.body_read_timeout", raw.server.body_read_timeout),
@@ -1271,6 +1294,7 @@ impl Config {
             token_sessions: raw.token_sessions,
             sessions: raw.sessions,
             cookies: raw.cookies,
+            browser: raw.browser,
             keys: raw.keys,
             gc: raw.gc,
             issuers,
@@ -1361,6 +1385,22 @@ mod tests {
         assert_eq!(set.server.header_read_timeout.0, Duration::from_millis(300));
         assert_eq!(set.server.max_connections, 64);
         assert_eq!(set.server.max_connections_per_peer, 0);
+    }
+
+    #[test]
+    fn login_code_ttl_defaults_to_30s_and_is_a_setting() {
+        assert_eq!(
+            load("", &[]).unwrap().browser.login_code_ttl.0,
+            Duration::from_secs(30)
+        );
+        let c = load("[browser]\nlogin_code_ttl = \"2m\"\n", &[]).unwrap();
+        assert_eq!(c.browser.login_code_ttl.0, Duration::from_secs(120));
+        assert_eq!(
+            crate::startup::service_config(&c).login_code_ttl,
+            Duration::from_secs(120)
+        );
+        let env = load("", &[("SESSIOND_BROWSER__LOGIN_CODE_TTL", "45s")]).unwrap();
+        assert_eq!(env.browser.login_code_ttl.0, Duration::from_secs(45));
     }
 
     #[test]
@@ -1494,6 +1534,16 @@ mod tests {
                 "server.max_connections",
             ),
             ("[server]\nidle_timeout = \"1s\"", &[], "idle_timeout"),
+            (
+                "[browser]\nlogin_code_ttl = \"0s\"",
+                &[],
+                "browser.login_code_ttl",
+            ),
+            (
+                "",
+                &[("SESSIOND_BROWSER__LOGIN_CODE_TTL", "0s")],
+                "browser.login_code_ttl",
+            ),
         ];
         for (text, env, key) in cases {
             let err = load(text, env).unwrap_err().to_string();
@@ -1545,6 +1595,7 @@ mod tests {
         assert_eq!(service.keys.retention, library.keys.retention);
         assert_eq!(service.keys.access_algorithm, library.keys.access_algorithm);
         assert_eq!(service.sessions.max_per_user, library.sessions.max_per_user);
+        assert_eq!(service.login_code_ttl, library.login_code_ttl);
         assert_eq!(service.sessions.bind_ip, library.sessions.bind_ip);
         assert_eq!(
             service.sessions.bind_user_agent,

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sessiond::events::RecvError;
-use sessiond::{ApiKeyId, SessionEvent, SessionService};
+use sessiond::{ApiKeyId, SessionEvent, SessionId, SessionService};
 use tokio::sync::{broadcast, watch};
 
 use crate::config::Events as EventsConfig;
@@ -18,6 +18,17 @@ use crate::problem::ApiError;
 
 /// Buffer of the node-wide fan-out to live per-user streams.
 const FANOUT_CAPACITY: usize = 4096;
+
+/// Most live-end streams (`GET /auth/browser/events`) open at once per session on one node.
+pub(crate) const MAX_STREAMS_PER_SESSION: u32 = 4;
+
+/// Who holds a stream, for the limits: an API key (its public id; `None` for the bootstrap key),
+/// or a browser session (the live-end stream).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum StreamOwner {
+    Key(Option<ApiKeyId>),
+    Session(SessionId),
+}
 
 /// A bus event with its node-local sequence number.
 #[derive(Debug, Clone)]
@@ -52,8 +63,8 @@ struct HubInner {
     /// Set by [`EventHub::shut_down`] (SIGTERM/Ctrl-C): streams end so the graceful shutdown is
     /// not held open by them.
     shutdown: watch::Sender<bool>,
-    /// Open streams per API key (`None`: the bootstrap key).
-    streams: Mutex<HashMap<Option<ApiKeyId>, u32>>,
+    /// Open streams per API key (`None`: the bootstrap key) and per browser session.
+    streams: Mutex<HashMap<StreamOwner, u32>>,
 }
 
 /// The node's event fan-out: one bus subscription feeding a bounded replay ring and every
@@ -63,11 +74,11 @@ pub(crate) struct EventHub {
     inner: Arc<HubInner>,
 }
 
-/// One open stream of one API key; dropping it releases the slot.
+/// One open stream of one API key or session; dropping it releases the slot.
 #[derive(Debug)]
 pub(crate) struct StreamSlot {
     hub: EventHub,
-    key: Option<ApiKeyId>,
+    key: StreamOwner,
 }
 
 impl Drop for StreamSlot {
@@ -210,13 +221,24 @@ impl EventHub {
 
     /// Takes a stream slot for an API key (its public id; `None` for the bootstrap key).
     pub(crate) fn acquire(&self, key: Option<ApiKeyId>) -> Result<StreamSlot, ApiError> {
+        self.acquire_for(StreamOwner::Key(key), self.inner.max_per_key)
+    }
+
+    /// Takes a live-end stream slot for a browser session (at most
+    /// [`MAX_STREAMS_PER_SESSION`] on this node).
+    pub(crate) fn acquire_for_session(&self, id: SessionId) -> Result<StreamSlot, ApiError> {
+        self.acquire_for(StreamOwner::Session(id), MAX_STREAMS_PER_SESSION)
+    }
+
+    /// Takes a slot for `key` if it holds fewer than `max` (0: no limit).
+    fn acquire_for(&self, key: StreamOwner, max: u32) -> Result<StreamSlot, ApiError> {
         let mut streams = self
             .inner
             .streams
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let open = streams.entry(key.clone()).or_insert(0);
-        if self.inner.max_per_key != 0 && *open >= self.inner.max_per_key {
+        if max != 0 && *open >= max {
             return Err(ApiError::TooManyStreams);
         }
         *open += 1;

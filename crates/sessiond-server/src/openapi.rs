@@ -31,6 +31,19 @@ impl Modify for ApiKeyAuth {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "access_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "The access token of a `browser` session (from `POST /auth/browser/login` \
+                         or `/auth/browser/refresh`)",
+                    ))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -86,9 +99,10 @@ impl Modify for ExactlyOneCredential {
     info(title = "sessiond", description = "Session and credential lifecycle service"),
     paths(
         api::create_session, api::validate, api::refresh, api::get_session, api::revoke_session,
-        api::rotate_csrf, api::user_sessions, api::revoke_user, api::claim,
+        api::rotate_csrf, api::user_sessions, api::revoke_user, api::claim, api::create_login_code,
         events::session_events, events::user_events,
-        browser::refresh, browser::logout,
+        browser::login, browser::refresh, browser::logout, browser::sessions,
+        browser::revoke_session, browser::revoke_others, browser::events,
         ops::healthz, ops::readyz, ops::metrics, openapi, ops::jwks,
     ),
     components(schemas(
@@ -97,7 +111,9 @@ impl Modify for ExactlyOneCredential {
         dto::RefreshRequest, dto::RefreshResponse, dto::RevokeRequest, dto::CsrfResponse,
         dto::SessionResponse, dto::SessionsResponse, dto::RevokeUserRequest, dto::RevokeUserResponse,
         dto::ClaimRequest, dto::TokenClaim, dto::IdClaim, dto::ClaimResponse,
-        dto::BrowserRefreshResponse, dto::Health, dto::Readiness, dto::JwkSet, dto::PublicJwk,
+        dto::BrowserRefreshResponse, dto::LoginCodeRequest, dto::ChallengeMethod,
+        dto::LoginCodeResponse, dto::BrowserLoginRequest, dto::BrowserLoginResponse,
+        dto::DeviceSession, dto::DeviceInfo, dto::DeviceSessionsResponse, dto::Health, dto::Readiness, dto::JwkSet, dto::PublicJwk,
     )),
     modifiers(&ApiKeyAuth, &ProblemResponses, &ExactlyOneCredential)
 )]
@@ -159,7 +175,7 @@ mod tests {
         let doc = document();
         assert_eq!(doc["openapi"], "3.1.0");
         let ops = operations(&doc);
-        assert_eq!(ops.len(), 18);
+        assert_eq!(ops.len(), 24);
         let mut ids = BTreeSet::new();
         for (method, path, op) in &ops {
             let id = op["operationId"]
@@ -235,8 +251,20 @@ mod tests {
                     );
                 }
                 assert!(responses.contains_key("400"), "{method} {path}: no 400");
-            } else {
-                assert!(op.get("security").is_none(), "{method} {path}");
+            } else if op.get("security").is_some() {
+                // The account routes and the live-end stream: a browser session's access token.
+                assert!(path.starts_with("/auth/browser/"), "{method} {path}");
+                assert_eq!(
+                    op["security"],
+                    serde_json::json!([{"access_token": []}]),
+                    "{method} {path}"
+                );
+                for status in ["401", "403", "503"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path}: no {status}"
+                    );
+                }
             }
             if let Some(body) = op.get("requestBody") {
                 for status in ["408", "413"] {
@@ -269,6 +297,12 @@ mod tests {
             Some(MAX_CLAIM_ID_BYTES as u64)
         );
         assert_eq!(max(&schemas["RevokeUserRequest"], "tenant"), Some(name));
+        assert_eq!(max(&schemas["LoginCodeRequest"], "user_id"), Some(name));
+        assert_eq!(max(&schemas["LoginCodeRequest"], "tenant"), Some(name));
+        assert_eq!(
+            max(&schemas["LoginCodeResponse"], "login_code"),
+            Some(sessiond::login_code::MAX_LEN as u64)
+        );
         let validate = &schemas["ValidateRequest"]["allOf"];
         for (i, credential) in dto::ValidateRequest::CREDENTIALS.iter().enumerate() {
             assert!(

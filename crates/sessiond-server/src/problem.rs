@@ -35,7 +35,8 @@ pub(crate) enum ApiError {
     PayloadTooLarge,
     /// 415 `unsupported_media_type`.
     UnsupportedMediaType,
-    /// 429 `too_many_streams`: the API key has its most event streams open.
+    /// 429 `too_many_streams`: the API key (or the browser session) has its most event streams
+    /// open.
     TooManyStreams,
 }
 
@@ -202,6 +203,10 @@ pub(crate) mod doc {
         /// `unauthorized`: no usable session (missing, invalid, expired, revoked or reused
         /// refresh cookie): log in again. Which check failed is logged, never sent.
         BrowserRefused = 401, [Unauthorized];
+        /// `unauthorized`: the access token (`Authorization: Bearer`) is not one of a live
+        /// `browser` session: log in again; or `token_expired`: its only fault is its expiry
+        /// (refresh once, then retry). Which check failed is logged, never sent.
+        AccountRefused = 401, [Unauthorized, TokenExpired];
         /// `origin_not_allowed`: the `Origin` header is missing or not in
         /// `cookies.allowed_origins` (configuration, not the session).
         OriginRefused = 403, [OriginNotAllowed];
@@ -211,6 +216,9 @@ pub(crate) mod doc {
         ScopeRefused = 403, [Forbidden];
         /// `session_not_found`: the id names no session (or is not a session id).
         NoSuchSession = 404, [UnknownSession];
+        /// `session_not_found`: the id is not an active session of this user in this tenant
+        /// (whether it exists otherwise is not told).
+        NoSuchOwnSession = 404, [UnknownSession];
         /// `request_timeout`: the body did not arrive within `server.body_read_timeout` of the
         /// request head; the connection closes.
         BodyTimeout = 408, [RequestTimeout];
@@ -222,6 +230,8 @@ pub(crate) mod doc {
         UnsupportedMediaType = 415, [UnsupportedMediaType];
         /// `too_many_streams`: the API key has its most event streams open.
         TooManyStreams = 429, [TooManyStreams];
+        /// `too_many_streams`: the session has 4 live-end streams open on this node.
+        SessionStreamsRefused = 429, [TooManyStreams];
         /// `unavailable`: storage or keys could not be reached; nothing was decided. Retry.
         Unavailable = 503, [Unavailable];
     }

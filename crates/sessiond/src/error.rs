@@ -273,6 +273,9 @@ pub enum CredentialError {
     /// The token's subject is not the session's user.
     #[error("token subject does not match the session")]
     SubjectMismatch,
+    /// A login code of the browser handoff, or its code verifier, was refused.
+    #[error(transparent)]
+    LoginCode(#[from] crate::login_code::LoginCodeError),
 }
 
 /// Which expiry ended a session.
@@ -393,6 +396,7 @@ impl SessionError {
                 CredentialError::SubjectMismatch => "subject_mismatch",
                 CredentialError::Foreign(f) => f.reason(),
                 CredentialError::UnknownIssuer => "unknown_issuer",
+                CredentialError::LoginCode(l) => l.reason(),
             },
             SessionError::Expired(Expiry::Idle) => "idle_expired",
             SessionError::Expired(Expiry::Absolute) => "absolute_expired",

@@ -12,6 +12,7 @@
 //! - [`keys`]: signing keys per purpose, sealed at rest under the [`MasterKey`], cached in the
 //!   [`KeyRing`].
 //! - [`cookie`]: the v1 session-cookie wire format (encode, parse, constant-time verify).
+//! - [`login_code`]: the login code of the browser login handoff (MAC'd, self-contained, PKCE).
 //! - [`jose`]: compact JWS parsing and header policy, signatures over our keys, the JWKS we
 //!   publish, and [`jose::foreign`] for trusted foreign issuers' tokens.
 //! - [`session`]: the session row, its [`SessionStatus`] and policies.
@@ -58,6 +59,7 @@ pub mod events;
 pub mod id;
 pub mod jose;
 pub mod keys;
+pub mod login_code;
 pub mod metrics;
 pub mod random;
 pub mod secret;
@@ -77,8 +79,8 @@ pub use keys::{KeyPurpose, KeyRing, MasterKey};
 pub use random::{OsRandom, RandomSource, SeededRandom};
 pub use secret::Secret;
 pub use service::{
-    ClaimedToken, CookieSession, Credential, GcReport, NewSession, RequestContext, ServiceConfig,
-    SessionService, TokenPair, TokenSession, Validated,
+    ClaimedToken, CookieSession, Credential, GcReport, LoginCode, NewSession, RequestContext,
+    ServiceConfig, SessionService, TokenPair, TokenSession, Validated,
 };
 pub use service::{DeadlineKind, EndReason, ExtraDeadline, Watch};
 pub use session::{RevokeReason, Session, SessionKind, SessionStatus};

@@ -84,6 +84,10 @@ impl RevokeReason {
     pub fn refresh_token_reused() -> Self {
         RevokeReason(String::from("refresh_token_reused"))
     }
+    /// The user ended it from another of their sessions (the account page's device list).
+    pub fn user_revoked() -> Self {
+        RevokeReason(String::from("user_revoked"))
+    }
 
     /// Parses a reason code.
     ///

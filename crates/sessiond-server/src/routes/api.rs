@@ -392,3 +392,38 @@ pub(crate) async fn claim(
     };
     Ok((StatusCode::CREATED, Json(response)).into_response())
 }
+
+/// Make a login code for the browser login handoff (docs/DESIGN.md §9.4): the page exchanges it
+/// with its PKCE verifier at `POST /auth/browser/login`. No session exists until then.
+#[utoipa::path(post, path = "/v1/browser/login-codes", tag = "browser",
+    operation_id = "create_login_code", request_body = LoginCodeRequest,
+    responses(
+        (status = 201, description = "The login code and the id its session will have",
+            body = LoginCodeResponse),
+        BadRequest, ApiKeyRefused, ScopeRefused, BodyTimeout, PayloadTooLarge, UnsupportedMediaType,
+        Unavailable,
+    ),
+    security(("api_key" = [])))]
+pub(crate) async fn create_login_code(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<LoginCodeRequest>,
+) -> Result<Response, ApiError> {
+    let ChallengeMethod::S256 = req.code_challenge_method;
+    let mut new = NewSession::new(user_id(&req.user_id)?);
+    if let Some(t) = tenant(req.tenant.as_deref())? {
+        new = new.tenant(t);
+    }
+    if let Some(claims) = req.claims {
+        new = new.claims(claims);
+    }
+    let code = state
+        .service
+        .create_login_code(new, &req.code_challenge)
+        .await?;
+    let body = LoginCodeResponse {
+        login_code: code.code.expose().clone(),
+        session_id: code.session_id.as_str().to_owned(),
+        expires_at: code.expires_at.to_rfc3339(),
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}

@@ -1,12 +1,14 @@
-//! The browser-facing endpoints of the hybrid model: refresh and logout with the HttpOnly refresh
-//! cookie. A page whose `Origin` is not in `cookies.allowed_origins` gets 403
+//! The browser-facing endpoints of the hybrid model: the login handoff's exchange, refresh and
+//! logout with the HttpOnly refresh cookie; the account routes (the user's sessions) and the
+//! live-end stream with the access token (`Authorization: Bearer`) of a `browser` session, where
+//! `token_expired` is the one failure told apart from `unauthorized`. A page whose `Origin` is not in `cookies.allowed_origins` gets 403
 //! `origin_not_allowed` (a configuration problem; cross-origin it also gets no CORS headers, so
 //! it cannot read even that). Every session failure is a uniform 401 `unauthorized`, meaning "log
 //! in again" (which check failed goes to the log only). An outage is 503, so that clients retry
 //! instead of logging the user out.
 //!
 //! CORS ([`cors`]): responses to an allowed origin carry `Access-Control-Allow-Origin` (that
-//! origin) and `-Allow-Credentials: true`; its preflights get `POST`, `content-type` and
+//! origin) and `-Allow-Credentials: true`; its preflights get `GET, POST`, `content-type` and
 //! `authorization`; `Vary: Origin` always. Other origins get no CORS header at all (their
 //! preflight is 403 `origin_not_allowed`), so their pages cannot read any answer.
 
@@ -14,14 +16,27 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use sessiond::{RequestContext, SessionError};
+use sessiond::error::ErrorCode;
+use sessiond::{
+    EndReason, RequestContext, RevokeReason, Session, SessionError, SessionId, SessionKind,
+    SessionStatus, Validated,
+};
+use tokio::sync::mpsc;
 
-use super::dto::BrowserRefreshResponse;
+use super::dto::{
+    BrowserLoginRequest, BrowserLoginResponse, BrowserRefreshResponse, DeviceInfo, DeviceSession,
+    DeviceSessionsResponse, EndedData, RevokeUserResponse, SessionPath,
+};
 use crate::config::Origin;
+use crate::extract::{ApiJson, ApiPath};
 use crate::parse::client_ip;
-use crate::problem::doc::{BrowserRefused, OriginRefused, Unavailable};
+use crate::problem::doc::{
+    AccountRefused, BadRequest, BodyTimeout, BrowserRefused, NoSuchOwnSession, OriginRefused,
+    PayloadTooLarge, SessionStreamsRefused, Unavailable, UnsupportedMediaType,
+};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -123,9 +138,60 @@ pub(crate) async fn refresh(
         now,
         refreshed.tokens.refresh_expires_at,
     );
-    let body = BrowserRefreshResponse {
-        access_token: refreshed.tokens.access_token.expose().clone(),
-        expires_at: refreshed.tokens.access_expires_at.to_rfc3339(),
+    let body = BrowserRefreshResponse::new(&refreshed.tokens, now);
+    let mut response = Json(body).into_response();
+    set_cookie(&mut response, &cookie);
+    no_store(&mut response);
+    Ok(response)
+}
+
+/// The login handoff's exchange: a login code and the page's PKCE verifier become a new
+/// `browser` session, its access token in the body, its refresh token in the cookie.
+#[utoipa::path(post, path = "/auth/browser/login", tag = "browser", operation_id = "browser_login",
+    request_body = BrowserLoginRequest,
+    params(
+        ("Origin" = String, Header, description = "The page's origin: one of `cookies.allowed_origins`"),
+    ),
+    responses(
+        (status = 200, description = "Logged in: the access token; the refresh token is in `Set-Cookie`",
+            body = BrowserLoginResponse),
+        BadRequest, BrowserRefused, OriginRefused, BodyTimeout, PayloadTooLarge, UnsupportedMediaType,
+        Unavailable,
+    ))]
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Result<ApiJson<BrowserLoginRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    if !origin_allowed(&state, &headers) {
+        tracing::info!("browser request from an origin not in cookies.allowed_origins");
+        return Err(ApiError::OriginNotAllowed);
+    }
+    let ApiJson(req) = body?;
+    let ip = request_ip(&state, peer, &headers);
+    let ctx = RequestContext {
+        ip: ip.as_deref(),
+        user_agent: user_agent(&headers),
+        ..RequestContext::default()
+    };
+    let now = state.service.now();
+    let created = state
+        .service
+        .exchange_login_code(&req.code, &req.code_verifier, &ctx)
+        .await
+        .map_err(fail)?;
+    let cookie = state.cookies.refresh_cookie(
+        created.tokens.refresh_token.expose(),
+        now,
+        created.tokens.refresh_expires_at,
+    );
+    let access = BrowserRefreshResponse::new(&created.tokens, now);
+    let body = BrowserLoginResponse {
+        access_token: access.access_token,
+        expires_at: access.expires_at,
+        expires_in: access.expires_in,
+        session_id: created.session.id.as_str().to_owned(),
     };
     let mut response = Json(body).into_response();
     set_cookie(&mut response, &cookie);
@@ -234,7 +300,7 @@ pub(crate) async fn cors(
                 let h = r.headers_mut();
                 h.insert(
                     header::ACCESS_CONTROL_ALLOW_METHODS,
-                    HeaderValue::from_static("POST"),
+                    HeaderValue::from_static("GET, POST"),
                 );
                 h.insert(
                     header::ACCESS_CONTROL_ALLOW_HEADERS,
@@ -261,4 +327,271 @@ pub(crate) async fn cors(
     }
     h.append(header::VARY, HeaderValue::from_static("origin"));
     response
+}
+
+/// The access token of `Authorization: Bearer`, validated as `POST /v1/sessions/validate` does
+/// (with this request's ip and user agent for the bindings), of a `browser` session only.
+/// Every refusal is the uniform 401 `unauthorized`, except an access token whose only fault is
+/// its expiry: 401 `token_expired` (the page refreshes once and retries).
+async fn account(
+    state: &AppState,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: &HeaderMap,
+) -> Result<Validated, ApiError> {
+    if !origin_allowed(state, headers) && !same_origin_read(headers) {
+        tracing::info!("browser request from an origin not in cookies.allowed_origins");
+        return Err(ApiError::OriginNotAllowed);
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::bearer)
+        .ok_or_else(|| uniform("access_token_missing"))?;
+    let ip = request_ip(state, peer, headers);
+    let ctx = RequestContext {
+        ip: ip.as_deref(),
+        user_agent: user_agent(headers),
+        ..RequestContext::default()
+    };
+    let validated = match state.service.validate_access_token(token, &ctx).await {
+        Ok(v) => v,
+        Err(SessionError::TokenExpired) => {
+            tracing::info!(reason = "token_expired", "browser request refused");
+            return Err(ApiError::Session(SessionError::TokenExpired));
+        }
+        Err(e) => return Err(fail(e)),
+    };
+    if validated.session.kind != SessionKind::Browser {
+        return Err(uniform("wrong_kind"));
+    }
+    Ok(validated)
+}
+
+/// A browser's same-origin `GET` without `Origin`: browsers send `Origin` on a same-origin
+/// request only when its method is not `GET` or `HEAD` (Fetch standard), so a page served from
+/// sessiond's own origin reads its device list and live-end stream without one. Its
+/// `Sec-Fetch-Site: same-origin` (a header pages cannot set) says where it came from. Only for
+/// the access-token routes: the credential is the `Authorization` header, never ambient, and a
+/// request that does carry `Origin` is judged by it alone.
+fn same_origin_read(headers: &HeaderMap) -> bool {
+    !headers.contains_key(header::ORIGIN)
+        && headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() == b"same-origin")
+}
+
+/// The device a User-Agent names, as far as woothee can tell (its `UNKNOWN` is left out).
+fn device(user_agent: Option<&str>) -> DeviceInfo {
+    let Some(parsed) = user_agent.and_then(|ua| woothee::parser::Parser::new().parse(ua)) else {
+        return DeviceInfo::default();
+    };
+    let known =
+        |v: &str| (!v.is_empty() && v != woothee::woothee::VALUE_UNKNOWN).then(|| v.to_owned());
+    DeviceInfo {
+        browser: known(parsed.name),
+        browser_version: known(parsed.version),
+        os: known(parsed.os),
+        os_version: known(&parsed.os_version),
+        category: known(parsed.category),
+    }
+}
+
+fn device_session(session: &Session, current: &SessionId) -> DeviceSession {
+    DeviceSession {
+        id: session.id.as_str().to_owned(),
+        current: session.id == *current,
+        created_at: session.created_at.to_rfc3339(),
+        last_seen_at: session.last_seen_at.to_rfc3339(),
+        ip: session.ip.clone(),
+        user_agent: session.user_agent.clone(),
+        device: device(session.user_agent.as_deref()),
+    }
+}
+
+/// The account page's device list: the token's user's active sessions in the token's tenant.
+#[utoipa::path(get, path = "/auth/browser/sessions", tag = "browser",
+    operation_id = "browser_sessions",
+    params(
+        ("Origin" = String, Header, description = "The page's origin: one of `cookies.allowed_origins`"),
+    ),
+    responses(
+        (status = 200, description = "The user's active sessions in this tenant, most recently seen first",
+            body = DeviceSessionsResponse),
+        AccountRefused, OriginRefused, Unavailable,
+    ),
+    security(("access_token" = [])))]
+pub(crate) async fn sessions(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let me = account(&state, peer, &headers).await?.session;
+    let mut list = state
+        .service
+        .user_sessions(&me.user_id, Some(&me.tenant))
+        .await?;
+    list.retain(|s| s.user_id == me.user_id && s.tenant == me.tenant);
+    list.sort_by(|a, b| {
+        b.last_seen_at
+            .cmp(&a.last_seen_at)
+            .then(b.created_at.cmp(&a.created_at))
+            .then(a.id.as_str().cmp(b.id.as_str()))
+    });
+    let body = DeviceSessionsResponse {
+        sessions: list.iter().map(|s| device_session(s, &me.id)).collect(),
+    };
+    let mut response = Json(body).into_response();
+    no_store(&mut response);
+    Ok(response)
+}
+
+/// End one of the user's sessions (this one: reason `logout`; another: `user_revoked`).
+#[utoipa::path(post, path = "/auth/browser/sessions/{id}/revoke", tag = "browser",
+    operation_id = "browser_revoke_session",
+    params(
+        SessionPath,
+        ("Origin" = String, Header, description = "The page's origin: one of `cookies.allowed_origins`"),
+    ),
+    responses(
+        (status = 204, description = "Revoked"),
+        AccountRefused, OriginRefused, NoSuchOwnSession, Unavailable,
+    ),
+    security(("access_token" = [])))]
+pub(crate) async fn revoke_session(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    ApiPath(SessionPath { id }): ApiPath<SessionPath>,
+) -> Result<Response, ApiError> {
+    let me = account(&state, peer, &headers).await?.session;
+    let not_found = || ApiError::NotFound(ErrorCode::UnknownSession);
+    let id = SessionId::parse(&id).map_err(|_| not_found())?;
+    let target = state.service.session(&id).await?.ok_or_else(not_found)?;
+    // Another user's or tenant's session, or one that has ended, is "not found": whether it
+    // exists is not this user's business.
+    if target.user_id != me.user_id
+        || target.tenant != me.tenant
+        || target.status(state.service.now()) != SessionStatus::Active
+    {
+        return Err(not_found());
+    }
+    let reason = if id == me.id {
+        RevokeReason::logout()
+    } else {
+        RevokeReason::user_revoked()
+    };
+    state.service.revoke(&id, &reason).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    no_store(&mut response);
+    Ok(response)
+}
+
+/// End every other session of the user in this tenant ("log out other devices").
+#[utoipa::path(post, path = "/auth/browser/sessions/revoke-others", tag = "browser",
+    operation_id = "browser_revoke_others",
+    params(
+        ("Origin" = String, Header, description = "The page's origin: one of `cookies.allowed_origins`"),
+    ),
+    responses(
+        (status = 200, description = "How many sessions were revoked", body = RevokeUserResponse),
+        AccountRefused, OriginRefused, Unavailable,
+    ),
+    security(("access_token" = [])))]
+pub(crate) async fn revoke_others(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let me = account(&state, peer, &headers).await?.session;
+    let ids = state
+        .service
+        .revoke_user(
+            &me.user_id,
+            Some(&me.tenant),
+            Some(&me.id),
+            &RevokeReason::user_revoked(),
+        )
+        .await?;
+    let mut response = Json(RevokeUserResponse { revoked: ids.len() }).into_response();
+    no_store(&mut response);
+    Ok(response)
+}
+
+/// The `ended` event of a session whose watch ended with `end`.
+fn ended_event(session_id: &SessionId, end: &EndReason, at: sessiond::Timestamp) -> Event {
+    let (reason, detail) = match end {
+        EndReason::Revoked { reason: Some(r) } if *r == RevokeReason::logout() => ("logout", None),
+        EndReason::Revoked { reason: Some(r) } if *r == RevokeReason::refresh_token_reused() => {
+            ("reuse_detected", None)
+        }
+        EndReason::Revoked { reason } => {
+            ("revoked", reason.as_ref().map(|r| r.as_str().to_owned()))
+        }
+        other => ("expired", Some(other.code().to_owned())),
+    };
+    let data = EndedData {
+        session_id: session_id.clone(),
+        reason: reason.to_owned(),
+        detail,
+        at,
+    };
+    let json = serde_json::to_string(&data).unwrap_or_else(|_| String::from("{}"));
+    Event::default().event("ended").data(json)
+}
+
+/// The live end of a page's session: one `ended` event when the session ends, then the stream
+/// closes (see docs/DESIGN.md §9.6).
+#[utoipa::path(get, path = "/auth/browser/events", tag = "browser",
+    operation_id = "browser_events",
+    params(
+        ("Origin" = String, Header, description = "The page's origin: one of `cookies.allowed_origins`"),
+    ),
+    responses(
+        (status = 200, content_type = "text/event-stream",
+            description = "SSE: `: keep-alive` comments, then one `ended` event (`data`: \
+                `{session_id, reason, detail?, at}`, `reason` one of `logout`, `reuse_detected`, \
+                `revoked`, `expired`) when the session ends; closes after it, or without an event \
+                when the server shuts down"),
+        AccountRefused, OriginRefused, SessionStreamsRefused, Unavailable,
+    ),
+    security(("access_token" = [])))]
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let me = account(&state, peer, &headers).await?.session;
+    let hub = state.events.clone();
+    let slot = hub.acquire_for_session(me.id.clone())?;
+    // The session's own end (revocation, idle or absolute deadline), not the access token's:
+    // the stream outlives the token it was opened with.
+    let watch = match state.service.watch(&me.id, None).await {
+        Ok(w) => w,
+        Err(SessionError::NotFound) => return Err(uniform("session_not_found")),
+        Err(e) => return Err(fail(e)),
+    };
+    let (tx, rx) = mpsc::channel(1);
+    let service = state.service.clone();
+    let id = me.id;
+    tokio::spawn(async move {
+        let _slot = slot;
+        tokio::select! {
+            end = watch.wait() => {
+                let revoked_at = match &end {
+                    EndReason::Revoked { .. } => {
+                        service.session(&id).await.ok().flatten().and_then(|s| s.revoked_at)
+                    }
+                    _ => None,
+                };
+                let at = revoked_at.unwrap_or_else(|| service.now());
+                let _ = tx.send(ended_event(&id, &end, at)).await;
+            }
+            () = tx.closed() => {}
+            // Shutdown: close without an event; the page reopens with backoff.
+            () = hub.shutting_down() => {}
+        }
+    });
+    let mut response = super::events::sse_response(&state, rx);
+    no_store(&mut response);
+    Ok(response)
 }

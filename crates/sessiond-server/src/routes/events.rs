@@ -114,7 +114,7 @@ fn heartbeat_event(id: String, at: Timestamp, keys: Vec<KeyId>) -> Event {
     Event::default().event("heartbeat").id(id).data(json)
 }
 
-fn sse_response(state: &AppState, rx: mpsc::Receiver<Event>) -> Response {
+pub(crate) fn sse_response(state: &AppState, rx: mpsc::Receiver<Event>) -> Response {
     let keep_alive = state
         .config
         .events

@@ -50,6 +50,14 @@ impl SseClient {
         }
     }
 
+    /// A stream opened some other way (its status and type already checked).
+    pub fn from_response(resp: reqwest::Response) -> SseClient {
+        SseClient {
+            resp,
+            buf: String::new(),
+        }
+    }
+
     /// The next block, `None` when the stream ended; panics after `wait`.
     pub async fn next(&mut self, wait: Duration) -> Option<Block> {
         tokio::time::timeout(wait, async {

@@ -251,13 +251,9 @@ impl SessionService {
         Secret::new(URL_SAFE_NO_PAD.encode(bytes))
     }
 
-    pub(crate) fn new_session_row(
-        &self,
-        new: NewSession,
-        kind: SessionKind,
-        idle_ttl: Duration,
-        absolute_ttl: Duration,
-    ) -> Result<Session, SessionError> {
+    /// The rules a new session's input must meet: client facts, no reserved claim names,
+    /// claims within [`MAX_CLAIMS_BYTES`].
+    pub(crate) fn check_new(new: &NewSession) -> Result<(), SessionError> {
         check_client(new.ip.as_deref(), new.user_agent.as_deref())?;
         if new
             .claims
@@ -274,10 +270,34 @@ impl SessionService {
         if claims_len > MAX_CLAIMS_BYTES {
             return Err(SessionError::InvalidInput("claims exceed 4096 bytes"));
         }
+        Ok(())
+    }
+
+    pub(crate) fn new_session_row(
+        &self,
+        new: NewSession,
+        kind: SessionKind,
+        idle_ttl: Duration,
+        absolute_ttl: Duration,
+    ) -> Result<Session, SessionError> {
+        let id = SessionId::generate(self.inner.rng.as_ref());
+        self.new_session_row_as(id, new, kind, idle_ttl, absolute_ttl)
+    }
+
+    /// [`SessionService::new_session_row`] with an id chosen before (a login code's).
+    pub(crate) fn new_session_row_as(
+        &self,
+        id: SessionId,
+        new: NewSession,
+        kind: SessionKind,
+        idle_ttl: Duration,
+        absolute_ttl: Duration,
+    ) -> Result<Session, SessionError> {
+        Self::check_new(&new)?;
         let now = self.inner.clock.now();
         let absolute = now.saturating_add(absolute_ttl);
         Ok(Session {
-            id: SessionId::generate(self.inner.rng.as_ref()),
+            id,
             user_id: new.user_id,
             tenant: new.tenant,
             kind,

@@ -5,7 +5,8 @@
 //!
 //! The operations live in modules by concern: [`cookies`] (cookie sessions and CSRF),
 //! `tokens` (token pairs and refresh, with the rules of [`rotation`]), `lifecycle` (creation,
-//! revocation, reads, key rotation, GC), `claims`, `watch`; `checks` holds the
+//! revocation, reads, key rotation, GC), `claims`, `handoff` (the browser login handoff),
+//! `watch`; `checks` holds the
 //! checks they share and `effects` the one place where their effects become metrics, audit
 //! records and events.
 
@@ -25,6 +26,7 @@ mod claims;
 mod cookies;
 mod effects;
 mod events;
+mod handoff;
 mod lifecycle;
 mod rotation;
 mod tokens;
@@ -32,6 +34,7 @@ mod types;
 mod watch;
 
 pub use claims::{ClaimedToken, MAX_CLAIM_ID_BYTES};
+pub use handoff::LoginCode;
 pub use tokens::{TokenPair, TokenSession};
 pub use types::{
     CookieSession, Credential, GcReport, NewSession, RequestContext, ServiceConfig, Validated,

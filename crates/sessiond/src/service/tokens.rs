@@ -138,6 +138,17 @@ impl SessionService {
         new: NewSession,
         kind: SessionKind,
     ) -> Result<TokenSession, SessionError> {
+        let id = crate::id::SessionId::generate(self.inner.rng.as_ref());
+        self.create_token_session_as(id, new, kind).await
+    }
+
+    /// [`SessionService::create_token_session`] with the id chosen before (a login code's).
+    pub(super) async fn create_token_session_as(
+        &self,
+        id: crate::id::SessionId,
+        new: NewSession,
+        kind: SessionKind,
+    ) -> Result<TokenSession, SessionError> {
         if !matches!(kind, SessionKind::Tokens | SessionKind::Browser) {
             return Err(SessionError::InvalidInput(
                 "token sessions are of kind tokens or browser",
@@ -145,7 +156,8 @@ impl SessionService {
         }
         let policy = &self.inner.config.tokens;
         let (access_key, refresh_key) = self.pair_keys().await?;
-        let session = self.new_session_row(
+        let session = self.new_session_row_as(
+            id,
             new,
             kind,
             policy.refresh_idle_ttl,

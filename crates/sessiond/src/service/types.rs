@@ -42,6 +42,11 @@ pub struct ServiceConfig {
     /// (default 1 s): the bound on how far a wall-clock jump can extend or cut short a watched
     /// connection. Values below 10 ms are raised to 10 ms.
     pub watch_recheck: Duration,
+    /// How long a login code of the browser handoff may be exchanged (default 30 s; see
+    /// [`SessionService::create_login_code`]).
+    ///
+    /// [`SessionService::create_login_code`]: super::SessionService::create_login_code
+    pub login_code_ttl: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -54,6 +59,7 @@ impl Default for ServiceConfig {
             audit: AuditPolicy::default(),
             gc_batch: 500,
             watch_recheck: Duration::from_secs(1),
+            login_code_ttl: Duration::from_secs(30),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! What needs a process of its own (exit codes, signals, logs, TLS, outages, several nodes)
 //! stays in the process suite next to this module.
 
+mod account;
 mod api;
 mod auth;
 mod browser;
@@ -11,7 +12,9 @@ mod cli;
 mod connections;
 mod events;
 mod expiry;
+mod handoff;
 mod issuers;
+mod live_end;
 mod metrics;
 mod openapi;
 mod rotation;
