@@ -29,7 +29,14 @@ function show(loggedIn, status = "") {
 
 async function start() {
   // A tab opened while logged in gets the token from another tab or by one refresh.
-  const token = await sessiond.getAccessToken();
+  let token;
+  try {
+    token = await sessiond.getAccessToken();
+  } catch {
+    // sessiond unreachable, or refusing this origin (the SDK logs a hint in the console).
+    show(false, "The sign-in service cannot be reached.");
+    return;
+  }
   if (token) {
     show(true);
     await Promise.all([whoAmI(), devices()]);
@@ -97,7 +104,8 @@ async function devices() {
     if (s.current) row.className = "current";
     const d = s.device ?? {};
     const name = [d.browser, d.browser_version].filter(Boolean).join(" ") || "Unknown browser";
-    const os = [d.os, d.os_version].filter(Boolean).join(" ");
+    // "Windows 10" already names its version; "Mac OSX" does not.
+    const os = /\d$/.test(d.os ?? "") ? d.os : [d.os, d.os_version].filter(Boolean).join(" ");
     const cells = [
       os ? `${name} on ${os}` : name,
       new Date(s.created_at).toLocaleString(),

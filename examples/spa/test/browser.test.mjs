@@ -37,20 +37,20 @@ after(async () => {
 async function openApp(context, stack) {
   const page = await context.newPage();
   await page.goto(stack.appOrigin);
+  await page.waitForFunction(() => window.spa?.ready);
   await page.evaluate(() => window.spa.ready);
   return page;
 }
 
-/** A page of the application's origin with only the SDK loaded (no app code). */
+/**
+ * A page of the application's origin with only the SDK loaded (no app code). A document served
+ * by the real backend: Chromium lets pages on loopback call other loopback origins, and a page
+ * the test runner made up would count as a public one (Local Network Access).
+ */
 async function openBare(context, stack) {
   const page = await context.newPage();
-  await page.route(`${stack.appOrigin}/bare`, (route) =>
-    route.fulfill({
-      contentType: "text/html",
-      body: '<!doctype html><meta charset="utf-8"><script src="/sessiond.js"></script>',
-    }),
-  );
-  await page.goto(`${stack.appOrigin}/bare`);
+  await page.goto(`${stack.appOrigin}/config.json`);
+  await page.addScriptTag({ url: "/sessiond.js" });
   return page;
 }
 
@@ -118,7 +118,7 @@ test("ten concurrent SDK fetches in a fresh tab refresh once", async () => {
   await context.close();
 });
 
-test("five tabs over 50 randomized rounds: one refresh per token, no false revocation", async () => {
+test("five tabs over 50 randomized rounds: one refresh per token, no false revocation", async (t) => {
   const stack = stacks.cross;
   const context = await browser.newContext();
   const tabs = [await openApp(context, stack)];
@@ -144,6 +144,7 @@ test("five tabs over 50 randomized rounds: one refresh per token, no false revoc
     if (action < 0.1) {
       // A tab reloaded: its in-memory token is gone; it asks the others before refreshing.
       await tabs[tab].reload();
+      await tabs[tab].waitForFunction(() => window.spa?.ready);
       await tabs[tab].evaluate(() => window.spa.ready);
       reloads++;
     } else {
@@ -171,6 +172,7 @@ test("five tabs over 50 randomized rounds: one refresh per token, no false revoc
   // twice (converged), none presented after its successor was used (reused), no re-issue; and
   // no more rotations than one per refresh interval (uncoordinated, five tabs would make five).
   const bound = Math.ceil(elapsed / MIN_REFRESH_INTERVAL_MS) + 1;
+  t.diagnostic(`seed ${seed0}: ${JSON.stringify(delta)} in ${elapsed} ms, ${reloads} reloads, bound ${bound}`);
   assert.ok(delta.rotated >= 1, "no refresh in the whole run");
   assert.ok(delta.rotated <= bound, `seed ${seed0}: ${JSON.stringify(delta)} in ${elapsed} ms (bound ${bound}, reloads ${reloads})`);
   assert.deepEqual(
@@ -224,7 +226,7 @@ test("a tab closed mid-refresh: back after the grace window, still logged in", a
   await context.close();
 });
 
-test("logout in one tab: every tab knows within a second", async () => {
+test("logout in one tab: every tab knows within a second", async (t) => {
   const stack = stacks.cross;
   const context = await browser.newContext();
   const tabs = [await openApp(context, stack)];
@@ -239,13 +241,14 @@ test("logout in one tab: every tab knows within a second", async () => {
     await tab.waitForFunction(() => window.spa.seen.ends.length > 0, null, { timeout: 5000 });
     const [end] = await tab.evaluate(() => window.spa.seen.ends);
     assert.equal(end.reason, "logout");
+    t.diagnostic(`a tab learnt of the logout after ${end.at - at} ms`);
     assert.ok(end.at - at <= 1000, `a tab learnt of the logout after ${end.at - at} ms`);
     assert.equal(await tab.isVisible("#login-view"), true);
   }
   await context.close();
 });
 
-test("an admin revocation reaches every open tab within a second", async () => {
+test("an admin revocation reaches every open tab within a second", async (t) => {
   const stack = stacks.cross;
   const context = await browser.newContext();
   const tabs = [await openApp(context, stack)];
@@ -255,12 +258,15 @@ test("an admin revocation reaches every open tab within a second", async () => {
   // The leader tab's stream is open before the revocation.
   await waitFor(async () => (await stack.metric("sessiond_event_streams_open")) >= 1, 5000);
   const at = Date.now();
-  const revoked = await stack.api("POST", `/v1/sessions/${sessionId}/revoke`, {});
+  const revoked = await stack.api("POST", `/v1/sessions/${sessionId}/revoke`, {
+    reason: "admin_revoked",
+  });
   assert.equal(revoked.status, 204);
   for (const tab of tabs) {
     await tab.waitForFunction(() => window.spa.seen.ends.length > 0, null, { timeout: 5000 });
     const [end] = await tab.evaluate(() => window.spa.seen.ends);
     assert.equal(end.reason, "revoked");
+    t.diagnostic(`a tab learnt of the revocation after ${end.at - at} ms`);
     assert.ok(end.at - at <= 1000, `a tab learnt of the revocation after ${end.at - at} ms`);
   }
   await context.close();
@@ -275,6 +281,7 @@ test("a foreign origin is refused: no CORS answer, a console hint, 403 on the se
   const warnings = [];
   page.on("console", (m) => m.type() === "warning" && warnings.push(m.text()));
   await page.goto(foreign);
+  await page.waitForFunction(() => window.spa?.ready);
   await page.evaluate(() => window.spa.ready);
   assert.equal(await page.isVisible("#login-view"), true);
   await waitFor(async () => warnings.some((w) => w.includes("cookies.allowed_origins")), 5000);
@@ -296,6 +303,10 @@ test("the account page lists this user's devices and revokes them", async () => 
   const stack = stacks.cross;
   const firefox =
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0";
+  // Earlier tests left sessions of these users: start from none.
+  for (const user of ["alice", "bob"]) {
+    assert.equal((await stack.api("POST", `/v1/users/${user}/sessions/revoke`, {})).status, 200);
+  }
   const laptop = await browser.newContext({ viewport: { width: 900, height: 600 } });
   const phone = await browser.newContext({ userAgent: firefox });
   const other = await browser.newContext();

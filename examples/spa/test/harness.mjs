@@ -62,9 +62,13 @@ ${toml}
   const configPath = join(dir, "sessiond.toml");
   await writeFile(configPath, config);
   const logs = [];
+  // SESSIOND_* variables are configuration keys to sessiond: pass none but ours.
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !k.startsWith("SESSIOND_")),
+  );
   const child = spawn(bin, ["--config", configPath, "serve"], {
     env: {
-      ...process.env,
+      ...env,
       SESSIOND_API_KEY: apiKey,
       SESSIOND_MASTER_KEY: randomBytes(32).toString("base64"),
       SESSIOND_LOG: "info,sqlx=warn",
@@ -73,9 +77,18 @@ ${toml}
   });
   child.stdout.on("data", (d) => logs.push(d.toString()));
   child.stderr.on("data", (d) => logs.push(d.toString()));
-  const exited = new Promise((ok) => child.once("exit", (code) => ok(code)));
+  let exitCode = null;
+  const exited = new Promise((ok) => child.once("exit", (code) => ok((exitCode = code ?? -1))));
   const internal = `http://127.0.0.1:${sessiondPort}`;
-  await waitFor(async () => (await fetch(`${internal}/healthz`)).ok, 30_000, () => logs.join(""));
+  await waitFor(
+    async () => {
+      if (exitCode !== null) throw new Error(`sessiond exited with ${exitCode}:\n${logs.join("")}`);
+      return (await fetch(`${internal}/healthz`)).ok;
+    },
+    30_000,
+    () => logs.join(""),
+    () => exitCode !== null,
+  );
 
   const backend = await startBackend({
     SPA_PORT: String(appPort),
@@ -144,7 +157,7 @@ export async function launchBrowser() {
   });
 }
 
-export async function waitFor(check, timeoutMs, describe = () => "") {
+export async function waitFor(check, timeoutMs, describe = () => "", hopeless = () => false) {
   const deadline = Date.now() + timeoutMs;
   let last;
   while (Date.now() < deadline) {
@@ -152,6 +165,7 @@ export async function waitFor(check, timeoutMs, describe = () => "") {
       if (await check()) return;
     } catch (e) {
       last = e;
+      if (hopeless()) throw e;
     }
     await new Promise((ok) => setTimeout(ok, 50));
   }
