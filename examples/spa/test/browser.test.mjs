@@ -95,6 +95,14 @@ for (const mode of ["same", "cross"]) {
     for (const place of Object.values(visible)) {
       assert.ok(!place.includes(token.slice(-20)), "the access token is stored somewhere");
     }
+
+    // The account list and the live-end stream work in this deployment too (through the
+    // proxy, same-origin GETs carry no Origin header).
+    const sessionId = await page.getAttribute("#devices tr.current", "data-session-id");
+    await waitFor(async () => (await stack.metric("sessiond_event_streams_open")) >= 1, 5000);
+    await stack.api("POST", `/v1/sessions/${sessionId}/revoke`, { reason: "admin_revoked" });
+    await page.waitForFunction(() => window.spa.seen.ends.length > 0, null, { timeout: 5000 });
+    assert.deepEqual(await page.evaluate(() => window.spa.seen.ends.map((e) => e.reason)), ["revoked"]);
     await context.close();
   });
 }
