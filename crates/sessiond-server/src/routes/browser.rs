@@ -329,7 +329,8 @@ pub(crate) async fn cors(
     response
 }
 
-/// The access token of `Authorization: Bearer`, validated as `POST /v1/sessions/validate` does
+/// The access token of `Authorization: Bearer` (none: 401, before the `Origin` check), validated
+/// as `POST /v1/sessions/validate` does
 /// (with this request's ip and user agent for the bindings), of a `browser` session only.
 /// Every refusal is the uniform 401 `unauthorized`, except an access token whose only fault is
 /// its expiry: 401 `token_expired` (the page refreshes once and retries).
@@ -338,15 +339,17 @@ async fn account(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: &HeaderMap,
 ) -> Result<Validated, ApiError> {
-    if !origin_allowed(state, headers) && !same_origin_read(headers) {
-        tracing::info!("browser request from an origin not in cookies.allowed_origins");
-        return Err(ApiError::OriginNotAllowed);
-    }
+    // No credential at all is 401 whatever the origin (as for a missing API key on `/v1`);
+    // a credential from an origin not configured is 403.
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(crate::auth::bearer)
         .ok_or_else(|| uniform("access_token_missing"))?;
+    if !origin_allowed(state, headers) && !same_origin_read(headers) {
+        tracing::info!("browser request from an origin not in cookies.allowed_origins");
+        return Err(ApiError::OriginNotAllowed);
+    }
     let ip = request_ip(state, peer, headers);
     let ctx = RequestContext {
         ip: ip.as_deref(),

@@ -202,6 +202,16 @@ async fn account_routes_refuse_what_is_not_a_live_browser_token() {
         s.request(method.clone(), path, None, &[("origin", ORIGIN)], false)
             .await
             .assert_problem(401, "unauthorized");
+        // No token at all is 401 whatever the origin; a token from a foreign origin is 403.
+        s.request(
+            method.clone(),
+            path,
+            None,
+            &[("origin", "https://evil.example")],
+            false,
+        )
+        .await
+        .assert_problem(401, "unauthorized");
         let bearer = format!("Bearer {token}");
         let foreign = s
             .request(
