@@ -334,10 +334,13 @@ pub(crate) async fn cors(
 /// (with this request's ip and user agent for the bindings), of a `browser` session only.
 /// Every refusal is the uniform 401 `unauthorized`, except an access token whose only fault is
 /// its expiry: 401 `token_expired` (the page refreshes once and retries).
+/// `read`: a `GET` route, where a same-origin request may come without `Origin`
+/// ([`same_origin_read`]).
 async fn account(
     state: &AppState,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: &HeaderMap,
+    read: bool,
 ) -> Result<Validated, ApiError> {
     // No credential at all is 401 whatever the origin (as for a missing API key on `/v1`);
     // a credential from an origin not configured is 403.
@@ -346,7 +349,7 @@ async fn account(
         .and_then(|v| v.to_str().ok())
         .and_then(crate::auth::bearer)
         .ok_or_else(|| uniform("access_token_missing"))?;
-    if !origin_allowed(state, headers) && !same_origin_read(headers) {
+    if !origin_allowed(state, headers) && !(read && same_origin_read(headers)) {
         tracing::info!("browser request from an origin not in cookies.allowed_origins");
         return Err(ApiError::OriginNotAllowed);
     }
@@ -428,7 +431,7 @@ pub(crate) async fn sessions(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let me = account(&state, peer, &headers).await?.session;
+    let me = account(&state, peer, &headers, true).await?.session;
     let mut list = state
         .service
         .user_sessions(&me.user_id, Some(&me.tenant))
@@ -466,7 +469,7 @@ pub(crate) async fn revoke_session(
     headers: HeaderMap,
     ApiPath(SessionPath { id }): ApiPath<SessionPath>,
 ) -> Result<Response, ApiError> {
-    let me = account(&state, peer, &headers).await?.session;
+    let me = account(&state, peer, &headers, false).await?.session;
     let not_found = || ApiError::NotFound(ErrorCode::UnknownSession);
     let id = SessionId::parse(&id).map_err(|_| not_found())?;
     let target = state.service.session(&id).await?.ok_or_else(not_found)?;
@@ -505,7 +508,7 @@ pub(crate) async fn revoke_others(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let me = account(&state, peer, &headers).await?.session;
+    let me = account(&state, peer, &headers, false).await?.session;
     let ids = state
         .service
         .revoke_user(
@@ -563,7 +566,7 @@ pub(crate) async fn events(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let me = account(&state, peer, &headers).await?.session;
+    let me = account(&state, peer, &headers, true).await?.session;
     let hub = state.events.clone();
     let slot = hub.acquire_for_session(me.id.clone())?;
     // The session's own end (revocation, idle or absolute deadline), not the access token's:

@@ -280,6 +280,19 @@ async fn a_same_origin_get_needs_no_origin_header() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(ids(&r.body), [current]);
+    // Only the reads: a browser always sends `Origin` on a POST.
+    s.request(
+        Method::POST,
+        "/auth/browser/sessions/revoke-others",
+        None,
+        &[
+            ("authorization", &bearer),
+            ("sec-fetch-site", "same-origin"),
+        ],
+        false,
+    )
+    .await
+    .assert_problem(403, "origin_not_allowed");
     for headers in [
         vec![("authorization", bearer.as_str())],
         vec![
