@@ -349,7 +349,8 @@ async fn account(
         .and_then(|v| v.to_str().ok())
         .and_then(crate::auth::bearer)
         .ok_or_else(|| uniform("access_token_missing"))?;
-    if !origin_allowed(state, headers) && !(read && same_origin_read(headers)) {
+    let allowed = origin_allowed(state, headers) || (read && same_origin_read(headers));
+    if !allowed {
         tracing::info!("browser request from an origin not in cookies.allowed_origins");
         return Err(ApiError::OriginNotAllowed);
     }
