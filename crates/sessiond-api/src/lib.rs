@@ -708,8 +708,13 @@ pub struct LoginCodeRequest {
     /// stay within 2048 characters.
     #[schema(schema_with = schemas::custom_claims)]
     pub claims: Option<Map<String, Value>>,
-    /// The page's PKCE challenge: base64url without padding of SHA-256 of its code verifier.
-    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
+    /// The page's PKCE challenge: base64url without padding of SHA-256 of its code verifier
+    /// (43 characters, canonical: the last one carries 4 bits and 2 zero bits).
+    #[schema(
+        min_length = 43,
+        max_length = 43,
+        pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"
+    )]
     pub code_challenge: String,
     /// Always `S256`.
     pub code_challenge_method: ChallengeMethod,

@@ -329,24 +329,31 @@ pub(crate) async fn cors(
     response
 }
 
-/// The access token of `Authorization: Bearer`, validated as `POST /v1/sessions/validate` does
+/// The access token of `Authorization: Bearer` (none: 401, before the `Origin` check), validated
+/// as `POST /v1/sessions/validate` does
 /// (with this request's ip and user agent for the bindings), of a `browser` session only.
 /// Every refusal is the uniform 401 `unauthorized`, except an access token whose only fault is
 /// its expiry: 401 `token_expired` (the page refreshes once and retries).
+/// `read`: a `GET` route, where a same-origin request may come without `Origin`
+/// ([`same_origin_read`]).
 async fn account(
     state: &AppState,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: &HeaderMap,
+    read: bool,
 ) -> Result<Validated, ApiError> {
-    if !origin_allowed(state, headers) && !same_origin_read(headers) {
-        tracing::info!("browser request from an origin not in cookies.allowed_origins");
-        return Err(ApiError::OriginNotAllowed);
-    }
+    // No credential at all is 401 whatever the origin (as for a missing API key on `/v1`);
+    // a credential from an origin not configured is 403.
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(crate::auth::bearer)
         .ok_or_else(|| uniform("access_token_missing"))?;
+    let allowed = origin_allowed(state, headers) || (read && same_origin_read(headers));
+    if !allowed {
+        tracing::info!("browser request from an origin not in cookies.allowed_origins");
+        return Err(ApiError::OriginNotAllowed);
+    }
     let ip = request_ip(state, peer, headers);
     let ctx = RequestContext {
         ip: ip.as_deref(),
@@ -425,7 +432,7 @@ pub(crate) async fn sessions(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let me = account(&state, peer, &headers).await?.session;
+    let me = account(&state, peer, &headers, true).await?.session;
     let mut list = state
         .service
         .user_sessions(&me.user_id, Some(&me.tenant))
@@ -463,7 +470,7 @@ pub(crate) async fn revoke_session(
     headers: HeaderMap,
     ApiPath(SessionPath { id }): ApiPath<SessionPath>,
 ) -> Result<Response, ApiError> {
-    let me = account(&state, peer, &headers).await?.session;
+    let me = account(&state, peer, &headers, false).await?.session;
     let not_found = || ApiError::NotFound(ErrorCode::UnknownSession);
     let id = SessionId::parse(&id).map_err(|_| not_found())?;
     let target = state.service.session(&id).await?.ok_or_else(not_found)?;
@@ -502,7 +509,7 @@ pub(crate) async fn revoke_others(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let me = account(&state, peer, &headers).await?.session;
+    let me = account(&state, peer, &headers, false).await?.session;
     let ids = state
         .service
         .revoke_user(
@@ -560,7 +567,7 @@ pub(crate) async fn events(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let me = account(&state, peer, &headers).await?.session;
+    let me = account(&state, peer, &headers, true).await?.session;
     let hub = state.events.clone();
     let slot = hub.acquire_for_session(me.id.clone())?;
     // The session's own end (revocation, idle or absolute deadline), not the access token's:

@@ -202,6 +202,16 @@ async fn account_routes_refuse_what_is_not_a_live_browser_token() {
         s.request(method.clone(), path, None, &[("origin", ORIGIN)], false)
             .await
             .assert_problem(401, "unauthorized");
+        // No token at all is 401 whatever the origin; a token from a foreign origin is 403.
+        s.request(
+            method.clone(),
+            path,
+            None,
+            &[("origin", "https://evil.example")],
+            false,
+        )
+        .await
+        .assert_problem(401, "unauthorized");
         let bearer = format!("Bearer {token}");
         let foreign = s
             .request(
@@ -270,6 +280,19 @@ async fn a_same_origin_get_needs_no_origin_header() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(ids(&r.body), [current]);
+    // Only the reads: a browser always sends `Origin` on a POST.
+    s.request(
+        Method::POST,
+        "/auth/browser/sessions/revoke-others",
+        None,
+        &[
+            ("authorization", &bearer),
+            ("sec-fetch-site", "same-origin"),
+        ],
+        false,
+    )
+    .await
+    .assert_problem(403, "origin_not_allowed");
     for headers in [
         vec![("authorization", bearer.as_str())],
         vec![

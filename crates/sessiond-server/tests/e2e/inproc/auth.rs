@@ -39,7 +39,7 @@ async fn v1_routes(s: &super::TestApp) -> Vec<(Method, String)> {
 async fn every_v1_route_refuses_a_request_without_a_valid_key() {
     let s = spawn_app(Options::default()).await;
     let routes = v1_routes(&s).await;
-    assert_eq!(routes.len(), 11, "{routes:?}");
+    assert_eq!(routes.len(), 12, "{routes:?}");
     let wrong = [("authorization", "Bearer sessiond_not-a-key")];
     let empty = [("authorization", "Bearer ")];
     let basic = [("authorization", "Basic dXNlcjpwYXNz")];

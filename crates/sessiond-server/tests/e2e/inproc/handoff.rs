@@ -331,7 +331,10 @@ async fn sixteen_concurrent_exchanges_of_one_code_make_one_session() {
 async fn login_code_requests_are_checked() {
     let s = browser_server("").await;
     let (_, challenge) = pkce("ida");
+    // 43 base64url characters, but not canonical: the last one's 2 unused bits set.
+    let noncanonical = format!("{}B", &challenge[..42]);
     let cases = [
+        json!({"user_id": "ida", "code_challenge": noncanonical, "code_challenge_method": "S256"}),
         json!({"user_id": "ida", "code_challenge": challenge, "code_challenge_method": "plain"}),
         json!({"user_id": "ida", "code_challenge": challenge}),
         json!({"user_id": "ida", "code_challenge": &challenge[1..], "code_challenge_method": "S256"}),
