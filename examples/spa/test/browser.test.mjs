@@ -144,7 +144,13 @@ test("five tabs over 50 randomized rounds: one refresh per token, no false revoc
   // A new schedule every run (SPA_SEED replays one); the seed is in every failure message.
   const seed0 = Number(process.env.SPA_SEED ?? Date.now() % 0x7fffffff);
   let seed = seed0;
-  const random = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  // mulberry32: 32-bit state, uniform in [0, 1).
+  const random = () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
   let reloads = 0;
   for (let round = 0; round < 50; round++) {
     const action = random();

@@ -84,6 +84,46 @@ fn user_agent(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
+/// The cookie routes' gate: the `Origin` check, then this request's client IP (for
+/// [`context`]).
+fn admit(
+    state: &AppState,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: &HeaderMap,
+) -> Result<Option<String>, ApiError> {
+    if !origin_allowed(state, headers) {
+        tracing::info!("browser request from an origin not in cookies.allowed_origins");
+        return Err(ApiError::OriginNotAllowed);
+    }
+    Ok(request_ip(state, peer, headers))
+}
+
+/// The end user's facts for the binding check: the client IP and the request's User-Agent.
+fn context<'a>(ip: &'a Option<String>, headers: &'a HeaderMap) -> RequestContext<'a> {
+    RequestContext {
+        ip: ip.as_deref(),
+        user_agent: user_agent(headers),
+        ..RequestContext::default()
+    }
+}
+
+/// 200 with `body` and the refresh cookie of `pair` (issued at `now`), never cached.
+fn with_refresh_cookie(
+    state: &AppState,
+    body: impl serde::Serialize,
+    pair: &sessiond::TokenPair,
+    now: sessiond::Timestamp,
+) -> Response {
+    let cookie =
+        state
+            .cookies
+            .refresh_cookie(pair.refresh_token.expose(), now, pair.refresh_expires_at);
+    let mut response = Json(body).into_response();
+    set_cookie(&mut response, &cookie);
+    no_store(&mut response);
+    response
+}
+
 fn uniform(reason: &'static str) -> ApiError {
     tracing::info!(reason, "browser request refused");
     ApiError::Unauthorized
@@ -114,35 +154,18 @@ pub(crate) async fn refresh(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if !origin_allowed(&state, &headers) {
-        tracing::info!("browser request from an origin not in cookies.allowed_origins");
-        return Err(ApiError::OriginNotAllowed);
-    }
+    let ip = admit(&state, peer, &headers)?;
     let token =
         refresh_cookie(&state, &headers).ok_or_else(|| uniform("refresh_cookie_missing"))?;
-    let ip = request_ip(&state, peer, &headers);
-    let ctx = RequestContext {
-        ip: ip.as_deref(),
-        user_agent: user_agent(&headers),
-        ..RequestContext::default()
-    };
     let now = state.service.now();
     // Browser sessions only; the kind is checked before anything is written.
     let refreshed = state
         .service
-        .refresh_browser(&token, &ctx)
+        .refresh_browser(&token, &context(&ip, &headers))
         .await
         .map_err(fail)?;
-    let cookie = state.cookies.refresh_cookie(
-        refreshed.tokens.refresh_token.expose(),
-        now,
-        refreshed.tokens.refresh_expires_at,
-    );
     let body = BrowserRefreshResponse::new(&refreshed.tokens, now);
-    let mut response = Json(body).into_response();
-    set_cookie(&mut response, &cookie);
-    no_store(&mut response);
-    Ok(response)
+    Ok(with_refresh_cookie(&state, body, &refreshed.tokens, now))
 }
 
 /// The login handoff's exchange: a login code and the page's PKCE verifier become a new
@@ -164,28 +187,14 @@ pub(crate) async fn login(
     headers: HeaderMap,
     body: Result<ApiJson<BrowserLoginRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    if !origin_allowed(&state, &headers) {
-        tracing::info!("browser request from an origin not in cookies.allowed_origins");
-        return Err(ApiError::OriginNotAllowed);
-    }
+    let ip = admit(&state, peer, &headers)?;
     let ApiJson(req) = body?;
-    let ip = request_ip(&state, peer, &headers);
-    let ctx = RequestContext {
-        ip: ip.as_deref(),
-        user_agent: user_agent(&headers),
-        ..RequestContext::default()
-    };
     let now = state.service.now();
     let created = state
         .service
-        .exchange_login_code(&req.code, &req.code_verifier, &ctx)
+        .exchange_login_code(&req.code, &req.code_verifier, &context(&ip, &headers))
         .await
         .map_err(fail)?;
-    let cookie = state.cookies.refresh_cookie(
-        created.tokens.refresh_token.expose(),
-        now,
-        created.tokens.refresh_expires_at,
-    );
     let access = BrowserRefreshResponse::new(&created.tokens, now);
     let body = BrowserLoginResponse {
         access_token: access.access_token,
@@ -193,10 +202,7 @@ pub(crate) async fn login(
         expires_in: access.expires_in,
         session_id: created.session.id.as_str().to_owned(),
     };
-    let mut response = Json(body).into_response();
-    set_cookie(&mut response, &cookie);
-    no_store(&mut response);
-    Ok(response)
+    Ok(with_refresh_cookie(&state, body, &created.tokens, now))
 }
 
 /// Log out: revoke the session of the refresh cookie, clear the cookies and site data.
@@ -216,20 +222,15 @@ pub(crate) async fn logout(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if !origin_allowed(&state, &headers) {
-        tracing::info!("browser request from an origin not in cookies.allowed_origins");
-        return Err(ApiError::OriginNotAllowed);
-    }
-    let ip = request_ip(&state, peer, &headers);
-    let ctx = RequestContext {
-        ip: ip.as_deref(),
-        user_agent: user_agent(&headers),
-        ..RequestContext::default()
-    };
+    let ip = admit(&state, peer, &headers)?;
     // A browser session whatever the binding (a mismatch is audited, not refused): logging out
     // from a new network must end the session on the server too.
     let outcome = match refresh_cookie(&state, &headers) {
-        Some(token) => state.service.logout_browser(&token, &ctx).await.map(|_| ()),
+        Some(token) => state
+            .service
+            .logout_browser(&token, &context(&ip, &headers))
+            .await
+            .map(|_| ()),
         None => Err(SessionError::InvalidInput("no refresh cookie")),
     };
     let mut response = match outcome {
@@ -355,12 +356,11 @@ async fn account(
         return Err(ApiError::OriginNotAllowed);
     }
     let ip = request_ip(state, peer, headers);
-    let ctx = RequestContext {
-        ip: ip.as_deref(),
-        user_agent: user_agent(headers),
-        ..RequestContext::default()
-    };
-    let validated = match state.service.validate_access_token(token, &ctx).await {
+    let validated = match state
+        .service
+        .validate_access_token(token, &context(&ip, headers))
+        .await
+    {
         Ok(v) => v,
         Err(SessionError::TokenExpired) => {
             tracing::info!(reason = "token_expired", "browser request refused");
