@@ -192,7 +192,8 @@ async fn schedule(nodes: Arc<Vec<Handle>>, seed: u64) -> Result<(), String> {
 }
 
 /// 100 randomized schedules of 2–6 tabs sharing a jar, over three nodes on PostgreSQL + Redis,
-/// with a 2 s grace window, 25 schedules at a time: zero revocations.
+/// with a 2 s grace window, all at once (their pauses past the grace window overlap): zero
+/// revocations.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn randomized_tab_schedules_on_three_nodes_never_revoke_a_session() {
     let cluster = Cluster::start_with(
@@ -206,7 +207,7 @@ async fn randomized_tab_schedules_on_three_nodes_never_revoke_a_session() {
     )
     .await;
     let nodes = Arc::new(cluster.nodes.iter().map(|n| n.handle()).collect::<Vec<_>>());
-    let gate = Arc::new(Semaphore::new(25));
+    let gate = Arc::new(Semaphore::new(100));
     let mut all = JoinSet::new();
     for seed in 1..=100u64 {
         let (nodes, gate) = (nodes.clone(), gate.clone());
