@@ -1,8 +1,11 @@
 //! The server's complete log output from a full run must contain none of the secrets it issued:
-//! tokens, cookie values, CSRF tokens, API keys.
+//! tokens, cookie values, CSRF tokens, API keys, login codes and PKCE verifiers.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use reqwest::Method;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::harness::{spawn, Options};
 
@@ -115,6 +118,61 @@ async fn no_issued_secret_appears_in_the_log() {
         false,
     )
     .await;
+    // The login handoff: a login code, its PKCE verifier (a wrong one first), the exchange
+    // (twice: the second is refused), and the account routes with the access token.
+    let verifier = URL_SAFE_NO_PAD.encode(Sha256::digest(b"log scan verifier"));
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let lc = s
+        .post(
+            "/v1/browser/login-codes",
+            json!({"user_id": "kim", "code_challenge": challenge, "code_challenge_method": "S256"}),
+        )
+        .await;
+    let code = lc.body["login_code"].as_str().unwrap().to_owned();
+    let page = [("origin", "https://app.example")];
+    let mut handoff_access = Vec::new();
+    for v in [
+        "wrong-verifier-wrong-verifier-wrong-verifier-0",
+        &verifier,
+        &verifier,
+    ] {
+        let r = s
+            .request(
+                Method::POST,
+                "/auth/browser/login",
+                Some(&json!({"code": code, "code_verifier": v})),
+                &page,
+                false,
+            )
+            .await;
+        if let Some(access) = r.body["access_token"].as_str() {
+            handoff_access.push(access.to_owned());
+            secrets.push(r.set_cookies()[0].split(';').next().unwrap().to_owned());
+        }
+    }
+    assert_eq!(handoff_access.len(), 1, "exactly one exchange succeeds");
+    let bearer = format!("Bearer {}", handoff_access[0]);
+    for path in [
+        "/auth/browser/sessions",
+        "/auth/browser/sessions/ses-nope/revoke",
+    ] {
+        let method = if path.ends_with("revoke") {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        s.request(
+            method,
+            path,
+            None,
+            &[page[0], ("authorization", &bearer)],
+            false,
+        )
+        .await;
+    }
+    secrets.extend([code.clone(), verifier.clone(), handoff_access[0].clone()]);
+    secrets.push(code.rsplit('.').next().unwrap().to_owned());
+
     s.request(
         Method::POST,
         "/v1/sessions",
