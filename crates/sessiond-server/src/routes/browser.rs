@@ -107,7 +107,8 @@ fn context<'a>(ip: &'a Option<String>, headers: &'a HeaderMap) -> RequestContext
     }
 }
 
-/// 200 with `body` and the refresh cookie of `pair` (issued at `now`), never cached.
+/// 200 with `body` and the refresh cookie of `pair` (issued at `now`); [`cors`] adds
+/// `Cache-Control: no-store`.
 fn with_refresh_cookie(
     state: &AppState,
     body: impl serde::Serialize,
@@ -120,7 +121,6 @@ fn with_refresh_cookie(
             .refresh_cookie(pair.refresh_token.expose(), now, pair.refresh_expires_at);
     let mut response = Json(body).into_response();
     set_cookie(&mut response, &cookie);
-    no_store(&mut response);
     response
 }
 
@@ -261,7 +261,6 @@ pub(crate) async fn logout(
             response.headers_mut().insert("clear-site-data", value);
         }
     }
-    no_store(&mut response);
     Ok(response)
 }
 
@@ -271,17 +270,12 @@ fn set_cookie(response: &mut Response, cookie: &str) {
     }
 }
 
-fn no_store(response: &mut Response) {
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-}
-
 /// The CORS middleware of the browser routes (module documentation). A preflight is answered
 /// here: 204 with the CORS headers for an allowed origin; 403 `origin_not_allowed` without any
 /// CORS header otherwise, so the browser stops before sending the request. Other requests go on
 /// to their handler, and an allowed origin's answer (success or failure) gets
-/// `Access-Control-Allow-Origin` and `-Allow-Credentials`; `Vary: Origin` is on every answer.
+/// `Access-Control-Allow-Origin` and `-Allow-Credentials`; `Vary: Origin` and
+/// `Cache-Control: no-store` are on every answer of these routes, failures included.
 pub(crate) async fn cors(
     State(state): State<AppState>,
     request: axum::extract::Request,
@@ -327,6 +321,9 @@ pub(crate) async fn cors(
         );
     }
     h.append(header::VARY, HeaderValue::from_static("origin"));
+    // Tokens, cookies and session lists: no answer of these routes, failures included, may be
+    // kept by a cache.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -437,7 +434,6 @@ pub(crate) async fn sessions(
         .service
         .user_sessions(&me.user_id, Some(&me.tenant))
         .await?;
-    list.retain(|s| s.user_id == me.user_id && s.tenant == me.tenant);
     list.sort_by(|a, b| {
         b.last_seen_at
             .cmp(&a.last_seen_at)
@@ -447,9 +443,7 @@ pub(crate) async fn sessions(
     let body = DeviceSessionsResponse {
         sessions: list.iter().map(|s| device_session(s, &me.id)).collect(),
     };
-    let mut response = Json(body).into_response();
-    no_store(&mut response);
-    Ok(response)
+    Ok(Json(body).into_response())
 }
 
 /// End one of the user's sessions (this one: reason `logout`; another: `user_revoked`).
@@ -488,9 +482,7 @@ pub(crate) async fn revoke_session(
         RevokeReason::user_revoked()
     };
     state.service.revoke(&id, &reason).await?;
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    no_store(&mut response);
-    Ok(response)
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// End every other session of the user in this tenant ("log out other devices").
@@ -519,9 +511,7 @@ pub(crate) async fn revoke_others(
             &RevokeReason::user_revoked(),
         )
         .await?;
-    let mut response = Json(RevokeUserResponse { revoked: ids.len() }).into_response();
-    no_store(&mut response);
-    Ok(response)
+    Ok(Json(RevokeUserResponse { revoked: ids.len() }).into_response())
 }
 
 /// The `ended` event of a session whose watch ended with `end`.
@@ -598,7 +588,5 @@ pub(crate) async fn events(
             () = hub.shutting_down() => {}
         }
     });
-    let mut response = super::events::sse_response(&state, rx);
-    no_store(&mut response);
-    Ok(response)
+    Ok(super::events::sse_response(&state, rx))
 }

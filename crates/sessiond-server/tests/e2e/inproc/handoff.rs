@@ -147,9 +147,10 @@ async fn a_code_works_once() {
     let code = login_code(&s, "bob", &challenge).await;
     let text = code["login_code"].as_str().unwrap();
     assert_eq!(exchange(&s, text, &verifier).await.status, 200);
-    exchange(&s, text, &verifier)
-        .await
-        .assert_problem(401, "unauthorized");
+    let again = exchange(&s, text, &verifier).await;
+    // Failures are not cacheable either.
+    assert_eq!(again.headers["cache-control"], "no-store");
+    again.assert_problem(401, "unauthorized");
     assert_eq!(active_sessions(&s, "bob").await.len(), 1);
     s.stop().await;
 }
@@ -283,6 +284,7 @@ async fn a_foreign_origin_is_refused_before_anything() {
     let code = login_code(&s, "gil", &challenge).await;
     let text = code["login_code"].as_str().unwrap();
     let r = exchange_from(&s, "https://evil.example", text, &verifier).await;
+    assert_eq!(r.headers["cache-control"], "no-store");
     r.assert_problem(403, "origin_not_allowed");
     assert!(r.headers.get("access-control-allow-origin").is_none());
     assert!(r.set_cookies().is_empty());
@@ -324,6 +326,36 @@ async fn sixteen_concurrent_exchanges_of_one_code_make_one_session() {
     assert_eq!(ok, 1);
     assert_eq!(active_sessions(&s, "hal").await.len(), 1);
     s.stop().await;
+}
+
+/// With the claim store unreachable (Redis on a port nothing listens on) nothing can be decided:
+/// the exchange is 503, never a session and never a 401 that would send the user back to the
+/// login form; the code stays usable.
+#[tokio::test]
+async fn an_unreachable_claim_store_is_an_outage_and_creates_nothing() {
+    let s = browser_server("").await;
+    let (verifier, challenge) = pkce("ivy");
+    let code = login_code(&s, "ivy", &challenge).await;
+    let text = code["login_code"].as_str().unwrap();
+    s.stop().await;
+    let down = spawn_app(Options {
+        config: format!(
+            "redis_url = \"redis://127.0.0.1:1\"\n[cookies]\nallowed_origins = [\"{ORIGIN}\"]\n"
+        ),
+        ..Options::default()
+    })
+    .await;
+    let (verifier2, challenge2) = pkce("ivy2");
+    let code2 = login_code(&down, "ivy2", &challenge2).await;
+    let r = exchange(&down, code2["login_code"].as_str().unwrap(), &verifier2).await;
+    r.assert_problem(503, "unavailable");
+    assert!(r.set_cookies().is_empty());
+    assert!(active_sessions(&down, "ivy2").await.is_empty());
+    // A code of another deployment (another master key) is refused as forged, not served.
+    exchange(&down, text, &verifier)
+        .await
+        .assert_problem(401, "unauthorized");
+    down.stop().await;
 }
 
 /// `POST /v1/browser/login-codes` refuses what it cannot make a code of: 400 `invalid_request`.
