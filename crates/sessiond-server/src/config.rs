@@ -215,6 +215,8 @@ pub struct Config {
     pub cookies: Cookies,
     /// The browser routes' own settings (the login handoff).
     pub browser: Browser,
+    /// The in-process caches' limits.
+    pub caches: Caches,
     /// Signing keys.
     pub keys: Keys,
     /// Garbage collection.
@@ -245,6 +247,7 @@ struct RawConfig {
     sessions: Sessions,
     cookies: Cookies,
     browser: Browser,
+    caches: Caches,
     keys: Keys,
     gc: Gc,
     issuers: Vec<RawIssuer>,
@@ -267,6 +270,7 @@ impl Default for RawConfig {
             sessions: Sessions::default(),
             cookies: Cookies::default(),
             browser: Browser::default(),
+            caches: Caches::default(),
             keys: Keys::default(),
             gc: Gc::default(),
             issuers: Vec::new(),
@@ -833,6 +837,45 @@ impl Default for Browser {
     }
 }
 
+/// `[caches]`: the in-process caches (docs/DESIGN.md §15.1).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct Caches {
+    /// `[caches.verified_tokens]`: access tokens whose signature and claims were verified.
+    pub verified_tokens: CacheSize,
+}
+
+/// The limits of one cache; `entries = 0` (or `bytes = 0`) turns it off. A limit left out
+/// keeps its default.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct CacheSize {
+    /// The most entries kept.
+    pub entries: usize,
+    /// The most bytes kept (an estimate of the values' size).
+    pub bytes: usize,
+}
+
+impl Default for CacheSize {
+    /// The verified-token cache's (the only cache so far).
+    fn default() -> Self {
+        let limits = sessiond::ServiceConfig::default().verified_tokens;
+        CacheSize {
+            entries: limits.entries,
+            bytes: limits.bytes,
+        }
+    }
+}
+
+impl CacheSize {
+    /// As the library's limits.
+    pub fn limits(self) -> sessiond::cache::CacheLimits {
+        sessiond::cache::CacheLimits::new(self.entries, self.bytes)
+    }
+}
+
 /// `[events]`: the Server-Sent Event streams.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -1295,6 +1338,7 @@ impl Config {
             sessions: raw.sessions,
             cookies: raw.cookies,
             browser: raw.browser,
+            caches: raw.caches,
             keys: raw.keys,
             gc: raw.gc,
             issuers,
@@ -1385,6 +1429,29 @@ mod tests {
         assert_eq!(set.server.header_read_timeout.0, Duration::from_millis(300));
         assert_eq!(set.server.max_connections, 64);
         assert_eq!(set.server.max_connections_per_peer, 0);
+    }
+
+    #[test]
+    fn the_verified_token_cache_has_the_library_defaults_and_can_be_turned_off() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(
+            crate::startup::service_config(&c).verified_tokens,
+            sessiond::ServiceConfig::default().verified_tokens
+        );
+        let c = load(
+            "[caches.verified_tokens]\nentries = 10\nbytes = 4096\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            crate::startup::service_config(&c).verified_tokens,
+            sessiond::cache::CacheLimits::new(10, 4096)
+        );
+        let c = load("", &[("SESSIOND_CACHES__VERIFIED_TOKENS__ENTRIES", "0")]).unwrap();
+        assert_eq!(c.caches.verified_tokens.entries, 0);
+        assert_eq!(c.caches.verified_tokens.bytes, 16 << 20);
+        let err = load("[caches.verified_tokens]\nentries = -1\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("caches"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `/metrics` in Prometheus text format: HTTP requests by route and status, latency histograms,
 //! and the library's counters (sessions created/revoked, validation failures by code, refresh
-//! reuse detections), the open event streams and connections, read at scrape time.
+//! reuse detections, the caches' hits, misses, evictions and sizes), the open event streams and
+//! connections, read at scrape time.
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use sessiond::cache::CacheStats;
 use sessiond::SessionService;
 
 use crate::conn::Connections;
@@ -99,6 +101,9 @@ impl prometheus_client::collector::Collector for ConnectionsCollector {
     }
 }
 
+/// A cache metric: its name, its help and how to read it from a cache's stats.
+type CacheSeries = (&'static str, &'static str, fn(&CacheStats) -> u64);
+
 impl prometheus_client::collector::Collector for LibraryCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
         let snap = self.0.metrics().snapshot();
@@ -166,6 +171,51 @@ impl prometheus_client::collector::Collector for LibraryCollector {
             let labels = [("outcome", outcome)];
             let metric = refreshes.encode_family(&labels)?;
             ConstCounter::new(value).encode(metric)?;
+        }
+        let caches = self.0.cache_stats();
+        let counters: [CacheSeries; 3] = [
+            (
+                "sessiond_cache_hits",
+                "Cache lookups that found an entry, by cache",
+                |s| s.hits,
+            ),
+            (
+                "sessiond_cache_misses",
+                "Cache lookups that found none, by cache",
+                |s| s.misses,
+            ),
+            (
+                "sessiond_cache_evictions",
+                "Cache entries dropped to stay within the cache's limits, by cache",
+                |s| s.evictions,
+            ),
+        ];
+        for (name, help, read) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (cache, stats) in &caches {
+                let labels = [("cache", *cache)];
+                ConstCounter::new(read(stats)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let gauges: [CacheSeries; 2] = [
+            (
+                "sessiond_cache_entries",
+                "Entries held now, by cache",
+                |s| s.entries,
+            ),
+            (
+                "sessiond_cache_bytes",
+                "Bytes held now (estimate), by cache",
+                |s| s.bytes,
+            ),
+        ];
+        for (name, help, read) in gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (cache, stats) in &caches {
+                let labels = [("cache", *cache)];
+                let value = i64::try_from(read(stats)).unwrap_or(i64::MAX);
+                ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+            }
         }
         let mut family = encoder.encode_descriptor(
             "sessiond_validation_failures",

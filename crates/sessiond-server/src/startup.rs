@@ -498,6 +498,7 @@ pub(crate) fn service_config(config: &Config) -> ServiceConfig {
     s.keys.retention = config.keys.retention.0;
     s.keys.access_algorithm = config.token_sessions.access_alg.key_algorithm();
     s.login_code_ttl = config.browser.login_code_ttl.0;
+    s.verified_tokens = config.caches.verified_tokens.limits();
     s
 }
 

@@ -7,9 +7,13 @@
 //! - `cookie/parse_verify`: the same cookie parsed and MAC-verified, no store.
 //! - `baseline/hmac_sha256`: bare HMAC-SHA256 of the same MAC input with a pre-keyed state.
 //!
-//! - `access/validate_{eddsa,hs256}_sqlite`: `validate_access_token` (signature with the `kid`'s
-//!   pinned key, claims, then the session row), against `access/baseline_*`: the bare signature
-//!   check of the same token with ed25519-dalek / hmac directly.
+//! - `access/validate_{eddsa,hs256}_sqlite`: `validate_access_token` of a token seen before
+//!   (the verified-token cache answers for the signature and claims; key status, time and the
+//!   session row are checked), against `access/baseline_*`: the bare signature check of the
+//!   same token with ed25519-dalek / hmac directly.
+//! - `access/validate_eddsa_sqlite_first_sight`: every validation a token the cache has not
+//!   seen (5,000 sessions' tokens in turn, the cache held to 64 entries: every lookup misses and
+//!   inserts); `access/validate_eddsa_sqlite_uncached`: the seen token with the cache off.
 //! - `refresh/rotate_sqlite`: one refresh rotation (verify, compare-and-swap, new pair), chained
 //!   on a pinned clock (every rotation inside one grace window: the longest kept chain);
 //!   `refresh/rotate_sqlite_steady`: the same with the clock moved 11 s per refresh.
@@ -30,6 +34,7 @@ use sha2::Sha256;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use sessiond::cache::CacheLimits;
 use sessiond::cookie;
 use sessiond::keys::KeyAlgorithm;
 use sessiond::keys::KeyPurpose;
@@ -127,12 +132,22 @@ struct TokenFixture {
 }
 
 async fn token_fixture(alg: KeyAlgorithm) -> TokenFixture {
+    token_fixture_with(alg, ServiceConfig::default(), 2000)
+        .await
+        .0
+}
+
+/// A token service with `sessions` other sessions, and their access tokens.
+async fn token_fixture_with(
+    alg: KeyAlgorithm,
+    mut config: ServiceConfig,
+    sessions: usize,
+) -> (TokenFixture, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tokens.db");
     let store = SqliteStore::open(path.to_str().unwrap(), SqliteOptions::default())
         .await
         .unwrap();
-    let mut config = ServiceConfig::default();
     config.keys.access_algorithm = alg;
     let clock = ManualClock::new(Timestamp::from_unix_millis(1_795_305_600_000));
     let service = SessionService::builder(Arc::new(store), MasterKey::from_bytes([2; 32]))
@@ -141,14 +156,16 @@ async fn token_fixture(alg: KeyAlgorithm) -> TokenFixture {
         .start()
         .await
         .unwrap();
-    for i in 0..2000 {
-        service
+    let mut others = Vec::with_capacity(sessions);
+    for i in 0..sessions {
+        let created = service
             .create_token_session(
                 NewSession::new(UserId::new(format!("user{i}")).unwrap()),
                 SessionKind::Tokens,
             )
             .await
             .unwrap();
+        others.push(created.tokens.access_token.expose().clone());
     }
     let created = service
         .create_token_session(
@@ -157,13 +174,14 @@ async fn token_fixture(alg: KeyAlgorithm) -> TokenFixture {
         )
         .await
         .unwrap();
-    TokenFixture {
+    let fixture = TokenFixture {
         access: created.tokens.access_token.expose().clone(),
         refresh: created.tokens.refresh_token.expose().clone(),
         service,
         clock,
         _dir: dir,
-    }
+    };
+    (fixture, others)
 }
 
 fn split_token(token: &str) -> (Vec<u8>, Vec<u8>) {
@@ -215,6 +233,45 @@ fn tokens(c: &mut Criterion) {
             rt.block_on(
                 hs.service
                     .validate_access_token(black_box(&hs.access), &ctx),
+            )
+            .unwrap()
+        })
+    });
+    let mut small = ServiceConfig::default();
+    small.verified_tokens = CacheLimits::new(64, 1 << 20);
+    let (first, others) = rt.block_on(token_fixture_with(KeyAlgorithm::EdDsa, small, 5000));
+    // Each pair's first use is recorded once (a write): done here, so the run only reads.
+    for token in &others {
+        rt.block_on(first.service.validate_access_token(token, &ctx))
+            .unwrap();
+    }
+    let mut next = 0usize;
+    group.bench_function("validate_eddsa_sqlite_first_sight", |b| {
+        b.iter(|| {
+            next = (next + 1) % others.len();
+            rt.block_on(
+                first
+                    .service
+                    .validate_access_token(black_box(&others[next]), &ctx),
+            )
+            .unwrap()
+        })
+    });
+    let mut off = ServiceConfig::default();
+    off.verified_tokens = CacheLimits::off();
+    let (uncached, _) = rt.block_on(token_fixture_with(KeyAlgorithm::EdDsa, off, 2000));
+    rt.block_on(
+        uncached
+            .service
+            .validate_access_token(&uncached.access, &ctx),
+    )
+    .unwrap();
+    group.bench_function("validate_eddsa_sqlite_uncached", |b| {
+        b.iter(|| {
+            rt.block_on(
+                uncached
+                    .service
+                    .validate_access_token(black_box(&uncached.access), &ctx),
             )
             .unwrap()
         })

@@ -22,7 +22,8 @@
 //! - [`events`]: [`SessionEvent`]s (revoked, refreshed) and the [`EventBus`] that carries them
 //!   to watchers ([`InProcessBus`] by default; `events::redis` or `events::postgres` across nodes).
 //! - [`cert`]: a certificate's (or chain's) earliest `notAfter`, the mTLS deadline.
-//! - [`audit`] and [`metrics`]: the audit trail and counters.
+//! - [`audit`] and [`metrics`]: the audit trail and counters; [`cache`]: the bounded
+//!   in-process caches (the verified-token cache) and their limits.
 //! - [`store`]: the storage traits and backends: [`store::sqlite`] (the embedded default),
 //!   `store::postgres` (several nodes, feature `postgres`) and `store::redis` (one-time claims,
 //!   feature `redis`); the two SQL backends share one row layer and one trait implementation
@@ -51,6 +52,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod cache;
 pub mod cert;
 pub mod clock;
 pub mod cookie;

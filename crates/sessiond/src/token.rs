@@ -163,6 +163,19 @@ pub(crate) struct VerifiedToken {
     /// `gen`: the refresh generation of the pair the token belongs to (absent in tokens issued
     /// before generations were named).
     pub(crate) generation: Option<u64>,
+    /// `nbf`, if the token has one (checked again on every hit of the verified-token cache).
+    pub(crate) not_before: Option<i64>,
+}
+
+impl VerifiedToken {
+    /// An estimate of the bytes this value holds (for the verified-token cache's byte limit).
+    pub(crate) fn size_estimate(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.key_id.as_str().len()
+            + self.session_id.as_str().len()
+            + self.subject.len()
+            + self.jti.expose().len()
+    }
 }
 
 /// Verifies one of our tokens of `kind` with the key its `kid` names, returning the key too
@@ -193,6 +206,29 @@ pub(crate) async fn verify(
         Err(e) => return Ok(Err(e)),
     };
     Ok(check(policy, kind, &compact, key, now))
+}
+
+/// A token the verified-token cache holds, checked again for what can change since it was
+/// verified: the key must still verify (a retired key's tokens fall back to [`verify`], which
+/// tells `token_expired` from `key_retired`), and the time must still be within `exp`/`nbf`.
+/// `None`: the key no longer verifies; verify the token from scratch.
+pub(crate) async fn recheck(
+    keys: &KeyRing,
+    policy: &TokenPolicy,
+    kind: TokenKind,
+    cached: &VerifiedToken,
+    now: Timestamp,
+) -> Result<Option<Result<(VerifiedToken, std::sync::Arc<Key>), TokenError>>, KeyError> {
+    let key = match keys.verifier(&cached.key_id, kind.purpose()).await? {
+        Ok(key) => key,
+        Err(_) => return Ok(None),
+    };
+    let exp = cached.expires_at.unix_seconds();
+    Ok(Some(
+        jose::check_time(Some(exp), cached.not_before, now, policy.leeway)
+            .map(|()| (cached.clone(), key))
+            .map_err(TokenError::from),
+    ))
 }
 
 /// The refusal of a token whose key has stopped verifying: never an acceptance. A token that
@@ -268,6 +304,7 @@ fn check(
             None => None,
             Some(v) => Some(v.as_u64().ok_or(TokenError::Claim("gen"))?),
         },
+        not_before: nbf,
     };
     Ok((verified, key))
 }

@@ -186,6 +186,9 @@ impl SessionService {
                 .await;
             }
             Effect::KeyRetired { key_id, why } => {
+                // Every hit checks the key's status anyway; this frees the retired key's tokens
+                // at once instead of letting them age out.
+                self.inner.verified.clear();
                 self.audit(AuditRecord::new(at, AuditEvent::KeyRetired, why).key(&key_id))
                     .await;
             }

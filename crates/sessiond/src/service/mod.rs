@@ -14,6 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::audit::FailureLimiter;
+use crate::cache::{BoundedCache, CacheStats};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::events::{EventBus, InProcessBus};
 use crate::keys::{KeyError, KeyRing, MasterKey};
@@ -55,6 +56,8 @@ struct Inner {
     limiter: FailureLimiter,
     metrics: Metrics,
     events: Arc<dyn EventBus>,
+    /// Access tokens verified before, by SHA-256 of the whole token (docs/DESIGN.md §15.1).
+    verified: BoundedCache<Arc<crate::token::VerifiedToken>>,
 }
 
 /// The session engine. See the crate docs for a tour.
@@ -149,6 +152,7 @@ impl ServiceBuilder {
                 clock: self.clock,
                 rng: self.rng,
                 limiter: FailureLimiter::new(self.config.audit.clone()),
+                verified: BoundedCache::new(self.config.verified_tokens),
                 config: self.config,
                 metrics: Metrics::default(),
                 events: self
@@ -186,6 +190,11 @@ impl SessionService {
     /// The counters.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The in-process caches' counters and sizes, by cache name (`verified_tokens`).
+    pub fn cache_stats(&self) -> Vec<(&'static str, CacheStats)> {
+        vec![("verified_tokens", self.inner.verified.stats())]
     }
 
     /// The current time by the service's clock.

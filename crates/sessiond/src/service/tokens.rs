@@ -115,6 +115,12 @@ impl Accept {
 impl SessionService {
     /// Verifies one of our tokens of `kind` (signature under its `kid`'s key, claims, time); an
     /// outage of the key ring is an outage, a refusal a verdict.
+    ///
+    /// Access tokens go through the verified-token cache (docs/DESIGN.md §15.1): a token verified
+    /// before (same SHA-256 over all its bytes, signature included) skips the signature and the
+    /// claims, which depend on nothing but those bytes and the key's material; the key's status
+    /// and the time are checked again on every hit. Only tokens that passed are kept. Refresh
+    /// tokens are never cached (each one is presented about once).
     pub(super) async fn verify_token(
         &self,
         kind: TokenKind,
@@ -122,9 +128,29 @@ impl SessionService {
         now: Timestamp,
     ) -> Result<(VerifiedToken, Arc<Key>), SessionError> {
         let policy = &self.inner.config.tokens;
-        token::verify(&self.inner.keys, policy, kind, token, now)
+        let cache = &self.inner.verified;
+        let digest = (kind == TokenKind::Access && cache.is_on()).then(|| sha256(token.as_bytes()));
+        if let Some(digest) = &digest {
+            if let Some(cached) = cache.get(digest) {
+                match token::recheck(&self.inner.keys, policy, kind, &cached, now).await? {
+                    Some(Ok(found)) => return Ok(found),
+                    Some(Err(refused)) => {
+                        cache.remove(digest);
+                        return Err(token_failure(refused));
+                    }
+                    // The key stopped verifying: the full check gives the refusal its code.
+                    None => cache.remove(digest),
+                }
+            }
+        }
+        let (verified, key) = token::verify(&self.inner.keys, policy, kind, token, now)
             .await?
-            .map_err(token_failure)
+            .map_err(token_failure)?;
+        if let Some(digest) = digest {
+            let size = verified.size_estimate();
+            cache.insert(digest, Arc::new(verified.clone()), size);
+        }
+        Ok((verified, key))
     }
 
     /// Creates a token session (`kind` [`SessionKind::Tokens`] or [`SessionKind::Browser`]) and

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::audit::AuditPolicy;
+use crate::cache::CacheLimits;
 use crate::clock::Timestamp;
 use crate::id::{KeyId, Tenant, UserId};
 use crate::keys::KeyPolicy;
@@ -47,6 +48,12 @@ pub struct ServiceConfig {
     ///
     /// [`SessionService::create_login_code`]: super::SessionService::create_login_code
     pub login_code_ttl: Duration,
+    /// The verified-token cache (default 65,536 entries, 16 MiB; [`CacheLimits::off`] turns it
+    /// off): access tokens whose signature and claims were verified, keyed by a hash of the
+    /// whole token, so a token seen again skips the signature check. Every hit still checks
+    /// the key's status and the token's time, and the session row as ever (docs/DESIGN.md
+    /// §15.1).
+    pub verified_tokens: CacheLimits,
 }
 
 impl Default for ServiceConfig {
@@ -60,6 +67,7 @@ impl Default for ServiceConfig {
             gc_batch: 500,
             watch_recheck: Duration::from_secs(1),
             login_code_ttl: Duration::from_secs(30),
+            verified_tokens: CacheLimits::new(65_536, 16 << 20),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
+use sessiond::cache::CacheLimits;
 use sessiond::jose;
 use sessiond::keys::{Key, KeyAlgorithm, KeyPurpose};
 use sessiond::{
@@ -348,26 +349,56 @@ async fn prepare(case: Case, env: &TestEnv, f: &Fixture) -> String {
     }
 }
 
+/// Every case with the verified-token cache on (warmed with the genuine token first, so a
+/// revocation or expiry after a hit is covered) and off, each forged token presented twice: the
+/// cache changes no verdict, and a refusal is never remembered as anything else.
 #[tokio::test]
 async fn access_token_attack_matrix() {
     let mut failures = Vec::new();
-    for (case, expected) in MATRIX {
-        let env = env().await;
-        let f = fixture(&env).await;
-        let token = prepare(*case, &env, &f).await;
-        let got = match env
-            .service
-            .validate_access_token(&token, &RequestContext::default())
-            .await
-        {
-            Ok(v) => {
-                assert_eq!(v.session.user_id.as_str(), "tara");
-                "ok".to_owned()
+    for cache in [true, false] {
+        let mut config = ServiceConfig::default();
+        if !cache {
+            config.verified_tokens = CacheLimits::off();
+        }
+        for (case, expected) in MATRIX {
+            let env = env_with(config.clone()).await;
+            let f = fixture(&env).await;
+            env.service
+                .validate_access_token(&f.access, &RequestContext::default())
+                .await
+                .unwrap();
+            let token = prepare(*case, &env, &f).await;
+            for attempt in 1..=2 {
+                let got = match env
+                    .service
+                    .validate_access_token(&token, &RequestContext::default())
+                    .await
+                {
+                    Ok(v) => {
+                        assert_eq!(v.session.user_id.as_str(), "tara");
+                        "ok".to_owned()
+                    }
+                    Err(e) => format!("{e:?}"),
+                };
+                if got != *expected {
+                    failures.push(format!(
+                        "{case:?} (cache {cache}, attempt {attempt}): expected {expected}, got {got}"
+                    ));
+                }
             }
-            Err(e) => format!("{e:?}"),
-        };
-        if got != *expected {
-            failures.push(format!("{case:?}: expected {expected}, got {got}"));
+            let stats = env.service.cache_stats()[0].1;
+            if cache {
+                // The genuine token was kept, and the cases that present it again hit it (an
+                // expired hit is dropped: the second attempt misses).
+                let expected_hits = match case {
+                    Case::ExpiredBeyondLeeway => 1,
+                    _ if token == f.access => 2,
+                    _ => 0,
+                };
+                assert_eq!(stats.hits, expected_hits, "{case:?}: {stats:?}");
+            } else {
+                assert_eq!((stats.hits, stats.entries), (0, 0), "{case:?}");
+            }
         }
     }
     assert!(
@@ -375,6 +406,114 @@ async fn access_token_attack_matrix() {
         "token attack matrix mismatches:\n{}",
         failures.join("\n")
     );
+}
+
+/// A cached token is still checked for what can change: the clock (expired, counted from the
+/// token's own `exp`), the key (retired on this node), the session (revoked). Only tokens that
+/// passed are kept, refresh tokens never, and the cache stays within its limits.
+#[tokio::test]
+async fn the_verified_token_cache_answers_only_for_the_signature() {
+    let mut config = ServiceConfig::default();
+    config.verified_tokens = CacheLimits::new(4, 1 << 20);
+    let env = env_with(config).await;
+    let ctx = RequestContext::default();
+    let stats = |env: &TestEnv| env.service.cache_stats()[0].1;
+
+    let a = fixture(&env).await;
+    env.service
+        .validate_access_token(&a.access, &ctx)
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats(&env).misses, stats(&env).hits, stats(&env).entries),
+        (1, 0, 1)
+    );
+    env.service
+        .validate_access_token(&a.access, &ctx)
+        .await
+        .unwrap();
+    assert_eq!((stats(&env).hits, stats(&env).entries), (1, 1));
+
+    // Refresh tokens are not cached; a refusal is not either.
+    env.service.refresh(&a.refresh, &ctx).await.unwrap();
+    assert_eq!(stats(&env).entries, 1);
+    let forged = format!("{}x", a.access);
+    for _ in 0..2 {
+        env.service
+            .validate_access_token(&forged, &ctx)
+            .await
+            .unwrap_err();
+    }
+    assert_eq!(stats(&env).entries, 1);
+
+    // Expiry: from the cached token's own exp, with the leeway.
+    env.clock.advance(secs(600 + 29));
+    env.service
+        .validate_access_token(&a.access, &ctx)
+        .await
+        .unwrap();
+    env.clock.advance(secs(1));
+    let err = env
+        .service
+        .validate_access_token(&a.access, &ctx)
+        .await
+        .unwrap_err();
+    assert_eq!(format!("{err:?}"), "TokenExpired");
+    assert_eq!(stats(&env).entries, 0, "an expired hit is dropped");
+
+    // Revocation after a hit.
+    let b = fixture(&env).await;
+    env.service
+        .validate_access_token(&b.access, &ctx)
+        .await
+        .unwrap();
+    env.service
+        .validate_access_token(&b.access, &ctx)
+        .await
+        .unwrap();
+    let sid = sessiond::SessionId::parse(b.claims["sid"].as_str().unwrap()).unwrap();
+    env.service
+        .revoke(&sid, &RevokeReason::logout())
+        .await
+        .unwrap();
+    let err = env
+        .service
+        .validate_access_token(&b.access, &ctx)
+        .await
+        .unwrap_err();
+    assert_eq!(format!("{err:?}"), "Revoked");
+
+    // Key retirement after a hit: refused, with the code of the uncached path; the cache is
+    // emptied.
+    let c = fixture(&env).await;
+    env.service
+        .validate_access_token(&c.access, &ctx)
+        .await
+        .unwrap();
+    env.service
+        .validate_access_token(&c.access, &ctx)
+        .await
+        .unwrap();
+    let kid = KeyId::parse(c.header["kid"].as_str().unwrap()).unwrap();
+    env.service.retire_key(&kid).await.unwrap();
+    assert_eq!(stats(&env).entries, 0);
+    let err = env
+        .service
+        .validate_access_token(&c.access, &ctx)
+        .await
+        .unwrap_err();
+    assert_eq!(format!("{err:?}"), "InvalidCredential(Token(Key(Retired)))");
+
+    // Bounded: many tokens, never more than 4 entries.
+    for _ in 0..20 {
+        let f = fixture(&env).await;
+        env.service
+            .validate_access_token(&f.access, &ctx)
+            .await
+            .unwrap();
+        assert!(stats(&env).entries <= 4, "{:?}", stats(&env));
+    }
+    assert!(stats(&env).evictions >= 16, "{:?}", stats(&env));
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 
 use reqwest::Method;
 
+use sessiond_server::dto::KindParam;
+
 use super::{spawn_app, Options};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,4 +50,52 @@ async fn made_up_methods_and_paths_add_no_metric_series() {
         requests(&after)
     );
     s.stop().await;
+}
+
+/// The verified-token cache's series: hits and misses as access tokens are validated, its size,
+/// and `[caches.verified_tokens]` turning it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verified_token_cache_is_measured_and_can_be_turned_off() {
+    let series = |text: &str, name: &str| -> u64 {
+        let prefix = format!("{name}{{cache=\"verified_tokens\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    for (config, on) in [
+        (String::new(), true),
+        (
+            String::from("[caches.verified_tokens]\nentries = 0\n"),
+            false,
+        ),
+    ] {
+        let s = spawn_app(Options {
+            config,
+            ..Options::default()
+        })
+        .await;
+        let created = s.create_session("carol", KindParam::Tokens).await;
+        let access = created.tokens.unwrap().access_token;
+        for _ in 0..3 {
+            s.validate_access_token(&access).await.unwrap();
+        }
+        let text = s.get("/metrics").await.text;
+        let (hits, misses) = (
+            series(&text, "sessiond_cache_hits_total"),
+            series(&text, "sessiond_cache_misses_total"),
+        );
+        assert_eq!(series(&text, "sessiond_cache_evictions_total"), 0);
+        if on {
+            assert_eq!((hits, misses), (2, 1), "{text}");
+            assert_eq!(series(&text, "sessiond_cache_entries"), 1);
+            assert!(series(&text, "sessiond_cache_bytes") > 0);
+        } else {
+            // Off: not consulted at all.
+            assert_eq!((hits, misses), (0, 0), "{text}");
+            assert_eq!(series(&text, "sessiond_cache_entries"), 0);
+        }
+        s.stop().await;
+    }
 }
