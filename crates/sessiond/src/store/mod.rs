@@ -16,6 +16,8 @@ mod rows;
 mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "sqlite")]
+mod sqlite_read;
 
 use std::error::Error as StdError;
 use std::fmt;

@@ -44,6 +44,7 @@ use super::rows::{
 use super::sql::{sql_store, Statements};
 use super::{Revocation, StoreError};
 use crate::id::SessionId;
+use crate::session::SessionRecord;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -491,6 +492,11 @@ impl PgStore {
             .await
             .map_err(map_err)?;
         Ok(tx)
+    }
+
+    /// The session row by id: the read pool.
+    async fn session_row(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        self.session_row_pooled(id).await
     }
 
     /// One statement, one round trip whatever the outcome: the conditional update returns the

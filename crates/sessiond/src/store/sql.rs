@@ -11,7 +11,9 @@
 //!   already serializes). Its first statement must write, for SQLite. Session creates under a
 //!   limit lock `["sessions", user, tenant]`, key changes `["signing_keys", purpose]`;
 //! - `revoke_one(revoke, id)`: runs the bound `revoke_one` statement and tells a revoked
-//!   session from one that was already revoked or never existed.
+//!   session from one that was already revoked or never existed;
+//! - `session_row(id)`: the session row by id, the read of every validation (PostgreSQL: the
+//!   read pool, `session_row_pooled`; SQLite: a synchronous connection, see `sqlite`).
 
 /// The SQL text of one dialect. Each statement's parameters are bound in the order given.
 #[derive(Debug)]
@@ -109,6 +111,22 @@ macro_rules! sql_store {
                 Ok(store)
             }
 
+            /// The session row by id, through the read pool (the dialect's `session_row` may
+            /// take a faster path and fall back to this one).
+            async fn session_row_pooled(
+                &self,
+                id: &$crate::id::SessionId,
+            ) -> Result<Option<$crate::session::SessionRecord>, $crate::store::StoreError> {
+                let row = sqlx::query($sql.session)
+                    .bind(id.as_str())
+                    .fetch_optional(&self.$read)
+                    .await
+                    .map_err(map_err)?;
+                row.as_ref()
+                    .map($crate::store::rows::session_from_row)
+                    .transpose()
+            }
+
             /// Garbage collection: runs `sql` (`now`, `limit`), returning how many rows it
             /// deleted.
             async fn delete_expired(
@@ -195,14 +213,7 @@ macro_rules! sql_store {
                 &self,
                 id: &$crate::id::SessionId,
             ) -> Result<Option<$crate::session::SessionRecord>, $crate::store::StoreError> {
-                let row = sqlx::query($sql.session)
-                    .bind(id.as_str())
-                    .fetch_optional(&self.$read)
-                    .await
-                    .map_err(map_err)?;
-                row.as_ref()
-                    .map($crate::store::rows::session_from_row)
-                    .transpose()
+                self.session_row(id).await
             }
 
             async fn touch_session(

@@ -7,6 +7,7 @@
 //! file (the CLI while the server runs) wait on `busy_timeout`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -17,8 +18,10 @@ use super::rows::{
     self, api_key_columns, audit_columns, key_columns, owner_columns, session_columns,
 };
 use super::sql::{sql_store, Statements};
+use super::sqlite_read::SyncReaders;
 use super::{Revocation, StoreError};
 use crate::id::SessionId;
+use crate::session::SessionRecord;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -33,6 +36,9 @@ pub struct SqliteOptions {
     /// How long to wait for a pooled connection before reporting the store unavailable
     /// (default 5 s).
     pub acquire_timeout: Duration,
+    /// Read the session row of a validation synchronously on the calling task (default on;
+    /// docs/DESIGN.md §15.2) instead of through the read pool's worker threads.
+    pub sync_reads: bool,
 }
 
 impl Default for SqliteOptions {
@@ -41,6 +47,7 @@ impl Default for SqliteOptions {
             read_connections: 8,
             busy_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(5),
+            sync_reads: true,
         }
     }
 }
@@ -50,6 +57,8 @@ impl Default for SqliteOptions {
 pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
+    /// The synchronous read path, when on and the file allows it.
+    sync: Option<Arc<SyncReaders>>,
 }
 
 /// SQLite's table of error codes that mean "cannot serve now": the primary result codes
@@ -98,10 +107,19 @@ impl SqliteStore {
             .max_connections(options.read_connections.max(1))
             .test_before_acquire(false)
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect.read_only(false))
+            .connect_with(connect.clone().read_only(false))
             .await
             .map_err(map_err)?;
-        Ok(SqliteStore { read, write })
+        // The writer has created the file and put it in WAL mode by now.
+        let filename = connect.get_filename();
+        let sync = (options.sync_reads && filename.to_str() != Some(":memory:"))
+            .then(|| {
+                let count = usize::try_from(options.read_connections.clamp(1, 4)).unwrap_or(1);
+                SyncReaders::open(filename.to_path_buf(), count, SQL.session)
+            })
+            .flatten()
+            .map(Arc::new);
+        Ok(SqliteStore { read, write, sync })
     }
 
     /// Applies pending migrations.
@@ -267,6 +285,17 @@ impl SqliteStore {
         _lock: &[&str],
     ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         self.write.begin().await.map_err(map_err)
+    }
+
+    /// The session row by id: synchronously when the path is on, through the pool when it is
+    /// off or the database is busy.
+    async fn session_row(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        if let Some(sync) = &self.sync {
+            if let Some(row) = sync.session(id) {
+                return row;
+            }
+        }
+        self.session_row_pooled(id).await
     }
 
     /// SQLite has no RETURNING inside a WITH clause: when nothing was revoked, a second read

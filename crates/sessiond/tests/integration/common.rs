@@ -24,9 +24,20 @@ pub struct TestBackend {
 
 /// A fresh SQLite database in its own temporary directory.
 pub async fn sqlite_backend() -> TestBackend {
+    sqlite_backend_with(SqliteOptions::default()).await
+}
+
+/// [`sqlite_backend`] with every read through the async pool (the synchronous read path off).
+pub async fn sqlite_pooled_backend() -> TestBackend {
+    let mut options = SqliteOptions::default();
+    options.sync_reads = false;
+    sqlite_backend_with(options).await
+}
+
+async fn sqlite_backend_with(options: SqliteOptions) -> TestBackend {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sessiond.db");
-    let store = SqliteStore::open(path.to_str().unwrap(), SqliteOptions::default())
+    let store = SqliteStore::open(path.to_str().unwrap(), options)
         .await
         .unwrap();
     TestBackend {

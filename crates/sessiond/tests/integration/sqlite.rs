@@ -4,6 +4,11 @@ crate::conformance_suite!(crate::common::sqlite_backend);
 crate::rotation_suite!(crate::common::sqlite_backend);
 crate::keys_suite!(crate::common::sqlite_backend);
 
+/// The same suite with the synchronous read path off: every read through sqlx's pool.
+mod pooled_reads {
+    crate::conformance_suite!(crate::common::sqlite_pooled_backend);
+}
+
 use std::sync::Arc;
 
 use sessiond::store::sqlite::{SqliteOptions, SqliteStore};
@@ -93,4 +98,39 @@ async fn a_sealed_blob_changed_under_a_running_ring_is_opened_again() {
     .unwrap();
     let err = service.keys().reload().await.unwrap_err();
     assert!(matches!(err, sessiond::keys::KeyError::Unseal), "{err:?}");
+}
+
+/// The synchronous read path sees what another store on the same file (another process: the
+/// CLI while the server runs) committed, at once: a revocation there is seen by the very next
+/// read here, with no cache to notice it through; and the rows it reads are the pool's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_by_another_store_is_read_at_once() {
+    use sessiond::store::SessionStore as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessiond.db");
+    let path = path.to_str().unwrap();
+    let server = SqliteStore::open(path, SqliteOptions::default())
+        .await
+        .unwrap();
+    let mut pooled = SqliteOptions::default();
+    pooled.sync_reads = false;
+    let cli = SqliteStore::open(path, pooled).await.unwrap();
+    let record = crate::conformance::record("ext", "default", 0, 3_600, 7_200);
+    let id = &record.session.id;
+    let now = sessiond::Timestamp::from_unix_seconds(10);
+    server.create_session(&record, None, now).await.unwrap();
+    let here = server.session(id).await.unwrap().unwrap();
+    let there = cli.session(id).await.unwrap().unwrap();
+    assert_eq!(format!("{here:?}"), format!("{there:?}"));
+    assert!(here.session.revoked_at.is_none());
+    cli.revoke_session(id, now, &sessiond::RevokeReason::logout())
+        .await
+        .unwrap();
+    let here = server.session(id).await.unwrap().unwrap();
+    assert_eq!(here.session.revoked_at, Some(now));
+    assert!(server
+        .session(&sessiond::SessionId::generate(&sessiond::OsRandom))
+        .await
+        .unwrap()
+        .is_none());
 }

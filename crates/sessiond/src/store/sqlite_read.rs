@@ -1,0 +1,178 @@
+//! The synchronous read path of the SQLite store: the session row of every validation, read on
+//! the calling task through rusqlite (the same SQLite library sqlx links), without sqlx's hop
+//! to a connection's worker thread (docs/DESIGN.md §15.2).
+//!
+//! Why: sqlx runs each SQLite connection on its own thread and hands every statement and every
+//! row across channels; under load about half of the server's CPU went into waking and parking
+//! those threads, for a primary-key read that takes SQLite a few microseconds from the page
+//! cache. Here the read runs where it is asked for, like taking a mutex.
+//!
+//! What keeps it honest:
+//! - Each read is its own read transaction in autocommit mode (WAL): it sees every write
+//!   committed before it began, by this process or another (the CLI), exactly as a read through
+//!   the pool does. Nothing is cached.
+//! - The connections are `query_only` and never write; the statement is prepared once per
+//!   connection and reused.
+//! - It never waits long on the caller's thread: a reader's `busy_timeout` is short, and a busy
+//!   or locked database (in WAL, only during recovery or a checkpoint restart) sends the read
+//!   to the async pool instead, which waits as long as the store is configured to. Every other
+//!   failure is the store's failure: an outage is 503, never a verdict.
+//! - A database path it cannot open (an in-memory database, a URL sqlx resolves itself) leaves
+//!   the path off, and every read goes through the pool as before.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use super::rows::{self, Columns};
+use super::StoreError;
+use crate::id::SessionId;
+use crate::session::SessionRecord;
+
+/// How long a synchronous reader waits for a lock before giving the read to the async pool.
+const READER_BUSY_TIMEOUT: Duration = Duration::from_millis(20);
+
+/// Synchronous read connections on one database file.
+pub(super) struct SyncReaders {
+    connections: Box<[Mutex<Connection>]>,
+    next: AtomicUsize,
+    session_sql: &'static str,
+}
+
+impl std::fmt::Debug for SyncReaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncReaders")
+            .field("connections", &self.connections.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncReaders {
+    /// `count` connections on the file at `path` (created by the store's writer before this is
+    /// called). `None` when the file cannot be opened this way.
+    pub(super) fn open(path: PathBuf, count: usize, session_sql: &'static str) -> Option<Self> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let mut connections = Vec::with_capacity(count.max(1));
+        for _ in 0..count.max(1) {
+            let conn = Connection::open_with_flags(&path, flags).ok()?;
+            conn.busy_timeout(READER_BUSY_TIMEOUT).ok()?;
+            conn.pragma_update(None, "query_only", true).ok()?;
+            // The journal mode is the file's (WAL, set by the writer); check it is.
+            let mode: String = conn
+                .pragma_query_value(None, "journal_mode", |row| row.get(0))
+                .ok()?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return None;
+            }
+            conn.prepare_cached(session_sql).ok()?;
+            connections.push(Mutex::new(conn));
+        }
+        Some(SyncReaders {
+            connections: connections.into_boxed_slice(),
+            next: AtomicUsize::new(0),
+            session_sql,
+        })
+    }
+
+    /// A free connection, else the next one in turn (held for one read: microseconds).
+    fn connection(&self) -> MutexGuard<'_, Connection> {
+        let count = self.connections.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..count {
+            if let Some(conn) = self.connections.get((start + i) % count) {
+                if let Ok(guard) = conn.try_lock() {
+                    return guard;
+                }
+            }
+        }
+        // `connections` is never empty (`open` makes at least one), so the modulo is in range;
+        // a poisoned connection is still a valid connection (nothing is left half-done on it:
+        // a read holds no transaction open).
+        #[allow(clippy::indexing_slicing)]
+        let conn = &self.connections[start % count];
+        conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The session row by id (or none); `None` when the database was busy: read through the
+    /// pool instead.
+    pub(super) fn session(
+        &self,
+        id: &SessionId,
+    ) -> Option<Result<Option<SessionRecord>, StoreError>> {
+        let conn = self.connection();
+        let read = conn
+            .prepare_cached(self.session_sql)
+            .and_then(|mut statement| {
+                statement
+                    .query_row([id.as_str()], |row| {
+                        Ok(rows::session_from_row(&SyncRow(row)))
+                    })
+                    .optional()
+            });
+        match read {
+            Ok(row) => Some(row.transpose()),
+            Err(e) if is_busy(&e) => None,
+            Err(e) => Some(Err(StoreError::Backend(Box::new(e)))),
+        }
+    }
+}
+
+/// `SQLITE_BUSY` or `SQLITE_LOCKED` (any extended code).
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// A rusqlite row as the row layer reads rows: the same decoding as through sqlx, so a defect
+/// in a stored row is reported the same way (`StoreError::Corrupt` naming `table.column`).
+struct SyncRow<'a, 'stmt>(&'a rusqlite::Row<'stmt>);
+
+impl SyncRow<'_, '_> {
+    fn get<T: rusqlite::types::FromSql>(&self, col: &'static str) -> Result<T, StoreError> {
+        let name = col.split_once('.').map_or(col, |(_, name)| name);
+        self.0.get(name).map_err(|e| match e {
+            rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::Utf8Error(..) => StoreError::Corrupt { what: col },
+            other => StoreError::Backend(Box::new(other)),
+        })
+    }
+}
+
+impl Columns for SyncRow<'_, '_> {
+    fn int(&self, col: &'static str) -> Result<i64, StoreError> {
+        self.get(col)
+    }
+
+    fn opt_int(&self, col: &'static str) -> Result<Option<i64>, StoreError> {
+        self.get(col)
+    }
+
+    fn text(&self, col: &'static str) -> Result<String, StoreError> {
+        self.get(col)
+    }
+
+    fn opt_text(&self, col: &'static str) -> Result<Option<String>, StoreError> {
+        self.get(col)
+    }
+
+    fn bytes(&self, col: &'static str) -> Result<Vec<u8>, StoreError> {
+        self.get(col)
+    }
+
+    fn opt_bytes(&self, col: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(col)
+    }
+
+    fn boolean(&self, col: &'static str) -> Result<bool, StoreError> {
+        self.get(col)
+    }
+}
