@@ -112,13 +112,18 @@ impl SqliteStore {
             .map_err(map_err)?;
         // The writer has created the file and put it in WAL mode by now.
         let filename = connect.get_filename();
-        let sync = (options.sync_reads && filename.to_str() != Some(":memory:"))
-            .then(|| {
-                let count = usize::try_from(options.read_connections.clamp(1, 4)).unwrap_or(1);
-                SyncReaders::open(filename.to_path_buf(), count, SQL.session)
-            })
-            .flatten()
-            .map(Arc::new);
+        let sync = if options.sync_reads && filename.to_str() != Some(":memory:") {
+            let count = usize::try_from(options.read_connections.clamp(1, 4)).unwrap_or(1);
+            match SyncReaders::open(filename, count, SQL.session) {
+                Ok(readers) => Some(Arc::new(readers)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "SQLite: synchronous reads off, reading through the pool");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(SqliteStore { read, write, sync })
     }
 
@@ -342,5 +347,29 @@ mod tests {
         for (code, unavailable) in table {
             assert_eq!(unavailable_code(code), *unavailable, "{code}");
         }
+    }
+}
+
+#[cfg(test)]
+mod sync_path_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_database_reads_synchronously_unless_turned_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(path.to_str().unwrap(), SqliteOptions::default())
+            .await
+            .unwrap();
+        assert!(store.sync.is_some());
+        let url = format!("sqlite://{}", path.display());
+        let store = SqliteStore::open(&url, SqliteOptions::default())
+            .await
+            .unwrap();
+        assert!(store.sync.is_some());
+        let mut off = SqliteOptions::default();
+        off.sync_reads = false;
+        let store = SqliteStore::open(&url, off).await.unwrap();
+        assert!(store.sync.is_none());
     }
 }

@@ -12,7 +12,7 @@
 //!   committed before it began, by this process or another (the CLI), exactly as a read through
 //!   the pool does. Nothing is cached.
 //! - The connections are `query_only` and never write; the statement is prepared once per
-//!   connection and reused.
+//!   connection (on its first read) and reused.
 //! - It never waits long on the caller's thread: a reader's `busy_timeout` is short, and a busy
 //!   or locked database (in WAL, only during recovery or a checkpoint restart) sends the read
 //!   to the async pool instead, which waits as long as the store is configured to. Every other
@@ -20,7 +20,7 @@
 //! - A database path it cannot open (an in-memory database, a URL sqlx resolves itself) leaves
 //!   the path off, and every read goes through the pool as before.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -52,27 +52,32 @@ impl std::fmt::Debug for SyncReaders {
 
 impl SyncReaders {
     /// `count` connections on the file at `path` (created by the store's writer before this is
-    /// called). `None` when the file cannot be opened this way.
-    pub(super) fn open(path: PathBuf, count: usize, session_sql: &'static str) -> Option<Self> {
+    /// called). An error when the file cannot be read this way (the caller then reads through
+    /// the pool).
+    pub(super) fn open(
+        path: &Path,
+        count: usize,
+        session_sql: &'static str,
+    ) -> Result<Self, rusqlite::Error> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
         let mut connections = Vec::with_capacity(count.max(1));
         for _ in 0..count.max(1) {
-            let conn = Connection::open_with_flags(&path, flags).ok()?;
-            conn.busy_timeout(READER_BUSY_TIMEOUT).ok()?;
-            conn.pragma_update(None, "query_only", true).ok()?;
+            let conn = Connection::open_with_flags(path, flags)?;
+            conn.busy_timeout(READER_BUSY_TIMEOUT)?;
+            conn.pragma_update(None, "query_only", true)?;
             // The journal mode is the file's (WAL, set by the writer); check it is.
-            let mode: String = conn
-                .pragma_query_value(None, "journal_mode", |row| row.get(0))
-                .ok()?;
+            let mode: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
-                return None;
+                return Err(rusqlite::Error::InvalidParameterName(format!(
+                    "journal_mode is {mode}, not wal"
+                )));
             }
-            conn.prepare_cached(session_sql).ok()?;
+            // The statement is prepared on first use: `connect` runs before the migrations.
             connections.push(Mutex::new(conn));
         }
-        Some(SyncReaders {
+        Ok(SyncReaders {
             connections: connections.into_boxed_slice(),
             next: AtomicUsize::new(0),
             session_sql,
