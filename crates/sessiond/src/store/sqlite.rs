@@ -367,8 +367,10 @@ mod sync_path_tests {
             .await
             .unwrap();
         assert!(store.sync.is_some());
-        let mut off = SqliteOptions::default();
-        off.sync_reads = false;
+        let off = SqliteOptions {
+            sync_reads: false,
+            ..SqliteOptions::default()
+        };
         let store = SqliteStore::open(&url, off).await.unwrap();
         assert!(store.sync.is_none());
     }
