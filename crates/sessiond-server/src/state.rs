@@ -12,9 +12,22 @@ use crate::issuers::RemoteIssuers;
 use crate::metrics::Metrics;
 use sessiond::cookie::CookieSettings;
 
-/// The state shared by every handler and middleware. Cheap to clone.
+/// The state shared by every handler and middleware: one `Arc`, so the clone each layer and
+/// extractor makes per request is one atomic increment (its fields through `Deref`).
 #[derive(Clone, Debug)]
-pub(crate) struct AppState {
+pub(crate) struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
     /// The session engine.
     pub(crate) service: SessionService,
     /// The configuration in force.
@@ -46,7 +59,7 @@ impl AppState {
     ) -> Self {
         let events = EventHub::new(&config.events);
         let connections = Connections::new(&config.server, &config.sessions.trusted_proxies);
-        AppState {
+        AppState(Arc::new(Shared {
             metrics: Arc::new(Metrics::new(
                 service.clone(),
                 events.clone(),
@@ -64,6 +77,6 @@ impl AppState {
             bootstrap_api_key: bootstrap_api_key.map(Arc::new),
             remote_issuers,
             service,
-        }
+        }))
     }
 }
