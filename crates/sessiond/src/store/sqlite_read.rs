@@ -139,10 +139,19 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 /// in a stored row is reported the same way (`StoreError::Corrupt` naming `table.column`).
 struct SyncRow<'a, 'stmt>(&'a rusqlite::Row<'stmt>);
 
+/// The session statement's columns in order (`session_columns!`), to find a column by exact
+/// name instead of rusqlite's case-insensitive scan of the statement's names on every get.
+static SESSION_COLUMNS: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| rows::session_columns!().split(',').map(str::trim).collect());
+
 impl SyncRow<'_, '_> {
     fn get<T: rusqlite::types::FromSql>(&self, col: &'static str) -> Result<T, StoreError> {
         let name = col.split_once('.').map_or(col, |(_, name)| name);
-        self.0.get(name).map_err(|e| match e {
+        let got = match SESSION_COLUMNS.iter().position(|c| *c == name) {
+            Some(index) => self.0.get(index),
+            None => self.0.get(name),
+        };
+        got.map_err(|e| match e {
             rusqlite::Error::InvalidColumnType(..)
             | rusqlite::Error::FromSqlConversionFailure(..)
             | rusqlite::Error::IntegralValueOutOfRange(..)
