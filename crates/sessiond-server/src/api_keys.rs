@@ -8,13 +8,13 @@
 //! [`DEFAULT_CACHE_TTL`], so a key revoked on another node stops working here within that bound;
 //! on this node at once.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::Serialize;
+use sessiond::cache::{BoundedCache, CacheLimits, CacheStats};
 use sessiond::clock::is_expired;
 use sessiond::store::{ApiKeyRecord, ApiKeyScope, ApiKeyStore};
 use sessiond::{ApiKeyId, Clock, RandomSource, Secret, SessionError, Timestamp};
@@ -29,7 +29,8 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5);
 
 /// Cached authentications past this many are all dropped (unknown keys are cached too, so a
 /// flood of wrong keys stays cheap without growing the cache without bound).
-const CACHE_CAP: usize = 4096;
+/// The authentication cache's limits: keys (and refusals) seen recently.
+const CACHE_LIMITS: CacheLimits = CacheLimits::new(4096, 1 << 20);
 
 /// The longest key accepted for a lookup (a real key is 52 characters).
 const MAX_KEY_LEN: usize = 128;
@@ -86,7 +87,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     rng: Arc<dyn RandomSource>,
     cache_ttl: Duration,
-    cache: Mutex<HashMap<[u8; 32], CachedKey>>,
+    cache: BoundedCache<CachedKey>,
 }
 
 fn hash(key: &str) -> [u8; 32] {
@@ -108,18 +109,14 @@ impl ApiKeys {
                 clock,
                 rng,
                 cache_ttl,
-                cache: Mutex::new(HashMap::new()),
+                cache: BoundedCache::new(CACHE_LIMITS),
             }),
         }
     }
 
-    fn cache(&self) -> MutexGuard<'_, HashMap<[u8; 32], CachedKey>> {
-        // A panic while the lock was held cannot leave the map inconsistent (every update is
-        // one insert or clear), so a poisoned lock is still usable.
-        match self.inner.cache.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+    /// The authentication cache's counters and size.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner.cache.stats()
     }
 
     /// Creates an API key labelled `name` with `scope`. The returned secret is the only copy.
@@ -178,7 +175,7 @@ impl ApiKeys {
             .store
             .revoke_api_key(id, self.inner.clock.now())
             .await?;
-        self.cache().clear();
+        self.inner.cache.clear();
         if revoked {
             tracing::info!(api_key_id = %id, "API key revoked");
         }
@@ -198,25 +195,23 @@ impl ApiKeys {
         }
         let digest = hash(presented);
         let now = self.inner.clock.now();
-        if let Some(hit) = self.cache().get(&digest) {
+        if let Some(hit) = self.inner.cache.get(&digest) {
             if !is_expired(hit.until, now) {
-                return Ok(hit.info.clone());
+                return Ok(hit.info);
             }
         }
         let record = self.inner.store.api_key_by_hash(&digest).await?;
         let info = record
             .filter(|r| r.revoked_at.is_none())
             .map(|r| Arc::new(ApiKeyInfo::from(&r)));
-        let mut cache = self.cache();
-        if cache.len() >= CACHE_CAP {
-            cache.clear();
-        }
-        cache.insert(
+        let size = info.as_ref().map_or(0, |i| i.name.len() + 64);
+        self.inner.cache.insert(
             digest,
             CachedKey {
                 info: info.clone(),
                 until: now.saturating_add(self.inner.cache_ttl),
             },
+            std::mem::size_of::<CachedKey>() + size,
         );
         Ok(info)
     }

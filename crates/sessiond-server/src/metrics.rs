@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 use sessiond::cache::CacheStats;
 use sessiond::SessionService;
 
+use crate::api_keys::ApiKeys;
 use crate::conn::Connections;
 use crate::hub::EventHub;
 
@@ -49,7 +50,7 @@ impl fmt::Debug for Metrics {
 }
 
 #[derive(Debug)]
-struct LibraryCollector(SessionService);
+struct LibraryCollector(SessionService, ApiKeys);
 
 /// The SSE streams open on this node, counted at scrape time.
 #[derive(Debug)]
@@ -172,7 +173,8 @@ impl prometheus_client::collector::Collector for LibraryCollector {
             let metric = refreshes.encode_family(&labels)?;
             ConstCounter::new(value).encode(metric)?;
         }
-        let caches = self.0.cache_stats();
+        let mut caches = self.0.cache_stats();
+        caches.push(("api_keys", self.1.cache_stats()));
         let counters: [CacheSeries; 3] = [
             (
                 "sessiond_cache_hits",
@@ -233,9 +235,14 @@ impl prometheus_client::collector::Collector for LibraryCollector {
 }
 
 impl Metrics {
-    /// A registry with the HTTP metrics, `service`'s counters, `events`' open streams and
-    /// `connections`.
-    pub(crate) fn new(service: SessionService, events: EventHub, connections: Connections) -> Self {
+    /// A registry with the HTTP metrics, `service`'s counters and caches, the API-key cache,
+    /// `events`' open streams and `connections`.
+    pub(crate) fn new(
+        service: SessionService,
+        api_keys: ApiKeys,
+        events: EventHub,
+        connections: Connections,
+    ) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
@@ -251,7 +258,7 @@ impl Metrics {
             "HTTP request latency by route",
             latency.clone(),
         );
-        registry.register_collector(Box::new(LibraryCollector(service)));
+        registry.register_collector(Box::new(LibraryCollector(service, api_keys)));
         registry.register_collector(Box::new(StreamsCollector(events)));
         registry.register_collector(Box::new(ConnectionsCollector(connections)));
         Metrics {

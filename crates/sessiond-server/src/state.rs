@@ -62,6 +62,7 @@ impl AppState {
         AppState(Arc::new(Shared {
             metrics: Arc::new(Metrics::new(
                 service.clone(),
+                api_keys.clone(),
                 events.clone(),
                 connections.clone(),
             )),

@@ -92,7 +92,7 @@ struct Shard<V> {
 }
 
 /// A bounded map from digests to values (see the module docs).
-pub(crate) struct BoundedCache<V> {
+pub struct BoundedCache<V> {
     shards: Box<[Mutex<Shard<V>>]>,
     /// Per shard and generation.
     generation_entries: usize,
@@ -114,7 +114,8 @@ impl<V> std::fmt::Debug for BoundedCache<V> {
 
 impl<V: Clone> BoundedCache<V> {
     /// A cache within `limits`: the shards' two generations together never exceed them.
-    pub(crate) fn new(limits: CacheLimits) -> Self {
+    #[must_use]
+    pub fn new(limits: CacheLimits) -> Self {
         // Enough entries per shard for the generations to mean something; one shard for small
         // caches.
         let shards = (limits.entries / 512).clamp(1, MAX_SHARDS);
@@ -144,7 +145,7 @@ impl<V: Clone> BoundedCache<V> {
     }
 
     /// Whether the cache keeps anything.
-    pub(crate) fn is_on(&self) -> bool {
+    pub fn is_on(&self) -> bool {
         !self.shards.is_empty()
     }
 
@@ -163,7 +164,7 @@ impl<V: Clone> BoundedCache<V> {
     }
 
     /// The value for `key`, if held (an old-generation hit moves back to the young one).
-    pub(crate) fn get(&self, key: &[u8; 32]) -> Option<V> {
+    pub fn get(&self, key: &[u8; 32]) -> Option<V> {
         let Some(mut shard) = self.shard(key) else {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -188,7 +189,7 @@ impl<V: Clone> BoundedCache<V> {
 
     /// Keeps `value` for `key`; `size` is the value's estimate of its own bytes. A value larger
     /// than a generation's byte budget is not kept.
-    pub(crate) fn insert(&self, key: [u8; 32], value: V, size: usize) {
+    pub fn insert(&self, key: [u8; 32], value: V, size: usize) {
         let size = size.saturating_add(ENTRY_OVERHEAD);
         if size > self.generation_bytes {
             return;
@@ -217,7 +218,7 @@ impl<V: Clone> BoundedCache<V> {
     }
 
     /// Forgets `key`.
-    pub(crate) fn remove(&self, key: &[u8; 32]) {
+    pub fn remove(&self, key: &[u8; 32]) {
         if let Some(mut shard) = self.shard(key) {
             shard.young.remove(key);
             shard.old.remove(key);
@@ -225,7 +226,7 @@ impl<V: Clone> BoundedCache<V> {
     }
 
     /// Forgets everything.
-    pub(crate) fn clear(&self) {
+    pub fn clear(&self) {
         for shard in self.shards.iter() {
             let mut shard = shard
                 .lock()
@@ -236,7 +237,7 @@ impl<V: Clone> BoundedCache<V> {
     }
 
     /// The counters and the size now.
-    pub(crate) fn stats(&self) -> CacheStats {
+    pub fn stats(&self) -> CacheStats {
         let (mut entries, mut bytes) = (0usize, 0usize);
         for shard in self.shards.iter() {
             let shard = shard

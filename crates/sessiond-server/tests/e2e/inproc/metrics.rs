@@ -96,6 +96,11 @@ async fn the_verified_token_cache_is_measured_and_can_be_turned_off() {
             assert_eq!((hits, misses), (0, 0), "{text}");
             assert_eq!(series(&text, "sessiond_cache_entries"), 0);
         }
+        // The API-key cache is measured too (the bootstrap key never reaches it).
+        assert!(
+            text.contains("sessiond_cache_misses_total{cache=\"api_keys\"} 0"),
+            "{text}"
+        );
         s.stop().await;
     }
 }
