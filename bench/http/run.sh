@@ -25,6 +25,9 @@
 #                 read, no write
 #   floor         GET  /floor on the peer: axum + hyper answering JSON with no session work,
 #                 the HTTP cost every scenario pays on this machine (the ceiling of the others)
+#   sd-healthz    GET  /healthz on sessiond: its whole middleware stack (metrics, connection
+#                 tracking, body limits, routing) answering JSON with no session work; against
+#                 floor, the cost of sessiond's middleware
 #
 # Every wrk run is checked: a "Non-2xx or 3xx responses" or "Socket errors" line marks the run
 # INVALID (a 401 is small and fast and inflates the figures) and the script exits non-zero.
@@ -41,7 +44,7 @@
 # show 1.4-2 CPU-s of it per 15 s on a quiet box (probably I/O for its per-request writes).
 #
 # Bounded: each wrk run is killed after DURATION+30 s, each curl after 5 s, server start-up
-# after 20 s; the whole run takes about ROUNDS * 5 * (DURATION + PAUSE) seconds plus ~10 s,
+# after 20 s; the whole run takes about ROUNDS * 6 * (DURATION + PAUSE) seconds plus ~10 s,
 # plus up to QUIET_WAIT per run.
 set -euo pipefail
 
@@ -220,6 +223,7 @@ scenario() { # round name
             "http://127.0.0.1:$PEER_SAVE_PORT/validate" ;;
         sd-cookie) run_one "$1" sd-cookie "$SESSIOND_PID" -s "$HERE/validate_cookie.lua" "$SD/v1/sessions/validate" ;;
         floor) run_one "$1" floor "$PEER_PID" "http://127.0.0.1:$PEER_PORT/floor" ;;
+        sd-healthz) run_one "$1" sd-healthz "$SESSIOND_PID" "$SD/healthz" ;;
         sd-token) new_access_token; run_one "$1" sd-token "$SESSIOND_PID" -s "$HERE/validate_token.lua" "$SD/v1/sessions/validate" ;;
     esac
 }
@@ -240,9 +244,9 @@ wait_quiet() {
     done
 }
 
-ORDER=(floor peer sd-cookie peer-save sd-token)
+ORDER=(floor sd-healthz peer sd-cookie peer-save sd-token)
 for round in $(seq "$ROUNDS"); do
-    if ((round % 2 == 1)); then order=("${ORDER[@]}"); else order=(sd-token peer-save sd-cookie peer floor); fi
+    if ((round % 2 == 1)); then order=("${ORDER[@]}"); else order=(sd-token peer-save sd-cookie peer sd-healthz floor); fi
     for name in "${order[@]}"; do
         sleep "$PAUSE"
         if ((QUIET_WAIT > 0)); then wait_quiet; fi
@@ -260,13 +264,14 @@ awk -F'\t' '{ printf "| %s | %s | %s | %.2f | %.2f | %.2f | %.1f | %s | %s | %s 
 echo
 echo "Ratios of req/s, sessiond / peer, same round:"
 echo
-echo "| round | sd-cookie / peer | sd-cookie / peer-save | sd-token / peer | sd-token / peer-save | sd-cookie / floor | sd-token / floor | peer / floor |"
-echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| round | sd-cookie / peer | sd-cookie / peer-save | sd-token / peer | sd-token / peer-save | sd-cookie / floor | sd-token / floor | peer / floor | sd-healthz / floor |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 awk -F'\t' '{ r[$1, $2] = $3; if ($1 > max) max = $1; if ($12 != "ok") mark[$1] = "*" }
     END { for (i = 1; i <= max; i++)
-        printf "| %d%s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", i, mark[i], r[i, "sd-cookie"] / r[i, "peer"],
+        printf "| %d%s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", i, mark[i], r[i, "sd-cookie"] / r[i, "peer"],
             r[i, "sd-cookie"] / r[i, "peer-save"], r[i, "sd-token"] / r[i, "peer"], r[i, "sd-token"] / r[i, "peer-save"],
-            r[i, "sd-cookie"] / r[i, "floor"], r[i, "sd-token"] / r[i, "floor"], r[i, "peer"] / r[i, "floor"] }' "$RESULTS"
+            r[i, "sd-cookie"] / r[i, "floor"], r[i, "sd-token"] / r[i, "floor"], r[i, "peer"] / r[i, "floor"],
+            r[i, "sd-healthz"] / r[i, "floor"] }' "$RESULTS"
 echo
 echo "Columns: server/wrk CPU s = CPU time the server process / wrk used during the run; other CPU s ="
 echo "machine busy time minus both (anything else on the box, e.g. a compile; near 0 on a quiet box);"
