@@ -19,7 +19,7 @@
 )]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sessiond::store::postgres::{PgOptions, PgSchema, PgStore};
 use sessiond::store::sqlite::{SqliteOptions, SqliteStore};
@@ -29,12 +29,8 @@ use sessiond::{
 };
 use sqlx::{Connection, PgConnection, SqliteConnection};
 
-fn postgres_url() -> String {
-    std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
+mod support;
+use support::{args, drop_schema, postgres_url, schema_name};
 
 const COLUMNS: &str = "user_id, tenant, kind, created_at, last_seen_at, idle_expires_at, \
     absolute_expires_at, revoked_at, revoke_reason, key_id, csrf_hash, refresh_hash, \
@@ -97,10 +93,7 @@ async fn measure(store: &Arc<dyn Backend>, size: u64, reads: usize) -> (Duration
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args = args();
     let backend = args.first().map_or("sqlite", String::as_str).to_owned();
     let reads: usize = args.get(1).map_or(100_000, |v| v.parse().unwrap());
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -125,11 +118,7 @@ async fn run(backend: &str, reads: usize) {
             (Arc::new(store), Raw::Sqlite(raw))
         }
         "postgres" => {
-            let secs = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_secs();
-            let schema = format!("sessiond_t_{secs}_{}_scale", std::process::id());
+            let schema = schema_name("scale");
             let mut options = PgOptions::default();
             options.schema = Some(PgSchema::new(schema.clone()).unwrap());
             let store = PgStore::open(&postgres_url(), options)
@@ -171,10 +160,8 @@ async fn run(backend: &str, reads: usize) {
             p99.as_secs_f64() * 1e6
         );
     }
-    if let Raw::Postgres(mut c, schema) = raw {
-        let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-            .execute(&mut c)
-            .await;
+    if let Raw::Postgres(c, schema) = raw {
         let _ = c.close().await;
+        drop_schema(&schema).await;
     }
 }

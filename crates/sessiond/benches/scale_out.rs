@@ -25,7 +25,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use sessiond::store::postgres::{PgOptions, PgSchema, PgStore};
@@ -36,17 +36,12 @@ use sessiond::{
     ManualClock, MasterKey, NewSession, RequestContext, SessionKind, SessionService, Timestamp,
     UserId,
 };
-use sqlx::{Connection, PgConnection};
 use tokio::runtime::Runtime;
 
 const T0: Timestamp = Timestamp::from_unix_millis(1_795_305_600_000);
 
-fn postgres_url() -> String {
-    std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
+mod support;
+use support::{drop_schema, postgres_url, schema_name};
 
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
@@ -67,19 +62,14 @@ async fn stores() -> Stores {
     let sqlite = SqliteStore::open(path.to_str().unwrap(), SqliteOptions::default())
         .await
         .unwrap();
-    // Named like the test fixtures' schemas, so a run killed before its clean-up is swept.
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let schema = format!("sessiond_t_{secs}_{}_bench", std::process::id());
+    let schema = schema_name("bench");
     let mut options = PgOptions::default();
     options.schema = Some(PgSchema::new(schema.clone()).unwrap());
     let postgres = PgStore::open(&postgres_url(), options)
         .await
         .expect("no PostgreSQL at DATABASE_URL");
     let mut redis_options = RedisOptions::default();
-    redis_options.key_prefix = format!("sessiond-bench:{}:{secs}:", std::process::id());
+    redis_options.key_prefix = format!("sessiond-bench:{schema}:");
     let redis = RedisClaimStore::connect(&redis_url(), redis_options)
         .await
         .expect("no Redis at REDIS_URL");
@@ -89,15 +79,6 @@ async fn stores() -> Stores {
         redis: Arc::new(redis),
         schema,
         _dir: dir,
-    }
-}
-
-async fn drop_schema(schema: &str) {
-    if let Ok(mut conn) = PgConnection::connect(&postgres_url()).await {
-        let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-            .execute(&mut conn)
-            .await;
-        let _ = conn.close().await;
     }
 }
 

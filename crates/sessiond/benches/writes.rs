@@ -22,7 +22,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sessiond::store::postgres::{PgOptions, PgSchema, PgStore};
 use sessiond::store::sqlite::{SqliteOptions, SqliteStore};
@@ -30,21 +30,12 @@ use sessiond::store::Backend;
 use sessiond::{
     MasterKey, NewSession, RequestContext, ServiceConfig, SessionKind, SessionService, UserId,
 };
-use sqlx::{Connection, PgConnection};
 
-fn postgres_url() -> String {
-    std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
+mod support;
+use support::{args, drop_schema, postgres_url, schema_name};
 
 fn main() {
-    // `cargo bench` passes `--bench`; the rest are ours.
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args = args();
     let backend = args.first().map_or("sqlite", String::as_str).to_owned();
     let op = args.get(1).map_or("refresh", String::as_str).to_owned();
     let callers: usize = args.get(2).map_or(32, |v| v.parse().unwrap());
@@ -70,11 +61,7 @@ async fn run(backend: &str, op: &str, callers: usize, length: Duration) {
             )
         }
         "postgres" => {
-            let secs = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_secs();
-            let name = format!("sessiond_t_{secs}_{}_writes", std::process::id());
+            let name = schema_name("writes");
             let mut options = PgOptions::default();
             options.schema = Some(PgSchema::new(name.clone()).unwrap());
             schema = Some(name);
@@ -150,11 +137,6 @@ async fn run(backend: &str, op: &str, callers: usize, length: Duration) {
         count as f64 / elapsed
     );
     if let Some(schema) = schema {
-        if let Ok(mut conn) = PgConnection::connect(&postgres_url()).await {
-            let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                .execute(&mut conn)
-                .await;
-            let _ = conn.close().await;
-        }
+        drop_schema(&schema).await;
     }
 }
