@@ -153,7 +153,9 @@ impl SqliteStore {
             .map_err(map_err)
     }
 
-    /// Closes both pools, waiting for connections to finish.
+    /// Closes both pools, waiting for connections to finish. The synchronous readers
+    /// (docs/DESIGN.md §15.2) close when the store is dropped; reads after `close` fail either
+    /// way once they reach the pool.
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
