@@ -154,8 +154,8 @@ impl SqliteStore {
     }
 
     /// Closes both pools, waiting for connections to finish. The synchronous readers
-    /// (docs/DESIGN.md §15.2) close when the store is dropped; reads after `close` fail either
-    /// way once they reach the pool.
+    /// (docs/DESIGN.md §15.2) close when the store is dropped; until then they still answer
+    /// session reads.
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
