@@ -151,3 +151,31 @@ async fn keys_retire_ends_a_key_on_the_running_server_within_the_snapshot_age() 
     assert_eq!(unknown.status.code(), Some(1), "{}", stderr(&unknown));
     s.stop().await;
 }
+
+/// A CLI revoke on the embedded SQLite default is refused by the very next request, for a
+/// cookie and for an access token the verified-token cache already holds: the server reads the
+/// row on every validation (on the calling task, docs/DESIGN.md §15.2), and no cache answers
+/// for the session.
+#[tokio::test]
+async fn a_cli_revoke_is_refused_by_the_very_next_request() {
+    let s = spawn_app(Options::default()).await;
+    let cookie_session = s.create_session("kim", KindParam::Cookie).await;
+    let cookie = cookie_session.cookie.unwrap();
+    let token_session = s.create_session("kim", KindParam::Tokens).await;
+    let access = token_session.tokens.unwrap().access_token;
+    for _ in 0..3 {
+        s.validate_cookie(&cookie).await.unwrap();
+        s.validate_access_token(&access).await.unwrap();
+    }
+    for id in [&cookie_session.session.id, &token_session.session.id] {
+        let out = s.cli(&["sessions", "revoke", id]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    s.post("/v1/sessions/validate", json!({"cookie": cookie}))
+        .await
+        .assert_problem(401, "session_revoked");
+    s.post("/v1/sessions/validate", json!({"access_token": access}))
+        .await
+        .assert_problem(401, "session_revoked");
+    s.stop().await;
+}
