@@ -3,25 +3,65 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use sessiond::{RequestContext, RevokeReason};
+use sessiond::cache::CacheLimits;
+use sessiond::{RequestContext, RevokeReason, ServiceConfig, SessionId, SessionKind};
 use tokio::sync::Barrier;
 
-use crate::common::{env, user};
+use crate::common::{env_with, user};
+
+/// The credential the validators present.
+#[derive(Clone, Copy)]
+enum Presented {
+    Cookie,
+    /// An access token (validated once before the storm, so with the verified-token cache on
+    /// every validation of the storm is a cache hit).
+    AccessToken,
+}
 
 /// 200 concurrent validators hammer one session while it is revoked. Every validation that
 /// *started* after `revoke` returned must fail; some before it must have succeeded (so the test
 /// cannot pass vacuously).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_validation_succeeds_after_revoke_returns() {
+    revoke_during_validations(Presented::Cookie, ServiceConfig::default()).await;
+}
+
+/// The same with a cached access token, and with the verified-token cache off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_access_validation_succeeds_after_revoke_returns_cache_on_or_off() {
+    revoke_during_validations(Presented::AccessToken, ServiceConfig::default()).await;
+    let mut off = ServiceConfig::default();
+    off.verified_tokens = CacheLimits::off();
+    revoke_during_validations(Presented::AccessToken, off).await;
+}
+
+async fn revoke_during_validations(presented: Presented, config: ServiceConfig) {
     const TASKS: usize = 200;
     const ROUNDS: usize = 5;
-    let env = env().await;
-    let created = env
-        .service
-        .create_cookie_session(user("race"))
-        .await
-        .unwrap();
-    let cookie: Arc<str> = created.cookie.expose().as_str().into();
+    let env = env_with(config).await;
+    let (session_id, credential): (SessionId, Arc<str>) = match presented {
+        Presented::Cookie => {
+            let created = env
+                .service
+                .create_cookie_session(user("race"))
+                .await
+                .unwrap();
+            (created.session.id, created.cookie.expose().as_str().into())
+        }
+        Presented::AccessToken => {
+            let created = env
+                .service
+                .create_token_session(user("race"), SessionKind::Tokens)
+                .await
+                .unwrap();
+            let token = created.tokens.access_token.expose().clone();
+            env.service
+                .validate_access_token(&token, &RequestContext::default())
+                .await
+                .unwrap();
+            (created.session.id, token.as_str().into())
+        }
+    };
     let revoked = Arc::new(AtomicBool::new(false));
     let started = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(TASKS + 1));
@@ -30,9 +70,9 @@ async fn no_validation_succeeds_after_revoke_returns() {
 
     let mut tasks = Vec::new();
     for _ in 0..TASKS {
-        let (service, cookie, revoked, started, barrier, ok_before, after) = (
+        let (service, credential, revoked, started, barrier, ok_before, after) = (
             env.service.clone(),
-            cookie.clone(),
+            credential.clone(),
             revoked.clone(),
             started.clone(),
             barrier.clone(),
@@ -47,9 +87,13 @@ async fn no_validation_succeeds_after_revoke_returns() {
             for round in 0..ROUNDS * 1000 {
                 let began_after_revoke = revoked.load(Ordering::SeqCst);
                 started.fetch_add(1, Ordering::SeqCst);
-                let result = service
-                    .validate_cookie(&cookie, &RequestContext::default())
-                    .await;
+                let ctx = RequestContext::default();
+                let result = match presented {
+                    Presented::Cookie => service.validate_cookie(&credential, &ctx).await,
+                    Presented::AccessToken => {
+                        service.validate_access_token(&credential, &ctx).await
+                    }
+                };
                 if began_after_revoke {
                     after.fetch_add(1, Ordering::SeqCst);
                     let err = result
@@ -71,7 +115,7 @@ async fn no_validation_succeeds_after_revoke_returns() {
         tokio::task::yield_now().await;
     }
     env.service
-        .revoke(&created.session.id, &RevokeReason::logout())
+        .revoke(&session_id, &RevokeReason::logout())
         .await
         .unwrap();
     revoked.store(true, Ordering::SeqCst);
