@@ -153,10 +153,13 @@ impl SqliteStore {
             .map_err(map_err)
     }
 
-    /// Closes both pools, waiting for connections to finish. The synchronous readers
-    /// (docs/DESIGN.md §15.2) close when the store is dropped; until then they still answer
-    /// session reads.
+    /// Closes both pools, waiting for connections to finish; the synchronous readers
+    /// (docs/DESIGN.md §15.2) stop answering at once (their connections close when the store is
+    /// dropped), so every read after `close` fails as the pool's do.
     pub async fn close(&self) {
+        if let Some(sync) = &self.sync {
+            sync.close();
+        }
         self.write.close().await;
         self.read.close().await;
     }
@@ -375,5 +378,24 @@ mod sync_path_tests {
         };
         let store = SqliteStore::open(&url, off).await.unwrap();
         assert!(store.sync.is_none());
+    }
+
+    /// After `close`, a session read fails as every other query does (a closed store serves
+    /// nothing, whichever path the read would take).
+    #[tokio::test]
+    async fn a_closed_store_answers_no_read() {
+        use crate::store::SessionStore as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(path.to_str().unwrap(), SqliteOptions::default())
+            .await
+            .unwrap();
+        let id = SessionId::generate(&crate::OsRandom);
+        assert!(store.session(&id).await.unwrap().is_none());
+        store.close().await;
+        assert!(matches!(
+            store.session(&id).await,
+            Err(StoreError::Unavailable(_))
+        ));
     }
 }

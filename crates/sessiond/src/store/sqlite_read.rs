@@ -21,7 +21,7 @@
 //!   the path off, and every read goes through the pool as before.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -43,6 +43,8 @@ const READER_MMAP_BYTES: i64 = 1 << 30;
 pub(super) struct SyncReaders {
     connections: Box<[Mutex<Connection>]>,
     next: AtomicUsize,
+    /// Set by the store's `close`: every read goes to the (closed) pool from then on.
+    closed: AtomicBool,
     session_sql: &'static str,
 }
 
@@ -87,6 +89,7 @@ impl SyncReaders {
         Ok(SyncReaders {
             connections: connections.into_boxed_slice(),
             next: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
             session_sql,
         })
     }
@@ -110,12 +113,21 @@ impl SyncReaders {
         conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The session row by id (or none); `None` when the database was busy: read through the
-    /// pool instead.
+    /// Stops answering: the store was closed, so reads go to its closed pool and fail there
+    /// as every other query does.
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// The session row by id (or none); `None` when the database was busy or the store closed:
+    /// read through the pool instead.
     pub(super) fn session(
         &self,
         id: &SessionId,
     ) -> Option<Result<Option<SessionRecord>, StoreError>> {
+        if self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
         let conn = self.connection();
         let read = conn
             .prepare_cached(self.session_sql)
