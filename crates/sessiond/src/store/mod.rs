@@ -6,6 +6,8 @@
 //! insert-if-absent, or one transaction), never a read followed by a write, so concurrent
 //! callers on any number of nodes see exactly-once outcomes.
 
+#[cfg(feature = "sqlite")]
+mod audit_batch;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]

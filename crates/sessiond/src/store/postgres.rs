@@ -494,6 +494,14 @@ impl PgStore {
         Ok(tx)
     }
 
+    /// One audit record, its own statement.
+    async fn append_audit_record(
+        &self,
+        record: &crate::audit::AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.append_audit_alone(record).await
+    }
+
     /// The session row by id: the read pool.
     async fn session_row(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
         self.session_row_pooled(id).await

@@ -12,6 +12,8 @@
 //!   limit lock `["sessions", user, tenant]`, key changes `["signing_keys", purpose]`;
 //! - `revoke_one(revoke, id)`: runs the bound `revoke_one` statement and tells a revoked
 //!   session from one that was already revoked or never existed;
+//! - `append_audit_record(record)`: one audit record (PostgreSQL: its own statement,
+//!   `append_audit_alone`; SQLite: grouped with concurrent ones, `audit_batch`);
 //! - `session_row(id)`: the session row by id, the read of every validation (PostgreSQL: the
 //!   read pool, `session_row_pooled`; SQLite: a synchronous connection, see `sqlite`).
 
@@ -125,6 +127,22 @@ macro_rules! sql_store {
                 row.as_ref()
                     .map($crate::store::rows::session_from_row)
                     .transpose()
+            }
+
+            /// One audit record in its own statement on the write pool (the dialect's
+            /// `append_audit_record` may group concurrent records instead).
+            #[allow(dead_code)]
+            async fn append_audit_alone(
+                &self,
+                record: &$crate::audit::AuditRecord,
+            ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::rows::Bind as _;
+                sqlx::query($sql.append_audit)
+                    .audit(record)
+                    .execute(&self.$write)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
             }
 
             /// Garbage collection: runs `sql` (`now`, `limit`), returning how many rows it
@@ -559,13 +577,7 @@ macro_rules! sql_store {
                 &self,
                 record: &$crate::audit::AuditRecord,
             ) -> Result<(), $crate::store::StoreError> {
-                use $crate::store::rows::Bind as _;
-                sqlx::query($sql.append_audit)
-                    .audit(record)
-                    .execute(&self.$write)
-                    .await
-                    .map_err(map_err)?;
-                Ok(())
+                self.append_audit_record(record).await
             }
 
             async fn audit_records(

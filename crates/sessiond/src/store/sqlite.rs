@@ -14,6 +14,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::audit_batch::AuditBatcher;
 use super::rows::{
     self, api_key_columns, audit_columns, key_columns, owner_columns, session_columns,
 };
@@ -59,6 +60,8 @@ pub struct SqliteStore {
     write: SqlitePool,
     /// The synchronous read path, when on and the file allows it.
     sync: Option<Arc<SyncReaders>>,
+    /// Audit records of concurrent callers in one write transaction.
+    audit: AuditBatcher,
 }
 
 /// SQLite's table of error codes that mean "cannot serve now": the primary result codes
@@ -124,7 +127,13 @@ impl SqliteStore {
         } else {
             None
         };
-        Ok(SqliteStore { read, write, sync })
+        let audit = AuditBatcher::start(write.clone(), SQL.append_audit, map_err);
+        Ok(SqliteStore {
+            read,
+            write,
+            sync,
+            audit,
+        })
     }
 
     /// Applies pending migrations.
@@ -295,6 +304,14 @@ impl SqliteStore {
         _lock: &[&str],
     ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         self.write.begin().await.map_err(map_err)
+    }
+
+    /// One audit record, in the transaction of whatever other records are queued with it.
+    async fn append_audit_record(
+        &self,
+        record: &crate::audit::AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.audit.append(record.clone()).await
     }
 
     /// The session row by id: synchronously when the path is on, through the pool when it is
