@@ -27,9 +27,8 @@ pub const API_KEY_PREFIX: &str = "sessiond_";
 /// another node keeps working on this one.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5);
 
-/// Cached authentications past this many are all dropped (unknown keys are cached too, so a
-/// flood of wrong keys stays cheap without growing the cache without bound).
-/// The authentication cache's limits: keys (and refusals) seen recently.
+/// The authentication cache's limits. Unknown keys are cached too, so a flood of wrong keys
+/// stays cheap; the limits keep it from growing without bound (the oldest entries go first).
 const CACHE_LIMITS: CacheLimits = CacheLimits::new(4096, 1 << 20);
 
 /// The longest key accepted for a lookup (a real key is 52 characters).

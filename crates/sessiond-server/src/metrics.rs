@@ -102,8 +102,14 @@ impl prometheus_client::collector::Collector for ConnectionsCollector {
     }
 }
 
-/// A cache metric: its name, its help and how to read it from a cache's stats.
-type CacheSeries = (&'static str, &'static str, fn(&CacheStats) -> u64);
+/// A cache metric: its name, its help, its type (counter or gauge) and how to read it from a
+/// cache's stats.
+type CacheSeries = (
+    &'static str,
+    &'static str,
+    MetricType,
+    fn(&CacheStats) -> u64,
+);
 
 impl prometheus_client::collector::Collector for LibraryCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
@@ -175,48 +181,49 @@ impl prometheus_client::collector::Collector for LibraryCollector {
         }
         let mut caches = self.0.cache_stats();
         caches.push(("api_keys", self.1.cache_stats()));
-        let counters: [CacheSeries; 3] = [
+        let series: [CacheSeries; 5] = [
             (
                 "sessiond_cache_hits",
                 "Cache lookups that found an entry, by cache",
+                MetricType::Counter,
                 |s| s.hits,
             ),
             (
                 "sessiond_cache_misses",
                 "Cache lookups that found none, by cache",
+                MetricType::Counter,
                 |s| s.misses,
             ),
             (
                 "sessiond_cache_evictions",
                 "Cache entries dropped to stay within the cache's limits, by cache",
+                MetricType::Counter,
                 |s| s.evictions,
             ),
-        ];
-        for (name, help, read) in counters {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (cache, stats) in &caches {
-                let labels = [("cache", *cache)];
-                ConstCounter::new(read(stats)).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        let gauges: [CacheSeries; 2] = [
             (
                 "sessiond_cache_entries",
                 "Entries held now, by cache",
+                MetricType::Gauge,
                 |s| s.entries,
             ),
             (
                 "sessiond_cache_bytes",
                 "Bytes held now (estimate), by cache",
+                MetricType::Gauge,
                 |s| s.bytes,
             ),
         ];
-        for (name, help, read) in gauges {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (name, help, kind, read) in series {
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
             for (cache, stats) in &caches {
                 let labels = [("cache", *cache)];
-                let value = i64::try_from(read(stats)).unwrap_or(i64::MAX);
-                ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+                let metric = family.encode_family(&labels)?;
+                let value = read(stats);
+                if matches!(kind, MetricType::Counter) {
+                    ConstCounter::new(value).encode(metric)?;
+                } else {
+                    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(metric)?;
+                }
             }
         }
         let mut family = encoder.encode_descriptor(

@@ -190,3 +190,52 @@ async fn concurrent_audit_records_are_grouped_and_each_caller_answered() {
         );
     }
 }
+
+/// The synchronous read path fails closed: when the row cannot be read (here its table is gone
+/// behind the store's back), the read is an error, never "no such session", so a validation is
+/// answered as an outage and never as a verdict; a corrupt row is `Corrupt`, as on the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_synchronous_read_is_an_error_never_a_missing_row() {
+    use sessiond::store::{SessionStore as _, StoreError};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessiond.db");
+    let path = path.to_str().unwrap();
+    let store = SqliteStore::open(path, SqliteOptions::default())
+        .await
+        .unwrap();
+    let record = crate::conformance::record("gone", "default", 0, 3_600, 7_200);
+    let id = &record.session.id;
+    store
+        .create_session(&record, None, sessiond::Timestamp::from_unix_seconds(10))
+        .await
+        .unwrap();
+    assert!(store.session(id).await.unwrap().is_some());
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{path}"))
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "UPDATE sessions SET refresh_chain = 'not json', refresh_hash = zeroblob(32) WHERE id = '{}'",
+        id.as_str()
+    ))
+    .execute(&raw)
+    .await
+    .unwrap();
+    assert!(matches!(
+        store.session(id).await,
+        Err(StoreError::Corrupt {
+            what: "sessions.refresh_chain"
+        })
+    ));
+    sqlx::query("ALTER TABLE sessions RENAME TO sessions_gone")
+        .execute(&raw)
+        .await
+        .unwrap();
+    let read = store.session(id).await;
+    assert!(
+        matches!(
+            read,
+            Err(StoreError::Backend(_) | StoreError::Unavailable(_))
+        ),
+        "{read:?}"
+    );
+}
