@@ -837,42 +837,36 @@ impl Default for Browser {
     }
 }
 
-/// `[caches]`: the in-process caches (docs/DESIGN.md §15.1).
+/// `[caches]`: the in-process caches (docs/DESIGN.md §15.1, §15.4).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct Caches {
     /// `[caches.verified_tokens]`: access tokens whose signature and claims were verified.
     pub verified_tokens: CacheSize,
+    /// `[caches.session_rows]`: session rows, coherent with every writer (SQLite only).
+    pub session_rows: CacheSize,
 }
 
 /// The limits of one cache; `entries = 0` (or `bytes = 0`) turns it off. A limit left out
-/// keeps its default.
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// keeps that cache's default.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct CacheSize {
     /// The most entries kept.
-    pub entries: usize,
+    pub entries: Option<usize>,
     /// The most bytes kept (an estimate of the values' size).
-    pub bytes: usize,
-}
-
-impl Default for CacheSize {
-    /// The verified-token cache's (the only cache so far).
-    fn default() -> Self {
-        let limits = sessiond::ServiceConfig::default().verified_tokens;
-        CacheSize {
-            entries: limits.entries,
-            bytes: limits.bytes,
-        }
-    }
+    pub bytes: Option<usize>,
 }
 
 impl CacheSize {
-    /// As the library's limits.
-    pub fn limits(self) -> sessiond::cache::CacheLimits {
-        sessiond::cache::CacheLimits::new(self.entries, self.bytes)
+    /// As the library's limits, `default`'s where left out.
+    pub fn limits(self, default: sessiond::cache::CacheLimits) -> sessiond::cache::CacheLimits {
+        sessiond::cache::CacheLimits::new(
+            self.entries.unwrap_or(default.entries),
+            self.bytes.unwrap_or(default.bytes),
+        )
     }
 }
 
@@ -1448,10 +1442,29 @@ mod tests {
             sessiond::cache::CacheLimits::new(10, 4096)
         );
         let c = load("", &[("SESSIOND_CACHES__VERIFIED_TOKENS__ENTRIES", "0")]).unwrap();
-        assert_eq!(c.caches.verified_tokens.entries, 0);
-        assert_eq!(c.caches.verified_tokens.bytes, 16 << 20);
+        assert_eq!(
+            crate::startup::service_config(&c).verified_tokens,
+            sessiond::cache::CacheLimits::new(0, 16 << 20)
+        );
         let err = load("[caches.verified_tokens]\nentries = -1\n", &[]).unwrap_err();
         assert!(err.to_string().contains("caches"), "{err}");
+    }
+
+    #[test]
+    fn the_session_row_cache_has_its_own_defaults_and_can_be_turned_off() {
+        let rows = |c: &Config| crate::startup::sqlite_options(c).row_cache;
+        let default = sessiond::store::sqlite::SqliteOptions::DEFAULT_ROW_CACHE;
+        assert_eq!(rows(&load("", &[]).unwrap()), default);
+        let c = load("[caches.session_rows]\nentries = 100\n", &[]).unwrap();
+        assert_eq!(
+            rows(&c),
+            sessiond::cache::CacheLimits::new(100, default.bytes)
+        );
+        let c = load("", &[("SESSIOND_CACHES__SESSION_ROWS__BYTES", "0")]).unwrap();
+        assert_eq!(
+            rows(&c),
+            sessiond::cache::CacheLimits::new(default.entries, 0)
+        );
     }
 
     #[test]

@@ -216,16 +216,13 @@ pub(crate) async fn open_storage(config: &Config) -> Result<Storage, StartError>
                     }
                 })?;
             }
-            let mut options = SqliteOptions::default();
-            options.acquire_timeout = config.database_acquire_timeout.0;
-            let store =
-                SqliteStore::open(url, options)
-                    .await
-                    .map_err(|source| StartError::Database {
-                        kind: "SQLite",
-                        url: config.database.redacted(),
-                        source,
-                    })?;
+            let store = SqliteStore::open(url, sqlite_options(config))
+                .await
+                .map_err(|source| StartError::Database {
+                    kind: "SQLite",
+                    url: config.database.redacted(),
+                    source,
+                })?;
             Ok(Storage {
                 backend: Arc::new(store.clone()),
                 api_keys: Arc::new(store.clone()),
@@ -498,8 +495,22 @@ pub(crate) fn service_config(config: &Config) -> ServiceConfig {
     s.keys.retention = config.keys.retention.0;
     s.keys.access_algorithm = config.token_sessions.access_alg.key_algorithm();
     s.login_code_ttl = config.browser.login_code_ttl.0;
-    s.verified_tokens = config.caches.verified_tokens.limits();
+    s.verified_tokens = config
+        .caches
+        .verified_tokens
+        .limits(ServiceConfig::default().verified_tokens);
     s
+}
+
+/// The SQLite store's options from the configuration.
+pub(crate) fn sqlite_options(config: &Config) -> SqliteOptions {
+    let mut options = SqliteOptions::default();
+    options.acquire_timeout = config.database_acquire_timeout.0;
+    options.row_cache = config
+        .caches
+        .session_rows
+        .limits(SqliteOptions::DEFAULT_ROW_CACHE);
+    options
 }
 
 /// Builds the service: ensures an active key per purpose (or fails: the server must not start),

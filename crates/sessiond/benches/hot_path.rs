@@ -2,8 +2,12 @@
 //!
 //! - `cookie/validate_sqlite`: `SessionService::validate_cookie` on a file-backed SQLite store,
 //!   clock pinned so no touch write happens (the hot path: parse, key lookup, constant-time MAC
-//!   check, one row read, status/binding/CSRF checks).
-//! - `cookie/sqlite_row_read`: the store's row read alone (the floor of any stateful check).
+//!   check, the row from the row cache, status/binding/CSRF checks);
+//!   `cookie/validate_sqlite_uncached_rows`: the same with the row cache off (a row read each).
+//! - `cookie/sqlite_row_cached`: the store's row read alone, answered by the row cache (the proof
+//!   that nobody else wrote, the lookup, the copy); `cookie/sqlite_others_wrote`: that proof
+//!   alone (the cost of noticing other processes' writes); `cookie/sqlite_row_read`: the row
+//!   read with the row cache off.
 //! - `cookie/parse_verify`: the same cookie parsed and MAC-verified, no store.
 //! - `baseline/hmac_sha256`: bare HMAC-SHA256 of the same MAC input with a pre-keyed state.
 //!
@@ -96,10 +100,46 @@ fn hot_path(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    // The same file through a second store with the row cache off (a store of its own, as
+    // another process would open it): every read is the row read.
+    let mut uncached_options = SqliteOptions::default();
+    uncached_options.row_cache = CacheLimits::off();
+    let (uncached_service, uncached_store) = rt.block_on(async {
+        let store = Arc::new(
+            SqliteStore::open(path.to_str().unwrap(), uncached_options)
+                .await
+                .unwrap(),
+        );
+        let clock = ManualClock::new(Timestamp::from_unix_millis(1_795_305_600_000));
+        let service = SessionService::builder(store.clone(), MasterKey::from_bytes([1; 32]))
+            .clock(Arc::new(clock))
+            .start()
+            .await
+            .unwrap();
+        (service, store)
+    });
+    rt.block_on(uncached_service.validate_cookie(&value, &ctx))
+        .unwrap();
+    group.bench_function("validate_sqlite_uncached_rows", |b| {
+        b.iter(|| {
+            rt.block_on(uncached_service.validate_cookie(black_box(&value), &ctx))
+                .unwrap()
+        })
+    });
     let sid = parsed.session_id().clone();
-    group.bench_function("sqlite_row_read", |b| {
+    group.bench_function("sqlite_row_cached", |b| {
         b.iter(|| {
             rt.block_on(store.session(black_box(&sid)))
+                .unwrap()
+                .unwrap()
+        })
+    });
+    group.bench_function("sqlite_others_wrote", |b| {
+        b.iter(|| assert!(!store.others_wrote().unwrap().unwrap()))
+    });
+    group.bench_function("sqlite_row_read", |b| {
+        b.iter(|| {
+            rt.block_on(uncached_store.session(black_box(&sid)))
                 .unwrap()
                 .unwrap()
         })

@@ -192,9 +192,12 @@ impl SessionService {
         &self.inner.metrics
     }
 
-    /// The in-process caches' counters and sizes, by cache name (`verified_tokens`).
+    /// The in-process caches' counters and sizes, by cache name: `verified_tokens`, then the
+    /// store's own (`session_rows` on SQLite).
     pub fn cache_stats(&self) -> Vec<(&'static str, CacheStats)> {
-        vec![("verified_tokens", self.inner.verified.stats())]
+        let mut stats = vec![("verified_tokens", self.inner.verified.stats())];
+        stats.extend(self.inner.backend.cache_stats());
+        stats
     }
 
     /// The current time by the service's clock.

@@ -13,6 +13,8 @@ pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod row_cache;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod rows;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
@@ -235,6 +237,12 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// generation is still `generation` and `used` is not set yet (one write per pair, not
     /// per validation). Returns whether a row changed.
     async fn mark_refresh_used(&self, id: &SessionId, generation: u64) -> Result<bool, StoreError>;
+
+    /// The counters and sizes of the store's own caches, by name (SQLite: `session_rows`,
+    /// docs/DESIGN.md §15.4). None by default.
+    fn cache_stats(&self) -> Vec<(&'static str, crate::cache::CacheStats)> {
+        Vec::new()
+    }
 }
 
 /// One-time claims.

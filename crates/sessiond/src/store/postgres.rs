@@ -38,6 +38,7 @@ use sha2::{Digest, Sha256};
 use sqlx::migrate::MigrateError;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
+use super::row_cache::{Scope, Written};
 use super::rows::{
     self, api_key_columns, audit_columns, key_columns, owner_columns, session_columns, Columns,
 };
@@ -505,6 +506,16 @@ impl PgStore {
     /// The session row by id: the read pool.
     async fn session_row(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
         self.session_row_pooled(id).await
+    }
+
+    /// No row cache on PostgreSQL (docs/DESIGN.md §15.4): nothing to forget after a write.
+    fn session_written(&self, scope: Scope) -> Written<'_> {
+        Written::new(None, scope)
+    }
+
+    /// No caches of its own.
+    fn row_cache_stats(&self) -> Vec<(&'static str, crate::cache::CacheStats)> {
+        Vec::new()
     }
 
     /// One statement, one round trip whatever the outcome: the conditional update returns the

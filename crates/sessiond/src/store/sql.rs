@@ -15,7 +15,11 @@
 //! - `append_audit_record(record)`: one audit record (PostgreSQL: its own statement,
 //!   `append_audit_alone`; SQLite: grouped with concurrent ones, `audit_batch`);
 //! - `session_row(id)`: the session row by id, the read of every validation (PostgreSQL: the
-//!   read pool, `session_row_pooled`; SQLite: a synchronous connection, see `sqlite`).
+//!   read pool, `session_row_pooled`; SQLite: the row cache, else a synchronous connection,
+//!   see `sqlite`);
+//! - `session_written(scope)`: a guard each session write takes first, which forgets the cached
+//!   rows the write may have changed when it drops (`row_cache`; PostgreSQL caches no rows),
+//!   and `row_cache_stats()`, that cache's counters.
 
 /// The SQL text of one dialect. Each statement's parameters are bound in the order given.
 #[derive(Debug)]
@@ -194,8 +198,14 @@ macro_rules! sql_store {
                 max_active: Option<u32>,
                 now: $crate::clock::Timestamp,
             ) -> Result<Vec<$crate::store::SessionOwner>, $crate::store::StoreError> {
+                use $crate::store::row_cache::Scope;
                 use $crate::store::rows::Bind as _;
                 let s = &record.session;
+                // A new row is not cached; evictions change others (those it returns).
+                let mut written = self.session_written(match max_active {
+                    Some(_) => Scope::All,
+                    None => Scope::One(s.id.clone()),
+                });
                 let params = $crate::store::rows::SessionParams::new(record)?;
                 let insert = sqlx::query($sql.insert_session).session(&params);
                 let Some(max) = max_active else {
@@ -221,10 +231,12 @@ macro_rules! sql_store {
                     .await
                     .map_err(map_err)?;
                 tx.commit().await.map_err(map_err)?;
-                evicted
+                let evicted = evicted
                     .iter()
                     .map($crate::store::rows::owner_from_row)
-                    .collect()
+                    .collect::<Result<Vec<_>, _>>()?;
+                written.narrow(evicted.iter().map(|o| &o.id).chain([&s.id]));
+                Ok(evicted)
             }
 
             async fn session(
@@ -242,6 +254,8 @@ macro_rules! sql_store {
                 seen_before: $crate::clock::Timestamp,
             ) -> Result<bool, $crate::store::StoreError> {
                 use $crate::store::rows::millis;
+                let _written =
+                    self.session_written($crate::store::row_cache::Scope::One(id.clone()));
                 let done = sqlx::query($sql.touch)
                     .bind(millis(last_seen_at))
                     .bind(millis(idle_expires_at))
@@ -259,6 +273,8 @@ macro_rules! sql_store {
                 at: $crate::clock::Timestamp,
                 reason: &$crate::session::RevokeReason,
             ) -> Result<$crate::store::Revocation, $crate::store::StoreError> {
+                let _written =
+                    self.session_written($crate::store::row_cache::Scope::One(id.clone()));
                 let revoke = sqlx::query($sql.revoke_one)
                     .bind($crate::store::rows::millis(at))
                     .bind(reason.as_str())
@@ -274,6 +290,7 @@ macro_rules! sql_store {
                 at: $crate::clock::Timestamp,
                 reason: &$crate::session::RevokeReason,
             ) -> Result<Vec<$crate::store::SessionOwner>, $crate::store::StoreError> {
+                let mut written = self.session_written($crate::store::row_cache::Scope::All);
                 let rows = sqlx::query($sql.revoke_user)
                     .bind($crate::store::rows::millis(at))
                     .bind(reason.as_str())
@@ -283,9 +300,12 @@ macro_rules! sql_store {
                     .fetch_all(&self.$write)
                     .await
                     .map_err(map_err)?;
-                rows.iter()
+                let revoked = rows
+                    .iter()
                     .map($crate::store::rows::owner_from_row)
-                    .collect()
+                    .collect::<Result<Vec<_>, _>>()?;
+                written.narrow(revoked.iter().map(|o| &o.id));
+                Ok(revoked)
             }
 
             async fn user_sessions(
@@ -310,6 +330,8 @@ macro_rules! sql_store {
                 hash: &[u8; 32],
                 now: $crate::clock::Timestamp,
             ) -> Result<Option<$crate::store::SessionOwner>, $crate::store::StoreError> {
+                let _written =
+                    self.session_written($crate::store::row_cache::Scope::One(id.clone()));
                 let row = sqlx::query($sql.set_csrf)
                     .bind(hash.as_slice())
                     .bind(id.as_str())
@@ -327,8 +349,15 @@ macro_rules! sql_store {
                 now: $crate::clock::Timestamp,
                 limit: u32,
             ) -> Result<u64, $crate::store::StoreError> {
-                self.delete_expired($sql.delete_expired_sessions, now, limit)
-                    .await
+                // GC does not say which rows it deleted: forget every row, unless it deleted none.
+                let mut written = self.session_written($crate::store::row_cache::Scope::All);
+                let deleted = self
+                    .delete_expired($sql.delete_expired_sessions, now, limit)
+                    .await?;
+                if deleted == 0 {
+                    written.narrow([]);
+                }
+                Ok(deleted)
             }
 
             async fn rotate_refresh(
@@ -336,6 +365,8 @@ macro_rules! sql_store {
                 r: $crate::store::RefreshRotation<'_>,
             ) -> Result<bool, $crate::store::StoreError> {
                 use $crate::store::rows::millis;
+                let _written =
+                    self.session_written($crate::store::row_cache::Scope::One(r.id.clone()));
                 let done = sqlx::query($sql.rotate_refresh)
                     .bind(r.new_hash.as_slice())
                     .bind($crate::store::rows::generation(r.generation)?)
@@ -356,6 +387,8 @@ macro_rules! sql_store {
                 id: &$crate::id::SessionId,
                 generation: u64,
             ) -> Result<bool, $crate::store::StoreError> {
+                let _written =
+                    self.session_written($crate::store::row_cache::Scope::One(id.clone()));
                 let done = sqlx::query($sql.mark_refresh_used)
                     .bind(id.as_str())
                     .bind($crate::store::rows::generation(generation)?)
@@ -363,6 +396,10 @@ macro_rules! sql_store {
                     .await
                     .map_err(map_err)?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            fn cache_stats(&self) -> Vec<(&'static str, $crate::cache::CacheStats)> {
+                self.row_cache_stats()
             }
         }
 

@@ -15,12 +15,14 @@ use sqlx::sqlite::{
 };
 
 use super::audit_batch::AuditBatcher;
+use super::row_cache::{RowCache, Scope, Written};
 use super::rows::{
     self, api_key_columns, audit_columns, key_columns, owner_columns, session_columns,
 };
 use super::sql::{sql_store, Statements};
 use super::sqlite_read::SyncReaders;
 use super::{Revocation, StoreError};
+use crate::cache::{CacheLimits, CacheStats};
 use crate::id::SessionId;
 use crate::session::SessionRecord;
 
@@ -40,6 +42,14 @@ pub struct SqliteOptions {
     /// Read the session row of a validation synchronously on the calling task (default on;
     /// docs/DESIGN.md §15.2) instead of through the read pool's worker threads.
     pub sync_reads: bool,
+    /// The coherent session-row cache (docs/DESIGN.md §15.4; default 65,536 rows, 32 MiB).
+    /// It needs the synchronous read path: with `sync_reads` off it is off too.
+    pub row_cache: CacheLimits,
+}
+
+impl SqliteOptions {
+    /// The default row cache's limits.
+    pub const DEFAULT_ROW_CACHE: CacheLimits = CacheLimits::new(65_536, 32 << 20);
 }
 
 impl Default for SqliteOptions {
@@ -49,6 +59,7 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(5),
             sync_reads: true,
+            row_cache: Self::DEFAULT_ROW_CACHE,
         }
     }
 }
@@ -62,6 +73,60 @@ pub struct SqliteStore {
     sync: Option<Arc<SyncReaders>>,
     /// Audit records of concurrent callers in one write transaction.
     audit: AuditBatcher,
+    /// Session rows, coherent with every writer of the file (docs/DESIGN.md §15.4).
+    rows: Option<Arc<RowCache>>,
+    /// This store's name in `sessiond_writers`: random, per open store.
+    instance: [u8; 16],
+}
+
+/// The temporary triggers that record this store's session changes in `sessiond_writers` (and
+/// take back what the permanent triggers count in `sessiond_anonymous_writes`), so other stores
+/// on the file (the CLI, the server) notice them as this store's (docs/DESIGN.md §15.4).
+/// Temporary triggers belong to the connection that creates them: only this store's writer
+/// fires them.
+fn writer_triggers(instance: &[u8; 16]) -> Vec<String> {
+    use std::fmt::Write as _;
+    let hex = instance.iter().fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    });
+    [
+        ("insert", "INSERT"),
+        ("update", "UPDATE"),
+        ("delete", "DELETE"),
+    ]
+    .iter()
+    .map(|(name, op)| {
+        format!(
+            "CREATE TEMP TRIGGER IF NOT EXISTS sessiond_written_{name} AFTER {op} \
+                 ON main.sessions BEGIN \
+                   UPDATE sessiond_anonymous_writes SET n = n - 1; \
+                   INSERT INTO sessiond_writers (instance, seq) \
+                   VALUES (x'{hex}', (SELECT coalesce(max(seq), 0) + 1 FROM sessiond_writers)) \
+                   ON CONFLICT (instance) DO UPDATE SET seq = excluded.seq; END"
+        )
+    })
+    .collect()
+}
+
+/// Installs [`writer_triggers`] on the writer connection `conn`, once the tables exist (a
+/// fresh file gets them from the migrations, which install them again after).
+async fn install_triggers(
+    conn: &mut sqlx::SqliteConnection,
+    instance: &[u8; 16],
+) -> Result<(), sqlx::Error> {
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+         AND name IN ('sessions', 'sessiond_writers', 'sessiond_anonymous_writes')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if tables == 3 {
+        for trigger in writer_triggers(instance) {
+            sqlx::query(&trigger).execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
 }
 
 /// SQLite's table of error codes that mean "cannot serve now": the primary result codes
@@ -99,10 +164,15 @@ impl SqliteStore {
         // this process, not a socket that can go stale, and the ping is a round trip to the
         // connection's worker thread on every query. A broken connection still fails the query
         // itself, as a `StoreError`.
+        let instance: [u8; 16] = crate::random::bytes(&crate::random::OsRandom);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
             .acquire_timeout(options.acquire_timeout)
+            // A replaced writer connection gets the triggers again.
+            .after_connect(move |conn, _| {
+                Box::pin(async move { install_triggers(conn, &instance).await })
+            })
             .connect_with(connect.clone())
             .await
             .map_err(map_err)?;
@@ -117,7 +187,7 @@ impl SqliteStore {
         let filename = connect.get_filename();
         let sync = if options.sync_reads && filename.to_str() != Some(":memory:") {
             let count = usize::try_from(options.read_connections.clamp(1, 4)).unwrap_or(1);
-            match SyncReaders::open(filename, count, SQL.session) {
+            match SyncReaders::open(filename, count, SQL.session, OTHER_WRITERS) {
                 Ok(readers) => Some(Arc::new(readers)),
                 Err(e) => {
                     tracing::warn!(error = %e, "SQLite: synchronous reads off, reading through the pool");
@@ -128,11 +198,17 @@ impl SqliteStore {
             None
         };
         let audit = AuditBatcher::start(write.clone(), SQL.append_audit, map_err);
+        let rows = match &sync {
+            Some(_) => RowCache::new(options.row_cache).map(Arc::new),
+            None => None,
+        };
         Ok(SqliteStore {
             read,
             write,
             sync,
             audit,
+            rows,
+            instance,
         })
     }
 
@@ -144,7 +220,21 @@ impl SqliteStore {
         MIGRATOR
             .run(&self.write)
             .await
-            .map_err(|e| StoreError::Backend(Box::new(e)))
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let mut conn = self.write.acquire().await.map_err(map_err)?;
+        install_triggers(&mut conn, &self.instance)
+            .await
+            .map_err(map_err)?;
+        // Keep the newest 64 writers: an instance long gone is never the one that moved last,
+        // and one that writes again gets its row back (the triggers upsert).
+        sqlx::query(
+            "DELETE FROM sessiond_writers WHERE seq < \
+             (SELECT seq FROM sessiond_writers ORDER BY seq DESC LIMIT 1 OFFSET 63)",
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        Ok(())
     }
 
     /// SQLite's `data_version` as seen by this store's writer connection: it moves when another
@@ -162,6 +252,21 @@ impl SqliteStore {
             .map_err(map_err)
     }
 
+    /// Whether anyone else (another store, another process, a `sqlite3` shell) changed session
+    /// rows since the row cache last looked, which forgets every cached row when so: the proof
+    /// a cached answer rests on (docs/DESIGN.md §15.4), on its own, for measuring it. `None`
+    /// when the row cache is off or the database was busy.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the writers' tables cannot be read (not migrated).
+    pub fn others_wrote(&self) -> Option<Result<bool, StoreError>> {
+        let (sync, rows) = (self.sync.as_deref()?, self.rows.as_deref()?);
+        Some(
+            sync.others(&self.instance)?
+                .map(|seen| !rows.observe_others(seen)),
+        )
+    }
+
     /// Closes both pools, waiting for connections to finish; the synchronous readers
     /// (docs/DESIGN.md §15.2) stop answering at once (their connections close when the store is
     /// dropped), so every read after `close` fails as the pool's do.
@@ -173,6 +278,12 @@ impl SqliteStore {
         self.read.close().await;
     }
 }
+
+/// What the others wrote: the highest `seq` of the other stores (0 when there are none) and the
+/// count of anonymous changes: `instance`.
+const OTHER_WRITERS: &str = "SELECT coalesce((SELECT seq FROM sessiond_writers \
+                             WHERE instance <> ?1 ORDER BY seq DESC LIMIT 1), 0), \
+                             (SELECT n FROM sessiond_anonymous_writes)";
 
 /// SQLite's statements: `?N` parameters, `MIN` for the idle cap, 0/1 booleans.
 const SQL: Statements = Statements {
@@ -314,15 +425,47 @@ impl SqliteStore {
         self.audit.append(record.clone()).await
     }
 
-    /// The session row by id: synchronously when the path is on, through the pool when it is
-    /// off or the database is busy.
+    /// The session row by id: from the row cache when it holds the row and no other writer
+    /// changed the table since the cache last looked (docs/DESIGN.md §15.4); else synchronously
+    /// when the path is on (kept in the cache unless a write raced the read), through the pool
+    /// when it is off or the database is busy.
     async fn session_row(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        if let Some(sync) = &self.sync {
-            if let Some(row) = sync.session(id) {
-                return row;
+        let Some(sync) = &self.sync else {
+            return self.session_row_pooled(id).await;
+        };
+        // The proof that no other process wrote since the cache last looked comes first;
+        // without it (busy, closed, failed) the row is read like any other, and still kept.
+        let rows = self.rows.as_deref();
+        let proven = rows.is_some_and(|rows| {
+            matches!(sync.others(&self.instance), Some(Ok(seen)) if rows.observe_others(seen))
+        });
+        let ticket = rows.map(|rows| (rows, rows.ticket(id)));
+        if let (true, Some((rows, _))) = (proven, ticket) {
+            if let Some(held) = rows.get(id) {
+                return Ok(Some(SessionRecord::clone(&held)));
             }
         }
-        self.session_row_pooled(id).await
+        let row = match sync.session(id) {
+            Some(row) => row?,
+            None => return self.session_row_pooled(id).await,
+        };
+        if let (Some((rows, ticket)), Some(record)) = (ticket, &row) {
+            rows.fill(ticket, record);
+        }
+        Ok(row)
+    }
+
+    /// A guard that forgets, after a session write, the cached rows it may have changed.
+    fn session_written(&self, scope: Scope) -> Written<'_> {
+        Written::new(self.rows.as_deref(), scope)
+    }
+
+    /// The row cache's counters, as `session_rows`.
+    fn row_cache_stats(&self) -> Vec<(&'static str, CacheStats)> {
+        self.rows
+            .as_deref()
+            .map(|rows| vec![("session_rows", rows.stats())])
+            .unwrap_or_default()
     }
 
     /// SQLite has no RETURNING inside a WITH clause: when nothing was revoked, a second read

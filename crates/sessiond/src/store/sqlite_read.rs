@@ -10,7 +10,7 @@
 //! What keeps it honest:
 //! - Each read is its own read transaction in autocommit mode (WAL): it sees every write
 //!   committed before it began, by this process or another (the CLI), exactly as a read through
-//!   the pool does. Nothing is cached.
+//!   the pool does. (The row cache in front of it, `row_cache`, keeps that promise its own way.)
 //! - The connections are `query_only` and never write; the statement is prepared once per
 //!   connection (on its first read) and reused.
 //! - It never waits long on the caller's thread: a reader's `busy_timeout` is short, and a busy
@@ -46,6 +46,7 @@ pub(super) struct SyncReaders {
     /// Set by the store's `close`: every read goes to the (closed) pool from then on.
     closed: AtomicBool,
     session_sql: &'static str,
+    others_sql: &'static str,
 }
 
 impl std::fmt::Debug for SyncReaders {
@@ -64,6 +65,7 @@ impl SyncReaders {
         path: &Path,
         count: usize,
         session_sql: &'static str,
+        others_sql: &'static str,
     ) -> Result<Self, rusqlite::Error> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -91,6 +93,7 @@ impl SyncReaders {
             next: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             session_sql,
+            others_sql,
         })
     }
 
@@ -140,6 +143,29 @@ impl SyncReaders {
             });
         match read {
             Ok(row) => Some(row.transpose()),
+            Err(e) if is_busy(&e) => None,
+            Err(e) => Some(Err(StoreError::Backend(Box::new(e)))),
+        }
+    }
+}
+
+impl SyncReaders {
+    /// What writers other than `instance` recorded: the highest `seq` in `sessiond_writers` and
+    /// the anonymous count (the row cache's proof that nobody else wrote, docs/DESIGN.md §15.4); `None` when the
+    /// database was busy or the store closed. An error (the table is missing: not migrated)
+    /// means the cache cannot answer.
+    pub(super) fn others(&self, instance: &[u8; 16]) -> Option<Result<[i64; 2], StoreError>> {
+        if self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        let conn = self.connection();
+        let read = conn
+            .prepare_cached(self.others_sql)
+            .and_then(|mut statement| {
+                statement.query_row([&instance[..]], |row| Ok([row.get(0)?, row.get(1)?]))
+            });
+        match read {
+            Ok(seen) => Some(Ok(seen)),
             Err(e) if is_busy(&e) => None,
             Err(e) => Some(Err(StoreError::Backend(Box::new(e)))),
         }

@@ -34,6 +34,13 @@ pub async fn sqlite_pooled_backend() -> TestBackend {
     sqlite_backend_with(options).await
 }
 
+/// [`sqlite_backend`] without the session-row cache.
+pub async fn sqlite_uncached_backend() -> TestBackend {
+    let mut options = SqliteOptions::default();
+    options.row_cache = sessiond::cache::CacheLimits::off();
+    sqlite_backend_with(options).await
+}
+
 async fn sqlite_backend_with(options: SqliteOptions) -> TestBackend {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sessiond.db");

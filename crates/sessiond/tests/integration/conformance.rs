@@ -78,7 +78,7 @@ macro_rules! claims_conformance_suite {
     };
 }
 
-fn t(offset_secs: i64) -> Timestamp {
+pub fn t(offset_secs: i64) -> Timestamp {
     Timestamp::from_unix_millis(T0.unix_millis() + offset_secs * 1000)
 }
 

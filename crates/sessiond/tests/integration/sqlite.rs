@@ -4,9 +4,15 @@ crate::conformance_suite!(crate::common::sqlite_backend);
 crate::rotation_suite!(crate::common::sqlite_backend);
 crate::keys_suite!(crate::common::sqlite_backend);
 
-/// The same suite with the synchronous read path off: every read through sqlx's pool.
+/// The same suite with the synchronous read path off: every read through sqlx's pool (and no
+/// row cache, which needs that path).
 mod pooled_reads {
     crate::conformance_suite!(crate::common::sqlite_pooled_backend);
+}
+
+/// The same suite with the synchronous read path on and the row cache off.
+mod uncached_rows {
+    crate::conformance_suite!(crate::common::sqlite_uncached_backend);
 }
 
 use std::sync::Arc;

@@ -104,3 +104,44 @@ async fn the_verified_token_cache_is_measured_and_can_be_turned_off() {
         s.stop().await;
     }
 }
+
+/// The SQLite row cache's series (`cache="session_rows"`): a cookie validated three times is
+/// read once and then answered from memory; `[caches.session_rows]` at zero turns it off and its
+/// series are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_row_cache_is_measured_and_can_be_turned_off() {
+    let series = |text: &str, name: &str| -> Option<u64> {
+        let prefix = format!("{name}{{cache=\"session_rows\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(|v| v.parse().unwrap())
+    };
+    for (config, on) in [
+        (String::new(), true),
+        (String::from("[caches.session_rows]\nentries = 0\n"), false),
+    ] {
+        let s = spawn_app(Options {
+            config,
+            ..Options::default()
+        })
+        .await;
+        let created = s.create_session("dave", KindParam::Cookie).await;
+        let cookie = created.cookie.unwrap();
+        for _ in 0..3 {
+            s.validate_cookie(&cookie).await.unwrap();
+        }
+        let text = s.get("/metrics").await.text;
+        if on {
+            let hits = series(&text, "sessiond_cache_hits_total").unwrap();
+            assert!(hits >= 1, "{text}");
+            assert!(
+                series(&text, "sessiond_cache_entries").unwrap() >= 1,
+                "{text}"
+            );
+            assert!(series(&text, "sessiond_cache_bytes").unwrap() > 0, "{text}");
+        } else {
+            assert_eq!(series(&text, "sessiond_cache_hits_total"), None, "{text}");
+        }
+        s.stop().await;
+    }
+}

@@ -1,0 +1,352 @@
+//! A coherent in-process cache of session rows (docs/DESIGN.md §15.4).
+//!
+//! The cache is a mirror of the table, not a guess about it: a row it answers with is the row
+//! the store would read, for every change that has returned. Three rules make it so.
+//!
+//! 1. **This process's writes.** Every session write of the store takes a [`Written`] guard
+//!    before it starts; when the guard drops (after the commit, on success, on error and when the
+//!    caller's future is dropped mid-write alike) it forgets the rows the write may have changed
+//!    (one id, the ids the statement returned, or everything when it cannot say).
+//! 2. **A read that races a write.** A miss takes a [`Ticket`] before it reads the row and may
+//!    keep the row only if no write forgot that row (or everything) since: otherwise a read that
+//!    began before a revocation and finished after it would cache the live row for good.
+//! 3. **Other writers.** Before a held row answers, the store proves that nobody else wrote since
+//!    the cache last checked ([`RowCache::observe_others`]); when it cannot, it reads through.
+//!    How it proves that is the dialect's (SQLite: the tables `sessiond_writers` and
+//!    `sessiond_anonymous_writes`, kept by triggers, see `sqlite`).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sha2::{Digest, Sha256};
+
+use crate::cache::{BoundedCache, CacheLimits, CacheStats};
+use crate::id::SessionId;
+use crate::session::SessionRecord;
+
+/// Invalidation epochs: a write bumps its row's shard, so a racing fill of that row (or of a
+/// row in the same shard) is dropped; forgetting everything bumps every shard.
+const EPOCH_SHARDS: usize = 64;
+
+/// The cache key of a session id: the id's random body (22 base64url characters, uniform in its
+/// first byte, as the cache's sharding wants), zero-padded; an id too long for that (none is:
+/// `SessionId` has a fixed length) is hashed instead.
+fn key(id: &SessionId) -> [u8; 32] {
+    let body = id.as_str().as_bytes();
+    let body = body.get(4..).unwrap_or(body);
+    let mut key = [0u8; 32];
+    match key.get_mut(..body.len()) {
+        Some(prefix) => prefix.copy_from_slice(body),
+        None => key = Sha256::digest(body).into(),
+    }
+    key
+}
+
+/// What the bytes limit counts for one row: the record and its heap parts (estimate).
+fn size_of(record: &SessionRecord) -> usize {
+    let s = &record.session;
+    let claims: usize = s
+        .claims
+        .iter()
+        .map(|(k, v)| k.len() + v.to_string().len() + 48)
+        .sum();
+    std::mem::size_of::<SessionRecord>()
+        + s.id.as_str().len()
+        + s.user_id.as_str().len()
+        + s.tenant.as_str().len()
+        + s.ip.as_ref().map_or(0, String::len)
+        + s.user_agent.as_ref().map_or(0, String::len)
+        + record.key_id.as_str().len()
+        + record
+            .refresh
+            .as_ref()
+            .map_or(0, |r| 64 + r.chain.len() * 48)
+        + claims
+}
+
+/// The session-row cache of one store.
+pub(crate) struct RowCache {
+    rows: BoundedCache<Arc<SessionRecord>>,
+    epochs: Box<[AtomicU64]>,
+    /// What [`RowCache::observe_others`] last saw of other writers (`i64::MIN`: nothing yet).
+    others: [AtomicI64; 2],
+    /// Serialises "forget everything, then record what was seen" between callers that noticed
+    /// the same change.
+    noticing: Mutex<()>,
+}
+
+impl std::fmt::Debug for RowCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowCache")
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Taken by a miss before it reads: the epoch of the row's shard then.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket {
+    key: [u8; 32],
+    epoch: u64,
+}
+
+impl RowCache {
+    /// A cache within `limits`; `None` when the limits turn it off.
+    pub(crate) fn new(limits: CacheLimits) -> Option<Self> {
+        let rows = BoundedCache::new(limits);
+        rows.is_on().then(|| RowCache {
+            rows,
+            epochs: (0..EPOCH_SHARDS).map(|_| AtomicU64::new(0)).collect(),
+            others: [AtomicI64::new(i64::MIN), AtomicI64::new(i64::MIN)],
+            noticing: Mutex::new(()),
+        })
+    }
+
+    fn epoch(&self, key: &[u8; 32]) -> &AtomicU64 {
+        // `epochs` has EPOCH_SHARDS (> 0) entries, so the index is in range.
+        #[allow(clippy::indexing_slicing)]
+        &self.epochs[usize::from(key[0]) % EPOCH_SHARDS]
+    }
+
+    /// The held row of `id`, if any. The caller must have proved, before this, that no other
+    /// writer changed the table since the last proof ([`RowCache::observe_others`]).
+    pub(crate) fn get(&self, id: &SessionId) -> Option<Arc<SessionRecord>> {
+        self.rows.get(&key(id))
+    }
+
+    /// Taken before a read whose row may be kept.
+    pub(crate) fn ticket(&self, id: &SessionId) -> Ticket {
+        let key = key(id);
+        Ticket {
+            key,
+            epoch: self.epoch(&key).load(Ordering::SeqCst),
+        }
+    }
+
+    /// Keeps `record`, read after `ticket` was taken, unless a write forgot its shard since.
+    pub(crate) fn fill(&self, ticket: Ticket, record: &SessionRecord) {
+        let epoch = self.epoch(&ticket.key);
+        if epoch.load(Ordering::SeqCst) != ticket.epoch {
+            return;
+        }
+        self.rows
+            .insert(ticket.key, Arc::new(record.clone()), size_of(record));
+        // A write that forgot the row between the check and the insert bumped the epoch after
+        // its commit; if it did, forget again (its guard may have run before our insert).
+        if epoch.load(Ordering::SeqCst) != ticket.epoch {
+            self.rows.remove(&ticket.key);
+        }
+    }
+
+    /// Forgets the row of `id`: its epoch moves first, so a fill racing this is dropped.
+    pub(crate) fn forget(&self, id: &SessionId) {
+        let key = key(id);
+        self.epoch(&key).fetch_add(1, Ordering::SeqCst);
+        self.rows.remove(&key);
+    }
+
+    /// Forgets every row.
+    pub(crate) fn forget_all(&self) {
+        for epoch in self.epochs.iter() {
+            epoch.fetch_add(1, Ordering::SeqCst);
+        }
+        self.rows.clear();
+    }
+
+    /// Records what the store read of other writers' progress (values that move whenever
+    /// another writer commits a session change). A change since the last call forgets every
+    /// row before returning, so no caller answers from a row older than the change. Returns
+    /// whether nothing changed (a held row may answer).
+    pub(crate) fn observe_others(&self, seen: [i64; 2]) -> bool {
+        let same = |others: &[AtomicI64; 2]| {
+            others
+                .iter()
+                .zip(seen)
+                .all(|(was, now)| was.load(Ordering::SeqCst) == now)
+        };
+        if same(&self.others) {
+            return true;
+        }
+        let _one = self.noticing.lock().unwrap_or_else(PoisonError::into_inner);
+        if !same(&self.others) {
+            // Forget first: a caller that sees the new values must find nothing older.
+            self.forget_all();
+            for (was, now) in self.others.iter().zip(seen) {
+                was.store(now, Ordering::SeqCst);
+            }
+        }
+        false
+    }
+
+    /// Hits, misses, evictions, entries, bytes.
+    pub(crate) fn stats(&self) -> CacheStats {
+        self.rows.stats()
+    }
+}
+
+/// Which rows a session write may change.
+#[derive(Debug)]
+pub(crate) enum Scope {
+    /// One session's row.
+    One(SessionId),
+    /// Any number: forget every row unless narrowed.
+    All,
+}
+
+/// Forgets the rows a write may have changed when it drops (see the module docs, rule 1).
+#[must_use = "the guard forgets rows when it drops, after the write"]
+pub(crate) struct Written<'a> {
+    cache: Option<&'a RowCache>,
+    scope: Scope,
+}
+
+impl<'a> Written<'a> {
+    /// A guard for a write of `scope` on `cache` (none: nothing to forget).
+    pub(crate) fn new(cache: Option<&'a RowCache>, scope: Scope) -> Self {
+        Written { cache, scope }
+    }
+
+    /// The write said which rows it changed: forget only those.
+    pub(crate) fn narrow<'i>(&mut self, ids: impl IntoIterator<Item = &'i SessionId>) {
+        if let Some(cache) = self.cache.take() {
+            for id in ids {
+                cache.forget(id);
+            }
+        }
+    }
+}
+
+impl Drop for Written<'_> {
+    fn drop(&mut self) {
+        match (self.cache, &self.scope) {
+            (None, _) => {}
+            (Some(cache), Scope::One(id)) => cache.forget(id),
+            (Some(cache), Scope::All) => cache.forget_all(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+    use crate::id::{KeyId, Tenant, UserId};
+    use crate::random::OsRandom;
+    use crate::session::{Session, SessionKind};
+
+    fn record() -> SessionRecord {
+        let now = Timestamp::from_unix_millis(1_795_000_000_000);
+        let session = Session {
+            id: SessionId::generate(&OsRandom),
+            user_id: UserId::new("alice").unwrap(),
+            tenant: Tenant::default(),
+            kind: SessionKind::Cookie,
+            created_at: now,
+            last_seen_at: now,
+            idle_expires_at: now.saturating_add(std::time::Duration::from_secs(60)),
+            absolute_expires_at: now.saturating_add(std::time::Duration::from_secs(600)),
+            revoked_at: None,
+            revoke_reason: None,
+            ip: None,
+            user_agent: None,
+            claims: serde_json::Map::new(),
+        };
+        SessionRecord::new(session, KeyId::generate(&OsRandom), Some([7; 32]), None)
+    }
+
+    fn cache() -> RowCache {
+        RowCache::new(CacheLimits::new(1024, 1 << 20)).unwrap()
+    }
+
+    #[test]
+    fn off_limits_make_no_cache() {
+        assert!(RowCache::new(CacheLimits::off()).is_none());
+    }
+
+    #[test]
+    fn a_fill_is_kept_and_a_write_forgets_it() {
+        let cache = cache();
+        let r = record();
+        let id = r.session.id.clone();
+        cache.fill(cache.ticket(&id), &r);
+        assert_eq!(cache.get(&id).unwrap().session, r.session);
+        drop(Written::new(Some(&cache), Scope::One(id.clone())));
+        assert!(cache.get(&id).is_none());
+    }
+
+    #[test]
+    fn a_fill_that_raced_a_write_is_dropped() {
+        let cache = cache();
+        let r = record();
+        let id = r.session.id.clone();
+        // The read began (ticket), a write of that row finished, then the read's row arrives.
+        let ticket = cache.ticket(&id);
+        drop(Written::new(Some(&cache), Scope::One(id.clone())));
+        cache.fill(ticket, &r);
+        assert!(
+            cache.get(&id).is_none(),
+            "a row read before the write was kept"
+        );
+        // Forgetting everything drops racing fills of every row.
+        let ticket = cache.ticket(&id);
+        drop(Written::new(Some(&cache), Scope::All));
+        cache.fill(ticket, &r);
+        assert!(cache.get(&id).is_none());
+        // A fresh read after the write is kept.
+        cache.fill(cache.ticket(&id), &r);
+        assert!(cache.get(&id).is_some());
+    }
+
+    #[test]
+    fn narrowing_forgets_only_the_named_rows() {
+        let cache = cache();
+        let (a, b) = (record(), record());
+        for r in [&a, &b] {
+            cache.fill(cache.ticket(&r.session.id), r);
+        }
+        let mut written = Written::new(Some(&cache), Scope::All);
+        written.narrow([&a.session.id]);
+        drop(written);
+        assert!(cache.get(&a.session.id).is_none());
+        assert!(cache.get(&b.session.id).is_some());
+        // Narrowed to nothing: nothing forgotten.
+        let mut written = Written::new(Some(&cache), Scope::All);
+        written.narrow([]);
+        drop(written);
+        assert!(cache.get(&b.session.id).is_some());
+    }
+
+    #[test]
+    fn another_writers_progress_forgets_everything_once() {
+        let cache = cache();
+        let r = record();
+        let id = r.session.id.clone();
+        assert!(!cache.observe_others([5, 0]), "the first sight is a change");
+        cache.fill(cache.ticket(&id), &r);
+        assert!(cache.observe_others([5, 0]));
+        assert!(cache.get(&id).is_some(), "no change, nothing forgotten");
+        let ticket = cache.ticket(&id);
+        assert!(!cache.observe_others([6, 0]));
+        assert!(cache.get(&id).is_none());
+        cache.fill(ticket, &r);
+        assert!(
+            cache.get(&id).is_none(),
+            "a fill from before the change was kept"
+        );
+        // Either value counts, and any change, a smaller value too (the table was pruned).
+        for seen in [[6, 1], [2, 1]] {
+            cache.fill(cache.ticket(&id), &r);
+            assert!(!cache.observe_others(seen));
+            assert!(cache.get(&id).is_none());
+        }
+    }
+
+    #[test]
+    fn keys_are_the_ids_random_body() {
+        let a = SessionId::generate(&OsRandom);
+        let k = key(&a);
+        assert_eq!(&k[..22], &a.as_str().as_bytes()[4..]);
+        assert_eq!(&k[22..], &[0u8; 10]);
+        assert_ne!(key(&SessionId::generate(&OsRandom)), k);
+    }
+}
