@@ -4,9 +4,11 @@
 //! the store would read, for every change that has returned. Three rules make it so.
 //!
 //! 1. **This process's writes.** Every session write of the store takes a [`Written`] guard
-//!    before it starts; when the guard drops (after the commit, on success, on error and when the
-//!    caller's future is dropped mid-write alike) it forgets the rows the write may have changed
-//!    (one id, the ids the statement returned, or everything when it cannot say).
+//!    before it starts; when the guard drops it forgets the rows the write may have changed (one
+//!    id, the ids the statement returned, or everything when it cannot say). A write that did not
+//!    finish (an error, or the caller's future dropped mid-write: a client that hung up) may
+//!    still commit after the guard dropped, so then the rows are forgotten once more, after the
+//!    store's writer has finished whatever was queued before (the store's [`Barrier`]).
 //! 2. **A read that races a write.** A miss takes a [`Ticket`] before it reads the row and may
 //!    keep the row only if no write forgot that row (or everything) since: otherwise a read that
 //!    began before a revocation and finished after it would cache the live row for good.
@@ -15,6 +17,8 @@
 //!    How it proves that is the dialect's (SQLite: the tables `sessiond_writers` and
 //!    `sessiond_anonymous_writes`, kept by triggers, see `sqlite`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -64,6 +68,10 @@ fn size_of(record: &SessionRecord) -> usize {
         + claims
 }
 
+/// Resolves once the store's writer has finished every statement queued before it was called
+/// (SQLite: a statement on the single writer connection, which runs its commands in order).
+pub(crate) type Barrier = Box<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 /// The session-row cache of one store.
 pub(crate) struct RowCache {
     rows: BoundedCache<Arc<SessionRecord>>,
@@ -73,6 +81,8 @@ pub(crate) struct RowCache {
     /// Serialises "forget everything, then record what was seen" between callers that noticed
     /// the same change.
     noticing: Mutex<()>,
+    /// Waits for the writer's queue to drain (rule 1, unfinished writes).
+    barrier: Barrier,
 }
 
 impl std::fmt::Debug for RowCache {
@@ -91,14 +101,16 @@ pub(crate) struct Ticket {
 }
 
 impl RowCache {
-    /// A cache within `limits`; `None` when the limits turn it off.
-    pub(crate) fn new(limits: CacheLimits) -> Option<Self> {
+    /// A cache within `limits` for a store whose writer drains with `barrier`; `None` when the
+    /// limits turn it off.
+    pub(crate) fn new(limits: CacheLimits, barrier: Barrier) -> Option<Self> {
         let rows = BoundedCache::new(limits);
         rows.is_on().then(|| RowCache {
             rows,
             epochs: (0..EPOCH_SHARDS).map(|_| AtomicU64::new(0)).collect(),
             others: [AtomicI64::new(i64::MIN), AtomicI64::new(i64::MIN)],
             noticing: Mutex::new(()),
+            barrier,
         })
     }
 
@@ -145,6 +157,14 @@ impl RowCache {
         self.rows.remove(&key);
     }
 
+    fn forget_scope(&self, scope: &Scope) {
+        match scope {
+            Scope::One(id) => self.forget(id),
+            Scope::Many(ids) => ids.iter().for_each(|id| self.forget(id)),
+            Scope::All => self.forget_all(),
+        }
+    }
+
     /// Forgets every row.
     pub(crate) fn forget_all(&self) {
         for epoch in self.epochs.iter() {
@@ -189,39 +209,63 @@ impl RowCache {
 pub(crate) enum Scope {
     /// One session's row.
     One(SessionId),
-    /// Any number: forget every row unless narrowed.
+    /// These rows (what a statement said it changed).
+    Many(Vec<SessionId>),
+    /// Any number: forget every row.
     All,
 }
 
 /// Forgets the rows a write may have changed when it drops (see the module docs, rule 1).
 #[must_use = "the guard forgets rows when it drops, after the write"]
 pub(crate) struct Written<'a> {
-    cache: Option<&'a RowCache>,
+    cache: Option<&'a Arc<RowCache>>,
     scope: Scope,
+    finished: bool,
 }
 
 impl<'a> Written<'a> {
     /// A guard for a write of `scope` on `cache` (none: nothing to forget).
-    pub(crate) fn new(cache: Option<&'a RowCache>, scope: Scope) -> Self {
-        Written { cache, scope }
+    pub(crate) fn new(cache: Option<&'a Arc<RowCache>>, scope: Scope) -> Self {
+        Written {
+            cache,
+            scope,
+            finished: false,
+        }
     }
 
-    /// The write said which rows it changed: forget only those.
-    pub(crate) fn narrow<'i>(&mut self, ids: impl IntoIterator<Item = &'i SessionId>) {
-        if let Some(cache) = self.cache.take() {
-            for id in ids {
-                cache.forget(id);
-            }
-        }
+    /// The write finished (committed, or failed with nothing left to run).
+    pub(crate) fn finished(&mut self) {
+        self.finished = true;
+    }
+
+    /// The write finished and said which rows it changed: forget only those.
+    pub(crate) fn finished_with<'i>(&mut self, ids: impl IntoIterator<Item = &'i SessionId>) {
+        self.scope = Scope::Many(ids.into_iter().cloned().collect());
+        self.finished = true;
     }
 }
 
 impl Drop for Written<'_> {
     fn drop(&mut self) {
-        match (self.cache, &self.scope) {
-            (None, _) => {}
-            (Some(cache), Scope::One(id)) => cache.forget(id),
-            (Some(cache), Scope::All) => cache.forget_all(),
+        let Some(cache) = self.cache else {
+            return;
+        };
+        cache.forget_scope(&self.scope);
+        if self.finished {
+            return;
+        }
+        // Not finished: the statement may still be queued on the writer and commit later.
+        // Forget again once the writer has run everything queued before now. Without a runtime
+        // (a drop at shutdown) nothing runs writes any more either.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (cache, scope) = (
+                Arc::clone(cache),
+                std::mem::replace(&mut self.scope, Scope::All),
+            );
+            runtime.spawn(async move {
+                (cache.barrier)().await;
+                cache.forget_scope(&scope);
+            });
         }
     }
 }
@@ -254,13 +298,22 @@ mod tests {
         SessionRecord::new(session, KeyId::generate(&OsRandom), Some([7; 32]), None)
     }
 
-    fn cache() -> RowCache {
-        RowCache::new(CacheLimits::new(1024, 1 << 20)).unwrap()
+    fn no_barrier() -> Barrier {
+        Box::new(|| Box::pin(async {}))
+    }
+
+    fn cache() -> Arc<RowCache> {
+        Arc::new(RowCache::new(CacheLimits::new(1024, 1 << 20), no_barrier()).unwrap())
+    }
+
+    fn done(cache: &Arc<RowCache>, scope: Scope) {
+        let mut written = Written::new(Some(cache), scope);
+        written.finished();
     }
 
     #[test]
     fn off_limits_make_no_cache() {
-        assert!(RowCache::new(CacheLimits::off()).is_none());
+        assert!(RowCache::new(CacheLimits::off(), no_barrier()).is_none());
     }
 
     #[test]
@@ -270,7 +323,7 @@ mod tests {
         let id = r.session.id.clone();
         cache.fill(cache.ticket(&id), &r);
         assert_eq!(cache.get(&id).unwrap().session, r.session);
-        drop(Written::new(Some(&cache), Scope::One(id.clone())));
+        done(&cache, Scope::One(id.clone()));
         assert!(cache.get(&id).is_none());
     }
 
@@ -305,15 +358,47 @@ mod tests {
             cache.fill(cache.ticket(&r.session.id), r);
         }
         let mut written = Written::new(Some(&cache), Scope::All);
-        written.narrow([&a.session.id]);
+        written.finished_with([&a.session.id]);
         drop(written);
         assert!(cache.get(&a.session.id).is_none());
         assert!(cache.get(&b.session.id).is_some());
         // Narrowed to nothing: nothing forgotten.
         let mut written = Written::new(Some(&cache), Scope::All);
-        written.narrow([]);
+        written.finished_with([]);
         drop(written);
         assert!(cache.get(&b.session.id).is_some());
+    }
+
+    /// A write that did not finish forgets its row at once and again after the barrier: a row
+    /// read in between (before the write's late commit) does not stay.
+    #[tokio::test]
+    async fn an_unfinished_write_forgets_again_after_the_writer_drains() {
+        let (open, opened) = tokio::sync::oneshot::channel::<()>();
+        let opened = Arc::new(Mutex::new(Some(opened)));
+        let barrier: Barrier = Box::new(move || {
+            let opened = opened.lock().unwrap().take();
+            Box::pin(async move {
+                if let Some(opened) = opened {
+                    let _ = opened.await;
+                }
+            })
+        });
+        let cache = Arc::new(RowCache::new(CacheLimits::new(1024, 1 << 20), barrier).unwrap());
+        let r = record();
+        let id = r.session.id.clone();
+        drop(Written::new(Some(&cache), Scope::One(id.clone())));
+        // Read after the guard dropped, before the write landed: kept for now.
+        cache.fill(cache.ticket(&id), &r);
+        assert!(cache.get(&id).is_some());
+        // The writer drains (the late write has committed): the row is forgotten.
+        open.send(()).unwrap();
+        for _ in 0..100 {
+            if cache.get(&id).is_none() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the row of an unfinished write was never forgotten");
     }
 
     #[test]

@@ -17,9 +17,10 @@
 //! - `session_row(id)`: the session row by id, the read of every validation (PostgreSQL: the
 //!   read pool, `session_row_pooled`; SQLite: the row cache, else a synchronous connection,
 //!   see `sqlite`);
-//! - `session_written(scope)`: a guard each session write takes first, which forgets the cached
-//!   rows the write may have changed when it drops (`row_cache`; PostgreSQL caches no rows),
-//!   and `row_cache_stats()`, that cache's counters.
+//! - `session_written(scope)`: a guard each session write takes first and marks finished when
+//!   its statement has run; it forgets the cached rows the write may have changed when it drops,
+//!   and once more after the writer drains when the write did not finish (`row_cache`;
+//!   PostgreSQL caches no rows), and `row_cache_stats()`, that cache's counters.
 
 /// The SQL text of one dialect. Each statement's parameters are bound in the order given.
 #[derive(Debug)]
@@ -211,6 +212,7 @@ macro_rules! sql_store {
                 let Some(max) = max_active else {
                     // No limit, nothing to count: one statement.
                     insert.execute(&self.$write).await.map_err(map_err)?;
+                    written.finished();
                     return Ok(Vec::new());
                 };
                 // The insert and the eviction in one transaction, creates of the same user and
@@ -235,7 +237,7 @@ macro_rules! sql_store {
                     .iter()
                     .map($crate::store::rows::owner_from_row)
                     .collect::<Result<Vec<_>, _>>()?;
-                written.narrow(evicted.iter().map(|o| &o.id).chain([&s.id]));
+                written.finished_with(evicted.iter().map(|o| &o.id).chain([&s.id]));
                 Ok(evicted)
             }
 
@@ -254,7 +256,7 @@ macro_rules! sql_store {
                 seen_before: $crate::clock::Timestamp,
             ) -> Result<bool, $crate::store::StoreError> {
                 use $crate::store::rows::millis;
-                let _written =
+                let mut written =
                     self.session_written($crate::store::row_cache::Scope::One(id.clone()));
                 let done = sqlx::query($sql.touch)
                     .bind(millis(last_seen_at))
@@ -264,6 +266,7 @@ macro_rules! sql_store {
                     .execute(&self.$write)
                     .await
                     .map_err(map_err)?;
+                written.finished();
                 Ok(done.rows_affected() == 1)
             }
 
@@ -273,13 +276,15 @@ macro_rules! sql_store {
                 at: $crate::clock::Timestamp,
                 reason: &$crate::session::RevokeReason,
             ) -> Result<$crate::store::Revocation, $crate::store::StoreError> {
-                let _written =
+                let mut written =
                     self.session_written($crate::store::row_cache::Scope::One(id.clone()));
                 let revoke = sqlx::query($sql.revoke_one)
                     .bind($crate::store::rows::millis(at))
                     .bind(reason.as_str())
                     .bind(id.as_str());
-                self.revoke_one(revoke, id).await
+                let revocation = self.revoke_one(revoke, id).await?;
+                written.finished();
+                Ok(revocation)
             }
 
             async fn revoke_user_sessions(
@@ -304,7 +309,7 @@ macro_rules! sql_store {
                     .iter()
                     .map($crate::store::rows::owner_from_row)
                     .collect::<Result<Vec<_>, _>>()?;
-                written.narrow(revoked.iter().map(|o| &o.id));
+                written.finished_with(revoked.iter().map(|o| &o.id));
                 Ok(revoked)
             }
 
@@ -330,7 +335,7 @@ macro_rules! sql_store {
                 hash: &[u8; 32],
                 now: $crate::clock::Timestamp,
             ) -> Result<Option<$crate::store::SessionOwner>, $crate::store::StoreError> {
-                let _written =
+                let mut written =
                     self.session_written($crate::store::row_cache::Scope::One(id.clone()));
                 let row = sqlx::query($sql.set_csrf)
                     .bind(hash.as_slice())
@@ -339,6 +344,7 @@ macro_rules! sql_store {
                     .fetch_optional(&self.$write)
                     .await
                     .map_err(map_err)?;
+                written.finished();
                 row.as_ref()
                     .map($crate::store::rows::owner_from_row)
                     .transpose()
@@ -355,7 +361,9 @@ macro_rules! sql_store {
                     .delete_expired($sql.delete_expired_sessions, now, limit)
                     .await?;
                 if deleted == 0 {
-                    written.narrow([]);
+                    written.finished_with([]);
+                } else {
+                    written.finished();
                 }
                 Ok(deleted)
             }
@@ -365,7 +373,7 @@ macro_rules! sql_store {
                 r: $crate::store::RefreshRotation<'_>,
             ) -> Result<bool, $crate::store::StoreError> {
                 use $crate::store::rows::millis;
-                let _written =
+                let mut written =
                     self.session_written($crate::store::row_cache::Scope::One(r.id.clone()));
                 let done = sqlx::query($sql.rotate_refresh)
                     .bind(r.new_hash.as_slice())
@@ -379,6 +387,7 @@ macro_rules! sql_store {
                     .execute(&self.$write)
                     .await
                     .map_err(map_err)?;
+                written.finished();
                 Ok(done.rows_affected() == 1)
             }
 
@@ -387,7 +396,7 @@ macro_rules! sql_store {
                 id: &$crate::id::SessionId,
                 generation: u64,
             ) -> Result<bool, $crate::store::StoreError> {
-                let _written =
+                let mut written =
                     self.session_written($crate::store::row_cache::Scope::One(id.clone()));
                 let done = sqlx::query($sql.mark_refresh_used)
                     .bind(id.as_str())
@@ -395,6 +404,7 @@ macro_rules! sql_store {
                     .execute(&self.$write)
                     .await
                     .map_err(map_err)?;
+                written.finished();
                 Ok(done.rows_affected() == 1)
             }
 

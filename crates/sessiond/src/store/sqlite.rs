@@ -15,7 +15,7 @@ use sqlx::sqlite::{
 };
 
 use super::audit_batch::AuditBatcher;
-use super::row_cache::{RowCache, Scope, Written};
+use super::row_cache::{Barrier, RowCache, Scope, Written};
 use super::rows::{
     self, api_key_columns, audit_columns, key_columns, owner_columns, session_columns,
 };
@@ -199,7 +199,18 @@ impl SqliteStore {
         };
         let audit = AuditBatcher::start(write.clone(), SQL.append_audit, map_err);
         let rows = match &sync {
-            Some(_) => RowCache::new(options.row_cache).map(Arc::new),
+            Some(_) => {
+                // The writer runs its commands in order: a statement through it resolves after
+                // every statement queued before it (an unfinished write's, docs/DESIGN.md §15.4).
+                let writer = write.clone();
+                let barrier: Barrier = Box::new(move || {
+                    let writer = writer.clone();
+                    Box::pin(async move {
+                        let _ = sqlx::query("SELECT 1").execute(&writer).await;
+                    })
+                });
+                RowCache::new(options.row_cache, barrier).map(Arc::new)
+            }
             None => None,
         };
         Ok(SqliteStore {
@@ -457,7 +468,7 @@ impl SqliteStore {
 
     /// A guard that forgets, after a session write, the cached rows it may have changed.
     fn session_written(&self, scope: Scope) -> Written<'_> {
-        Written::new(self.rows.as_deref(), scope)
+        Written::new(self.rows.as_ref(), scope)
     }
 
     /// The row cache's counters, as `session_rows`.

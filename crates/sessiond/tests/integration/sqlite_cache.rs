@@ -336,3 +336,70 @@ async fn a_revoke_that_returned_is_seen_by_every_read_that_began_after_it() {
         }
     }
 }
+
+/// A revoke whose caller hung up mid-write (its future dropped while the statement waited for
+/// the write lock) still commits later; the row read in between (the live row) must not stay
+/// cached after that commit: the store forgets the row again once its writer has drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_caller_gave_up_is_not_hidden_by_the_cache() {
+    let f = fixture().await;
+    let record = crate::conformance::record("gaveup", "default", 0, 3_600, 7_200);
+    let id = record.session.id.clone();
+    f.server.create_session(&record, None, t(10)).await.unwrap();
+    held(&f.server, &id).await;
+    // Another connection holds the write lock, so the revoke waits inside SQLite.
+    let mut locker = f.raw.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    let logout = RevokeReason::logout();
+    let revoke = f.server.revoke_session(&id, t(20), &logout);
+    let gave_up = tokio::time::timeout(std::time::Duration::from_millis(200), revoke).await;
+    assert!(
+        gave_up.is_err(),
+        "the revoke should have been waiting for the lock"
+    );
+    // Read while the revoke is still queued: the live row, kept by the cache.
+    assert!(f
+        .server
+        .session(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .session
+        .revoked_at
+        .is_none());
+    sqlx::query("COMMIT").execute(&mut *locker).await.unwrap();
+    drop(locker);
+    // The abandoned revoke lands; wait for it in the file.
+    let committed = || async {
+        sqlx::query_scalar::<_, Option<i64>>("SELECT revoked_at FROM sessions WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_one(&f.raw)
+            .await
+            .unwrap()
+            .is_some()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !committed().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revoke never landed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Once the writer has drained, the store answers the revoked row.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let row = f.server.session(&id).await.unwrap().unwrap();
+        if row.session.revoked_at.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cache kept the live row of a session revoked by an abandoned write"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
