@@ -165,26 +165,33 @@ impl<V: Clone> BoundedCache<V> {
 
     /// The value for `key`, if held (an old-generation hit moves back to the young one).
     pub fn get(&self, key: &[u8; 32]) -> Option<V> {
-        let Some(mut shard) = self.shard(key) else {
-            self.misses.fetch_add(1, Ordering::Relaxed);
-            return None;
+        let found = self.peek(key);
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
         };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// [`BoundedCache::get`] without counting a hit or a miss, for a user that decides after
+    /// the lookup whether the value answers ([`BoundedCache::count`]).
+    pub fn peek(&self, key: &[u8; 32]) -> Option<V> {
+        let mut shard = self.shard(key)?;
         if let Some((value, _)) = shard.young.map.get(key) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
             return Some(value.clone());
         }
-        match shard.old.remove(key) {
-            Some((value, size)) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                let found = value.clone();
-                self.put(&mut shard, *key, value, size);
-                Some(found)
-            }
-            None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        }
+        let (value, size) = shard.old.remove(key)?;
+        let found = value.clone();
+        self.put(&mut shard, *key, value, size);
+        Some(found)
+    }
+
+    /// Counts a lookup made with [`BoundedCache::peek`]: a hit when its value answered.
+    pub fn count(&self, hit: bool) {
+        let counter = if hit { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Keeps `value` for `key`; `size` is the value's estimate of its own bytes. A value larger

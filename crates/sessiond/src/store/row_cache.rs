@@ -32,15 +32,23 @@ use crate::session::SessionRecord;
 /// row in the same shard) is dropped; forgetting everything bumps every shard.
 const EPOCH_SHARDS: usize = 64;
 
-/// The cache key of a session id: the id's random body (22 base64url characters, uniform in its
-/// first byte, as the cache's sharding wants), zero-padded; an id too long for that (none is:
-/// `SessionId` has a fixed length) is hashed instead.
+/// The cache key of a session id: a one-byte mix of the whole id first (the cache shards by
+/// the first byte, so shards stay even whatever the ids look like), then the id's random body
+/// (22 base64url characters), zero-padded: distinct ids, distinct keys. An id too long for that
+/// (none is: `SessionId` has a fixed length) is hashed instead.
 fn key(id: &SessionId) -> [u8; 32] {
-    let body = id.as_str().as_bytes();
-    let body = body.get(4..).unwrap_or(body);
+    let bytes = id.as_str().as_bytes();
+    let body = bytes.get(4..).unwrap_or(bytes);
     let mut key = [0u8; 32];
-    match key.get_mut(..body.len()) {
-        Some(prefix) => prefix.copy_from_slice(body),
+    match key.get_mut(1..=body.len()) {
+        Some(rest) => {
+            rest.copy_from_slice(body);
+            // FNV-1a over the body, folded to a byte.
+            let mix = body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            key[0] = mix.to_le_bytes().iter().fold(0, |a, b| a ^ b);
+        }
         None => key = Sha256::digest(body).into(),
     }
     key
@@ -120,10 +128,17 @@ impl RowCache {
         &self.epochs[usize::from(key[0]) % EPOCH_SHARDS]
     }
 
-    /// The held row of `id`, if any. The caller must have proved, before this, that no other
-    /// writer changed the table since the last proof ([`RowCache::observe_others`]).
-    pub(crate) fn get(&self, id: &SessionId) -> Option<Arc<SessionRecord>> {
-        self.rows.get(&key(id))
+    /// The held row of `id`, if any and if `proof` then says no other writer changed the
+    /// table since the last proof (it calls [`RowCache::observe_others`]). Counted as a hit only
+    /// when the row answers.
+    pub(crate) fn get(
+        &self,
+        id: &SessionId,
+        proof: impl FnOnce() -> bool,
+    ) -> Option<Arc<SessionRecord>> {
+        let held = self.rows.peek(&key(id)).filter(|_| proof());
+        self.rows.count(held.is_some());
+        held
     }
 
     /// Taken before a read whose row may be kept.
@@ -322,9 +337,9 @@ mod tests {
         let r = record();
         let id = r.session.id.clone();
         cache.fill(cache.ticket(&id), &r);
-        assert_eq!(cache.get(&id).unwrap().session, r.session);
+        assert_eq!(cache.get(&id, || true).unwrap().session, r.session);
         done(&cache, Scope::One(id.clone()));
-        assert!(cache.get(&id).is_none());
+        assert!(cache.get(&id, || true).is_none());
     }
 
     #[test]
@@ -337,17 +352,17 @@ mod tests {
         drop(Written::new(Some(&cache), Scope::One(id.clone())));
         cache.fill(ticket, &r);
         assert!(
-            cache.get(&id).is_none(),
+            cache.get(&id, || true).is_none(),
             "a row read before the write was kept"
         );
         // Forgetting everything drops racing fills of every row.
         let ticket = cache.ticket(&id);
         drop(Written::new(Some(&cache), Scope::All));
         cache.fill(ticket, &r);
-        assert!(cache.get(&id).is_none());
+        assert!(cache.get(&id, || true).is_none());
         // A fresh read after the write is kept.
         cache.fill(cache.ticket(&id), &r);
-        assert!(cache.get(&id).is_some());
+        assert!(cache.get(&id, || true).is_some());
     }
 
     #[test]
@@ -360,13 +375,13 @@ mod tests {
         let mut written = Written::new(Some(&cache), Scope::All);
         written.finished_with([&a.session.id]);
         drop(written);
-        assert!(cache.get(&a.session.id).is_none());
-        assert!(cache.get(&b.session.id).is_some());
+        assert!(cache.get(&a.session.id, || true).is_none());
+        assert!(cache.get(&b.session.id, || true).is_some());
         // Narrowed to nothing: nothing forgotten.
         let mut written = Written::new(Some(&cache), Scope::All);
         written.finished_with([]);
         drop(written);
-        assert!(cache.get(&b.session.id).is_some());
+        assert!(cache.get(&b.session.id, || true).is_some());
     }
 
     /// A write that did not finish forgets its row at once and again after the barrier: a row
@@ -389,11 +404,11 @@ mod tests {
         drop(Written::new(Some(&cache), Scope::One(id.clone())));
         // Read after the guard dropped, before the write landed: kept for now.
         cache.fill(cache.ticket(&id), &r);
-        assert!(cache.get(&id).is_some());
+        assert!(cache.get(&id, || true).is_some());
         // The writer drains (the late write has committed): the row is forgotten.
         open.send(()).unwrap();
         for _ in 0..100 {
-            if cache.get(&id).is_none() {
+            if cache.get(&id, || true).is_none() {
                 return;
             }
             tokio::task::yield_now().await;
@@ -409,29 +424,37 @@ mod tests {
         assert!(!cache.observe_others([5, 0]), "the first sight is a change");
         cache.fill(cache.ticket(&id), &r);
         assert!(cache.observe_others([5, 0]));
-        assert!(cache.get(&id).is_some(), "no change, nothing forgotten");
+        assert!(
+            cache.get(&id, || true).is_some(),
+            "no change, nothing forgotten"
+        );
         let ticket = cache.ticket(&id);
         assert!(!cache.observe_others([6, 0]));
-        assert!(cache.get(&id).is_none());
+        assert!(cache.get(&id, || true).is_none());
         cache.fill(ticket, &r);
         assert!(
-            cache.get(&id).is_none(),
+            cache.get(&id, || true).is_none(),
             "a fill from before the change was kept"
         );
         // Either value counts, and any change, a smaller value too (the table was pruned).
         for seen in [[6, 1], [2, 1]] {
             cache.fill(cache.ticket(&id), &r);
             assert!(!cache.observe_others(seen));
-            assert!(cache.get(&id).is_none());
+            assert!(cache.get(&id, || true).is_none());
         }
     }
 
     #[test]
-    fn keys_are_the_ids_random_body() {
+    fn keys_are_the_ids_random_body_behind_a_spread_byte() {
         let a = SessionId::generate(&OsRandom);
         let k = key(&a);
-        assert_eq!(&k[..22], &a.as_str().as_bytes()[4..]);
-        assert_eq!(&k[22..], &[0u8; 10]);
+        assert_eq!(&k[1..23], &a.as_str().as_bytes()[4..]);
+        assert_eq!(&k[23..], &[0u8; 9]);
         assert_ne!(key(&SessionId::generate(&OsRandom)), k);
+        // Ids that share their first characters still spread over the shards.
+        let first: std::collections::HashSet<u8> = (0..256u32)
+            .map(|n| key(&SessionId::parse(&format!("ses-{n:021}A")).unwrap())[0])
+            .collect();
+        assert!(first.len() > 64, "{}", first.len());
     }
 }

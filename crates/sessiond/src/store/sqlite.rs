@@ -245,6 +245,8 @@ impl SqliteStore {
         .execute(&mut *conn)
         .await
         .map_err(map_err)?;
+        // The row cache's first look at the other writers, so its first held row can answer.
+        let _ = self.others_wrote();
         Ok(())
     }
 
@@ -444,15 +446,13 @@ impl SqliteStore {
         let Some(sync) = &self.sync else {
             return self.session_row_pooled(id).await;
         };
-        // The proof that no other process wrote since the cache last looked comes first;
-        // without it (busy, closed, failed) the row is read like any other, and still kept.
-        let rows = self.rows.as_deref();
-        let proven = rows.is_some_and(|rows| {
-            matches!(sync.others(&self.instance), Some(Ok(seen)) if rows.observe_others(seen))
-        });
-        let ticket = rows.map(|rows| (rows, rows.ticket(id)));
-        if let (true, Some((rows, _))) = (proven, ticket) {
-            if let Some(held) = rows.get(id) {
+        // A held row answers only with the proof that no other process wrote since the cache
+        // last looked; without it (busy, closed, failed) the row is read like a miss. A miss
+        // needs no proof: the read itself is current.
+        let ticket = self.rows.as_deref().map(|rows| (rows, rows.ticket(id)));
+        if let Some((rows, _)) = ticket {
+            let proof = || matches!(sync.others(&self.instance), Some(Ok(seen)) if rows.observe_others(seen));
+            if let Some(held) = rows.get(id, proof) {
                 return Ok(Some(SessionRecord::clone(&held)));
             }
         }

@@ -54,18 +54,18 @@ async fn fixture() -> Fixture {
     }
 }
 
-/// Reads `id` on `store` twice and checks the second read was a hit: the row is held.
+/// Reads `id` on `store` until the cache answers (a read after another writer's change is a
+/// miss, and so is the one after it that fills; the first proof after opening is a change too),
+/// at most four times: the row is held and served from memory.
 async fn held(store: &SqliteStore, id: &SessionId) -> sessiond::session::SessionRecord {
-    let first = store.session(id).await.unwrap().unwrap();
-    let hits = rows(store).hits;
-    let second = store.session(id).await.unwrap().unwrap();
-    assert_eq!(
-        rows(store).hits,
-        hits + 1,
-        "the row was not served from the cache"
-    );
-    assert_eq!(format!("{first:?}"), format!("{second:?}"));
-    second
+    for _ in 0..4 {
+        let hits = rows(store).hits;
+        let row = store.session(id).await.unwrap().unwrap();
+        if rows(store).hits == hits + 1 {
+            return row;
+        }
+    }
+    panic!("the row was never served from the cache");
 }
 
 /// A token session's record (refresh state), for the rotation cases.
