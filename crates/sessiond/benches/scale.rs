@@ -3,8 +3,12 @@
 //! drawn uniformly over all sessions, p50 and p99 of single reads one after another.
 //!
 //! ```text
-//! cargo bench -p sessiond --bench scale -- <sqlite|postgres> [reads=100000]
+//! cargo bench -p sessiond --bench scale -- <sqlite|postgres> [reads=100000] [row_cache=100000]
 //! ```
+//!
+//! SQLite's row cache (docs/DESIGN.md §15.4) holds `row_cache` rows (0: off; 512 bytes each
+//! allowed), smaller than the working set at 1 M so misses are measured too; its hit rate in
+//! the measured pass is printed.
 //!
 //! The rows are copies of one real session row (made by the store) under ids `ses-<21
 //! digits>A` (valid session ids), inserted in bulk by SQL. PostgreSQL: `DATABASE_URL` (default
@@ -96,22 +100,32 @@ fn main() {
     let args = args();
     let backend = args.first().map_or("sqlite", String::as_str).to_owned();
     let reads: usize = args.get(1).map_or(100_000, |v| v.parse().unwrap());
+    let row_cache: usize = args.get(2).map_or(100_000, |v| v.parse().unwrap());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(&backend, reads));
+    rt.block_on(run(&backend, reads, row_cache));
 }
 
-async fn run(backend: &str, reads: usize) {
+/// The row cache's hits and misses so far (zeros without one).
+fn hits_misses(store: &dyn Backend) -> (u64, u64) {
+    store
+        .cache_stats()
+        .iter()
+        .find(|(name, _)| *name == "session_rows")
+        .map_or((0, 0), |(_, s)| (s.hits, s.misses))
+}
+
+async fn run(backend: &str, reads: usize, row_cache: usize) {
     let dir = tempfile::tempdir().unwrap();
     let (store, mut raw): (Arc<dyn Backend>, Raw) = match backend {
         "sqlite" => {
             let path = dir.path().join("scale.db");
             let path = path.to_str().unwrap();
-            let store = SqliteStore::open(path, SqliteOptions::default())
-                .await
-                .unwrap();
+            let mut options = SqliteOptions::default();
+            options.row_cache = sessiond::cache::CacheLimits::new(row_cache, row_cache * 512);
+            let store = SqliteStore::open(path, options).await.unwrap();
             let raw = SqliteConnection::connect(&format!("sqlite://{path}"))
                 .await
                 .unwrap();
@@ -152,9 +166,12 @@ async fn run(backend: &str, reads: usize) {
         let fill = started.elapsed();
         // A warm-up pass as long as the measured one, then the measured pass.
         measure(&store, size, reads).await;
+        let before = hits_misses(store.as_ref());
         let (p50, p99) = measure(&store, size, reads).await;
+        let after = hits_misses(store.as_ref());
+        let (hits, misses) = (after.0 - before.0, after.1 - before.1);
         println!(
-            "{backend} {size} sessions (filled in {:.1} s): p50 {:.1} us, p99 {:.1} us ({reads} reads)",
+            "{backend} {size} sessions (filled in {:.1} s): p50 {:.1} us, p99 {:.1} us ({reads} reads; row cache {row_cache}: {hits} hits, {misses} misses)",
             fill.as_secs_f64(),
             p50.as_secs_f64() * 1e6,
             p99.as_secs_f64() * 1e6

@@ -128,15 +128,20 @@ impl RowCache {
         &self.epochs[usize::from(key[0]) % EPOCH_SHARDS]
     }
 
-    /// The held row of `id`, if any and if `proof` then says no other writer changed the
-    /// table since the last proof (it calls [`RowCache::observe_others`]). Counted as a hit only
-    /// when the row answers.
+    /// The held row for `ticket` (taken before this call), if any and if `proof` then says no
+    /// other writer changed the table since the last proof (it calls
+    /// [`RowCache::observe_others`]) and nothing was forgotten since the ticket: a row looked up
+    /// just before another caller's proof forgot it (that caller saw a change; ours then finds
+    /// the change already observed) must not answer. Counted as a hit only when the row answers.
     pub(crate) fn get(
         &self,
-        id: &SessionId,
+        ticket: &Ticket,
         proof: impl FnOnce() -> bool,
     ) -> Option<Arc<SessionRecord>> {
-        let held = self.rows.peek(&key(id)).filter(|_| proof());
+        let held = self
+            .rows
+            .peek(&ticket.key)
+            .filter(|_| proof() && self.epoch(&ticket.key).load(Ordering::SeqCst) == ticket.epoch);
         self.rows.count(held.is_some());
         held
     }
@@ -337,9 +342,12 @@ mod tests {
         let r = record();
         let id = r.session.id.clone();
         cache.fill(cache.ticket(&id), &r);
-        assert_eq!(cache.get(&id, || true).unwrap().session, r.session);
+        assert_eq!(
+            cache.get(&cache.ticket(&id), || true).unwrap().session,
+            r.session
+        );
         done(&cache, Scope::One(id.clone()));
-        assert!(cache.get(&id, || true).is_none());
+        assert!(cache.get(&cache.ticket(&id), || true).is_none());
     }
 
     #[test]
@@ -352,17 +360,35 @@ mod tests {
         drop(Written::new(Some(&cache), Scope::One(id.clone())));
         cache.fill(ticket, &r);
         assert!(
-            cache.get(&id, || true).is_none(),
+            cache.get(&cache.ticket(&id), || true).is_none(),
             "a row read before the write was kept"
         );
         // Forgetting everything drops racing fills of every row.
         let ticket = cache.ticket(&id);
         drop(Written::new(Some(&cache), Scope::All));
         cache.fill(ticket, &r);
-        assert!(cache.get(&id, || true).is_none());
+        assert!(cache.get(&cache.ticket(&id), || true).is_none());
         // A fresh read after the write is kept.
         cache.fill(cache.ticket(&id), &r);
-        assert!(cache.get(&id, || true).is_some());
+        assert!(cache.get(&cache.ticket(&id), || true).is_some());
+    }
+
+    /// A row looked up before another caller's proof forgot everything does not answer, even
+    /// when our own proof then finds nothing new (the change was already observed).
+    #[test]
+    fn a_row_looked_up_before_a_forget_does_not_answer() {
+        let cache = cache();
+        let r = record();
+        let id = r.session.id.clone();
+        assert!(!cache.observe_others([1, 0]));
+        cache.fill(cache.ticket(&id), &r);
+        let ticket = cache.ticket(&id);
+        let held = cache.get(&ticket, || {
+            // Another caller sees a change and forgets, between our lookup and our proof.
+            assert!(!cache.observe_others([2, 0]));
+            cache.observe_others([2, 0])
+        });
+        assert!(held.is_none(), "a row from before the forget answered");
     }
 
     #[test]
@@ -375,13 +401,13 @@ mod tests {
         let mut written = Written::new(Some(&cache), Scope::All);
         written.finished_with([&a.session.id]);
         drop(written);
-        assert!(cache.get(&a.session.id, || true).is_none());
-        assert!(cache.get(&b.session.id, || true).is_some());
+        assert!(cache.get(&cache.ticket(&a.session.id), || true).is_none());
+        assert!(cache.get(&cache.ticket(&b.session.id), || true).is_some());
         // Narrowed to nothing: nothing forgotten.
         let mut written = Written::new(Some(&cache), Scope::All);
         written.finished_with([]);
         drop(written);
-        assert!(cache.get(&b.session.id, || true).is_some());
+        assert!(cache.get(&cache.ticket(&b.session.id), || true).is_some());
     }
 
     /// A write that did not finish forgets its row at once and again after the barrier: a row
@@ -404,11 +430,11 @@ mod tests {
         drop(Written::new(Some(&cache), Scope::One(id.clone())));
         // Read after the guard dropped, before the write landed: kept for now.
         cache.fill(cache.ticket(&id), &r);
-        assert!(cache.get(&id, || true).is_some());
+        assert!(cache.get(&cache.ticket(&id), || true).is_some());
         // The writer drains (the late write has committed): the row is forgotten.
         open.send(()).unwrap();
         for _ in 0..100 {
-            if cache.get(&id, || true).is_none() {
+            if cache.get(&cache.ticket(&id), || true).is_none() {
                 return;
             }
             tokio::task::yield_now().await;
@@ -425,22 +451,22 @@ mod tests {
         cache.fill(cache.ticket(&id), &r);
         assert!(cache.observe_others([5, 0]));
         assert!(
-            cache.get(&id, || true).is_some(),
+            cache.get(&cache.ticket(&id), || true).is_some(),
             "no change, nothing forgotten"
         );
         let ticket = cache.ticket(&id);
         assert!(!cache.observe_others([6, 0]));
-        assert!(cache.get(&id, || true).is_none());
+        assert!(cache.get(&cache.ticket(&id), || true).is_none());
         cache.fill(ticket, &r);
         assert!(
-            cache.get(&id, || true).is_none(),
+            cache.get(&cache.ticket(&id), || true).is_none(),
             "a fill from before the change was kept"
         );
         // Either value counts, and any change, a smaller value too (the table was pruned).
         for seen in [[6, 1], [2, 1]] {
             cache.fill(cache.ticket(&id), &r);
             assert!(!cache.observe_others(seen));
-            assert!(cache.get(&id, || true).is_none());
+            assert!(cache.get(&cache.ticket(&id), || true).is_none());
         }
     }
 

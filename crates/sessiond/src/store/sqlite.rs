@@ -7,7 +7,7 @@
 //! file (the CLI while the server runs) wait on `busy_timeout`.
 
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -20,7 +20,7 @@ use super::rows::{
     self, api_key_columns, audit_columns, key_columns, owner_columns, session_columns,
 };
 use super::sql::{sql_store, Statements};
-use super::sqlite_read::SyncReaders;
+use super::sqlite_read::{SyncReaders, WalHeader};
 use super::{Revocation, StoreError};
 use crate::cache::{CacheLimits, CacheStats};
 use crate::id::SessionId;
@@ -77,6 +77,9 @@ pub struct SqliteStore {
     rows: Option<Arc<RowCache>>,
     /// This store's name in `sessiond_writers`: random, per open store.
     instance: [u8; 16],
+    /// The WAL-index header read before the last proof that nobody else wrote: while the
+    /// header is unchanged, nobody committed since, and the proof still holds.
+    proven_at: Arc<Mutex<Option<WalHeader>>>,
 }
 
 /// The temporary triggers that record this store's session changes in `sessiond_writers` (and
@@ -220,6 +223,7 @@ impl SqliteStore {
             audit,
             rows,
             instance,
+            proven_at: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -267,17 +271,25 @@ impl SqliteStore {
 
     /// Whether anyone else (another store, another process, a `sqlite3` shell) changed session
     /// rows since the row cache last looked, which forgets every cached row when so: the proof
-    /// a cached answer rests on (docs/DESIGN.md §15.4), on its own, for measuring it. `None`
+    /// a cached answer rests on (docs/DESIGN.md §15.4), the full one (the writers' tables, not
+    /// the WAL-index shortcut), on its own, for measuring it. `None`
     /// when the row cache is off or the database was busy.
     ///
     /// # Errors
     /// [`StoreError`] when the writers' tables cannot be read (not migrated).
     pub fn others_wrote(&self) -> Option<Result<bool, StoreError>> {
         let (sync, rows) = (self.sync.as_deref()?, self.rows.as_deref()?);
-        Some(
-            sync.others(&self.instance)?
-                .map(|seen| !rows.observe_others(seen)),
-        )
+        let header = sync.wal_header();
+        let wrote = sync
+            .others(&self.instance)?
+            .map(|seen| !rows.observe_others(seen));
+        if wrote.is_ok() {
+            *self
+                .proven_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = header;
+        }
+        Some(wrote)
     }
 
     /// Closes both pools, waiting for connections to finish; the synchronous readers
@@ -450,9 +462,8 @@ impl SqliteStore {
         // last looked; without it (busy, closed, failed) the row is read like a miss. A miss
         // needs no proof: the read itself is current.
         let ticket = self.rows.as_deref().map(|rows| (rows, rows.ticket(id)));
-        if let Some((rows, _)) = ticket {
-            let proof = || matches!(sync.others(&self.instance), Some(Ok(seen)) if rows.observe_others(seen));
-            if let Some(held) = rows.get(id, proof) {
+        if let Some((rows, ticket)) = &ticket {
+            if let Some(held) = rows.get(ticket, || self.nobody_else_wrote(sync, rows)) {
                 return Ok(Some(SessionRecord::clone(&held)));
             }
         }
@@ -464,6 +475,29 @@ impl SqliteStore {
             rows.fill(ticket, record);
         }
         Ok(row)
+    }
+
+    /// The proof a held row answers on (docs/DESIGN.md §15.4): no connection committed since the
+    /// last full proof (the WAL-index header is byte for byte the one read before it), or a
+    /// full proof now (the writers' tables), which forgets every row when another writer moved.
+    fn nobody_else_wrote(&self, sync: &SyncReaders, rows: &RowCache) -> bool {
+        let header = sync.wal_header();
+        let proven_at = || {
+            self.proven_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        if header.is_some() && *proven_at() == header {
+            return true;
+        }
+        let Some(Ok(seen)) = sync.others(&self.instance) else {
+            return false;
+        };
+        let unchanged = rows.observe_others(seen);
+        // Whatever committed before `header` was read, the proof saw, and the cache reflects
+        // it now (kept or forgotten).
+        *proven_at() = header;
+        unchanged
     }
 
     /// A guard that forgets, after a session write, the cached rows it may have changed.
@@ -549,6 +583,44 @@ mod sync_path_tests {
         };
         let store = SqliteStore::open(&url, off).await.unwrap();
         assert!(store.sync.is_none());
+    }
+
+    /// The fast proof's premise: the WAL-index header is readable, stays byte for byte the same
+    /// while nobody commits, and changes with every commit, by this store or another connection.
+    #[tokio::test]
+    async fn the_wal_index_header_moves_with_every_commit_and_only_then() {
+        use crate::store::SessionStore as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let path = path.to_str().unwrap();
+        let store = SqliteStore::open(path, SqliteOptions::default())
+            .await
+            .unwrap();
+        let sync = store.sync.clone().unwrap();
+        let before = sync.wal_header().expect("the WAL index is readable");
+        let id = SessionId::generate(&crate::OsRandom);
+        assert!(store.session(&id).await.unwrap().is_none());
+        assert_eq!(sync.wal_header(), Some(before), "a read moved the header");
+        let raw = sqlx::SqlitePool::connect(&format!("sqlite://{path}"))
+            .await
+            .unwrap();
+        let mut seen = vec![before];
+        for _ in 0..3 {
+            sqlx::query("UPDATE sessiond_anonymous_writes SET n = n + 1")
+                .execute(&raw)
+                .await
+                .unwrap();
+            let now = sync.wal_header().unwrap();
+            assert!(!seen.contains(&now), "a commit left the header as it was");
+            seen.push(now);
+        }
+        // A change by this store's own writer (here: a revocation of nothing changes nothing,
+        // so the GC's bookkeeping table is touched instead) moves it too.
+        sqlx::query("UPDATE sessiond_anonymous_writes SET n = n - 1")
+            .execute(&store.write)
+            .await
+            .unwrap();
+        assert!(!seen.contains(&sync.wal_header().unwrap()));
     }
 
     /// After `close`, a session read fails as every other query does (a closed store serves

@@ -47,7 +47,17 @@ pub(super) struct SyncReaders {
     closed: AtomicBool,
     session_sql: &'static str,
     others_sql: &'static str,
+    /// The file's WAL index (`<file>-shm`), read for its header only; `None` when it cannot be
+    /// read as SQLite documents it.
+    wal_index: Option<std::fs::File>,
 }
+
+/// The WAL-index header's version SQLite writes (walformat.html, "The WAL-Index Header").
+const WAL_INDEX_VERSION: u32 = 3_007_000;
+
+/// One copy of the WAL-index header: the first 48 bytes of `<file>-shm`, written again (with
+/// its `iChange` counter one higher) by every commit, by any connection of any process.
+pub(super) type WalHeader = [u8; 48];
 
 impl std::fmt::Debug for SyncReaders {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,7 +98,15 @@ impl SyncReaders {
             // The statement is prepared on first use: `connect` runs before the migrations.
             connections.push(Mutex::new(conn));
         }
+        // The readers have opened the WAL index by now; it stays while any connection is open.
+        let mut shm = path.as_os_str().to_owned();
+        shm.push("-shm");
+        let wal_index = std::fs::File::open(&shm).ok().filter(|file| {
+            read_header(file)
+                .is_some_and(|h| h.get(..4) == Some(&WAL_INDEX_VERSION.to_ne_bytes()[..]))
+        });
         Ok(SyncReaders {
+            wal_index,
             connections: connections.into_boxed_slice(),
             next: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
@@ -170,6 +188,37 @@ impl SyncReaders {
             Err(e) => Some(Err(StoreError::Backend(Box::new(e)))),
         }
     }
+}
+
+impl SyncReaders {
+    /// The WAL-index header now: one `pread`, no lock, no transaction. `None` when there is no
+    /// index to read, the store is closed, or a commit was writing it (its two copies differ).
+    /// Byte-equal headers at two moments mean no connection committed in between (docs/DESIGN.md
+    /// §15.4, the fast proof).
+    pub(super) fn wal_header(&self) -> Option<WalHeader> {
+        if self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        read_header(self.wal_index.as_ref()?)
+    }
+}
+
+/// Both copies of the WAL-index header of `file`, when they agree (a writer updates one, then
+/// the other: a read between the two sees them differ).
+#[cfg(not(unix))]
+fn read_header(_file: &std::fs::File) -> Option<WalHeader> {
+    None
+}
+
+/// Both copies of the WAL-index header of `file`, when they agree (a writer updates one, then
+/// the other: a read between the two sees them differ).
+#[cfg(unix)]
+fn read_header(file: &std::fs::File) -> Option<WalHeader> {
+    use std::os::unix::fs::FileExt as _;
+    let mut both = [0u8; 96];
+    file.read_exact_at(&mut both, 0).ok()?;
+    let (first, second) = both.split_at(48);
+    (first == second).then(|| first.try_into().ok()).flatten()
 }
 
 /// `SQLITE_BUSY` or `SQLITE_LOCKED` (any extended code).
