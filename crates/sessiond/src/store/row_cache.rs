@@ -57,10 +57,12 @@ fn key(id: &SessionId) -> [u8; 32] {
 /// What the bytes limit counts for one row: the record and its heap parts (estimate).
 fn size_of(record: &SessionRecord) -> usize {
     let s = &record.session;
+    // Claims are estimated, not serialized (this runs on every fill): a string's length, a
+    // flat 16 bytes for anything else.
     let claims: usize = s
         .claims
         .iter()
-        .map(|(k, v)| k.len() + v.to_string().len() + 48)
+        .map(|(k, v)| k.len() + v.as_str().map_or(16, str::len) + 48)
         .sum();
     std::mem::size_of::<SessionRecord>()
         + s.id.as_str().len()
