@@ -4,8 +4,11 @@
 //! WAL, `synchronous = NORMAL`; PostgreSQL: a commit per operation as configured).
 //!
 //! ```text
-//! cargo bench -p sessiond --bench writes -- <sqlite|postgres> <refresh|create> [callers=32] [seconds=5]
+//! cargo bench -p sessiond --bench writes -- <sqlite|postgres> <refresh|create> [callers=32] [seconds=5] [rows=on|off]
 //! ```
+//!
+//! `rows=off` turns SQLite's row cache off (and with it the temporary triggers that tell this
+//! store's writes from others', docs/DESIGN.md §15.4).
 //!
 //! `refresh`: each caller holds its own token session and rotates it again and again (real
 //! clock; `refresh_grace` 1 ms so each chain keeps one step, the steady state of a client that
@@ -40,22 +43,33 @@ fn main() {
     let op = args.get(1).map_or("refresh", String::as_str).to_owned();
     let callers: usize = args.get(2).map_or(32, |v| v.parse().unwrap());
     let seconds: u64 = args.get(3).map_or(5, |v| v.parse().unwrap());
+    let rows = args.get(4).map_or("on", String::as_str) != "off";
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(&backend, &op, callers, Duration::from_secs(seconds)));
+    rt.block_on(run(
+        &backend,
+        &op,
+        callers,
+        Duration::from_secs(seconds),
+        rows,
+    ));
 }
 
-async fn run(backend: &str, op: &str, callers: usize, length: Duration) {
+async fn run(backend: &str, op: &str, callers: usize, length: Duration, rows: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut schema = None;
     let store: Arc<dyn Backend> = match backend {
         "sqlite" => {
             let path = dir.path().join("writes.db");
+            let mut options = SqliteOptions::default();
+            if !rows {
+                options.row_cache = sessiond::cache::CacheLimits::off();
+            }
             Arc::new(
-                SqliteStore::open(path.to_str().unwrap(), SqliteOptions::default())
+                SqliteStore::open(path.to_str().unwrap(), options)
                     .await
                     .unwrap(),
             )

@@ -22,7 +22,7 @@ use super::rows::{
 use super::sql::{sql_store, Statements};
 use super::sqlite_read::{SyncReaders, WalHeader};
 use super::{Revocation, StoreError};
-use crate::cache::{CacheLimits, CacheStats};
+use crate::cache::{BoundedCache, CacheLimits, CacheStats};
 use crate::id::SessionId;
 use crate::session::SessionRecord;
 
@@ -168,13 +168,24 @@ impl SqliteStore {
         // connection's worker thread on every query. A broken connection still fails the query
         // itself, as a `StoreError`.
         let instance: [u8; 16] = crate::random::bytes(&crate::random::OsRandom);
+        // Only a store that may cache rows needs to tell its own writes from the others' (the
+        // temporary triggers); without them its writes count as anonymous, which every other
+        // store notices all the same, for one statement per changed row instead of three.
+        let caching = options.sync_reads
+            && connect.get_filename().to_str() != Some(":memory:")
+            && BoundedCache::<()>::new(options.row_cache).is_on();
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
             .acquire_timeout(options.acquire_timeout)
             // A replaced writer connection gets the triggers again.
             .after_connect(move |conn, _| {
-                Box::pin(async move { install_triggers(conn, &instance).await })
+                Box::pin(async move {
+                    match caching {
+                        true => install_triggers(conn, &instance).await,
+                        false => Ok(()),
+                    }
+                })
             })
             .connect_with(connect.clone())
             .await
@@ -237,9 +248,11 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         let mut conn = self.write.acquire().await.map_err(map_err)?;
-        install_triggers(&mut conn, &self.instance)
-            .await
-            .map_err(map_err)?;
+        if self.rows.is_some() {
+            install_triggers(&mut conn, &self.instance)
+                .await
+                .map_err(map_err)?;
+        }
         // Keep the newest 64 writers: an instance long gone is never the one that moved last,
         // and one that writes again gets its row back (the triggers upsert).
         sqlx::query(
