@@ -49,6 +49,25 @@ use sessiond::{
     Timestamp, UserId,
 };
 
+/// A cookie service on the SQLite file at `path`, its clock pinned (no touch write).
+async fn cookie_service(
+    path: &std::path::Path,
+    options: SqliteOptions,
+) -> (SessionService, Arc<SqliteStore>) {
+    let store = Arc::new(
+        SqliteStore::open(path.to_str().unwrap(), options)
+            .await
+            .unwrap(),
+    );
+    let clock = ManualClock::new(Timestamp::from_unix_millis(1_795_305_600_000));
+    let service = SessionService::builder(store.clone(), MasterKey::from_bytes([1; 32]))
+        .clock(Arc::new(clock))
+        .start()
+        .await
+        .unwrap();
+    (service, store)
+}
+
 fn hot_path(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -57,17 +76,7 @@ fn hot_path(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bench.db");
     let (service, value, store) = rt.block_on(async {
-        let store = Arc::new(
-            SqliteStore::open(path.to_str().unwrap(), SqliteOptions::default())
-                .await
-                .unwrap(),
-        );
-        let clock = ManualClock::new(Timestamp::from_unix_millis(1_795_305_600_000));
-        let service = SessionService::builder(store.clone(), MasterKey::from_bytes([1; 32]))
-            .clock(Arc::new(clock))
-            .start()
-            .await
-            .unwrap();
+        let (service, store) = cookie_service(&path, SqliteOptions::default()).await;
         // Some neighbours so the row lookup is an index probe, not a one-row table scan.
         for i in 0..2000 {
             service
@@ -104,20 +113,7 @@ fn hot_path(c: &mut Criterion) {
     // another process would open it): every read is the row read.
     let mut uncached_options = SqliteOptions::default();
     uncached_options.row_cache = CacheLimits::off();
-    let (uncached_service, uncached_store) = rt.block_on(async {
-        let store = Arc::new(
-            SqliteStore::open(path.to_str().unwrap(), uncached_options)
-                .await
-                .unwrap(),
-        );
-        let clock = ManualClock::new(Timestamp::from_unix_millis(1_795_305_600_000));
-        let service = SessionService::builder(store.clone(), MasterKey::from_bytes([1; 32]))
-            .clock(Arc::new(clock))
-            .start()
-            .await
-            .unwrap();
-        (service, store)
-    });
+    let (uncached_service, uncached_store) = rt.block_on(cookie_service(&path, uncached_options));
     rt.block_on(uncached_service.validate_cookie(&value, &ctx))
         .unwrap();
     group.bench_function("validate_sqlite_uncached_rows", |b| {

@@ -140,53 +140,52 @@ impl SyncReaders {
         self.closed.store(true, Ordering::SeqCst);
     }
 
+    /// Runs the statement `sql` on a free connection through `read`; `None` when the database
+    /// was busy or the store closed (the caller reads through the pool instead), any other
+    /// failure an error (an outage, never a verdict).
+    fn read<T>(
+        &self,
+        sql: &str,
+        read: impl FnOnce(&mut rusqlite::CachedStatement<'_>) -> rusqlite::Result<T>,
+    ) -> Option<Result<T, StoreError>> {
+        if self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        let conn = self.connection();
+        let result = conn
+            .prepare_cached(sql)
+            .and_then(|mut statement| read(&mut statement));
+        match result {
+            Ok(value) => Some(Ok(value)),
+            Err(e) if is_busy(&e) => None,
+            Err(e) => Some(Err(StoreError::Backend(Box::new(e)))),
+        }
+    }
+
     /// The session row by id (or none); `None` when the database was busy or the store closed:
     /// read through the pool instead.
     pub(super) fn session(
         &self,
         id: &SessionId,
     ) -> Option<Result<Option<SessionRecord>, StoreError>> {
-        if self.closed.load(Ordering::SeqCst) {
-            return None;
-        }
-        let conn = self.connection();
-        let read = conn
-            .prepare_cached(self.session_sql)
-            .and_then(|mut statement| {
-                statement
-                    .query_row([id.as_str()], |row| {
-                        Ok(rows::session_from_row(&SyncRow(row)))
-                    })
-                    .optional()
-            });
-        match read {
-            Ok(row) => Some(row.transpose()),
-            Err(e) if is_busy(&e) => None,
-            Err(e) => Some(Err(StoreError::Backend(Box::new(e)))),
-        }
+        let read = self.read(self.session_sql, |statement| {
+            statement
+                .query_row([id.as_str()], |row| {
+                    Ok(rows::session_from_row(&SyncRow(row)))
+                })
+                .optional()
+        })?;
+        Some(read.and_then(Option::transpose))
     }
-}
 
-impl SyncReaders {
     /// What writers other than `instance` recorded: the highest `seq` in `sessiond_writers` and
-    /// the anonymous count (the row cache's proof that nobody else wrote, docs/DESIGN.md §15.4); `None` when the
-    /// database was busy or the store closed. An error (the table is missing: not migrated)
-    /// means the cache cannot answer.
+    /// the anonymous count (the row cache's full proof that nobody else wrote, docs/DESIGN.md
+    /// §15.4); `None` when the database was busy or the store closed. An error (the tables are
+    /// missing: not migrated) means the cache cannot answer.
     pub(super) fn others(&self, instance: &[u8; 16]) -> Option<Result<[i64; 2], StoreError>> {
-        if self.closed.load(Ordering::SeqCst) {
-            return None;
-        }
-        let conn = self.connection();
-        let read = conn
-            .prepare_cached(self.others_sql)
-            .and_then(|mut statement| {
-                statement.query_row([&instance[..]], |row| Ok([row.get(0)?, row.get(1)?]))
-            });
-        match read {
-            Ok(seen) => Some(Ok(seen)),
-            Err(e) if is_busy(&e) => None,
-            Err(e) => Some(Err(StoreError::Backend(Box::new(e)))),
-        }
+        self.read(self.others_sql, |statement| {
+            statement.query_row([&instance[..]], |row| Ok([row.get(0)?, row.get(1)?]))
+        })
     }
 }
 
