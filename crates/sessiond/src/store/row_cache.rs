@@ -14,8 +14,11 @@
 //!    began before a revocation and finished after it would cache the live row for good.
 //! 3. **Other writers.** Before a held row answers, the store proves that nobody else wrote since
 //!    the cache last checked ([`RowCache::observe_others`]); when it cannot, it reads through.
-//!    How it proves that is the dialect's (SQLite: the tables `sessiond_writers` and
-//!    `sessiond_anonymous_writes`, kept by triggers, see `sqlite`).
+//!    How it proves that is the dialect's (SQLite: the WAL-index header unchanged since the
+//!    last full proof, or the full proof over the tables `sessiond_writers` and
+//!    `sessiond_anonymous_writes`, kept by triggers, see `sqlite`). A row looked up before
+//!    another caller's proof forgot everything must not answer: [`RowCache::get`] checks the
+//!    lookup's ticket after the proof.
 
 use std::future::Future;
 use std::pin::Pin;
