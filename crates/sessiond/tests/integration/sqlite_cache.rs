@@ -253,7 +253,7 @@ async fn this_stores_own_writes_are_read_at_once_and_others_rows_stay_held() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn limits_at_zero_turn_the_cache_off_and_a_reopened_file_keeps_working() {
+async fn limits_at_zero_turn_the_cache_off_and_its_writes_are_still_noticed() {
     let f = fixture().await;
     let mut off = SqliteOptions::default();
     off.row_cache = sessiond::cache::CacheLimits::off();
@@ -261,7 +261,8 @@ async fn limits_at_zero_turn_the_cache_off_and_a_reopened_file_keeps_working() {
     assert!(uncached.cache_stats().is_empty());
     let record = crate::conformance::record("off", "default", 0, 3_600, 7_200);
     uncached.create_session(&record, None, t(10)).await.unwrap();
-    // The server (cached) sees the uncached store's write.
+    // The server (cached) sees the uncached store's writes: without temporary triggers, that
+    // store counts as an anonymous writer.
     held(&f.server, &record.session.id).await;
     uncached
         .revoke_session(&record.session.id, t(20), &RevokeReason::logout())
