@@ -166,12 +166,7 @@ impl<V: Clone> BoundedCache<V> {
     /// The value for `key`, if held (an old-generation hit moves back to the young one).
     pub fn get(&self, key: &[u8; 32]) -> Option<V> {
         let found = self.peek(key);
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.count(found.is_some());
         found
     }
 
