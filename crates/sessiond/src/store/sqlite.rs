@@ -7,6 +7,7 @@
 //! file (the CLI while the server runs) wait on `busy_timeout`.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use super::rows::{
 use super::sql::{sql_store, Statements};
 use super::sqlite_read::{SyncReaders, WalHeader};
 use super::{Revocation, StoreError};
-use crate::cache::{BoundedCache, CacheLimits, CacheStats};
+use crate::cache::{CacheLimits, CacheStats};
 use crate::id::SessionId;
 use crate::session::SessionRecord;
 
@@ -168,18 +169,19 @@ impl SqliteStore {
         // connection's worker thread on every query. A broken connection still fails the query
         // itself, as a `StoreError`.
         let instance: [u8; 16] = crate::random::bytes(&crate::random::OsRandom);
-        // Only a store that may cache rows needs to tell its own writes from the others' (the
+        // Only a store that caches rows needs to tell its own writes from the others' (the
         // temporary triggers); without them its writes count as anonymous, which every other
-        // store notices all the same, for one statement per changed row instead of three.
-        let caching = options.sync_reads
-            && connect.get_filename().to_str() != Some(":memory:")
-            && BoundedCache::<()>::new(options.row_cache).is_on();
+        // store notices all the same, for one statement per changed row instead of three. Set
+        // once the row cache exists; a writer connection opened after that gets the triggers.
+        let caching = Arc::new(AtomicBool::new(false));
+        let tracked = Arc::clone(&caching);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
             .acquire_timeout(options.acquire_timeout)
             // A replaced writer connection gets the triggers again.
             .after_connect(move |conn, _| {
+                let caching = tracked.load(Ordering::SeqCst);
                 Box::pin(async move {
                     match caching {
                         true => install_triggers(conn, &instance).await,
@@ -227,6 +229,13 @@ impl SqliteStore {
             }
             None => None,
         };
+        if rows.is_some() {
+            caching.store(true, Ordering::SeqCst);
+            let mut conn = write.acquire().await.map_err(map_err)?;
+            install_triggers(&mut conn, &instance)
+                .await
+                .map_err(map_err)?;
+        }
         Ok(SqliteStore {
             read,
             write,
@@ -292,17 +301,35 @@ impl SqliteStore {
     /// [`StoreError`] when the writers' tables cannot be read (not migrated).
     pub fn others_wrote(&self) -> Option<Result<bool, StoreError>> {
         let (sync, rows) = (self.sync.as_deref()?, self.rows.as_deref()?);
-        let header = sync.wal_header();
-        let wrote = sync
+        Some(
+            self.full_proof(sync, rows, sync.wal_header())?
+                .map(|unchanged| !unchanged),
+        )
+    }
+
+    /// The full proof (docs/DESIGN.md §15.4): what the other writers recorded, observed by the
+    /// cache (which forgets every row when it moved). Whether nothing moved; `None` when the
+    /// database was busy or the store closed. On success `header`, read before, becomes the
+    /// header the fast proof compares with: whatever committed before it, this proof saw.
+    fn full_proof(
+        &self,
+        sync: &SyncReaders,
+        rows: &RowCache,
+        header: Option<WalHeader>,
+    ) -> Option<Result<bool, StoreError>> {
+        let unchanged = sync
             .others(&self.instance)?
-            .map(|seen| !rows.observe_others(seen));
-        if wrote.is_ok() {
-            *self
-                .proven_at
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = header;
+            .map(|seen| rows.observe_others(seen));
+        if unchanged.is_ok() {
+            *self.proven_at() = header;
         }
-        Some(wrote)
+        Some(unchanged)
+    }
+
+    fn proven_at(&self) -> std::sync::MutexGuard<'_, Option<WalHeader>> {
+        self.proven_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Closes both pools, waiting for connections to finish; the synchronous readers
@@ -495,22 +522,10 @@ impl SqliteStore {
     /// full proof now (the writers' tables), which forgets every row when another writer moved.
     fn nobody_else_wrote(&self, sync: &SyncReaders, rows: &RowCache) -> bool {
         let header = sync.wal_header();
-        let proven_at = || {
-            self.proven_at
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-        };
-        if header.is_some() && *proven_at() == header {
+        if header.is_some() && *self.proven_at() == header {
             return true;
         }
-        let Some(Ok(seen)) = sync.others(&self.instance) else {
-            return false;
-        };
-        let unchanged = rows.observe_others(seen);
-        // Whatever committed before `header` was read, the proof saw, and the cache reflects
-        // it now (kept or forgotten).
-        *proven_at() = header;
-        unchanged
+        matches!(self.full_proof(sync, rows, header), Some(Ok(true)))
     }
 
     /// A guard that forgets, after a session write, the cached rows it may have changed.

@@ -54,6 +54,19 @@ async fn fixture() -> Fixture {
     }
 }
 
+/// The row of `id` read on `store`, which must exist.
+async fn read(store: &SqliteStore, id: &SessionId) -> sessiond::session::SessionRecord {
+    store.session(id).await.unwrap().unwrap()
+}
+
+/// Revokes `id` through `store` at `t(at)` (logout).
+async fn revoke(store: &SqliteStore, id: &SessionId, at: i64) {
+    store
+        .revoke_session(id, t(at), &RevokeReason::logout())
+        .await
+        .unwrap();
+}
+
 /// Reads `id` on `store` until the cache answers (a read after another writer's change is a
 /// miss, and so is the one after it that fills; the first proof after opening is a change too),
 /// at most four times: the row is held and served from memory.
@@ -96,22 +109,13 @@ async fn every_change_by_another_store_is_read_at_once_over_a_held_row() {
         .touch_session(id, t(20), t(3_620), t(19))
         .await
         .unwrap());
-    let row = f.server.session(id).await.unwrap().unwrap();
+    let row = read(&f.server, id).await;
     assert_eq!(row.session.last_seen_at, t(20));
 
     // First use of the pair.
     held(&f.server, id).await;
     assert!(f.cli.mark_refresh_used(id, 0).await.unwrap());
-    assert!(
-        f.server
-            .session(id)
-            .await
-            .unwrap()
-            .unwrap()
-            .refresh
-            .unwrap()
-            .used
-    );
+    assert!(read(&f.server, id).await.refresh.unwrap().used);
 
     // A rotation.
     held(&f.server, id).await;
@@ -136,25 +140,13 @@ async fn every_change_by_another_store_is_read_at_once_over_a_held_row() {
         .await
         .unwrap();
     assert!(rotated);
-    let row = f.server.session(id).await.unwrap().unwrap();
+    let row = read(&f.server, id).await;
     assert_eq!(row.refresh.unwrap().hash, [2; 32]);
 
     // A revocation.
     held(&f.server, id).await;
-    f.cli
-        .revoke_session(id, t(40), &RevokeReason::logout())
-        .await
-        .unwrap();
-    assert_eq!(
-        f.server
-            .session(id)
-            .await
-            .unwrap()
-            .unwrap()
-            .session
-            .revoked_at,
-        Some(t(40))
-    );
+    revoke(&f.cli, id, 40).await;
+    assert_eq!(read(&f.server, id).await.session.revoked_at, Some(t(40)));
 
     // A cookie session's CSRF token, replaced elsewhere.
     let cookie = crate::conformance::record("csrf", "default", 0, 3_600, 7_200);
@@ -165,7 +157,7 @@ async fn every_change_by_another_store_is_read_at_once_over_a_held_row() {
         .await
         .unwrap()
         .unwrap();
-    let row = f.server.session(&cookie.session.id).await.unwrap().unwrap();
+    let row = read(&f.server, &cookie.session.id).await;
     assert_eq!(row.csrf_hash, Some([9; 32]));
 
     // Every session of a user, revoked elsewhere; and collected elsewhere.
@@ -180,7 +172,7 @@ async fn every_change_by_another_store_is_read_at_once_over_a_held_row() {
         )
         .await
         .unwrap();
-    let row = f.server.session(&cookie.session.id).await.unwrap().unwrap();
+    let row = read(&f.server, &cookie.session.id).await;
     assert_eq!(row.session.revoked_at, Some(t(60)));
     held(&f.server, &cookie.session.id).await;
     assert!(f.cli.delete_expired_sessions(t(10_000), 100).await.unwrap() >= 1);
@@ -206,7 +198,7 @@ async fn a_change_by_a_connection_that_is_no_store_is_read_at_once() {
         .execute(&f.raw)
         .await
         .unwrap();
-    let row = f.server.session(id).await.unwrap().unwrap();
+    let row = read(&f.server, id).await;
     assert_eq!(row.session.revoked_at, Some(t(77)));
     // Deleted by hand: gone at once.
     held(&f.server, id).await;
@@ -229,24 +221,18 @@ async fn this_stores_own_writes_are_read_at_once_and_others_rows_stay_held() {
         f.server.create_session(r, None, t(10)).await.unwrap();
         held(&f.server, &r.session.id).await;
     }
-    f.server
-        .revoke_session(&a.session.id, t(20), &RevokeReason::logout())
-        .await
-        .unwrap();
-    let row = f.server.session(&a.session.id).await.unwrap().unwrap();
+    revoke(&f.server, &a.session.id, 20).await;
+    let row = read(&f.server, &a.session.id).await;
     assert_eq!(row.session.revoked_at, Some(t(20)));
     // Our own write forgot only its row: b is still served from memory.
     let hits = rows(&f.server).hits;
-    f.server.session(&b.session.id).await.unwrap().unwrap();
+    read(&f.server, &b.session.id).await;
     assert_eq!(rows(&f.server).hits, hits + 1);
 
     // The other store's write is noticed by the server; the server's by the other store.
     held(&f.cli, &b.session.id).await;
-    f.server
-        .revoke_session(&b.session.id, t(30), &RevokeReason::logout())
-        .await
-        .unwrap();
-    let row = f.cli.session(&b.session.id).await.unwrap().unwrap();
+    revoke(&f.server, &b.session.id, 30).await;
+    let row = read(&f.cli, &b.session.id).await;
     assert_eq!(row.session.revoked_at, Some(t(30)));
     let stats = rows(&f.server);
     assert!(stats.entries >= 1 && stats.bytes > 0, "{stats:?}");
@@ -264,11 +250,8 @@ async fn limits_at_zero_turn_the_cache_off_and_its_writes_are_still_noticed() {
     // The server (cached) sees the uncached store's writes: without temporary triggers, that
     // store counts as an anonymous writer.
     held(&f.server, &record.session.id).await;
-    uncached
-        .revoke_session(&record.session.id, t(20), &RevokeReason::logout())
-        .await
-        .unwrap();
-    let row = f.server.session(&record.session.id).await.unwrap().unwrap();
+    revoke(&uncached, &record.session.id, 20).await;
+    let row = read(&f.server, &record.session.id).await;
     assert!(row.session.revoked_at.is_some());
     // With the synchronous path off, there is no cache either.
     let mut pooled = SqliteOptions::default();
@@ -303,7 +286,7 @@ async fn a_revoke_that_returned_is_seen_by_every_read_that_began_after_it() {
                         let mut after = 0u32;
                         while after < 50 && !stop.load(Ordering::SeqCst) {
                             let began_after = returned.load(Ordering::SeqCst);
-                            let row = server.session(&id).await.unwrap().unwrap();
+                            let row = read(&server, &id).await;
                             if began_after {
                                 after += 1;
                                 if row.session.revoked_at.is_none() {
@@ -317,10 +300,7 @@ async fn a_revoke_that_returned_is_seen_by_every_read_that_began_after_it() {
                 .collect();
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             let writer = if own { &f.server } else { &f.cli };
-            writer
-                .revoke_session(&id, t(20), &RevokeReason::logout())
-                .await
-                .unwrap();
+            revoke(writer, &id, 20).await;
             returned.store(true, Ordering::SeqCst);
             for r in readers {
                 tokio::time::timeout(std::time::Duration::from_secs(20), r)
@@ -362,15 +342,7 @@ async fn a_write_whose_caller_gave_up_is_not_hidden_by_the_cache() {
         "the revoke should have been waiting for the lock"
     );
     // Read while the revoke is still queued: the live row, kept by the cache.
-    assert!(f
-        .server
-        .session(&id)
-        .await
-        .unwrap()
-        .unwrap()
-        .session
-        .revoked_at
-        .is_none());
+    assert!(read(&f.server, &id).await.session.revoked_at.is_none());
     sqlx::query("COMMIT").execute(&mut *locker).await.unwrap();
     drop(locker);
     // The abandoned revoke lands; wait for it in the file.
@@ -393,7 +365,7 @@ async fn a_write_whose_caller_gave_up_is_not_hidden_by_the_cache() {
     // Once the writer has drained, the store answers the revoked row.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let row = f.server.session(&id).await.unwrap().unwrap();
+        let row = read(&f.server, &id).await;
         if row.session.revoked_at.is_some() {
             break;
         }
@@ -403,4 +375,19 @@ async fn a_write_whose_caller_gave_up_is_not_hidden_by_the_cache() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+}
+
+/// A closed store answers no read, a held row included: the cache never outlives the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_store_answers_no_held_row() {
+    let f = fixture().await;
+    let record = crate::conformance::record("closed", "default", 0, 3_600, 7_200);
+    f.server.create_session(&record, None, t(10)).await.unwrap();
+    held(&f.server, &record.session.id).await;
+    f.server.close().await;
+    let read = f.server.session(&record.session.id).await;
+    assert!(
+        matches!(read, Err(sessiond::store::StoreError::Unavailable(_))),
+        "{read:?}"
+    );
 }
