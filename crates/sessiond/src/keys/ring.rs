@@ -830,7 +830,12 @@ impl KeyRing {
     pub async fn list(&self) -> Result<Vec<KeyInfo>, KeyError> {
         let set = self.reload_set().await?;
         let mut keys: Vec<KeyInfo> = set.by_id.values().map(|k| k.info.clone()).collect();
-        keys.sort_by_key(|k| (k.purpose, k.created_at));
+        // The store's order (creation time, then id): keys made in the same millisecond (a
+        // bootstrap key and the operator key that replaces it at one start) list the same way
+        // every time, not in the map's order.
+        keys.sort_by(|a, b| {
+            (a.purpose, a.created_at, &a.id).cmp(&(b.purpose, b.created_at, &b.id))
+        });
         Ok(keys)
     }
 

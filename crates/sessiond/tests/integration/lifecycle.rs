@@ -529,3 +529,20 @@ async fn a_second_start_reuses_the_keys() {
         .await
         .unwrap();
 }
+
+/// Keys made in the same millisecond (the clock does not move here) list in one order every
+/// time: by purpose, creation time, then id, the store's order, never a map's.
+#[tokio::test]
+async fn keys_list_in_one_order_even_when_made_in_the_same_millisecond() {
+    let env = env_with(ServiceConfig::default()).await;
+    for _ in 0..4 {
+        env.service.rotate_key(KeyPurpose::Cookie).await.unwrap();
+    }
+    let first = env.service.keys().list().await.unwrap();
+    let mut sorted = first.clone();
+    sorted.sort_by(|a, b| (a.purpose, a.created_at, &a.id).cmp(&(b.purpose, b.created_at, &b.id)));
+    assert_eq!(first, sorted);
+    for _ in 0..8 {
+        assert_eq!(env.service.keys().list().await.unwrap(), first);
+    }
+}
