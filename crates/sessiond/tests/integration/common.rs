@@ -224,6 +224,9 @@ mod pg {
         let mut options = PgOptions::default();
         options.schema = Some(schema);
         options.statement_timeout = Some(Duration::from_secs(30));
+        // Half the default pool: the suite runs several of these at once against one server
+        // (the local one allows 100 connections), and no test needs more than 8 to race.
+        options.max_connections = 8;
         let store = PgStore::open(&url, options).await.unwrap();
         TestBackend {
             store: Arc::new(store),
