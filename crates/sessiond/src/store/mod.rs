@@ -6,8 +6,6 @@
 //! insert-if-absent, or one transaction), never a read followed by a write, so concurrent
 //! callers on any number of nodes see exactly-once outcomes.
 
-#[cfg(feature = "sqlite")]
-mod audit_batch;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
@@ -20,6 +18,8 @@ mod rows;
 mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "sqlite")]
+mod sqlite_batch;
 #[cfg(feature = "sqlite")]
 mod sqlite_read;
 

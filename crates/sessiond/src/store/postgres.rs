@@ -495,6 +495,18 @@ impl PgStore {
         Ok(tx)
     }
 
+    /// One hot write (see `sqlite_batch` for why SQLite groups them): its own statement on
+    /// the pool, committed on its own; the rows it changed.
+    async fn write_one<F>(&self, write: F) -> Result<u64, StoreError>
+    where
+        F: for<'c> FnOnce(&'c mut sqlx::PgConnection) -> super::sql::WriteFuture<'c>
+            + Send
+            + 'static,
+    {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        write(&mut conn).await.map_err(map_err)
+    }
+
     /// One audit record, its own statement.
     async fn append_audit_record(
         &self,

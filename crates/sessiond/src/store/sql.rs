@@ -22,6 +22,12 @@
 //!   and once more after the writer drains when the write did not finish (`row_cache`;
 //!   PostgreSQL caches no rows), and `row_cache_stats()`, that cache's counters.
 
+/// A write statement's run on a connection: how many rows it changed. The hot single-statement
+/// writes are handed to the dialect's `write_one` as a closure returning this, so SQLite can
+/// run them in a batch (`sqlite_batch`) and PostgreSQL on its pool.
+pub(super) type WriteFuture<'c> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, sqlx::Error>> + Send + 'c>>;
+
 /// The SQL text of one dialect. Each statement's parameters are bound in the order given.
 #[derive(Debug)]
 pub(super) struct Statements {
@@ -207,14 +213,29 @@ macro_rules! sql_store {
                     Some(_) => Scope::All,
                     None => Scope::One(s.id.clone()),
                 });
-                let params = $crate::store::rows::SessionParams::new(record)?;
-                let insert = sqlx::query($sql.insert_session).session(&params);
                 let Some(max) = max_active else {
-                    // No limit, nothing to count: one statement.
-                    insert.execute(&self.$write).await.map_err(map_err)?;
+                    // No limit, nothing to count: one statement, a hot write. A record that
+                    // cannot be stored is refused here, with its own error, before anything is
+                    // queued (the statement makes the same values again from its own copy).
+                    $crate::store::rows::SessionParams::new(record)?;
+                    let record = record.clone();
+                    self.write_one(move |conn| {
+                        Box::pin(async move {
+                            let params = $crate::store::rows::SessionParams::new(&record)
+                                .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                            let done = sqlx::query($sql.insert_session)
+                                .session(&params)
+                                .execute(conn)
+                                .await?;
+                            Ok(done.rows_affected())
+                        })
+                    })
+                    .await?;
                     written.finished();
                     return Ok(Vec::new());
                 };
+                let params = $crate::store::rows::SessionParams::new(record)?;
+                let insert = sqlx::query($sql.insert_session).session(&params);
                 // The insert and the eviction in one transaction, creates of the same user and
                 // tenant taking turns: a session that does not exist yet cannot be row-locked,
                 // and two concurrent creates that each inserted and then counted would both miss
@@ -258,16 +279,28 @@ macro_rules! sql_store {
                 use $crate::store::rows::millis;
                 let mut written =
                     self.session_written($crate::store::row_cache::Scope::One(id.clone()));
-                let done = sqlx::query($sql.touch)
-                    .bind(millis(last_seen_at))
-                    .bind(millis(idle_expires_at))
-                    .bind(id.as_str())
-                    .bind(millis(seen_before))
-                    .execute(&self.$write)
-                    .await
-                    .map_err(map_err)?;
+                let (last_seen_at, idle_expires_at, seen_before) = (
+                    millis(last_seen_at),
+                    millis(idle_expires_at),
+                    millis(seen_before),
+                );
+                let id_text = id.as_str().to_owned();
+                let changed = self
+                    .write_one(move |conn| {
+                        Box::pin(async move {
+                            let done = sqlx::query($sql.touch)
+                                .bind(last_seen_at)
+                                .bind(idle_expires_at)
+                                .bind(id_text.as_str())
+                                .bind(seen_before)
+                                .execute(conn)
+                                .await?;
+                            Ok(done.rows_affected())
+                        })
+                    })
+                    .await?;
                 written.finished();
-                Ok(done.rows_affected() == 1)
+                Ok(changed == 1)
             }
 
             async fn revoke_session(
@@ -375,20 +408,31 @@ macro_rules! sql_store {
                 use $crate::store::rows::millis;
                 let mut written =
                     self.session_written($crate::store::row_cache::Scope::One(r.id.clone()));
-                let done = sqlx::query($sql.rotate_refresh)
-                    .bind(r.new_hash.as_slice())
-                    .bind($crate::store::rows::generation(r.generation)?)
-                    .bind($crate::session::RefreshStep::encode_chain(r.chain))
-                    .bind(millis(r.now))
-                    .bind(millis(r.idle_expires_at))
-                    .bind(r.id.as_str())
-                    .bind(r.expected_hash.as_slice())
-                    .bind(r.only_if_unused)
-                    .execute(&self.$write)
-                    .await
-                    .map_err(map_err)?;
+                let (new_hash, expected_hash) = (*r.new_hash, *r.expected_hash);
+                let generation = $crate::store::rows::generation(r.generation)?;
+                let chain = $crate::session::RefreshStep::encode_chain(r.chain);
+                let (now, idle_expires_at) = (millis(r.now), millis(r.idle_expires_at));
+                let (id, only_if_unused) = (r.id.as_str().to_owned(), r.only_if_unused);
+                let changed = self
+                    .write_one(move |conn| {
+                        Box::pin(async move {
+                            let done = sqlx::query($sql.rotate_refresh)
+                                .bind(new_hash.as_slice())
+                                .bind(generation)
+                                .bind(chain.as_str())
+                                .bind(now)
+                                .bind(idle_expires_at)
+                                .bind(id.as_str())
+                                .bind(expected_hash.as_slice())
+                                .bind(only_if_unused)
+                                .execute(conn)
+                                .await?;
+                            Ok(done.rows_affected())
+                        })
+                    })
+                    .await?;
                 written.finished();
-                Ok(done.rows_affected() == 1)
+                Ok(changed == 1)
             }
 
             async fn mark_refresh_used(
@@ -398,14 +442,22 @@ macro_rules! sql_store {
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut written =
                     self.session_written($crate::store::row_cache::Scope::One(id.clone()));
-                let done = sqlx::query($sql.mark_refresh_used)
-                    .bind(id.as_str())
-                    .bind($crate::store::rows::generation(generation)?)
-                    .execute(&self.$write)
-                    .await
-                    .map_err(map_err)?;
+                let generation = $crate::store::rows::generation(generation)?;
+                let id_text = id.as_str().to_owned();
+                let changed = self
+                    .write_one(move |conn| {
+                        Box::pin(async move {
+                            let done = sqlx::query($sql.mark_refresh_used)
+                                .bind(id_text.as_str())
+                                .bind(generation)
+                                .execute(conn)
+                                .await?;
+                            Ok(done.rows_affected())
+                        })
+                    })
+                    .await?;
                 written.finished();
-                Ok(done.rows_affected() == 1)
+                Ok(changed == 1)
             }
 
             fn cache_stats(&self) -> Vec<(&'static str, $crate::cache::CacheStats)> {

@@ -15,12 +15,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::audit_batch::AuditBatcher;
 use super::row_cache::{Barrier, RowCache, Scope, Written};
 use super::rows::{
     self, api_key_columns, audit_columns, key_columns, owner_columns, session_columns,
 };
-use super::sql::{sql_store, Statements};
+use super::sql::{sql_store, Statements, WriteFuture};
+use super::sqlite_batch::{statement, WriteBatcher};
 use super::sqlite_read::{SyncReaders, WalHeader};
 use super::{Revocation, StoreError};
 use crate::cache::{CacheLimits, CacheStats};
@@ -72,8 +72,8 @@ pub struct SqliteStore {
     write: SqlitePool,
     /// The synchronous read path, when on and the file allows it.
     sync: Option<Arc<SyncReaders>>,
-    /// Audit records of concurrent callers in one write transaction.
-    audit: AuditBatcher,
+    /// The hot writes (and audit records) of concurrent callers in one write transaction.
+    batch: WriteBatcher,
     /// Session rows, coherent with every writer of the file (docs/DESIGN.md §15.4).
     rows: Option<Arc<RowCache>>,
     /// This store's name in `sessiond_writers`: random, per open store.
@@ -213,17 +213,17 @@ impl SqliteStore {
         } else {
             None
         };
-        let audit = AuditBatcher::start(write.clone(), SQL.append_audit, map_err);
+        let batch = WriteBatcher::start(write.clone(), map_err);
         let rows = match &sync {
             Some(_) => {
-                // The writer runs its commands in order: a statement through it resolves after
-                // every statement queued before it (an unfinished write's, docs/DESIGN.md §15.4).
-                let writer = write.clone();
+                // The batches run their statements in order, each batch on the writer pool,
+                // which runs its commands in order: an empty statement through the batcher
+                // resolves after every statement queued before it, batched or not (an
+                // unfinished write's, docs/DESIGN.md §15.4).
+                let batcher = batch.clone();
                 let barrier: Barrier = Box::new(move || {
-                    let writer = writer.clone();
-                    Box::pin(async move {
-                        let _ = sqlx::query("SELECT 1").execute(&writer).await;
-                    })
+                    let batcher = batcher.clone();
+                    Box::pin(async move { batcher.drained().await })
                 });
                 RowCache::new(options.row_cache, barrier).map(Arc::new)
             }
@@ -240,7 +240,7 @@ impl SqliteStore {
             read,
             write,
             sync,
-            audit,
+            batch,
             rows,
             instance,
             proven_at: Arc::new(Mutex::new(None)),
@@ -482,12 +482,33 @@ impl SqliteStore {
         self.write.begin().await.map_err(map_err)
     }
 
-    /// One audit record, in the transaction of whatever other records are queued with it.
+    /// One audit record, in the transaction of whatever other writes are queued with it.
     async fn append_audit_record(
         &self,
         record: &crate::audit::AuditRecord,
     ) -> Result<(), StoreError> {
-        self.audit.append(record.clone()).await
+        use super::rows::Bind as _;
+        let record = record.clone();
+        self.write_one(move |conn| {
+            Box::pin(async move {
+                let done = sqlx::query(SQL.append_audit)
+                    .audit(&record)
+                    .execute(conn)
+                    .await?;
+                Ok(done.rows_affected())
+            })
+        })
+        .await
+        .map(drop)
+    }
+
+    /// One hot write, in the transaction of whatever other writes are queued with it
+    /// (`sqlite_batch`): the rows it changed, once that transaction committed.
+    async fn write_one<F>(&self, write: F) -> Result<u64, StoreError>
+    where
+        F: for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> WriteFuture<'c> + Send + 'static,
+    {
+        self.batch.run(statement(write)).await
     }
 
     /// The session row by id: from the row cache when it holds the row and no other writer

@@ -25,6 +25,7 @@ mod redis;
 mod redis_bus;
 mod rotation;
 mod sqlite;
+mod sqlite_batch;
 mod sqlite_cache;
 mod tokens;
 mod watch;

@@ -323,55 +323,99 @@ async fn a_revoke_that_returned_is_seen_by_every_read_that_began_after_it() {
 /// cached after that commit: the store forgets the row again once its writer has drained.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_whose_caller_gave_up_is_not_hidden_by_the_cache() {
+    given_up(
+        |store, id| {
+            Box::pin(async move {
+                let _ = store
+                    .revoke_session(&id, t(20), &RevokeReason::logout())
+                    .await;
+            })
+        },
+        "revoked_at IS NOT NULL",
+        |row| row.session.revoked_at.is_some(),
+    )
+    .await;
+}
+
+/// The same for a hot write that goes through group commit (`touch_session`): given up while
+/// queued for a batch, it still lands, and the cache does not keep the row it replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batched_write_whose_caller_gave_up_is_not_hidden_by_the_cache() {
+    given_up(
+        |store, id| {
+            Box::pin(async move {
+                let _ = store.touch_session(&id, t(30), t(3_000), t(30)).await;
+            })
+        },
+        "last_seen_at > created_at",
+        |row| row.session.last_seen_at == t(30),
+    )
+    .await;
+}
+
+type Write = fn(
+    Arc<SqliteStore>,
+    SessionId,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Holds the write lock on another connection, starts `write` on the server's store and gives
+/// up on it after 200 ms, reads the row (the old one, now cached), releases the lock, waits for
+/// `landed` (an SQL condition on the row) in the file, then for the store to answer a row that
+/// `changed` accepts.
+async fn given_up(
+    write: Write,
+    landed: &str,
+    changed: fn(&sessiond::session::SessionRecord) -> bool,
+) {
     let f = fixture().await;
     let record = crate::conformance::record("gaveup", "default", 0, 3_600, 7_200);
     let id = record.session.id.clone();
     f.server.create_session(&record, None, t(10)).await.unwrap();
     held(&f.server, &id).await;
-    // Another connection holds the write lock, so the revoke waits inside SQLite.
+    // Another connection holds the write lock, so the write waits inside SQLite.
     let mut locker = f.raw.acquire().await.unwrap();
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut *locker)
         .await
         .unwrap();
-    let logout = RevokeReason::logout();
-    let revoke = f.server.revoke_session(&id, t(20), &logout);
-    let gave_up = tokio::time::timeout(std::time::Duration::from_millis(200), revoke).await;
+    let gave_up = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        write(f.server.clone(), id.clone()),
+    )
+    .await;
     assert!(
         gave_up.is_err(),
-        "the revoke should have been waiting for the lock"
+        "the write should have been waiting for the lock"
     );
-    // Read while the revoke is still queued: the live row, kept by the cache.
-    assert!(read(&f.server, &id).await.session.revoked_at.is_none());
+    // Read while the write is still queued: the old row, held by the cache.
+    assert!(!changed(&held(&f.server, &id).await));
     sqlx::query("COMMIT").execute(&mut *locker).await.unwrap();
     drop(locker);
-    // The abandoned revoke lands; wait for it in the file.
+    // The abandoned write lands; wait for it in the file.
     let committed = || async {
-        sqlx::query_scalar::<_, Option<i64>>("SELECT revoked_at FROM sessions WHERE id = ?")
+        sqlx::query_scalar::<_, bool>(&format!("SELECT {landed} FROM sessions WHERE id = ?"))
             .bind(id.as_str())
             .fetch_one(&f.raw)
             .await
             .unwrap()
-            .is_some()
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !committed().await {
         assert!(
             std::time::Instant::now() < deadline,
-            "the revoke never landed"
+            "the write never landed"
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    // Once the writer has drained, the store answers the revoked row.
+    // Once the writer has drained, the store answers the changed row.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let row = read(&f.server, &id).await;
-        if row.session.revoked_at.is_some() {
+        if changed(&read(&f.server, &id).await) {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the cache kept the live row of a session revoked by an abandoned write"
+            "the cache kept the old row of a session changed by an abandoned write"
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
