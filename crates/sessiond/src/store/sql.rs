@@ -13,7 +13,9 @@
 //! - `revoke_one(revoke, id)`: runs the bound `revoke_one` statement and tells a revoked
 //!   session from one that was already revoked or never existed;
 //! - `append_audit_record(record)`: one audit record (PostgreSQL: its own statement,
-//!   `append_audit_alone`; SQLite: grouped with concurrent ones, `audit_batch`);
+//!   `append_audit_alone`; SQLite: grouped with concurrent writes, `sqlite_batch`);
+//! - `write_one(statement)`: one hot single-statement write, the rows it changed (PostgreSQL:
+//!   its own statement on the pool; SQLite: grouped with concurrent ones, `sqlite_batch`);
 //! - `session_row(id)`: the session row by id, the read of every validation (PostgreSQL: the
 //!   read pool, `session_row_pooled`; SQLite: the row cache, else a synchronous connection,
 //!   see `sqlite`);
