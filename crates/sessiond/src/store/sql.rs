@@ -106,6 +106,18 @@ pub(super) const KEYS: &str = concat!(
     " FROM signing_keys ORDER BY created_at, id"
 );
 
+/// A hot write in [`sql_store!`]: `$query`, a statement built inside from values moved in,
+/// run on the connection `$conn` that the dialect's `write_one` hands it (SQLite: in a batch);
+/// the rows it changed.
+macro_rules! hot_write {
+    ($store:expr, |$conn:ident| $query:expr) => {
+        $store.write_one(move |$conn| {
+            Box::pin(async move { Ok($query.execute($conn).await?.rows_affected()) })
+        })
+    };
+}
+pub(super) use hot_write;
+
 /// Implements the store traits for `$store` with the statements `$sql`, reading through the
 /// pool `self.$read` and writing through `self.$write` of the sqlx database `$db`; `$options`
 /// is the type `connect` takes (see the module documentation for what the dialect must have in
@@ -225,11 +237,8 @@ macro_rules! sql_store {
                         Box::pin(async move {
                             let params = $crate::store::rows::SessionParams::new(&record)
                                 .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-                            let done = sqlx::query($sql.insert_session)
-                                .session(&params)
-                                .execute(conn)
-                                .await?;
-                            Ok(done.rows_affected())
+                            let query = sqlx::query($sql.insert_session).session(&params);
+                            Ok(query.execute(conn).await?.rows_affected())
                         })
                     })
                     .await?;
@@ -287,20 +296,12 @@ macro_rules! sql_store {
                     millis(seen_before),
                 );
                 let id_text = id.as_str().to_owned();
-                let changed = self
-                    .write_one(move |conn| {
-                        Box::pin(async move {
-                            let done = sqlx::query($sql.touch)
-                                .bind(last_seen_at)
-                                .bind(idle_expires_at)
-                                .bind(id_text.as_str())
-                                .bind(seen_before)
-                                .execute(conn)
-                                .await?;
-                            Ok(done.rows_affected())
-                        })
-                    })
-                    .await?;
+                let changed = $crate::store::sql::hot_write!(self, |conn| sqlx::query($sql.touch)
+                    .bind(last_seen_at)
+                    .bind(idle_expires_at)
+                    .bind(id_text.as_str())
+                    .bind(seen_before))
+                .await?;
                 written.finished();
                 Ok(changed == 1)
             }
@@ -415,23 +416,16 @@ macro_rules! sql_store {
                 let chain = $crate::session::RefreshStep::encode_chain(r.chain);
                 let (now, idle_expires_at) = (millis(r.now), millis(r.idle_expires_at));
                 let (id, only_if_unused) = (r.id.as_str().to_owned(), r.only_if_unused);
-                let changed = self
-                    .write_one(move |conn| {
-                        Box::pin(async move {
-                            let done = sqlx::query($sql.rotate_refresh)
-                                .bind(new_hash.as_slice())
-                                .bind(generation)
-                                .bind(chain.as_str())
-                                .bind(now)
-                                .bind(idle_expires_at)
-                                .bind(id.as_str())
-                                .bind(expected_hash.as_slice())
-                                .bind(only_if_unused)
-                                .execute(conn)
-                                .await?;
-                            Ok(done.rows_affected())
-                        })
-                    })
+                let changed =
+                    $crate::store::sql::hot_write!(self, |conn| sqlx::query($sql.rotate_refresh)
+                        .bind(new_hash.as_slice())
+                        .bind(generation)
+                        .bind(chain.as_str())
+                        .bind(now)
+                        .bind(idle_expires_at)
+                        .bind(id.as_str())
+                        .bind(expected_hash.as_slice())
+                        .bind(only_if_unused))
                     .await?;
                 written.finished();
                 Ok(changed == 1)
@@ -446,18 +440,12 @@ macro_rules! sql_store {
                     self.session_written($crate::store::row_cache::Scope::One(id.clone()));
                 let generation = $crate::store::rows::generation(generation)?;
                 let id_text = id.as_str().to_owned();
-                let changed = self
-                    .write_one(move |conn| {
-                        Box::pin(async move {
-                            let done = sqlx::query($sql.mark_refresh_used)
-                                .bind(id_text.as_str())
-                                .bind(generation)
-                                .execute(conn)
-                                .await?;
-                            Ok(done.rows_affected())
-                        })
-                    })
-                    .await?;
+                let changed = $crate::store::sql::hot_write!(self, |conn| sqlx::query(
+                    $sql.mark_refresh_used
+                )
+                .bind(id_text.as_str())
+                .bind(generation))
+                .await?;
                 written.finished();
                 Ok(changed == 1)
             }

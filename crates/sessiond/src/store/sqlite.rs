@@ -489,17 +489,9 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         use super::rows::Bind as _;
         let record = record.clone();
-        self.write_one(move |conn| {
-            Box::pin(async move {
-                let done = sqlx::query(SQL.append_audit)
-                    .audit(&record)
-                    .execute(conn)
-                    .await?;
-                Ok(done.rows_affected())
-            })
-        })
-        .await
-        .map(drop)
+        super::sql::hot_write!(self, |conn| sqlx::query(SQL.append_audit).audit(&record))
+            .await
+            .map(drop)
     }
 
     /// One hot write, in the transaction of whatever other writes are queued with it

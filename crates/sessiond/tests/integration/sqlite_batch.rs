@@ -48,6 +48,21 @@ async fn on_disk(path: &str, ids: &[sessiond::SessionId]) -> Vec<bool> {
     found
 }
 
+/// Starts creating each of `records` on `store`, each on a task of its own.
+fn creating(
+    store: &Arc<SqliteStore>,
+    records: &[sessiond::session::SessionRecord],
+) -> Vec<tokio::task::JoinHandle<Result<Vec<sessiond::store::SessionOwner>, StoreError>>> {
+    records
+        .iter()
+        .cloned()
+        .map(|r| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create_session(&r, None, t(0)).await })
+        })
+        .collect()
+}
+
 /// One insert is refused by the primary key (a session id that exists) in a batch of twenty:
 /// it alone fails, with a store error that is not "unavailable", and the other nineteen are
 /// acknowledged and in the file.
@@ -64,24 +79,13 @@ async fn a_statement_refused_in_a_batch_fails_alone() {
         .await
         .unwrap();
     let first = record("first", "default", 0, 3_600, 7_200);
-    let store = f.store.clone();
-    let lead = {
-        let first = first.clone();
-        tokio::spawn(async move { store.create_session(&first, None, t(0)).await })
-    };
+    let lead = creating(&f.store, std::slice::from_ref(&first)).remove(0);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut records: Vec<_> = (0..19)
         .map(|i| record(&format!("u{i}"), "default", 0, 3_600, 7_200))
         .collect();
     records.insert(7, taken.clone());
-    let tasks: Vec<_> = records
-        .iter()
-        .cloned()
-        .map(|r| {
-            let store = f.store.clone();
-            tokio::spawn(async move { store.create_session(&r, None, t(0)).await })
-        })
-        .collect();
+    let tasks = creating(&f.store, &records);
     tokio::time::sleep(Duration::from_millis(100)).await;
     sqlx::query("COMMIT").execute(&mut *locker).await.unwrap();
     drop(locker);
@@ -117,14 +121,7 @@ async fn a_batch_that_cannot_take_the_lock_fails_every_write_and_writes_nothing(
     let records: Vec<_> = (0..12)
         .map(|i| record(&format!("busy{i}"), "default", 0, 3_600, 7_200))
         .collect();
-    let tasks: Vec<_> = records
-        .iter()
-        .cloned()
-        .map(|r| {
-            let store = f.store.clone();
-            tokio::spawn(async move { store.create_session(&r, None, t(0)).await })
-        })
-        .collect();
+    let tasks = creating(&f.store, &records);
     for task in tasks {
         let outcome = task.await.unwrap();
         assert!(
