@@ -216,10 +216,10 @@ impl SqliteStore {
         let batch = WriteBatcher::start(write.clone(), map_err);
         let rows = match &sync {
             Some(_) => {
-                // The batches run their statements in order, each batch on the writer pool,
-                // which runs its commands in order: an empty statement through the batcher
-                // resolves after every statement queued before it, batched or not (an
-                // unfinished write's, docs/DESIGN.md §15.4).
+                // The batches answer in order, on the writer connection, which runs its
+                // commands in order: a `SELECT 1` through the batcher resolves after every
+                // statement queued before it, batched or not (an unfinished write's,
+                // docs/DESIGN.md §15.4).
                 let batcher = batch.clone();
                 let barrier: Barrier = Box::new(move || {
                     let batcher = batcher.clone();

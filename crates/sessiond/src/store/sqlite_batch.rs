@@ -111,11 +111,19 @@ impl WriteBatcher {
         answered.await.map_err(|_| gone())?
     }
 
-    /// Resolves once every statement queued before it has been answered (the row cache's
-    /// barrier, docs/DESIGN.md §15.4). The store's own failure does not matter here: a write
-    /// that failed changed nothing.
+    /// Resolves once every statement queued before it has been answered, and every command
+    /// sent to the writer connection before it has run (the row cache's barrier, docs/DESIGN.md
+    /// §15.4): a `SELECT 1` in the next batch. The batches answer in order; the connection runs
+    /// its commands in order, so the `SELECT 1` also waits for a statement of a direct write
+    /// whose caller gave up while it was running. The store's own failure does not matter
+    /// here: a write that failed changed nothing.
     pub(super) async fn drained(&self) {
-        let _ = self.run(statement(|_| Box::pin(async { Ok(0) }))).await;
+        let select = statement(|conn| {
+            Box::pin(
+                async move { Ok(sqlx::query("SELECT 1").execute(conn).await?.rows_affected()) },
+            )
+        });
+        let _ = self.run(select).await;
     }
 }
 
