@@ -1452,9 +1452,16 @@ mod tests {
 
     #[test]
     fn the_session_row_cache_has_its_own_defaults_and_can_be_turned_off() {
-        let rows = |c: &Config| crate::startup::sqlite_options(c).row_cache;
+        use crate::startup::{sqlite_options, Role};
+        let rows = |c: &Config| sqlite_options(c, Role::Server).row_cache;
         let default = sessiond::store::sqlite::SqliteOptions::DEFAULT_ROW_CACHE;
         assert_eq!(rows(&load("", &[]).unwrap()), default);
+        // A one-shot admin command keeps none, whatever the configuration says.
+        let c = load("[caches.session_rows]\nentries = 100\n", &[]).unwrap();
+        assert_eq!(
+            sqlite_options(&c, Role::OneShot).row_cache,
+            sessiond::cache::CacheLimits::off()
+        );
         let c = load("[caches.session_rows]\nentries = 100\n", &[]).unwrap();
         assert_eq!(
             rows(&c),

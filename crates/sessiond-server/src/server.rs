@@ -58,7 +58,7 @@ impl Server {
         clock: Arc<dyn Clock>,
     ) -> Result<Server, StartError> {
         tracing::info!(data_dir = %config.data_dir.display(), database = %config.database.redacted(), "sessiond starting");
-        let storage = startup::open_storage(&config).await?;
+        let storage = startup::open_storage(&config, startup::Role::Server).await?;
         let (master, source) = startup::master_key(&config, &secrets, true)?;
         match &source {
             MasterKeySource::Environment => {

@@ -30,7 +30,19 @@ const EXTERNAL_WRITE_POLL: std::time::Duration = std::time::Duration::from_secs(
 /// # Errors
 /// [`StartError`] when the database cannot be opened or migrated.
 pub async fn migrate(config: &Config) -> Result<(), StartError> {
-    open_storage(config).await.map(drop)
+    open_storage(config, Role::OneShot).await.map(drop)
+}
+
+/// Who opens the database: the server, or a one-shot admin command. A one-shot command keeps
+/// no SQLite row cache: it reads a row once or twice and exits, and its writes, then made
+/// without its own temporary triggers, count as anonymous, which a running server notices
+/// exactly as it notices another store's (docs/DESIGN.md §15.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// `serve`.
+    Server,
+    /// An admin command (`sessions`, `keys`, `api-keys`, `migrate`).
+    OneShot,
 }
 
 /// The session service over the configured database, for one-shot admin work (no background
@@ -42,7 +54,7 @@ pub async fn open_service(
     config: &Config,
     secrets: &Secrets,
 ) -> Result<SessionService, StartError> {
-    let backend = open_storage(config).await?.backend;
+    let backend = open_storage(config, Role::OneShot).await?.backend;
     let (master, _) = master_key(config, secrets, false)?;
     let (service, _) = build_service(
         config,
@@ -61,7 +73,7 @@ pub async fn open_service(
 /// # Errors
 /// [`StartError`] when the database cannot be opened.
 pub async fn open_api_keys(config: &Config) -> Result<ApiKeys, StartError> {
-    let storage = open_storage(config).await?;
+    let storage = open_storage(config, Role::OneShot).await?;
     Ok(ApiKeys::new(
         storage.api_keys,
         Arc::new(sessiond::SystemClock),
@@ -201,11 +213,11 @@ pub(crate) struct Storage {
     pub(crate) sqlite: Option<SqliteStore>,
 }
 
-/// Opens (and migrates) the configured database.
+/// Opens (and migrates) the configured database for `role`.
 ///
 /// # Errors
 /// When the database cannot be opened or migrated.
-pub(crate) async fn open_storage(config: &Config) -> Result<Storage, StartError> {
+pub(crate) async fn open_storage(config: &Config, role: Role) -> Result<Storage, StartError> {
     match &config.database {
         Database::Sqlite { url, in_data_dir } => {
             if *in_data_dir {
@@ -216,7 +228,7 @@ pub(crate) async fn open_storage(config: &Config) -> Result<Storage, StartError>
                     }
                 })?;
             }
-            let store = SqliteStore::open(url, sqlite_options(config))
+            let store = SqliteStore::open(url, sqlite_options(config, role))
                 .await
                 .map_err(|source| StartError::Database {
                     kind: "SQLite",
@@ -502,14 +514,17 @@ pub(crate) fn service_config(config: &Config) -> ServiceConfig {
     s
 }
 
-/// The SQLite store's options from the configuration.
-pub(crate) fn sqlite_options(config: &Config) -> SqliteOptions {
+/// The SQLite store's options from the configuration, for `role`.
+pub(crate) fn sqlite_options(config: &Config, role: Role) -> SqliteOptions {
     let mut options = SqliteOptions::default();
     options.acquire_timeout = config.database_acquire_timeout.0;
-    options.row_cache = config
-        .caches
-        .session_rows
-        .limits(SqliteOptions::DEFAULT_ROW_CACHE);
+    options.row_cache = match role {
+        Role::Server => config
+            .caches
+            .session_rows
+            .limits(SqliteOptions::DEFAULT_ROW_CACHE),
+        Role::OneShot => sessiond::cache::CacheLimits::off(),
+    };
     options
 }
 

@@ -153,9 +153,10 @@ async fn keys_retire_ends_a_key_on_the_running_server_within_the_snapshot_age() 
 }
 
 /// A CLI revoke on the embedded SQLite default is refused by the very next request, for a
-/// cookie and for an access token the verified-token cache already holds: the server reads the
-/// row on every validation (on the calling task, docs/DESIGN.md §15.2), and no cache answers
-/// for the session.
+/// cookie and for an access token the verified-token cache already holds, both of whose rows
+/// the server's row cache holds: a held row answers only on the proof that nobody else wrote
+/// since (docs/DESIGN.md §15.4), and the CLI's write (no row cache of its own, so counted as
+/// anonymous) moves what that proof reads.
 #[tokio::test]
 async fn a_cli_revoke_is_refused_by_the_very_next_request() {
     let s = spawn_app(Options::default()).await;
