@@ -1456,16 +1456,15 @@ mod tests {
         let rows = |c: &Config| sqlite_options(c, Role::Server).row_cache;
         let default = sessiond::store::sqlite::SqliteOptions::DEFAULT_ROW_CACHE;
         assert_eq!(rows(&load("", &[]).unwrap()), default);
-        // A one-shot admin command keeps none, whatever the configuration says.
-        let c = load("[caches.session_rows]\nentries = 100\n", &[]).unwrap();
-        assert_eq!(
-            sqlite_options(&c, Role::OneShot).row_cache,
-            sessiond::cache::CacheLimits::off()
-        );
         let c = load("[caches.session_rows]\nentries = 100\n", &[]).unwrap();
         assert_eq!(
             rows(&c),
             sessiond::cache::CacheLimits::new(100, default.bytes)
+        );
+        // A one-shot admin command keeps none, whatever the configuration says.
+        assert_eq!(
+            sqlite_options(&c, Role::OneShot).row_cache,
+            sessiond::cache::CacheLimits::off()
         );
         let c = load("", &[("SESSIOND_CACHES__SESSION_ROWS__BYTES", "0")]).unwrap();
         assert_eq!(

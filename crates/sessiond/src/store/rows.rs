@@ -368,10 +368,11 @@ pub(super) fn generation(generation: u64) -> Result<i64, StoreError> {
 }
 
 /// A session record's values as stored, computed once for either dialect: what
-/// [`Bind::session`] binds.
+/// [`Bind::session`] binds. It borrows the record, or owns it where the statement runs later
+/// elsewhere (SQLite's group commit, `sqlite_batch`).
 #[derive(Debug)]
 pub(super) struct SessionParams<'a> {
-    record: &'a SessionRecord,
+    record: std::borrow::Cow<'a, SessionRecord>,
     generation: i64,
     chain: String,
     claims: String,
@@ -383,14 +384,14 @@ impl<'a> SessionParams<'a> {
     /// # Errors
     /// [`StoreError::Corrupt`] when the claims do not serialize or the refresh generation is
     /// beyond what a row holds.
-    pub(super) fn new(record: &'a SessionRecord) -> Result<Self, StoreError> {
+    pub(super) fn new(record: std::borrow::Cow<'a, SessionRecord>) -> Result<Self, StoreError> {
         let refresh = record.refresh.as_ref();
         Ok(SessionParams {
-            record,
             generation: generation(refresh.map_or(0, |r| r.generation))?,
             chain: RefreshStep::encode_chain(refresh.map_or(&[][..], |r| r.chain.as_slice())),
             claims: serde_json::to_string(&record.session.claims)
                 .map_err(corrupt("sessions.claims"))?,
+            record,
         })
     }
 }

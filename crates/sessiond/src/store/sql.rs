@@ -230,22 +230,18 @@ macro_rules! sql_store {
                 let Some(max) = max_active else {
                     // No limit, nothing to count: one statement, a hot write. A record that
                     // cannot be stored is refused here, with its own error, before anything is
-                    // queued (the statement makes the same values again from its own copy).
-                    $crate::store::rows::SessionParams::new(record)?;
-                    let record = record.clone();
-                    self.write_one(move |conn| {
-                        Box::pin(async move {
-                            let params = $crate::store::rows::SessionParams::new(&record)
-                                .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-                            let query = sqlx::query($sql.insert_session).session(&params);
-                            Ok(query.execute(conn).await?.rows_affected())
-                        })
-                    })
+                    // queued; the statement takes its own copy of the values.
+                    let params = $crate::store::rows::SessionParams::new(std::borrow::Cow::Owned(
+                        record.clone(),
+                    ))?;
+                    $crate::store::sql::hot_write!(self, |conn| sqlx::query($sql.insert_session)
+                        .session(&params))
                     .await?;
                     written.finished();
                     return Ok(Vec::new());
                 };
-                let params = $crate::store::rows::SessionParams::new(record)?;
+                let params =
+                    $crate::store::rows::SessionParams::new(std::borrow::Cow::Borrowed(record))?;
                 let insert = sqlx::query($sql.insert_session).session(&params);
                 // The insert and the eviction in one transaction, creates of the same user and
                 // tenant taking turns: a session that does not exist yet cannot be row-locked,
