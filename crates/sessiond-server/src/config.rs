@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer};
 use sessiond::jose::foreign::RsaAlgorithm;
 use sessiond::keys::{KeyAlgorithm, KeyPolicy};
 use sessiond::session::{CookiePolicy, SessionPolicy};
-use sessiond::store::postgres::PgSchema;
+use sessiond::store::postgres::{PgOptions, PgSchema};
 use sessiond::store::sqlite::SqliteOptions;
 use sessiond::token::TokenPolicy;
 use toml::{Table, Value};
@@ -203,6 +203,11 @@ pub struct Config {
     /// answered 503 `unavailable` (default: the store's, 5 s). During a database outage this is
     /// how long each request takes to fail.
     pub database_acquire_timeout: Dur,
+    /// PostgreSQL: the most connections a node's pool opens (default 16). A node also opens
+    /// one connection that listens for row-cache invalidations and, without Redis, one for
+    /// events and up to two to publish them; size the server's `max_connections` for every
+    /// node and admin command.
+    pub database_max_connections: u32,
     /// Redis for one-time claims and cross-node events (optional).
     pub redis_url: Option<RedisUrl>,
     /// Cookie-session lifetimes.
@@ -241,6 +246,7 @@ struct RawConfig {
     database_url: Option<String>,
     database_schema: Option<String>,
     database_acquire_timeout: Dur,
+    database_max_connections: u32,
     redis_url: Option<RedisUrl>,
     cookie_sessions: CookieSessions,
     token_sessions: TokenSessions,
@@ -264,6 +270,7 @@ impl Default for RawConfig {
             database_url: None,
             database_schema: None,
             database_acquire_timeout: Dur(SqliteOptions::default().acquire_timeout),
+            database_max_connections: PgOptions::default().max_connections,
             redis_url: None,
             cookie_sessions: CookieSessions::default(),
             token_sessions: TokenSessions::default(),
@@ -844,8 +851,58 @@ impl Default for Browser {
 pub struct Caches {
     /// `[caches.verified_tokens]`: access tokens whose signature and claims were verified.
     pub verified_tokens: CacheSize,
-    /// `[caches.session_rows]`: session rows, coherent with every writer (SQLite only).
-    pub session_rows: CacheSize,
+    /// `[caches.session_rows]`: session rows, coherent with every writer (SQLite: §15.4;
+    /// PostgreSQL, across nodes, under a lease: §15.5).
+    pub session_rows: SessionRows,
+}
+
+/// `[caches.session_rows]`: the limits of the session-row cache and, on PostgreSQL, the lease
+/// a node holds on the invalidation channel while it answers from it.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct SessionRows {
+    /// The most rows kept.
+    pub entries: Option<usize>,
+    /// The most bytes kept (an estimate of the rows' size).
+    pub bytes: Option<usize>,
+    /// PostgreSQL: how long a heartbeat that came back lets a node answer from its cache, and
+    /// the longest a write waits for a node that stopped answering (default 2 s).
+    pub lease: Dur,
+    /// PostgreSQL: what a writer adds to another node's lease for clock rates and scheduling
+    /// (default 250 ms).
+    pub lease_drift: Dur,
+}
+
+impl Default for SessionRows {
+    fn default() -> Self {
+        let lease = sessiond::store::postgres::LeaseOptions::default();
+        SessionRows {
+            entries: None,
+            bytes: None,
+            lease: Dur(lease.lease),
+            lease_drift: Dur(lease.drift),
+        }
+    }
+}
+
+impl SessionRows {
+    /// As the library's limits, `default`'s where left out.
+    pub fn limits(self, default: sessiond::cache::CacheLimits) -> sessiond::cache::CacheLimits {
+        CacheSize {
+            entries: self.entries,
+            bytes: self.bytes,
+        }
+        .limits(default)
+    }
+
+    /// As the PostgreSQL store's lease options.
+    pub fn lease(self) -> sessiond::store::postgres::LeaseOptions {
+        let mut lease = sessiond::store::postgres::LeaseOptions::default();
+        lease.lease = self.lease.0;
+        lease.drift = self.lease_drift.0;
+        lease
+    }
 }
 
 /// The limits of one cache; `entries = 0` (or `bytes = 0`) turns it off. A limit left out
@@ -1281,11 +1338,15 @@ impl Config {
             ("server.header_read_timeout", raw.server.header_read_timeout),
             ("server.body_read_timeout", raw.server.body_read_timeout),
             ("server.keep_alive_timeout", raw.server.keep_alive_timeout),
+            ("caches.session_rows.lease", raw.caches.session_rows.lease),
         ];
         for (key, d) in positive {
             if d.0.is_zero() {
                 return Err(invalid(key, "must be greater than zero"));
             }
+        }
+        if raw.database_max_connections == 0 {
+            return Err(invalid("database_max_connections", "must be at least 1"));
         }
         if raw.server.max_connections == 0 {
             return Err(invalid("server.max_connections", "must be at least 1"));
@@ -1326,6 +1387,7 @@ impl Config {
             data_dir: raw.data_dir,
             database,
             database_acquire_timeout: raw.database_acquire_timeout,
+            database_max_connections: raw.database_max_connections,
             redis_url: raw.redis_url,
             cookie_sessions: raw.cookie_sessions,
             token_sessions: raw.token_sessions,
@@ -1471,6 +1533,44 @@ mod tests {
             rows(&c),
             sessiond::cache::CacheLimits::new(default.entries, 0)
         );
+    }
+
+    #[test]
+    fn postgres_nodes_cache_rows_under_a_configured_lease_and_admin_commands_do_not() {
+        use crate::startup::{pg_options, Role};
+        let defaults = sessiond::store::postgres::PgOptions::default();
+        let c = load("", &[]).unwrap();
+        let server = pg_options(&c, None, Role::Server);
+        assert_eq!(server.row_cache, defaults.row_cache);
+        assert_eq!(server.lease, defaults.lease);
+        assert_eq!(server.max_connections, defaults.max_connections);
+        let c = load("database_max_connections = 6\n", &[]).unwrap();
+        assert_eq!(pg_options(&c, None, Role::Server).max_connections, 6);
+        let err = load("database_max_connections = 0\n", &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("database_max_connections"),
+            "{err}"
+        );
+        let c = load(
+            "[caches.session_rows]\nentries = 10\nlease = \"500ms\"\nlease_drift = \"50ms\"\n",
+            &[],
+        )
+        .unwrap();
+        let server = pg_options(&c, None, Role::Server);
+        assert_eq!(server.row_cache.entries, 10);
+        assert_eq!(server.lease.lease, std::time::Duration::from_millis(500));
+        assert_eq!(server.lease.drift, std::time::Duration::from_millis(50));
+        let admin = pg_options(&c, None, Role::OneShot);
+        assert_eq!(admin.row_cache, sessiond::cache::CacheLimits::off());
+        assert_eq!(
+            admin.lease, server.lease,
+            "admin commands wait as the nodes do"
+        );
+        let err = load("[caches.session_rows]\nlease = \"0s\"\n", &[]).unwrap_err();
+        match err {
+            ConfigError::Invalid { key, .. } => assert_eq!(key, "caches.session_rows.lease"),
+            other => panic!("{other}"),
+        }
     }
 
     #[test]

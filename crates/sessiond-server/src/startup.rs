@@ -242,9 +242,7 @@ pub(crate) async fn open_storage(config: &Config, role: Role) -> Result<Storage,
             })
         }
         Database::Postgres { url, schema } => {
-            let mut options = PgOptions::default();
-            options.acquire_timeout = config.database_acquire_timeout.0;
-            options.schema = schema.clone();
+            let options = pg_options(config, schema.clone(), role);
             let store =
                 PgStore::open(url, options)
                     .await
@@ -523,6 +521,29 @@ pub(crate) fn sqlite_options(config: &Config, role: Role) -> SqliteOptions {
             .caches
             .session_rows
             .limits(SqliteOptions::DEFAULT_ROW_CACHE),
+        Role::OneShot => sessiond::cache::CacheLimits::off(),
+    };
+    options
+}
+
+/// The PostgreSQL store's options from the configuration, for `role`: a one-shot admin command
+/// caches no rows (it reads a row once and exits) but, like every store on the database,
+/// announces its writes to the nodes that cache and waits for them (docs/DESIGN.md §15.5).
+pub(crate) fn pg_options(
+    config: &Config,
+    schema: Option<sessiond::store::postgres::PgSchema>,
+    role: Role,
+) -> PgOptions {
+    let mut options = PgOptions::default();
+    options.acquire_timeout = config.database_acquire_timeout.0;
+    options.max_connections = config.database_max_connections;
+    options.schema = schema;
+    options.lease = config.caches.session_rows.lease();
+    options.row_cache = match role {
+        Role::Server => config
+            .caches
+            .session_rows
+            .limits(PgOptions::DEFAULT_ROW_CACHE),
         Role::OneShot => sessiond::cache::CacheLimits::off(),
     };
     options

@@ -131,6 +131,12 @@ pub async fn spawn(options: Options) -> Server {
     spawn_in(dir, options).await
 }
 
+/// The PostgreSQL row-cache lease of every server and admin command the tests start
+/// (docs/DESIGN.md §15.5; a test's own environment may override it): shorter than the default,
+/// so a fresh node's first writes, which wait out the lease of any node it could not have heard
+/// yet, cost a test little.
+pub const TEST_LEASE: (&str, &str) = ("SESSIOND_CACHES__SESSION_ROWS__LEASE", "500ms");
+
 pub async fn spawn_in(dir: tempfile::TempDir, options: Options) -> Server {
     // reqwest is built without a default TLS provider (the server installs ring); so do tests.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -148,6 +154,7 @@ pub async fn spawn_in(dir: tempfile::TempDir, options: Options) -> Server {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("SESSIOND_API_KEY", &key)
         .env("SESSIOND_LOG", options.log_level)
+        .env(TEST_LEASE.0, TEST_LEASE.1)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -303,6 +310,7 @@ pub async fn cli_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::pro
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("SESSIOND_LOG", "warn")
+        .env(TEST_LEASE.0, TEST_LEASE.1)
         .kill_on_drop(true);
     for (k, v) in env {
         cmd.env(k, v);
@@ -420,8 +428,11 @@ impl Cluster {
         extra: &str,
     ) -> Cluster {
         let schema = Schema::new();
+        // Six connections a node: three clusters of three nodes run at once (the test group
+        // `pg-clusters`), beside the rest of the suite, on a server that allows 100.
         let mut config = format!(
-            "database_url = \"{database_url}\"\ndatabase_schema = \"{}\"\n",
+            "database_url = \"{database_url}\"\ndatabase_schema = \"{}\"\n\
+             database_max_connections = 6\n",
             schema.name
         );
         if let Some(redis) = redis_url {

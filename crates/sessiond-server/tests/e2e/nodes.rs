@@ -38,10 +38,13 @@ async fn a_revocation_on_one_node_is_seen_by_every_other_node_at_once() {
     for i in 0..40 {
         let kind = if i % 2 == 0 { "cookie" } else { "tokens" };
         let (credential, id, _) = create(a, &format!("rev-{i}"), kind).await;
-        // Warm every node with a success first: nothing a node remembers may outlive the revoke.
+        // Warm every node with successes first (the second from its row cache): nothing a node
+        // remembers may outlive the revoke.
         for node in [b, c] {
-            let v = node.post("/v1/sessions/validate", credential.clone()).await;
-            assert_eq!(v.status, 200, "{}", v.text);
+            for _ in 0..2 {
+                let v = node.post("/v1/sessions/validate", credential.clone()).await;
+                assert_eq!(v.status, 200, "{}", v.text);
+            }
         }
         let r = a
             .post(&format!("/v1/sessions/{id}/revoke"), json!({}))
@@ -54,6 +57,43 @@ async fn a_revocation_on_one_node_is_seen_by_every_other_node_at_once() {
                     .await
                     .assert_problem(401, "session_revoked");
             }
+        }
+    }
+    // Not vacuous: the other nodes answered from their row caches (docs/DESIGN.md §15.5).
+    for node in [b, c] {
+        let text = node.get("/metrics").await.text;
+        let hits =
+            crate::rotation::metric(&text, "sessiond_cache_hits_total{cache=\"session_rows\"} ");
+        assert!(hits > 0, "no row-cache hit on a node:\n{text}");
+    }
+}
+
+/// `sessiond sessions revoke` on the cluster's database is another process, with no row cache of
+/// its own; it announces the revocation on the row-cache channel and waits for every node that
+/// caches (docs/DESIGN.md §15.5), so when it exits the very next request on every node refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_revocation_is_refused_by_the_very_next_request_on_every_node() {
+    let cluster = three_nodes().await;
+    let nodes = handles(&cluster);
+    for kind in ["cookie", "tokens"] {
+        let (credential, id, _) = create(&nodes[0], &unique("cli-rev-"), kind).await;
+        // Each node validates twice: the second answer comes from its row cache.
+        for node in &nodes {
+            for _ in 0..2 {
+                let v = node.post("/v1/sessions/validate", credential.clone()).await;
+                assert_eq!(v.status, 200, "{}", v.text);
+            }
+        }
+        let out = cluster.cli(&["sessions", "revoke", &id]).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for node in &nodes {
+            node.post("/v1/sessions/validate", credential.clone())
+                .await
+                .assert_problem(401, "session_revoked");
         }
     }
 }

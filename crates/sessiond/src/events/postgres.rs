@@ -216,8 +216,9 @@ impl PgEventBus {
     }
 }
 
-/// `pg_notify` on `pool` within `timeout`.
-async fn notify(
+/// `pg_notify` on `pool` within `timeout`. Shared with the row-cache protocol
+/// (`store::pg_lease`).
+pub(crate) async fn notify(
     pool: &PgPool,
     channel: &str,
     payload: &str,
@@ -269,31 +270,40 @@ impl EventBus for PgEventBus {
 }
 
 /// What the reading task reports to the subscriber task.
-enum Received {
+pub(crate) enum Received {
     Payload(String),
     Lost(String),
 }
 
-/// Opens the listening connection and `LISTEN`s, bounded by `connect_timeout`. Each attempt has
-/// a one-connection pool of its own, owned by the listener: when a listener is given up (lost,
-/// silent, or its task aborted), its connection is closed with it instead of going back to a
-/// pool in an unknown state.
+/// Opens the listening connection and `LISTEN`s, bounded by `connect_timeout`.
 async fn open(connect: &PgConnectOptions, options: &PgBusOptions) -> Result<PgListener, String> {
+    listen(connect, &options.channel, options.connect_timeout).await
+}
+
+/// Opens a listening connection on `channel` within `timeout`. Each attempt has a
+/// one-connection pool of its own, owned by the listener: when a listener is given up (lost,
+/// silent, or its task aborted), its connection is closed with it instead of going back to a
+/// pool in an unknown state. Shared with the row-cache protocol (`store::pg_lease`).
+pub(crate) async fn listen(
+    connect: &PgConnectOptions,
+    channel: &str,
+    timeout: Duration,
+) -> Result<PgListener, String> {
     let attempt = async {
         let pool = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(0)
-            .acquire_timeout(options.connect_timeout)
+            .acquire_timeout(timeout)
             .connect_lazy_with(connect.clone());
         let mut listener = PgListener::connect_with(&pool).await?;
         // The listener holds the only connection; the pool goes when the listener does.
         drop(pool);
-        // The listener reconnects only through this task (which reports the gap first).
+        // The listener reconnects only through its owner (which reports the gap first).
         listener.eager_reconnect(false);
-        listener.listen(&options.channel).await?;
+        listener.listen(channel).await?;
         Ok::<_, sqlx::Error>(listener)
     };
-    match tokio::time::timeout(options.connect_timeout, attempt).await {
+    match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(listener)) => Ok(listener),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_elapsed) => Err("postgres LISTEN timed out".to_owned()),
@@ -303,7 +313,7 @@ async fn open(connect: &PgConnectOptions, options: &PgBusOptions) -> Result<PgLi
 /// Reads notifications until the connection is lost. Runs as its own task so the subscriber
 /// task can wait on it, heartbeat and stop without cancelling a read half-way: when this task
 /// is aborted, its connection is dropped with it.
-async fn read(mut listener: PgListener, out: mpsc::Sender<Received>) {
+pub(crate) async fn read_notifications(mut listener: PgListener, out: mpsc::Sender<Received>) {
     loop {
         let received = match listener.try_recv().await {
             Ok(Some(n)) => Received::Payload(n.payload().to_owned()),
@@ -325,7 +335,7 @@ async fn pump(
     tx: &broadcast::Sender<Signal>,
 ) -> String {
     let (out, mut rx) = mpsc::channel(256);
-    let reader = tokio::spawn(read(listener, out));
+    let reader = tokio::spawn(read_notifications(listener, out));
     // Abort the reader (and drop its connection) whichever way this returns.
     struct AbortOnDrop(tokio::task::JoinHandle<()>);
     impl Drop for AbortOnDrop {

@@ -130,7 +130,11 @@ impl SessionService {
             // Our own token is only as good as its session: a revoked or expired session's
             // tokens claim nothing, as they validate nothing.
             let record = self
-                .token_row(&verified, super::tokens::Accept::TokenSessions)
+                .token_row(
+                    &verified,
+                    super::tokens::Accept::TokenSessions,
+                    super::tokens::Read::Cached,
+                )
                 .await
                 .map_err(|rejection| rejection.error)?;
             super::checks::check_status(&record.session, now)?;

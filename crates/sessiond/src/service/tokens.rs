@@ -91,6 +91,15 @@ fn token_failure(e: TokenError) -> SessionError {
     }
 }
 
+/// How a token operation reads its session row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Read {
+    /// As validation does: the store's row cache may answer.
+    Cached,
+    /// Past any cache: what the database holds now.
+    Current,
+}
+
 /// Which session kinds a refresh-token operation accepts. Checked on the row before anything is
 /// written, so a refusal changes nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,7 +285,9 @@ impl SessionService {
             check_context(ctx)?;
             let now = self.inner.clock.now();
             let (claims, _key) = self.verify_token(TokenKind::Access, token, now).await?;
-            let record = self.token_row(&claims, Accept::TokenSessions).await?;
+            let record = self
+                .token_row(&claims, Accept::TokenSessions, Read::Cached)
+                .await?;
             check_status(&record.session, now)
                 .and_then(|()| self.check_binding(&record.session, ctx))
                 .map_err(|e| Rejection::about(e, &record.session))?;
@@ -314,8 +325,17 @@ impl SessionService {
         &self,
         claims: &VerifiedToken,
         accept: Accept,
+        read: Read,
     ) -> Result<SessionRecord, Rejection> {
-        let record = self.row(&claims.session_id).await?;
+        let record = match read {
+            Read::Cached => self.row(&claims.session_id).await?,
+            Read::Current => self
+                .inner
+                .backend
+                .session_current(&claims.session_id)
+                .await?
+                .ok_or(SessionError::NotFound)?,
+        };
         let refusal = if !accept.allows(record.session.kind) {
             CredentialError::WrongKind
         } else if record.session.user_id.as_str() != claims.subject {
@@ -385,8 +405,17 @@ impl SessionService {
             // A lost compare-and-swap decides once more against the winner's row, and that second
             // decision never writes (the token is no longer current, and a step that rotated it
             // out now exists); the third pass is a margin that is never reached in practice.
-            for _ in 0..3 {
-                let record = self.token_row(&claims, accept).await?;
+            // The first pass may decide on a cached copy of the row, which may predate a
+            // change made on another node whose invalidation is on its way (docs/DESIGN.md
+            // §15.5): if its swap loses, the three passes above follow on the row as the
+            // database holds it.
+            for pass in 0..4 {
+                let read = if pass == 0 {
+                    Read::Cached
+                } else {
+                    Read::Current
+                };
+                let record = self.token_row(&claims, accept, read).await?;
                 check_status(&record.session, now)
                     .and_then(|()| self.check_binding(&record.session, ctx))
                     .map_err(|e| Rejection::about(e, &record.session))?;
@@ -469,7 +498,8 @@ impl SessionService {
                 }
             }
             Err(SessionError::Store(crate::store::StoreError::Backend(
-                "refresh rotation did not settle after three compare-and-swaps".into(),
+                "refresh rotation did not settle after three compare-and-swaps on the current row"
+                    .into(),
             ))
             .into())
         })
@@ -599,7 +629,9 @@ impl SessionService {
             let (claims, _key) = self
                 .verify_token(TokenKind::Refresh, refresh_token, now)
                 .await?;
-            let record = self.token_row(&claims, Accept::Browser).await?;
+            let record = self
+                .token_row(&claims, Accept::Browser, Read::Cached)
+                .await?;
             if let Err(mismatch) = self.check_binding(&record.session, ctx) {
                 let effect = Effect::CheckOverridden {
                     reason: mismatch.reason(),

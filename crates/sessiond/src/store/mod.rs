@@ -7,6 +7,8 @@
 //! callers on any number of nodes see exactly-once outcomes.
 
 #[cfg(feature = "postgres")]
+mod pg_lease;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -169,6 +171,14 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
 
     /// The row with this id, revoked and expired ones included.
     async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// The row with this id as the database holds it now, past any cache in front of it: the
+    /// read a compare-and-swap that just lost decides on again (a cached copy may predate the
+    /// change it lost to, whose invalidation is still on its way from another node).
+    /// Defaults to [`SessionStore::session`], for stores that cache nothing.
+    async fn session_current(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        self.session(id).await
+    }
 
     /// Records activity: sets `last_seen_at` and `idle_expires_at` (capped at the absolute
     /// expiry), but only if the row is not revoked and its `last_seen_at` is at or before

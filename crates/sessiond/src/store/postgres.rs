@@ -38,7 +38,8 @@ use sha2::{Digest, Sha256};
 use sqlx::migrate::MigrateError;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
-use super::row_cache::{Scope, Written};
+use super::pg_lease::{self, Coherence};
+use super::row_cache::{Changed, RowCache, Scope};
 use super::rows::{
     self, api_key_columns, audit_columns, key_columns, owner_columns, session_columns, Columns,
 };
@@ -46,6 +47,12 @@ use super::sql::{sql_store, Statements};
 use super::{Revocation, StoreError};
 use crate::id::SessionId;
 use crate::session::SessionRecord;
+
+pub use super::pg_lease::LeaseOptions;
+use crate::cache::CacheLimits;
+
+/// How long a write waits for its row-cache invalidation to be published (`pg_lease`).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -123,6 +130,21 @@ pub struct PgOptions {
     /// and every pooled connection runs `SET search_path TO <schema>`, so deployments (or test
     /// runs) sharing one database never see each other's rows.
     pub schema: Option<PgSchema>,
+    /// The session-row cache (default [`PgOptions::DEFAULT_ROW_CACHE`]; either limit at zero
+    /// turns it off). A node answers from it only while it holds a lease on the invalidations
+    /// every node publishes (docs/DESIGN.md §15.5); every store publishes them and waits for
+    /// the nodes that cache, whether or not it caches itself.
+    pub row_cache: CacheLimits,
+    /// The lease that lets a node answer from its row cache, and the clock drift allowed.
+    pub lease: LeaseOptions,
+    /// Where the connection that `LISTEN`s for invalidations goes, when not to `url` (e.g. past
+    /// a PgBouncer in transaction mode, which cannot `LISTEN`). Same database.
+    pub listen_url: Option<String>,
+}
+
+impl PgOptions {
+    /// The default row cache: 65,536 rows, 32 MiB.
+    pub const DEFAULT_ROW_CACHE: CacheLimits = CacheLimits::new(65_536, 32 << 20);
 }
 
 impl Default for PgOptions {
@@ -133,6 +155,9 @@ impl Default for PgOptions {
             connect_timeout: Duration::from_secs(10),
             statement_timeout: None,
             schema: None,
+            row_cache: Self::DEFAULT_ROW_CACHE,
+            lease: LeaseOptions::default(),
+            listen_url: None,
         }
     }
 }
@@ -143,6 +168,10 @@ impl Default for PgOptions {
 pub struct PgStore {
     pool: PgPool,
     schema: Option<PgSchema>,
+    /// Session rows, coherent across every node of the database (docs/DESIGN.md §15.5).
+    rows: Option<Arc<RowCache>>,
+    /// This store's part in keeping every node's cache coherent, cache or not.
+    coherence: Arc<Coherence>,
 }
 
 /// Whether `e` means "the database could not be reached or cannot serve now" rather than "the
@@ -253,7 +282,7 @@ impl PgStore {
                 Box::pin(set_up_connection(conn, Arc::clone(&setup)))
             });
         }
-        let pool = pool.connect_lazy_with(connect);
+        let pool = pool.connect_lazy_with(connect.clone());
         let mut last = None;
         let first =
             tokio::time::timeout(options.connect_timeout, first_connection(&pool, &mut last)).await;
@@ -268,9 +297,26 @@ impl PgStore {
             pool.close().await;
             return Err(e);
         }
+        let listen = match &options.listen_url {
+            Some(url) => PgConnectOptions::from_str(url).map_err(map_err)?,
+            None => connect,
+        };
+        // Writes on PostgreSQL announce their rows instead of draining a writer (`pg_lease`):
+        // the cache's barrier is never needed.
+        let rows = RowCache::new(options.row_cache, Box::new(|| Box::pin(async {}))).map(Arc::new);
+        let coherence = Coherence::start(
+            pool.clone(),
+            listen,
+            pg_lease::channel(options.schema.as_ref().map(PgSchema::as_str)),
+            rows.clone(),
+            options.lease,
+            (PUBLISH_TIMEOUT, options.connect_timeout),
+        );
         Ok(PgStore {
             pool,
             schema: options.schema,
+            rows,
+            coherence: Arc::new(coherence),
         })
     }
 
@@ -295,8 +341,10 @@ impl PgStore {
         MIGRATOR.run(&self.pool).await.map_err(map_migrate_err)
     }
 
-    /// Closes the pool, waiting for checked-out connections to be returned.
+    /// Stops answering from the row cache (telling the other nodes), then closes the pool,
+    /// waiting for checked-out connections to be returned.
     pub async fn close(&self) {
+        self.coherence.stop().await;
         self.pool.close().await;
     }
 
@@ -515,19 +563,85 @@ impl PgStore {
         self.append_audit_alone(record).await
     }
 
-    /// The session row by id: the read pool.
+    /// The session row by id: from the row cache while this store holds a lease (docs/DESIGN.md
+    /// §15.5), else from the pool (kept in the cache unless an invalidation raced the read).
     async fn session_row(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        let Some(rows) = self.rows.as_deref() else {
+            return self.session_row_pooled(id).await;
+        };
+        let ticket = rows.ticket(id);
+        if let Some(held) = rows.get(&ticket, || self.coherence.leased()) {
+            return Ok(Some(SessionRecord::clone(&held)));
+        }
+        let row = self.session_row_pooled(id).await?;
+        if let Some(record) = &row {
+            rows.fill(ticket, record);
+        }
+        Ok(row)
+    }
+
+    /// The session row by id past the row cache: the read pool.
+    async fn session_row_current(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError> {
         self.session_row_pooled(id).await
     }
 
-    /// No row cache on PostgreSQL (docs/DESIGN.md §15.4): nothing to forget after a write.
-    fn session_written(&self, scope: Scope) -> Written<'_> {
-        Written::new(None, scope)
+    /// Runs a session write and then its announcement (`pg_lease`) as a task of their own, so
+    /// a caller that gives up (a client that hung up) stops neither: a write that commits is
+    /// always announced. Returns once every node's cached copy of the rows it changed (`scope`
+    /// unless it says which) is forgotten or can no longer answer. A write that failed may have
+    /// committed all the same (a lost answer): its scope is announced too, without its caller
+    /// waiting (during an outage the error comes as soon as without a cache).
+    async fn session_write<T, F>(&self, scope: Scope, write: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<(T, Changed), StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (coherence, rows) = (Arc::clone(&self.coherence), self.rows.clone());
+        let task = tokio::spawn(async move {
+            let outcome = write.await;
+            let announce = match &outcome {
+                Err(_) => {
+                    // It failed, and may have committed all the same (a lost answer): announced,
+                    // but its caller, told that it failed, does not wait for that.
+                    let coherence = Arc::clone(&coherence);
+                    tokio::spawn(async move { coherence.announce(scope).await });
+                    None
+                }
+                Ok((_, Changed::Scope)) => Some(scope),
+                Ok((_, Changed::Rows(ids))) => Some(Scope::Many(ids.clone())),
+                Ok((_, Changed::Stale)) => {
+                    if let Some(rows) = &rows {
+                        rows.forget_scope(&scope);
+                    }
+                    None
+                }
+                Ok((_, Changed::Nothing)) => None,
+            };
+            let announced = match announce {
+                Some(scope) => coherence.announce(scope).await,
+                None => Ok(()),
+            };
+            (outcome, announced)
+        });
+        match task.await {
+            Ok((outcome, announced)) => {
+                let (value, _) = outcome?;
+                announced?;
+                Ok(value)
+            }
+            Err(e) => Err(StoreError::Backend(Box::new(e))),
+        }
     }
 
-    /// No caches of its own.
+    /// The row cache's counters, as `session_rows`.
     fn row_cache_stats(&self) -> Vec<(&'static str, crate::cache::CacheStats)> {
-        Vec::new()
+        self.rows
+            .as_deref()
+            .map(|rows| vec![("session_rows", rows.stats())])
+            .unwrap_or_default()
     }
 
     /// One statement, one round trip whatever the outcome: the conditional update returns the

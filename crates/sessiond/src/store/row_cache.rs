@@ -182,7 +182,8 @@ impl RowCache {
         self.rows.remove(&key);
     }
 
-    fn forget_scope(&self, scope: &Scope) {
+    /// Forgets the rows of `scope`.
+    pub(crate) fn forget_scope(&self, scope: &Scope) {
         match scope {
             Scope::One(id) => self.forget(id),
             Scope::Many(ids) => ids.iter().for_each(|id| self.forget(id)),
@@ -238,6 +239,33 @@ pub(crate) enum Scope {
     Many(Vec<SessionId>),
     /// Any number: forget every row.
     All,
+}
+
+/// What a session write says it changed, once it has run (see `sql`'s `session_write`).
+#[derive(Debug)]
+pub(crate) enum Changed {
+    /// Possibly any row of the write's scope.
+    Scope,
+    /// These rows (what a statement said it changed).
+    Rows(Vec<SessionId>),
+    /// No row, but the row was not what the caller expected (a compare-and-swap or a
+    /// conditional update that found another write's result): forget this process's copy, so
+    /// the caller's next read finds what beat it, and tell no other node (nothing changed).
+    Stale,
+    /// No row, and nothing learned (a new row, a sweep that deleted nothing).
+    Nothing,
+}
+
+impl Changed {
+    /// [`Changed::Stale`] when the write found the row otherwise than expected, else
+    /// [`Changed::Scope`].
+    pub(crate) fn unless(unexpected: bool) -> Self {
+        if unexpected {
+            Changed::Stale
+        } else {
+            Changed::Scope
+        }
+    }
 }
 
 /// Forgets the rows a write may have changed when it drops (see the module docs, rule 1).

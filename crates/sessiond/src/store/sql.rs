@@ -16,13 +16,16 @@
 //!   `append_audit_alone`; SQLite: grouped with concurrent writes, `sqlite_batch`);
 //! - `write_one(statement)`: one hot single-statement write, the rows it changed (PostgreSQL:
 //!   its own statement on the pool; SQLite: grouped with concurrent ones, `sqlite_batch`);
-//! - `session_row(id)`: the session row by id, the read of every validation (PostgreSQL: the
-//!   read pool, `session_row_pooled`; SQLite: the row cache, else a synchronous connection,
-//!   see `sqlite`);
-//! - `session_written(scope)`: a guard each session write takes first and marks finished when
-//!   its statement has run; it forgets the cached rows the write may have changed when it drops,
-//!   and once more after the writer drains when the write did not finish (`row_cache`;
-//!   PostgreSQL caches no rows), and `row_cache_stats()`, that cache's counters.
+//! - `session_row(id)`: the session row by id, the read of every validation (the row cache,
+//!   else PostgreSQL: the read pool, `session_row_pooled`; SQLite: a synchronous connection,
+//!   see `sqlite`), and `session_row_current(id)`, the same read past the cache;
+//! - `session_write(scope, write)`: runs a session write (an owned future, so it can outlive
+//!   its caller: its value and, when it can say, the rows it changed) and then makes every
+//!   cached copy of those rows (`scope` when it cannot say) forget them: SQLite's row cache
+//!   through a `row_cache::Written` guard, which forgets again after the writer drains when
+//!   the caller gave up mid-write; PostgreSQL's on every node (`pg_lease`), the write and its
+//!   announcement running as a task of their own that a caller who gives up does not stop;
+//!   and `row_cache_stats()`, that cache's counters.
 
 /// A write statement's run on a connection: how many rows it changed. The hot single-statement
 /// writes are handed to the dialect's `write_one` as a closure returning this, so SQLite can
@@ -222,51 +225,56 @@ macro_rules! sql_store {
                 use $crate::store::row_cache::Scope;
                 use $crate::store::rows::Bind as _;
                 let s = &record.session;
-                // A new row is not cached; evictions change others (those it returns).
-                let mut written = self.session_written(match max_active {
-                    Some(_) => Scope::All,
-                    None => Scope::One(s.id.clone()),
-                });
+                // A new row is not cached; evictions change others (those it returns). A record
+                // that cannot be stored is refused here, with its own error, before anything is
+                // written; the write takes its own copy of the values.
+                let params = $crate::store::rows::SessionParams::new(std::borrow::Cow::Owned(
+                    record.clone(),
+                ))?;
                 let Some(max) = max_active else {
-                    // No limit, nothing to count: one statement, a hot write. A record that
-                    // cannot be stored is refused here, with its own error, before anything is
-                    // queued; the statement takes its own copy of the values.
-                    let params = $crate::store::rows::SessionParams::new(std::borrow::Cow::Owned(
-                        record.clone(),
-                    ))?;
-                    $crate::store::sql::hot_write!(self, |conn| sqlx::query($sql.insert_session)
-                        .session(&params))
-                    .await?;
-                    written.finished();
-                    return Ok(Vec::new());
+                    // No limit, nothing to count: one statement, a hot write.
+                    let this = self.clone();
+                    return self
+                        .session_write(Scope::One(s.id.clone()), async move {
+                            $crate::store::sql::hot_write!(this, |conn| sqlx::query(
+                                $sql.insert_session
+                            )
+                            .session(&params))
+                            .await?;
+                            Ok((Vec::new(), $crate::store::row_cache::Changed::Nothing))
+                        })
+                        .await;
                 };
-                let params =
-                    $crate::store::rows::SessionParams::new(std::borrow::Cow::Borrowed(record))?;
-                let insert = sqlx::query($sql.insert_session).session(&params);
-                // The insert and the eviction in one transaction, creates of the same user and
-                // tenant taking turns: a session that does not exist yet cannot be row-locked,
-                // and two concurrent creates that each inserted and then counted would both miss
-                // the other's uncommitted row and keep one session too many.
-                let mut tx = self
-                    .begin_serialized(&["sessions", s.user_id.as_str(), s.tenant.as_str()])
-                    .await?;
-                insert.execute(&mut *tx).await.map_err(map_err)?;
-                let evicted = sqlx::query($sql.evict)
-                    .bind($crate::store::rows::millis(now))
-                    .bind(s.user_id.as_str())
-                    .bind(s.tenant.as_str())
-                    .bind(s.id.as_str())
-                    .bind(i64::from(max))
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                tx.commit().await.map_err(map_err)?;
-                let evicted = evicted
-                    .iter()
-                    .map($crate::store::rows::owner_from_row)
-                    .collect::<Result<Vec<_>, _>>()?;
-                written.finished_with(evicted.iter().map(|o| &o.id).chain([&s.id]));
-                Ok(evicted)
+                let (this, id) = (self.clone(), s.id.clone());
+                let (user, tenant) = (s.user_id.clone(), s.tenant.clone());
+                self.session_write(Scope::All, async move {
+                    let insert = sqlx::query($sql.insert_session).session(&params);
+                    // The insert and the eviction in one transaction, creates of the same user
+                    // and tenant taking turns: a session that does not exist yet cannot be
+                    // row-locked, and two concurrent creates that each inserted and then counted
+                    // would both miss the other's uncommitted row and keep one session too many.
+                    let mut tx = this
+                        .begin_serialized(&["sessions", user.as_str(), tenant.as_str()])
+                        .await?;
+                    insert.execute(&mut *tx).await.map_err(map_err)?;
+                    let evicted = sqlx::query($sql.evict)
+                        .bind($crate::store::rows::millis(now))
+                        .bind(user.as_str())
+                        .bind(tenant.as_str())
+                        .bind(id.as_str())
+                        .bind(i64::from(max))
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    tx.commit().await.map_err(map_err)?;
+                    let evicted = evicted
+                        .iter()
+                        .map($crate::store::rows::owner_from_row)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let changed = evicted.iter().map(|o| o.id.clone()).collect();
+                    Ok((evicted, $crate::store::row_cache::Changed::Rows(changed)))
+                })
+                .await
             }
 
             async fn session(
@@ -274,6 +282,13 @@ macro_rules! sql_store {
                 id: &$crate::id::SessionId,
             ) -> Result<Option<$crate::session::SessionRecord>, $crate::store::StoreError> {
                 self.session_row(id).await
+            }
+
+            async fn session_current(
+                &self,
+                id: &$crate::id::SessionId,
+            ) -> Result<Option<$crate::session::SessionRecord>, $crate::store::StoreError> {
+                self.session_row_current(id).await
             }
 
             async fn touch_session(
@@ -284,22 +299,28 @@ macro_rules! sql_store {
                 seen_before: $crate::clock::Timestamp,
             ) -> Result<bool, $crate::store::StoreError> {
                 use $crate::store::rows::millis;
-                let mut written =
-                    self.session_written($crate::store::row_cache::Scope::One(id.clone()));
                 let (last_seen_at, idle_expires_at, seen_before) = (
                     millis(last_seen_at),
                     millis(idle_expires_at),
                     millis(seen_before),
                 );
-                let id_text = id.as_str().to_owned();
-                let changed = $crate::store::sql::hot_write!(self, |conn| sqlx::query($sql.touch)
-                    .bind(last_seen_at)
-                    .bind(idle_expires_at)
-                    .bind(id_text.as_str())
-                    .bind(seen_before))
-                .await?;
-                written.finished();
-                Ok(changed == 1)
+                let (this, id_text) = (self.clone(), id.as_str().to_owned());
+                let scope = $crate::store::row_cache::Scope::One(id.clone());
+                self.session_write(scope, async move {
+                    let changed =
+                        $crate::store::sql::hot_write!(this, |conn| sqlx::query($sql.touch)
+                            .bind(last_seen_at)
+                            .bind(idle_expires_at)
+                            .bind(id_text.as_str())
+                            .bind(seen_before))
+                        .await?;
+                    // A touch that changed nothing found another caller's touch first.
+                    Ok((
+                        changed == 1,
+                        $crate::store::row_cache::Changed::unless(changed == 0),
+                    ))
+                })
+                .await
             }
 
             async fn revoke_session(
@@ -308,15 +329,23 @@ macro_rules! sql_store {
                 at: $crate::clock::Timestamp,
                 reason: &$crate::session::RevokeReason,
             ) -> Result<$crate::store::Revocation, $crate::store::StoreError> {
-                let mut written =
-                    self.session_written($crate::store::row_cache::Scope::One(id.clone()));
-                let revoke = sqlx::query($sql.revoke_one)
-                    .bind($crate::store::rows::millis(at))
-                    .bind(reason.as_str())
-                    .bind(id.as_str());
-                let revocation = self.revoke_one(revoke, id).await?;
-                written.finished();
-                Ok(revocation)
+                let (this, id, reason) = (self.clone(), id.clone(), reason.clone());
+                let scope = $crate::store::row_cache::Scope::One(id.clone());
+                self.session_write(scope, async move {
+                    let revoke = sqlx::query($sql.revoke_one)
+                        .bind($crate::store::rows::millis(at))
+                        .bind(reason.as_str())
+                        .bind(id.as_str());
+                    let revocation = this.revoke_one(revoke, &id).await?;
+                    // Already revoked or missing: this call changed no row, and any copy that
+                    // says otherwise is stale.
+                    let changed = $crate::store::row_cache::Changed::unless(!matches!(
+                        revocation,
+                        $crate::store::Revocation::Revoked(_)
+                    ));
+                    Ok((revocation, changed))
+                })
+                .await
             }
 
             async fn revoke_user_sessions(
@@ -327,22 +356,27 @@ macro_rules! sql_store {
                 at: $crate::clock::Timestamp,
                 reason: &$crate::session::RevokeReason,
             ) -> Result<Vec<$crate::store::SessionOwner>, $crate::store::StoreError> {
-                let mut written = self.session_written($crate::store::row_cache::Scope::All);
-                let rows = sqlx::query($sql.revoke_user)
-                    .bind($crate::store::rows::millis(at))
-                    .bind(reason.as_str())
-                    .bind(user.as_str())
-                    .bind(tenant.map($crate::id::Tenant::as_str))
-                    .bind(except.map($crate::id::SessionId::as_str))
-                    .fetch_all(&self.$write)
-                    .await
-                    .map_err(map_err)?;
-                let revoked = rows
-                    .iter()
-                    .map($crate::store::rows::owner_from_row)
-                    .collect::<Result<Vec<_>, _>>()?;
-                written.finished_with(revoked.iter().map(|o| &o.id));
-                Ok(revoked)
+                let this = self.clone();
+                let (user, tenant) = (user.clone(), tenant.cloned());
+                let (except, reason) = (except.cloned(), reason.clone());
+                self.session_write($crate::store::row_cache::Scope::All, async move {
+                    let rows = sqlx::query($sql.revoke_user)
+                        .bind($crate::store::rows::millis(at))
+                        .bind(reason.as_str())
+                        .bind(user.as_str())
+                        .bind(tenant.as_ref().map($crate::id::Tenant::as_str))
+                        .bind(except.as_ref().map($crate::id::SessionId::as_str))
+                        .fetch_all(&this.$write)
+                        .await
+                        .map_err(map_err)?;
+                    let revoked = rows
+                        .iter()
+                        .map($crate::store::rows::owner_from_row)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let changed = revoked.iter().map(|o| o.id.clone()).collect();
+                    Ok((revoked, $crate::store::row_cache::Changed::Rows(changed)))
+                })
+                .await
             }
 
             async fn user_sessions(
@@ -367,19 +401,24 @@ macro_rules! sql_store {
                 hash: &[u8; 32],
                 now: $crate::clock::Timestamp,
             ) -> Result<Option<$crate::store::SessionOwner>, $crate::store::StoreError> {
-                let mut written =
-                    self.session_written($crate::store::row_cache::Scope::One(id.clone()));
-                let row = sqlx::query($sql.set_csrf)
-                    .bind(hash.as_slice())
-                    .bind(id.as_str())
-                    .bind($crate::store::rows::millis(now))
-                    .fetch_optional(&self.$write)
-                    .await
-                    .map_err(map_err)?;
-                written.finished();
-                row.as_ref()
-                    .map($crate::store::rows::owner_from_row)
-                    .transpose()
+                let (this, id, hash) = (self.clone(), id.clone(), *hash);
+                let scope = $crate::store::row_cache::Scope::One(id.clone());
+                self.session_write(scope, async move {
+                    let row = sqlx::query($sql.set_csrf)
+                        .bind(hash.as_slice())
+                        .bind(id.as_str())
+                        .bind($crate::store::rows::millis(now))
+                        .fetch_optional(&this.$write)
+                        .await
+                        .map_err(map_err)?;
+                    let owner = row
+                        .as_ref()
+                        .map($crate::store::rows::owner_from_row)
+                        .transpose()?;
+                    let changed = $crate::store::row_cache::Changed::unless(owner.is_none());
+                    Ok((owner, changed))
+                })
+                .await
             }
 
             async fn delete_expired_sessions(
@@ -388,16 +427,19 @@ macro_rules! sql_store {
                 limit: u32,
             ) -> Result<u64, $crate::store::StoreError> {
                 // GC does not say which rows it deleted: forget every row, unless it deleted none.
-                let mut written = self.session_written($crate::store::row_cache::Scope::All);
-                let deleted = self
-                    .delete_expired($sql.delete_expired_sessions, now, limit)
-                    .await?;
-                if deleted == 0 {
-                    written.finished_with([]);
-                } else {
-                    written.finished();
-                }
-                Ok(deleted)
+                let this = self.clone();
+                self.session_write($crate::store::row_cache::Scope::All, async move {
+                    let deleted = this
+                        .delete_expired($sql.delete_expired_sessions, now, limit)
+                        .await?;
+                    let changed = if deleted == 0 {
+                        $crate::store::row_cache::Changed::Nothing
+                    } else {
+                        $crate::store::row_cache::Changed::Scope
+                    };
+                    Ok((deleted, changed))
+                })
+                .await
             }
 
             async fn rotate_refresh(
@@ -405,26 +447,34 @@ macro_rules! sql_store {
                 r: $crate::store::RefreshRotation<'_>,
             ) -> Result<bool, $crate::store::StoreError> {
                 use $crate::store::rows::millis;
-                let mut written =
-                    self.session_written($crate::store::row_cache::Scope::One(r.id.clone()));
                 let (new_hash, expected_hash) = (*r.new_hash, *r.expected_hash);
                 let generation = $crate::store::rows::generation(r.generation)?;
                 let chain = $crate::session::RefreshStep::encode_chain(r.chain);
                 let (now, idle_expires_at) = (millis(r.now), millis(r.idle_expires_at));
                 let (id, only_if_unused) = (r.id.as_str().to_owned(), r.only_if_unused);
-                let changed =
-                    $crate::store::sql::hot_write!(self, |conn| sqlx::query($sql.rotate_refresh)
-                        .bind(new_hash.as_slice())
-                        .bind(generation)
-                        .bind(chain.as_str())
-                        .bind(now)
-                        .bind(idle_expires_at)
-                        .bind(id.as_str())
-                        .bind(expected_hash.as_slice())
-                        .bind(only_if_unused))
+                let (this, scope) = (
+                    self.clone(),
+                    $crate::store::row_cache::Scope::One(r.id.clone()),
+                );
+                self.session_write(scope, async move {
+                    let changed = $crate::store::sql::hot_write!(this, |conn| sqlx::query(
+                        $sql.rotate_refresh
+                    )
+                    .bind(new_hash.as_slice())
+                    .bind(generation)
+                    .bind(chain.as_str())
+                    .bind(now)
+                    .bind(idle_expires_at)
+                    .bind(id.as_str())
+                    .bind(expected_hash.as_slice())
+                    .bind(only_if_unused))
                     .await?;
-                written.finished();
-                Ok(changed == 1)
+                    Ok((
+                        changed == 1,
+                        $crate::store::row_cache::Changed::unless(changed == 0),
+                    ))
+                })
+                .await
             }
 
             async fn mark_refresh_used(
@@ -432,18 +482,22 @@ macro_rules! sql_store {
                 id: &$crate::id::SessionId,
                 generation: u64,
             ) -> Result<bool, $crate::store::StoreError> {
-                let mut written =
-                    self.session_written($crate::store::row_cache::Scope::One(id.clone()));
                 let generation = $crate::store::rows::generation(generation)?;
-                let id_text = id.as_str().to_owned();
-                let changed = $crate::store::sql::hot_write!(self, |conn| sqlx::query(
-                    $sql.mark_refresh_used
-                )
-                .bind(id_text.as_str())
-                .bind(generation))
-                .await?;
-                written.finished();
-                Ok(changed == 1)
+                let (this, id_text) = (self.clone(), id.as_str().to_owned());
+                let scope = $crate::store::row_cache::Scope::One(id.clone());
+                self.session_write(scope, async move {
+                    let changed = $crate::store::sql::hot_write!(this, |conn| sqlx::query(
+                        $sql.mark_refresh_used
+                    )
+                    .bind(id_text.as_str())
+                    .bind(generation))
+                    .await?;
+                    Ok((
+                        changed == 1,
+                        $crate::store::row_cache::Changed::unless(changed == 0),
+                    ))
+                })
+                .await
             }
 
             fn cache_stats(&self) -> Vec<(&'static str, $crate::cache::CacheStats)> {

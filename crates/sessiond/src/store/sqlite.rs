@@ -15,7 +15,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::row_cache::{Barrier, RowCache, Scope, Written};
+use super::row_cache::{Barrier, Changed, RowCache, Scope, Written};
 use super::rows::{
     self, api_key_columns, audit_columns, key_columns, owner_columns, session_columns,
 };
@@ -530,6 +530,18 @@ impl SqliteStore {
         Ok(row)
     }
 
+    /// The session row by id past the row cache: synchronously when the path is on, else (or
+    /// busy) through the pool.
+    async fn session_row_current(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        match self.sync.as_ref().and_then(|sync| sync.session(id)) {
+            Some(row) => row,
+            None => self.session_row_pooled(id).await,
+        }
+    }
+
     /// The proof a held row answers on (docs/DESIGN.md §15.4): no connection committed since the
     /// last full proof (the WAL-index header is byte for byte the one read before it), or a
     /// full proof now (the writers' tables), which forgets every row when another writer moved.
@@ -541,9 +553,22 @@ impl SqliteStore {
         matches!(self.full_proof(sync, rows, header), Some(Ok(true)))
     }
 
-    /// A guard that forgets, after a session write, the cached rows it may have changed.
-    fn session_written(&self, scope: Scope) -> Written<'_> {
-        Written::new(self.rows.as_ref(), scope)
+    /// Runs a session write under a guard that forgets, after it, the cached rows it changed
+    /// (`scope` unless it says which), and again after the writer drains when it did not
+    /// finish (an error, or a caller that gave up mid-write).
+    async fn session_write<T, F>(&self, scope: Scope, write: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<(T, Changed), StoreError>> + Send,
+    {
+        let mut written = Written::new(self.rows.as_ref(), scope);
+        let (value, changed) = write.await?;
+        match changed {
+            // One process's cache: a stale copy is forgotten like a changed one.
+            Changed::Scope | Changed::Stale => written.finished(),
+            Changed::Rows(ids) => written.finished_with(&ids),
+            Changed::Nothing => written.finished_with([]),
+        }
+        Ok(value)
     }
 
     /// The row cache's counters, as `session_rows`.

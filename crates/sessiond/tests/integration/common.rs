@@ -54,7 +54,7 @@ async fn sqlite_backend_with(options: SqliteOptions) -> TestBackend {
 }
 
 #[cfg(feature = "postgres")]
-pub use self::pg::{fresh_schema, postgres_backend, postgres_url, SchemaGuard};
+pub use self::pg::{fresh_schema, postgres_backend, postgres_url, short_lease, SchemaGuard};
 
 /// PostgreSQL fixtures: every test gets its own schema in the shared test database, so parallel
 /// test processes never see each other's rows; the schema is dropped when the test ends.
@@ -66,7 +66,7 @@ mod pg {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use rand_core::{OsRng, RngCore};
-    use sessiond::store::postgres::{PgOptions, PgSchema, PgStore};
+    use sessiond::store::postgres::{LeaseOptions, PgOptions, PgSchema, PgStore};
     use sqlx::postgres::PgConnectOptions;
     use sqlx::{Connection, PgConnection};
 
@@ -216,6 +216,15 @@ mod pg {
         let _ = conn.close().await;
     }
 
+    /// A lease short enough that a fresh store's first write (which waits out the lease of any
+    /// node it could not have heard yet, docs/DESIGN.md §15.5) costs a test little.
+    pub fn short_lease() -> LeaseOptions {
+        let mut lease = LeaseOptions::default();
+        lease.lease = Duration::from_millis(300);
+        lease.drift = Duration::from_millis(50);
+        lease
+    }
+
     /// A fresh, migrated PostgreSQL store in a schema of its own (dropped with the backend).
     pub async fn postgres_backend() -> TestBackend {
         let url = postgres_url().await;
@@ -227,6 +236,7 @@ mod pg {
         // Half the default pool: the suite runs several of these at once against one server
         // (the local one allows 100 connections), and no test needs more than 8 to race.
         options.max_connections = 8;
+        options.lease = short_lease();
         let store = PgStore::open(&url, options).await.unwrap();
         TestBackend {
             store: Arc::new(store),

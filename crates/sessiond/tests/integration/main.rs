@@ -17,6 +17,8 @@ mod lifecycle;
 #[cfg(feature = "postgres")]
 mod pg_bus;
 #[cfg(feature = "postgres")]
+mod pg_rows;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod races;
 #[cfg(feature = "redis")]
