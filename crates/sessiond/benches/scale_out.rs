@@ -51,6 +51,7 @@ fn redis_url() -> String {
 struct Stores {
     sqlite: Arc<dyn Backend>,
     postgres: Arc<dyn Backend>,
+    postgres_uncached: Arc<dyn Backend>,
     redis: Arc<dyn ClaimStore>,
     schema: String,
     _dir: tempfile::TempDir,
@@ -65,7 +66,12 @@ async fn stores() -> Stores {
     let schema = schema_name("bench");
     let mut options = PgOptions::default();
     options.schema = Some(PgSchema::new(schema.clone()).unwrap());
-    let postgres = PgStore::open(&postgres_url(), options)
+    let postgres = PgStore::open(&postgres_url(), options.clone())
+        .await
+        .expect("no PostgreSQL at DATABASE_URL");
+    // A second node on the same tables without a row cache: every validation reads the row.
+    options.row_cache = sessiond::cache::CacheLimits::off();
+    let postgres_uncached = PgStore::open(&postgres_url(), options)
         .await
         .expect("no PostgreSQL at DATABASE_URL");
     let mut redis_options = RedisOptions::default();
@@ -76,6 +82,7 @@ async fn stores() -> Stores {
     Stores {
         sqlite: Arc::new(sqlite),
         postgres: Arc::new(postgres),
+        postgres_uncached: Arc::new(postgres_uncached),
         redis: Arc::new(redis),
         schema,
         _dir: dir,
@@ -142,10 +149,11 @@ fn scale_out(c: &mut Criterion) {
     let rt = runtime();
     let stores = rt.block_on(stores());
     let ctx = RequestContext::default();
-    let (sqlite, postgres, redis_claims) = rt.block_on(async {
+    let (sqlite, postgres, postgres_uncached, redis_claims) = rt.block_on(async {
         (
             service(stores.sqlite.clone(), None).await,
             service(stores.postgres.clone(), None).await,
+            service(stores.postgres_uncached.clone(), None).await,
             // Sessions in SQLite, claims in Redis: only `claim` is measured on it.
             SessionService::builder(stores.sqlite.clone(), MasterKey::from_bytes([3; 32]))
                 .clock(Arc::new(ManualClock::new(T0)))
@@ -155,7 +163,11 @@ fn scale_out(c: &mut Criterion) {
                 .unwrap(),
         )
     });
-    let nodes = [("sqlite", &sqlite), ("postgres", &postgres)];
+    let nodes = [
+        ("sqlite", &sqlite),
+        ("postgres", &postgres),
+        ("postgres_uncached", &postgres_uncached),
+    ];
     let creds: Vec<Creds> = nodes.iter().map(|(_, s)| rt.block_on(creds(s))).collect();
     // Sanity: every benchmarked call succeeds.
     for ((_, s), c) in nodes.iter().zip(&creds) {

@@ -7,8 +7,9 @@
 //! cargo bench -p sessiond --bench writes -- <sqlite|postgres> <refresh|create> [callers=32] [seconds=5] [rows=on|off]
 //! ```
 //!
-//! `rows=off` turns SQLite's row cache off (and with it the temporary triggers that tell this
-//! store's writes from others', docs/DESIGN.md §15.4).
+//! `rows=off` turns the row cache off: on SQLite with it the temporary triggers that tell this
+//! store's writes from others' (docs/DESIGN.md §15.4); on PostgreSQL the store still announces
+//! its writes to other nodes (§15.5).
 //!
 //! `refresh`: each caller holds its own token session and rotates it again and again (real
 //! clock; `refresh_grace` 1 ms so each chain keeps one step, the steady state of a client that
@@ -78,12 +79,18 @@ async fn run(backend: &str, op: &str, callers: usize, length: Duration, rows: bo
             let name = schema_name("writes");
             let mut options = PgOptions::default();
             options.schema = Some(PgSchema::new(name.clone()).unwrap());
+            if !rows {
+                options.row_cache = sessiond::cache::CacheLimits::off();
+            }
             schema = Some(name);
-            Arc::new(
-                PgStore::open(&postgres_url(), options)
-                    .await
-                    .expect("no PostgreSQL at DATABASE_URL"),
-            )
+            let lease = options.lease;
+            let store = PgStore::open(&postgres_url(), options)
+                .await
+                .expect("no PostgreSQL at DATABASE_URL");
+            // A store that has just begun listening makes its writes wait out the lease of any
+            // node it could not have heard yet (docs/DESIGN.md §15.5); measure the steady state.
+            tokio::time::sleep(lease.lease + lease.drift).await;
+            Arc::new(store)
         }
         other => panic!("unknown backend {other}: sqlite or postgres"),
     };

@@ -191,7 +191,9 @@ impl State {
     /// Our invalidation `seq` came back at `now`: record whom its writer waits for.
     fn snapshot(&mut self, seq: u64, now: Instant, horizon: Duration) {
         self.peers.retain(|_, p| p.heard + horizon * 2 > now);
-        self.snapshots.retain(|_, s| s.made + horizon * 2 > now);
+        // A writer waits at most `horizon` after its publish returned, which was before its
+        // invalidation came back: an older snapshot has no writer left.
+        self.snapshots.retain(|_, s| s.made + horizon > now);
         let peers = self
             .peers
             .iter()
@@ -280,6 +282,10 @@ impl Shared {
             if st.listening_since.is_none() {
                 return;
             }
+            // Peers not heard for two leases hold none: forget them (restarted nodes come back
+            // under new names).
+            let (now, horizon) = (Instant::now(), self.options.horizon());
+            st.peers.retain(|_, p| p.heard + horizon * 2 > now);
             st.next_heartbeat += 1;
             let n = st.next_heartbeat;
             let generation = st.generation;
@@ -426,8 +432,9 @@ impl Shared {
             } else {
                 self.state().waiting_on(published.seq, now)
             };
+            // The snapshot stays: the other writers of the same notification wait on it too.
+            // It is dropped once no writer can still be waiting on it (`State::snapshot`).
             let Some(next) = next else {
-                self.state().snapshots.remove(&published.seq);
                 return;
             };
             tokio::select! {
@@ -852,6 +859,23 @@ mod tests {
             !lease(&shared),
             "a heartbeat from before the gap granted a lease"
         );
+    }
+
+    /// Writers whose invalidations went out in one notification share its number: every one of
+    /// them returns once it came back, not only the first.
+    #[tokio::test]
+    async fn every_writer_of_one_notification_returns_when_it_comes_back() {
+        let shared = shared();
+        let published = Published {
+            seq: 1,
+            at: Instant::now(),
+        };
+        assert_eq!(shared.receive("i:me:1:*"), Ok(()));
+        for _ in 0..3 {
+            tokio::time::timeout(Duration::from_secs(1), shared.acknowledged(published))
+                .await
+                .expect("a writer of the same notification waited for nothing");
+        }
     }
 
     #[tokio::test]

@@ -23,6 +23,13 @@
 //!   so they cannot deadlock with each other; garbage collection deletes with
 //!   `FOR UPDATE SKIP LOCKED`, so it never waits for (or blocks) a row that a request holds.
 //!
+//! # Row cache
+//! Session rows are cached on every node and answered from memory only while the node holds a
+//! lease on the channel every store's invalidations travel on; each session write returns only
+//! when every caching node has forgotten the rows it changed or can no longer answer
+//! (`pg_lease`, docs/DESIGN.md §15.5). Besides the pool, each store holds one listening
+//! connection.
+//!
 //! # Connections
 //! The pool reconnects by itself: an idle connection is pinged before it is handed out
 //! (`test_before_acquire`) and a connection that failed is closed when released, so after an

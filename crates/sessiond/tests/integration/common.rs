@@ -54,7 +54,10 @@ async fn sqlite_backend_with(options: SqliteOptions) -> TestBackend {
 }
 
 #[cfg(feature = "postgres")]
-pub use self::pg::{fresh_schema, postgres_backend, postgres_url, short_lease, SchemaGuard};
+pub use self::pg::{
+    fresh_schema, postgres_backend, postgres_uncached_backend, postgres_url, short_lease,
+    SchemaGuard,
+};
 
 /// PostgreSQL fixtures: every test gets its own schema in the shared test database, so parallel
 /// test processes never see each other's rows; the schema is dropped when the test ends.
@@ -227,10 +230,20 @@ mod pg {
 
     /// A fresh, migrated PostgreSQL store in a schema of its own (dropped with the backend).
     pub async fn postgres_backend() -> TestBackend {
+        postgres_backend_with(PgOptions::default()).await
+    }
+
+    /// [`postgres_backend`] without the session-row cache.
+    pub async fn postgres_uncached_backend() -> TestBackend {
+        let mut options = PgOptions::default();
+        options.row_cache = sessiond::cache::CacheLimits::off();
+        postgres_backend_with(options).await
+    }
+
+    async fn postgres_backend_with(mut options: PgOptions) -> TestBackend {
         let url = postgres_url().await;
         let schema = fresh_schema();
         let guard = SchemaGuard::new(&url, &schema);
-        let mut options = PgOptions::default();
         options.schema = Some(schema);
         options.statement_timeout = Some(Duration::from_secs(30));
         // Half the default pool: the suite runs several of these at once against one server
