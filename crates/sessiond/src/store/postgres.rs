@@ -643,14 +643,6 @@ impl PgStore {
         }
     }
 
-    /// The row cache's counters, as `session_rows`.
-    fn row_cache_stats(&self) -> Vec<(&'static str, crate::cache::CacheStats)> {
-        self.rows
-            .as_deref()
-            .map(|rows| vec![("session_rows", rows.stats())])
-            .unwrap_or_default()
-    }
-
     /// One statement, one round trip whatever the outcome: the conditional update returns the
     /// owner, and the same statement says whether the row exists at all (its snapshot predates
     /// the update, so a row revoked here is found too).

@@ -24,8 +24,10 @@
 //!   cached copy of those rows (`scope` when it cannot say) forget them: SQLite's row cache
 //!   through a `row_cache::Written` guard, which forgets again after the writer drains when
 //!   the caller gave up mid-write; PostgreSQL's on every node (`pg_lease`), the write and its
-//!   announcement running as a task of their own that a caller who gives up does not stop;
-//!   and `row_cache_stats()`, that cache's counters.
+//!   announcement running as a task of their own that a caller who gives up does not stop.
+//!
+//! The dialect's store has a field `rows: Option<Arc<row_cache::RowCache>>` (its row cache,
+//! `None` when off), whose counters `cache_stats` reports.
 
 /// A write statement's run on a connection: how many rows it changed. The hot single-statement
 /// writes are handed to the dialect's `write_one` as a closure returning this, so SQLite can
@@ -500,8 +502,12 @@ macro_rules! sql_store {
                 .await
             }
 
+            /// The row cache's counters, as `session_rows` (none when it is off).
             fn cache_stats(&self) -> Vec<(&'static str, $crate::cache::CacheStats)> {
-                self.row_cache_stats()
+                self.rows
+                    .as_deref()
+                    .map(|rows| vec![("session_rows", rows.stats())])
+                    .unwrap_or_default()
             }
         }
 

@@ -23,7 +23,7 @@ use super::sql::{sql_store, Statements, WriteFuture};
 use super::sqlite_batch::{statement, WriteBatcher};
 use super::sqlite_read::{SyncReaders, WalHeader};
 use super::{Revocation, StoreError};
-use crate::cache::{CacheLimits, CacheStats};
+use crate::cache::CacheLimits;
 use crate::id::SessionId;
 use crate::session::SessionRecord;
 
@@ -569,14 +569,6 @@ impl SqliteStore {
             Changed::Nothing => written.finished_with([]),
         }
         Ok(value)
-    }
-
-    /// The row cache's counters, as `session_rows`.
-    fn row_cache_stats(&self) -> Vec<(&'static str, CacheStats)> {
-        self.rows
-            .as_deref()
-            .map(|rows| vec![("session_rows", rows.stats())])
-            .unwrap_or_default()
     }
 
     /// SQLite has no RETURNING inside a WITH clause: when nothing was revoked, a second read

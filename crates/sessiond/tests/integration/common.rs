@@ -347,6 +347,16 @@ pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
+/// `host:port` of a `scheme://[user@]host:port/rest` URL: where a proxy forwards to.
+pub fn host_port(url: &str) -> String {
+    let (_, rest) = url.split_once("://").unwrap();
+    let authority = rest.split('/').next().unwrap();
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, hp)| hp)
+        .to_owned()
+}
+
 /// A TCP forwarder to `target` that the test can freeze: while frozen, the bytes of every
 /// forwarded connection are read and dropped, so the connections stay open and go silent, as
 /// behind a dead NAT entry (no FIN, no reset). Aborted when dropped.

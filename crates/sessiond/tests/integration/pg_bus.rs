@@ -18,7 +18,7 @@ use sessiond::{
 };
 use sqlx::{Connection, PgConnection};
 
-use crate::common::{postgres_url, unique_redis_prefix, user, FreezingProxy, T0};
+use crate::common::{host_port, postgres_url, unique_redis_prefix, user, FreezingProxy, T0};
 
 /// How long a cross-node event may take here.
 const PROMPT: Duration = Duration::from_secs(2);
@@ -248,14 +248,7 @@ async fn a_silent_listener_is_found_by_its_heartbeat_and_replaced() {
     options.publish_timeout = Duration::from_millis(300);
     options.connect_timeout = Duration::from_millis(500);
     let url = postgres_url().await;
-    let target = {
-        let (_, rest) = url.split_once("://").unwrap();
-        let authority = rest.split('/').next().unwrap();
-        authority
-            .rsplit_once('@')
-            .map_or(authority, |(_, hp)| hp)
-            .to_owned()
-    };
+    let target = host_port(&url);
     let proxy = FreezingProxy::start(&target).await;
     let addr = proxy.addr;
     let proxied = PgEventBus::connect(

@@ -13,7 +13,9 @@ use sessiond::store::{Revocation, SessionStore};
 use sessiond::RevokeReason;
 use tokio::task::JoinSet;
 
-use crate::common::{fresh_schema, postgres_url, short_lease, FreezingProxy, SchemaGuard};
+use crate::common::{
+    fresh_schema, host_port, postgres_url, short_lease, FreezingProxy, SchemaGuard,
+};
 use crate::conformance::{record, t};
 
 fn rows(store: &PgStore) -> CacheStats {
@@ -187,14 +189,7 @@ async fn a_store_without_a_cache_announces_its_writes_to_those_with_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_from_the_channel_stops_answering_from_memory() {
     let nodes = nodes().await;
-    let target = {
-        let (_, rest) = nodes.url.split_once("://").unwrap();
-        let authority = rest.split('/').next().unwrap();
-        authority
-            .rsplit_once('@')
-            .map_or(authority, |(_, hp)| hp)
-            .to_owned()
-    };
+    let target = host_port(&nodes.url);
     let proxy = FreezingProxy::start(&target).await;
     let a = nodes.node().await;
     let mut cut_options = options(&nodes.schema);
